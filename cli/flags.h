@@ -1,0 +1,28 @@
+// Command-line flags of the lopt tools: --name=value, --name value, --switch.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace lopt {
+
+struct Flags {
+  std::map<std::string, std::string> values;
+  std::vector<std::string> positional;
+
+  bool Has(const std::string& name) const { return values.count(name) > 0; }
+  std::string Get(const std::string& name, const std::string& def = "") const;
+  absl::StatusOr<int64_t> GetInt(const std::string& name, int64_t def) const;
+};
+
+// `switches` take no value; every other known flag takes one. Unknown flags
+// are an error that names them.
+absl::StatusOr<Flags> ParseFlags(int argc, char** argv, int first,
+                                 const std::set<std::string>& with_value,
+                                 const std::set<std::string>& switches);
+
+}  // namespace lopt

@@ -1,0 +1,298 @@
+#include "cli/local_mode.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <numeric>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/checkpoint.h"
+#include "common/json.h"
+#include "common/optimizer_file.h"
+#include "common/progress.h"
+#include "common/replay_buffer.h"
+#include "common/task.h"
+#include "learner/elo_learner.h"
+#include "worker/elo_unroller.h"
+
+namespace lopt {
+namespace {
+
+absl::Status MakeDirs(const std::string& dir) {
+  std::string cur;
+  for (size_t i = 0; i <= dir.size(); ++i) {
+    if (i == dir.size() || dir[i] == '/') {
+      if (!cur.empty() && ::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
+        return absl::PermissionDeniedError(absl::StrCat("cannot create directory ", cur));
+    }
+    if (i < dir.size()) cur += dir[i];
+  }
+  return absl::OkStatus();
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string BufferTable(const v1::JobSpec& job, const Task& task) {
+  return absl::StrCat(job.name(), "/", task.name());
+}
+
+// One file holds the learner's, the unroller's and the buffer's state.
+absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& job,
+                            const EloLearner& learner, const EloUnroller& unroller,
+                            ReplayBuffer& buffer, const std::string& table,
+                            const std::vector<double>& history) {
+  NamedTensors all;
+  all.emplace_back("job", StringTensor(job.SerializeAsString()));
+  for (auto& [k, v] : learner.SaveState()) all.emplace_back("learner/" + k, v);
+  for (auto& [k, v] : unroller.SaveState()) all.emplace_back("worker/" + k, v);
+  auto items = buffer.Items(table);
+  if (!items.ok()) return items.status();
+  all.emplace_back("buffer/size", torch::tensor(int64_t(items->size()), torch::kInt64));
+  for (size_t i = 0; i < items->size(); ++i)
+    for (auto& [k, v] : (*items)[i]) all.emplace_back(absl::StrCat("buffer/", i, "/", k), v);
+  all.emplace_back("history", torch::tensor(history, torch::kFloat64));
+  auto bytes = SerializeTensors(all);
+  if (!bytes.ok()) return bytes.status();
+  return WriteFileAtomically(path, *bytes);
+}
+
+NamedTensors WithPrefix(const NamedTensors& all, const std::string& prefix) {
+  NamedTensors out;
+  for (const auto& [k, v] : all)
+    if (k.rfind(prefix, 0) == 0) out.emplace_back(k.substr(prefix.size()), v);
+  return out;
+}
+
+double MeanOf(const std::vector<double>& v, size_t begin, size_t end) {
+  if (end <= begin) return NAN;
+  return std::accumulate(v.begin() + begin, v.begin() + end, 0.0) / double(end - begin);
+}
+
+}  // namespace
+
+absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& job,
+                                              const LocalTrainOptions& opt) {
+  if (absl::Status s = MakeDirs(opt.out_dir); !s.ok()) return s;
+  auto task_or = MakeTask(job.task(), job.seed());
+  if (!task_or.ok()) return task_or.status();
+  const Task& task = **task_or;
+
+  InMemoryReplayBuffer buffer;
+  const std::string table = BufferTable(job, task);
+  EloLearner learner(job);
+  EloUnroller unroller(job, &task, &buffer, table, job.seed());
+  // history: per outer step (meta_loss, task_loss) pairs, for the summary.
+  std::vector<double> history;
+
+  const std::string ckpt = opt.out_dir + "/checkpoint.pt";
+  TrainSummary summary;
+  if (!opt.fresh && Exists(ckpt)) {
+    auto bytes = ReadFile(ckpt);
+    if (!bytes.ok()) return bytes.status();
+    auto all = DeserializeTensors(*bytes);
+    if (!all.ok()) return all.status();
+    auto saved_job = Find(*all, "job");
+    if (!saved_job.ok() || TensorString(*saved_job) != job.SerializeAsString())
+      return absl::FailedPreconditionError(absl::StrCat(
+          ckpt, " belongs to a different job spec; use --fresh to start over or another --out"));
+    if (auto s = learner.LoadState(WithPrefix(*all, "learner/")); !s.ok()) return s;
+    if (auto s = unroller.LoadState(WithPrefix(*all, "worker/")); !s.ok()) return s;
+    int64_t n = Find(*all, "buffer/size").value().item<int64_t>();
+    for (int64_t i = 0; i < n; ++i)
+      (void)buffer.Put(table, job.elo().buffer().capacity(),
+                       WithPrefix(*all, absl::StrCat("buffer/", i, "/")));
+    torch::Tensor h = Find(*all, "history").value().contiguous();
+    history.assign(h.data_ptr<double>(), h.data_ptr<double>() + h.numel());
+    summary.resumed_from = learner.outer_step();
+  }
+
+  std::ofstream metrics(opt.out_dir + "/metrics.csv",
+                        summary.resumed_from > 0 ? std::ios::app : std::ios::trunc);
+  if (summary.resumed_from == 0)
+    metrics << "outer_step,meta_loss,task_loss,bc_loss,alpha,outer_lr,fresh_starts,restores,"
+               "pushes,particle_steps_per_s\n";
+
+  const int64_t T = learner.total_steps();
+  ProgressBar bar("meta-train", T, opt.progress);
+  auto t0 = std::chrono::steady_clock::now();
+  int64_t particle_steps = 0;
+  double rate = 0;
+  int64_t ran = 0;
+  while (!learner.done() && (opt.stop_after < 0 || ran < opt.stop_after)) {
+    int64_t step = learner.outer_step();
+    double alpha = learner.Alpha();
+    auto ts = std::chrono::steady_clock::now();
+    TruncationResult r = unroller.RunTruncation(learner.theta(), alpha, step);
+    learner.ApplyGradient(r.grad, r.meta_loss);
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
+    particle_steps += r.particle_steps;
+    rate = particle_steps /
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    history.push_back(r.meta_loss);
+    history.push_back(r.task_loss);
+    metrics << absl::StrFormat("%d,%.6g,%.6g,%.6g,%.4f,%.6g,%d,%d,%d,%.1f\n", step, r.meta_loss,
+                               r.task_loss, r.bc_loss, alpha, 0.0, r.fresh_starts, r.restores,
+                               r.pushes, r.particle_steps / dt);
+    ++ran;
+    bar.Update(learner.outer_step(),
+               absl::StrFormat("meta-loss %.4f task %.3f a=%.2f %.0f particle-steps/s",
+                               r.meta_loss, r.task_loss, alpha, rate));
+    int64_t every = job.budget().checkpoint_every();
+    if (every > 0 && learner.outer_step() % every == 0 && !learner.done()) {
+      if (auto s = SaveCheckpoint(ckpt, job, learner, unroller, buffer, table, history); !s.ok())
+        return s;
+    }
+  }
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  bar.Finish(absl::StrFormat("meta-loss %.4f, %.0f particle-steps/s", learner.last_meta_loss(), rate));
+  metrics.close();
+  if (auto s = SaveCheckpoint(ckpt, job, learner, unroller, buffer, table, history); !s.ok())
+    return s;
+
+  summary.outer_steps = learner.outer_step();
+  size_t n = history.size() / 2, w = std::min<size_t>(10, n);
+  std::vector<double> meta(n), tl(n);
+  for (size_t i = 0; i < n; ++i) {
+    meta[i] = history[2 * i];
+    tl[i] = history[2 * i + 1];
+  }
+  summary.meta_loss_start = MeanOf(meta, 0, w);
+  summary.meta_loss_end = MeanOf(meta, n - w, n);
+  summary.task_loss_start = MeanOf(tl, 0, w);
+  summary.task_loss_end = MeanOf(tl, n - w, n);
+  summary.particle_steps_per_second = rate;
+  summary.wall_seconds = wall;
+  summary.optimizer_path = opt.out_dir + "/optimizer.lopt";
+  if (auto s = SaveOptimizerFile(summary.optimizer_path, learner.MakeOptimizerFile(),
+                                 learner.theta());
+      !s.ok())
+    return s;
+
+  std::string json = absl::StrCat(
+      "{\n  \"job\": ", JsonString(job.name()),
+      ",\n  \"outer_steps\": ", summary.outer_steps,
+      ",\n  \"resumed_from\": ", summary.resumed_from,
+      ",\n  \"meta_loss_start\": ", JsonNumber(summary.meta_loss_start),
+      ",\n  \"meta_loss_end\": ", JsonNumber(summary.meta_loss_end),
+      ",\n  \"task_loss_start\": ", JsonNumber(summary.task_loss_start),
+      ",\n  \"task_loss_end\": ", JsonNumber(summary.task_loss_end),
+      ",\n  \"inner_particle_steps_per_second\": ", JsonNumber(rate),
+      ",\n  \"wall_seconds\": ", JsonNumber(wall),
+      ",\n  \"optimizer\": ", JsonString(summary.optimizer_path), "\n}\n");
+  if (auto s = WriteFileAtomically(opt.out_dir + "/summary.json", json); !s.ok()) return s;
+  return summary;
+}
+
+absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
+                                                const std::string& dir) {
+  if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
+  // report.json
+  std::string json = absl::StrCat("{\n  \"task\": ", JsonString(report.task),
+                                  ",\n  \"steps\": ", report.steps,
+                                  ",\n  \"final_window\": ", report.final_window,
+                                  ",\n  \"runs\": [");
+  for (size_t i = 0; i < report.runs.size(); ++i) {
+    const auto& r = report.runs[i];
+    absl::StrAppend(&json, i ? ",\n" : "\n", "    {\"optimizer\": ", JsonString(r.optimizer),
+                    ", \"lr\": ", r.optimizer == "adamw" ? JsonNumber(r.lr) : "null",
+                    ", \"seed\": ", r.seed,
+                    ", \"final_train_loss\": ", JsonNumber(r.final_train_loss),
+                    ", \"test_loss\": ", JsonNumber(r.test_loss),
+                    ", \"test_accuracy\": ", JsonNumber(r.test_accuracy),
+                    ", \"diverged\": ", r.diverged ? "true" : "false", "}");
+  }
+  json += "\n  ]\n}\n";
+  if (auto s = WriteFileAtomically(dir + "/report.json", json); !s.ok()) return s;
+
+  // Group runs by configuration (optimizer, lr) for the table and the plot.
+  struct Group {
+    std::string label;
+    std::vector<const MetaTestRun*> runs;
+  };
+  std::vector<Group> groups;
+  std::map<std::string, size_t> index;
+  for (const auto& r : report.runs) {
+    std::string label = r.optimizer == "adamw" ? absl::StrFormat("adamw lr=%g", r.lr) : r.optimizer;
+    auto [it, inserted] = index.emplace(label, groups.size());
+    if (inserted) groups.push_back({label, {}});
+    groups[it->second].runs.push_back(&r);
+  }
+
+  // curves.csv (long form) and curves.dat (mean over seeds, for gnuplot).
+  std::string csv = "optimizer,lr,seed,step,train_loss\n";
+  for (const auto& r : report.runs)
+    for (size_t k = 0; k < r.curve.size(); ++k)
+      absl::StrAppend(&csv, r.optimizer, ",", r.optimizer == "adamw" ? absl::StrCat(r.lr) : "",
+                      ",", r.seed, ",", (k + 1) * report.record_every, ",",
+                      absl::StrFormat("%.6g", r.curve[k]), "\n");
+  if (auto s = WriteFileAtomically(dir + "/curves.csv", csv); !s.ok()) return s;
+  std::string dat = "step";
+  for (const auto& g : groups) absl::StrAppend(&dat, "\t\"", g.label, "\"");
+  dat += "\n";
+  size_t len = report.runs.empty() ? 0 : report.runs[0].curve.size();
+  for (size_t k = 0; k < len; ++k) {
+    absl::StrAppend(&dat, (k + 1) * report.record_every);
+    for (const auto& g : groups) {
+      double m = 0;
+      for (const auto* r : g.runs) m += r->curve[k];
+      m /= g.runs.size();
+      absl::StrAppend(&dat, "\t", std::isfinite(m) ? absl::StrFormat("%.6g", m) : "NaN");
+    }
+    dat += "\n";
+  }
+  if (auto s = WriteFileAtomically(dir + "/curves.dat", dat); !s.ok()) return s;
+  std::string gp = absl::StrCat(
+      "set terminal pngcairo size 1100,700 noenhanced\nset output '", dir, "/curves.png'\n",
+      "set title 'meta-test on ", report.task, ": training loss (mean over seeds)'\n",
+      "set xlabel 'inner step'\nset ylabel 'training loss'\nset logscale y\nset key outside right\n",
+      "set datafile missing 'NaN'\nplot for [i=2:", groups.size() + 1, "] '", dir,
+      "/curves.dat' using 1:i with lines lw 2 title columnheader(i)\n");
+  if (auto s = WriteFileAtomically(dir + "/curves.gp", gp); !s.ok()) return s;
+  std::string cmd = absl::StrCat("gnuplot '", dir, "/curves.gp' 2>/dev/null");
+  bool plotted = std::system(cmd.c_str()) == 0;
+
+  // The table: mean (std) over seeds.
+  auto stats = [](const std::vector<const MetaTestRun*>& runs, auto field) {
+    double m = 0, sq = 0;
+    for (const auto* r : runs) m += field(*r);
+    m /= runs.size();
+    for (const auto* r : runs) sq += (field(*r) - m) * (field(*r) - m);
+    return std::make_pair(m, runs.size() > 1 ? std::sqrt(sq / (runs.size() - 1)) : 0.0);
+  };
+  std::string table = absl::StrFormat("meta-test: %s, %d steps, %d seeds (final train loss = mean over the last %d steps)\n",
+                                      report.task, report.steps, groups.empty() ? 0 : groups[0].runs.size(),
+                                      report.final_window);
+  absl::StrAppend(&table, absl::StrFormat("%-18s %-22s %-22s %-16s\n", "optimizer",
+                                          "final train loss", "test loss", "test accuracy"));
+  const Group* best_adamw = nullptr;
+  double best = INFINITY;
+  for (const auto& g : groups) {
+    auto [fl, fls] = stats(g.runs, [](const MetaTestRun& r) { return r.final_train_loss; });
+    auto [tl, tls] = stats(g.runs, [](const MetaTestRun& r) { return r.test_loss; });
+    auto [ta, tas] = stats(g.runs, [](const MetaTestRun& r) { return r.test_accuracy; });
+    absl::StrAppend(&table, absl::StrFormat("%-18s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%% +- %.2f\n",
+                                            g.label, fl, fls, tl, tls, 100 * ta, 100 * tas));
+    if (g.runs[0]->optimizer == "adamw" && fl < best) {
+      best = fl;
+      best_adamw = &g;
+    }
+  }
+  if (best_adamw) absl::StrAppend(&table, "best AdamW of the grid (final train loss): ", best_adamw->label, "\n");
+  absl::StrAppend(&table, "wrote ", dir, "/report.json, curves.csv",
+                  plotted ? ", curves.png" : " (gnuplot not found: no curves.png)", "\n");
+  if (auto s = WriteFileAtomically(dir + "/table.txt", table); !s.ok()) return s;
+  return table;
+}
+
+}  // namespace lopt

@@ -1,0 +1,42 @@
+// Local mode: the learner, one worker's unroller and an in-process replay
+// buffer wired together in one process, with checkpoints it resumes from.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "lopt/v1/job.pb.h"
+#include "worker/meta_test.h"
+
+namespace lopt {
+
+struct LocalTrainOptions {
+  std::string out_dir;        // checkpoint, optimizer.lopt, summary.json, metrics.csv
+  bool progress = true;       // draw the progress bar on stderr
+  bool fresh = false;         // ignore an existing checkpoint
+  int64_t stop_after = -1;    // stop (with a checkpoint) after this many outer steps; -1: run to the end
+};
+
+struct TrainSummary {
+  int64_t outer_steps = 0;          // completed, including before a resume
+  int64_t resumed_from = 0;         // outer step the run resumed from (0: fresh)
+  double meta_loss_start = 0;       // mean over the first min(10, T) outer steps
+  double meta_loss_end = 0;         // mean over the last min(10, T) outer steps
+  double task_loss_start = 0;
+  double task_loss_end = 0;
+  double particle_steps_per_second = 0;
+  double wall_seconds = 0;
+  std::string optimizer_path;
+};
+
+// Runs (or resumes) meta-training of `job` in `options.out_dir`.
+absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& job,
+                                              const LocalTrainOptions& options);
+
+// Writes report.json, curves.csv, curves.dat and (with gnuplot) curves.png
+// into `dir`, and returns the comparison table as text.
+absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
+                                                const std::string& dir);
+
+}  // namespace lopt

@@ -1,0 +1,108 @@
+#include "common/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace lopt {
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
+  std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot create ", tmp));
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
+    if (n <= 0) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return absl::UnavailableError(absl::StrCat("write to ", tmp, " failed"));
+    }
+    off += size_t(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    return absl::UnavailableError(absl::StrCat("fsync of ", tmp, " failed"));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return absl::UnavailableError(absl::StrCat("rename to ", path, " failed"));
+  }
+  // Make the rename itself durable.
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  int dfd = ::open(dir.empty() ? "/" : dir.c_str(), O_RDONLY);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<std::string> SerializeTensors(const NamedTensors& tensors) {
+  try {
+    torch::serialize::OutputArchive archive;
+    archive.write("__names__", StringTensor([&] {
+                    std::string names;
+                    for (const auto& [k, v] : tensors) names += k + "\n";
+                    return names;
+                  }()));
+    for (const auto& [k, v] : tensors) archive.write(k, v);
+    std::ostringstream out;
+    archive.save_to(out);
+    return out.str();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("serialising tensors: ", e.what()));
+  }
+}
+
+absl::StatusOr<NamedTensors> DeserializeTensors(const std::string& bytes) {
+  try {
+    torch::serialize::InputArchive archive;
+    std::istringstream in(bytes);
+    archive.load_from(in);
+    torch::Tensor names_t;
+    archive.read("__names__", names_t);
+    std::string names = TensorString(names_t);
+    NamedTensors out;
+    size_t start = 0;
+    while (start < names.size()) {
+      size_t nl = names.find('\n', start);
+      std::string k = names.substr(start, nl - start);
+      start = nl + 1;
+      torch::Tensor v;
+      archive.read(k, v);
+      out.emplace_back(k, v);
+    }
+    return out;
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("not a lopt tensor archive: ", e.what()));
+  }
+}
+
+torch::Tensor StringTensor(const std::string& s) {
+  torch::Tensor t = torch::empty({int64_t(s.size())}, torch::kUInt8);
+  if (!s.empty()) std::memcpy(t.data_ptr(), s.data(), s.size());
+  return t;
+}
+
+std::string TensorString(const torch::Tensor& t) {
+  torch::Tensor c = t.contiguous().to(torch::kUInt8);
+  return std::string(reinterpret_cast<const char*>(c.data_ptr()), c.numel());
+}
+
+}  // namespace lopt

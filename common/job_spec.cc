@@ -1,0 +1,271 @@
+#include "common/job_spec.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+
+namespace lopt {
+namespace {
+
+class CollectingErrors : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit CollectingErrors(absl::string_view source) : source_(source) {}
+  void AddError(int line, int column, const std::string& message) override {
+    if (!first_.empty()) return;
+    first_ = absl::StrFormat("%s:%d:%d: %s", source_, line + 1, column + 1,
+                             message);
+  }
+  void AddWarning(int, int, const std::string&) override {}
+  const std::string& first() const { return first_; }
+
+ private:
+  std::string source_;
+  std::string first_;
+};
+
+absl::Status Invalid(std::string msg) {
+  return absl::InvalidArgumentError(std::move(msg));
+}
+
+// Range checks that produce "field must be OP bound, got value".
+absl::Status Positive(absl::string_view field, double v) {
+  if (!(v > 0) || !std::isfinite(v))
+    return Invalid(absl::StrCat(field, " must be > 0, got ", v));
+  return absl::OkStatus();
+}
+absl::Status NonNegative(absl::string_view field, double v) {
+  if (!(v >= 0) || !std::isfinite(v))
+    return Invalid(absl::StrCat(field, " must be >= 0, got ", v));
+  return absl::OkStatus();
+}
+absl::Status InRange(absl::string_view field, double v, double lo, double hi) {
+  if (!(v >= lo && v <= hi))
+    return Invalid(
+        absl::StrCat(field, " must be in [", lo, ", ", hi, "], got ", v));
+  return absl::OkStatus();
+}
+absl::Status OpenUnit(absl::string_view field, double v) {
+  if (!(v > 0 && v < 1))
+    return Invalid(absl::StrCat(field, " must be in (0, 1), got ", v));
+  return absl::OkStatus();
+}
+
+#define LOPT_CHECK(expr)              \
+  do {                                \
+    absl::Status _s = (expr);         \
+    if (!_s.ok()) return _s;          \
+  } while (0)
+
+absl::Status ValidateDataDir(absl::string_view field, const std::string& dir) {
+  if (dir.empty()) return Invalid(absl::StrCat(field, " must not be empty"));
+  return absl::OkStatus();  // existence is checked when the data is loaded
+}
+
+absl::Status ValidateActivation(absl::string_view field, v1::Activation a) {
+  if (a == v1::ACTIVATION_UNSPECIFIED)
+    return Invalid(absl::StrCat(field,
+                                " must be one of RELU, TANH, GELU, SIGMOID"));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTask(const v1::TaskSpec& t) {
+  switch (t.family_case()) {
+    case v1::TaskSpec::kFmnistMlp: {
+      const auto& m = t.fmnist_mlp();
+      LOPT_CHECK(ValidateDataDir("task.fmnist_mlp.data_dir", m.data_dir()));
+      if (m.image_size() != 8 && m.image_size() != 28 &&
+          m.image_size() != 14)
+        return Invalid(absl::StrCat(
+            "task.fmnist_mlp.image_size must be 8, 14 or 28, got ",
+            m.image_size()));
+      for (int i = 0; i < m.hidden_sizes_size(); ++i)
+        LOPT_CHECK(InRange(absl::StrCat("task.fmnist_mlp.hidden_sizes[", i, "]"),
+                           m.hidden_sizes(i), 1, 65536));
+      LOPT_CHECK(ValidateActivation("task.fmnist_mlp.activation", m.activation()));
+      LOPT_CHECK(InRange("task.fmnist_mlp.batch_size", m.batch_size(), 1, 60000));
+      break;
+    }
+    case v1::TaskSpec::kFmnistCnn: {
+      const auto& c = t.fmnist_cnn();
+      LOPT_CHECK(ValidateDataDir("task.fmnist_cnn.data_dir", c.data_dir()));
+      if (c.image_size() != 8 && c.image_size() != 28 && c.image_size() != 14)
+        return Invalid(absl::StrCat(
+            "task.fmnist_cnn.image_size must be 8, 14 or 28, got ",
+            c.image_size()));
+      if (c.channels_size() == 0)
+        return Invalid("task.fmnist_cnn.channels must not be empty");
+      for (int i = 0; i < c.channels_size(); ++i)
+        LOPT_CHECK(InRange(absl::StrCat("task.fmnist_cnn.channels[", i, "]"),
+                           c.channels(i), 1, 4096));
+      LOPT_CHECK(ValidateActivation("task.fmnist_cnn.activation", c.activation()));
+      LOPT_CHECK(InRange("task.fmnist_cnn.batch_size", c.batch_size(), 1, 60000));
+      break;
+    }
+    case v1::TaskSpec::kNoisyQuadratic: {
+      const auto& q = t.noisy_quadratic();
+      LOPT_CHECK(InRange("task.noisy_quadratic.min_dim", q.min_dim(), 1, 1 << 24));
+      if (q.max_dim() < q.min_dim())
+        return Invalid(absl::StrCat(
+            "task.noisy_quadratic.max_dim must be >= min_dim (", q.min_dim(),
+            "), got ", q.max_dim()));
+      LOPT_CHECK(InRange("task.noisy_quadratic.min_log10_condition",
+                         q.min_log10_condition(), 0, 12));
+      if (!(q.max_log10_condition() >= q.min_log10_condition() &&
+            q.max_log10_condition() <= 12))
+        return Invalid(absl::StrCat(
+            "task.noisy_quadratic.max_log10_condition must be in [min_log10_condition, 12], got ",
+            q.max_log10_condition()));
+      LOPT_CHECK(NonNegative("task.noisy_quadratic.noise_stddev", q.noise_stddev()));
+      break;
+    }
+    case v1::TaskSpec::FAMILY_NOT_SET:
+      return Invalid("task must set one family: fmnist_mlp, fmnist_cnn or noisy_quadratic");
+  }
+  if (t.has_param_scale() && t.param_scale().enabled()) {
+    const auto& s = t.param_scale();
+    LOPT_CHECK(Positive("task.param_scale.min_scale", s.min_scale()));
+    if (!(s.max_scale() >= s.min_scale()) || !std::isfinite(s.max_scale()))
+      return Invalid(absl::StrCat(
+          "task.param_scale.max_scale must be >= min_scale (", s.min_scale(),
+          "), got ", s.max_scale()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::vector<float> DefaultAdamwLrGrid() {
+  return {1e-2f, 7e-3f, 4e-3f, 1e-3f, 7e-4f, 4e-4f, 1e-4f};
+}
+
+absl::StatusOr<v1::JobSpec> ParseJobText(absl::string_view text,
+                                         absl::string_view source_name) {
+  v1::JobSpec job;
+  google::protobuf::TextFormat::Parser parser;
+  CollectingErrors errors(source_name);
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(std::string(text), &job)) {
+    return Invalid(errors.first().empty()
+                       ? absl::StrCat(source_name, ": not a valid job spec")
+                       : errors.first());
+  }
+  return job;
+}
+
+void FillJobDefaults(v1::JobSpec* job) {
+  auto* task = job->mutable_task();
+  if (task->family_case() == v1::TaskSpec::FAMILY_NOT_SET)
+    task->mutable_fmnist_mlp();
+  if (task->has_fmnist_mlp() && task->fmnist_mlp().hidden_sizes_size() == 0)
+    task->mutable_fmnist_mlp()->add_hidden_sizes(32);
+  if (task->has_fmnist_cnn() && task->fmnist_cnn().channels_size() == 0) {
+    task->mutable_fmnist_cnn()->add_channels(8);
+    task->mutable_fmnist_cnn()->add_channels(16);
+  }
+  if (job->eval().adamw_lrs_size() == 0)
+    for (float lr : DefaultAdamwLrGrid()) job->mutable_eval()->add_adamw_lrs(lr);
+}
+
+absl::Status ValidateJob(const v1::JobSpec& job) {
+  if (job.name().empty()) return Invalid("name must not be empty");
+  LOPT_CHECK(ValidateTask(job.task()));
+
+  const auto& lo = job.lopt();
+  LOPT_CHECK(InRange("lopt.hidden_size", lo.hidden_size(), 1, 1024));
+  LOPT_CHECK(Positive("lopt.step_mult", lo.step_mult()));
+  LOPT_CHECK(NonNegative("lopt.exp_mult", lo.exp_mult()));
+
+  const auto& pes = job.pes();
+  LOPT_CHECK(InRange("pes.num_tasks", pes.num_tasks(), 1, 1 << 16));
+  if (pes.truncation_length() <= 0)
+    return Invalid(absl::StrCat("pes.truncation_length must be > 0, got ",
+                                pes.truncation_length()));
+  LOPT_CHECK(Positive("pes.sigma", pes.sigma()));
+  if (pes.min_unroll_length() < pes.truncation_length())
+    return Invalid(absl::StrCat(
+        "pes.min_unroll_length must be >= pes.truncation_length (",
+        pes.truncation_length(), "), got ", pes.min_unroll_length()));
+  if (pes.max_unroll_length() < pes.min_unroll_length())
+    return Invalid(absl::StrCat(
+        "pes.max_unroll_length must be >= pes.min_unroll_length (",
+        pes.min_unroll_length(), "), got ", pes.max_unroll_length()));
+  if (pes.unroll_length_distribution() ==
+      v1::UNROLL_LENGTH_DISTRIBUTION_UNSPECIFIED)
+    return Invalid("pes.unroll_length_distribution must be LOG_UNIFORM or UNIFORM");
+
+  const auto& buf = job.elo().buffer();
+  if (buf.enabled()) {
+    LOPT_CHECK(InRange("elo.buffer.capacity", buf.capacity(), 1, 1 << 20));
+    LOPT_CHECK(InRange("elo.buffer.fresh_start_probability",
+                       buf.fresh_start_probability(), 0, 1));
+  }
+  const auto& bc = job.elo().behavior_cloning();
+  if (bc.enabled()) {
+    LOPT_CHECK(Positive("elo.behavior_cloning.teacher_lr", bc.teacher_lr()));
+    LOPT_CHECK(OpenUnit("elo.behavior_cloning.teacher_beta1", bc.teacher_beta1()) );
+    LOPT_CHECK(OpenUnit("elo.behavior_cloning.teacher_beta2", bc.teacher_beta2()));
+    LOPT_CHECK(Positive("elo.behavior_cloning.teacher_eps", bc.teacher_eps()));
+  }
+
+  const auto& o = job.outer();
+  LOPT_CHECK(Positive("outer.lr", o.lr()));
+  LOPT_CHECK(InRange("outer.beta1", o.beta1(), 0, 0.999999));
+  LOPT_CHECK(InRange("outer.beta2", o.beta2(), 0, 0.999999));
+  LOPT_CHECK(Positive("outer.eps", o.eps()));
+  LOPT_CHECK(NonNegative("outer.weight_decay", o.weight_decay()));
+  LOPT_CHECK(NonNegative("outer.warmup_steps", o.warmup_steps()));
+  if (o.schedule() == v1::LR_SCHEDULE_UNSPECIFIED)
+    return Invalid("outer.schedule must be CONSTANT or COSINE");
+  LOPT_CHECK(InRange("outer.min_lr_ratio", o.min_lr_ratio(), 0, 1));
+  LOPT_CHECK(Positive("outer.grad_clip_value", o.grad_clip_value()));
+
+  const auto& b = job.budget();
+  if (b.outer_steps() <= 0)
+    return Invalid(absl::StrCat("budget.outer_steps must be > 0, got ",
+                                b.outer_steps()));
+  LOPT_CHECK(NonNegative("budget.checkpoint_every", b.checkpoint_every()));
+
+  const auto& e = job.eval();
+  LOPT_CHECK(NonNegative("eval.steps", e.steps()));
+  LOPT_CHECK(InRange("eval.seeds", e.seeds(), 1, 1024));
+  for (int i = 0; i < e.adamw_lrs_size(); ++i)
+    LOPT_CHECK(Positive(absl::StrCat("eval.adamw_lrs[", i, "]"), e.adamw_lrs(i)));
+  LOPT_CHECK(NonNegative("eval.adamw_weight_decay", e.adamw_weight_decay()));
+  LOPT_CHECK(InRange("eval.record_every", e.record_every(), 1, 1 << 30));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::JobSpec> JobFromText(absl::string_view text,
+                                        absl::string_view source_name) {
+  absl::StatusOr<v1::JobSpec> job = ParseJobText(text, source_name);
+  if (!job.ok()) return job.status();
+  FillJobDefaults(&*job);
+  absl::Status s = ValidateJob(*job);
+  if (!s.ok())
+    return absl::InvalidArgumentError(absl::StrCat(source_name, ": ", s.message()));
+  return job;
+}
+
+absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read job file ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return JobFromText(ss.str(), path);
+}
+
+int64_t MetaTrainingHorizon(const v1::JobSpec& job) {
+  return job.pes().max_unroll_length();
+}
+
+int64_t EvalSteps(const v1::JobSpec& job) {
+  return job.eval().steps() > 0 ? job.eval().steps()
+                                : 10 * MetaTrainingHorizon(job);
+}
+
+}  // namespace lopt

@@ -1,0 +1,50 @@
+// The job spec (proto/lopt/v1/job.proto): reading text-proto job files and
+// validating them, once, at the door. Every error names the field and the
+// value so that a user can act on it.
+#pragma once
+
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "lopt/v1/job.pb.h"
+
+namespace lopt {
+
+// The text of the job that `lopt train` runs when given none (README command
+// 1): common/default_job.textproto, embedded at build time.
+const char* DefaultJobText();
+
+// Parses a text proto. Syntax errors come back as INVALID_ARGUMENT with
+// "<source>:<line>:<column>: <what>".
+absl::StatusOr<v1::JobSpec> ParseJobText(absl::string_view text,
+                                         absl::string_view source_name);
+
+// Reads, parses, fills the defaults of repeated fields and validates.
+absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path);
+
+// Parse + FillJobDefaults + ValidateJob: what every entry point calls.
+absl::StatusOr<v1::JobSpec> JobFromText(absl::string_view text,
+                                        absl::string_view source_name);
+
+// Fills what proto2 defaults cannot express (empty repeated fields) and
+// selects fmnist_mlp when no task family is set. Idempotent.
+void FillJobDefaults(v1::JobSpec* job);
+
+// Checks every field's range and the fields' consistency. Returns
+// INVALID_ARGUMENT naming the first offending field, e.g.
+// "pes.truncation_length must be > 0, got -3".
+absl::Status ValidateJob(const v1::JobSpec& job);
+
+// The AdamW learning-rate grid of the ELO paper.
+std::vector<float> DefaultAdamwLrGrid();
+
+// Meta-training horizon: the longest unroll an inner state sees from a fresh
+// start (pes.max_unroll_length).
+int64_t MetaTrainingHorizon(const v1::JobSpec& job);
+
+// Meta-test length: eval.steps, or 10x the horizon when 0.
+int64_t EvalSteps(const v1::JobSpec& job);
+
+}  // namespace lopt

@@ -1,0 +1,55 @@
+// A trained small_fc_lopt as a torch::optim::Optimizer: drop it into any
+// LibTorch training loop in place of torch::optim::AdamW.
+//
+//   auto opt = lopt::LearnedOptimizer::FromFile(model->parameters(), "optimizer.lopt");
+//   for (...) { opt->zero_grad(); loss.backward(); opt->step(); }
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/optim/optimizer.h>
+#include <torch/types.h>
+
+#include "absl/status/statusor.h"
+#include "common/small_fc_lopt.h"
+
+namespace lopt {
+
+struct LearnedOptimizerOptions
+    : public torch::optim::OptimizerCloneableOptions<LearnedOptimizerOptions> {
+  // small_fc_lopt has no learning rate; get_lr/set_lr scale its step_mult so
+  // that LibTorch's schedulers can still warm it up or decay it.
+  double lr_scale = 1.0;
+  double get_lr() const override { return lr_scale; }
+  void set_lr(const double lr) override { lr_scale = lr; }
+};
+
+class LearnedOptimizer : public torch::optim::Optimizer {
+ public:
+  // `theta` is the flat [D] meta-parameter vector of `spec`.
+  LearnedOptimizer(std::vector<torch::Tensor> params, const v1::LearnedOptimizerSpec& spec,
+                   torch::Tensor theta);
+
+  // Loads a `*.lopt` file written by `lopt train`.
+  static absl::StatusOr<std::unique_ptr<LearnedOptimizer>> FromFile(
+      std::vector<torch::Tensor> params, const std::string& path);
+
+  // One step over every parameter that has a gradient. Parameters without a
+  // gradient keep their value and their accumulators.
+  torch::Tensor step(LossClosure closure = nullptr) override;
+
+  int64_t iteration() const { return iteration_; }
+
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+ private:
+  SmallFcLopt lopt_;
+  torch::Tensor theta_;
+  std::vector<LoptTensorState> states_;  // one per parameter, in param order
+  int64_t iteration_ = 0;
+};
+
+}  // namespace lopt

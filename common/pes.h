@@ -1,0 +1,57 @@
+// Persistent Evolution Strategies (Vicol et al. 2021; REFERENCE.md section
+// 2): the antithetic perturbations, the persistent accumulators xi and the
+// gradient estimate of a set of tasks, independent of what the tasks are.
+//
+// Particle layout: task i runs theta + eps_i as particle i and theta - eps_i
+// as particle T + i.
+#pragma once
+
+#include <cstdint>
+
+#include <torch/types.h>
+
+namespace lopt {
+
+class PesAccumulator {
+ public:
+  PesAccumulator(int64_t num_tasks, int64_t dim, double sigma);
+
+  int64_t num_tasks() const { return xi_.size(0); }
+  double sigma() const { return sigma_; }
+
+  // Starts a truncation: draws eps ~ N(0, sigma^2 I) per task and returns the
+  // perturbed meta-parameters of all particles, [2T, D].
+  torch::Tensor BeginTruncation(const torch::Tensor& theta, torch::Generator& gen);
+
+  // Task `i` starts a new unroll before the next AddLosses. Its later losses
+  // are credited to `xi_restored` + eps (zero for a fresh start; the
+  // snapshot's accumulator for a state restored from a replay buffer).
+  void Reset(int64_t task, const torch::Tensor& xi_restored);
+
+  // Losses [2T] of one inner step.
+  void AddLosses(const torch::Tensor& losses);
+
+  // The accumulated perturbation that produced task i's current state: what
+  // a replay-buffer snapshot of it must carry.
+  torch::Tensor CurrentXi(int64_t task) const;
+
+  // Ends the truncation: returns the estimate of d(mean loss)/d(theta), [D],
+  // averaged over tasks, and advances xi.
+  torch::Tensor EndTruncation();
+
+  // Persistent state (for checkpoints and replay snapshots).
+  const torch::Tensor& xi() const { return xi_; }
+  void set_xi(const torch::Tensor& xi) { xi_.copy_(xi); }
+
+ private:
+  double sigma_;
+  torch::Tensor xi_;         // [T, D] accumulated perturbations
+  torch::Tensor eps_;        // [T, D] this truncation's
+  torch::Tensor xi_after_;   // [T, D] xi of the unroll started inside this truncation
+  torch::Tensor reset_;      // [T] bool: a reset happened in this truncation
+  torch::Tensor diff_pre_;   // [T] sum of L+ - L- before the reset
+  torch::Tensor diff_post_;  // [T] ... after it
+  int64_t steps_ = 0;
+};
+
+}  // namespace lopt

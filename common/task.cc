@@ -1,0 +1,374 @@
+#include "common/task.h"
+
+#include <cmath>
+#include <functional>
+#include <random>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/idx_dataset.h"
+
+namespace lopt {
+
+torch::Tensor RepeatGroups(const torch::Tensor& t, int64_t replicas) {
+  if (replicas == 1) return t;
+  std::vector<int64_t> reps(t.dim(), 1);
+  reps[0] = replicas;
+  return t.repeat(reps);
+}
+
+torch::Tensor NormalizeMetaLoss(const torch::Tensor& loss, double max_loss) {
+  torch::Tensor l = torch::where(torch::isfinite(loss), loss,
+                                 torch::full_like(loss, max_loss));
+  return l.clamp_max(max_loss);
+}
+
+torch::Generator MakeGenerator(uint64_t seed, uint64_t stream, uint64_t index) {
+  // SplitMix64 over the three words: distinct (stream, index) pairs give
+  // unrelated seeds.
+  auto mix = [](uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
+  uint64_t s = mix(mix(mix(seed) ^ stream) ^ index);
+  return at::make_generator<at::CPUGeneratorImpl>(s);
+}
+
+namespace {
+
+torch::Tensor Activate(const torch::Tensor& x, v1::Activation a) {
+  switch (a) {
+    case v1::TANH: return torch::tanh(x);
+    case v1::GELU: return torch::gelu(x);
+    case v1::SIGMOID: return torch::sigmoid(x);
+    default: return torch::relu(x);
+  }
+}
+
+// Runs `loss_fn` on the parameters and, if asked, differentiates it. The
+// particles are independent, so the gradient of the sum is every particle's own.
+torch::Tensor LossAndGradOf(
+    const std::vector<torch::Tensor>& params,
+    const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& loss_fn,
+    std::vector<torch::Tensor>* grads) {
+  if (grads == nullptr) {
+    torch::NoGradGuard no_grad;
+    return loss_fn(params);
+  }
+  torch::AutoGradMode enable_grad(true);
+  std::vector<torch::Tensor> leaves;
+  leaves.reserve(params.size());
+  for (const auto& p : params) leaves.push_back(p.detach().requires_grad_(true));
+  torch::Tensor loss = loss_fn(leaves);
+  *grads = torch::autograd::grad({loss.sum()}, leaves);
+  return loss.detach();
+}
+
+// Per-particle mean cross-entropy: logits [P, B, C], labels [P, B].
+torch::Tensor CrossEntropy(const torch::Tensor& logits, const torch::Tensor& y) {
+  torch::Tensor logp = torch::log_softmax(logits, -1);
+  return -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1);
+}
+
+// Truncated-normal-free fan-in init (uniform +-1/sqrt(fan_in), as
+// torch.nn.Linear), one independent draw per group, replicated.
+torch::Tensor FanInUniform(std::vector<int64_t> shape, int64_t fan_in,
+                           int64_t groups, int64_t replicas, torch::Generator& gen) {
+  shape.insert(shape.begin(), groups);
+  double bound = 1.0 / std::sqrt(double(fan_in));
+  torch::Tensor t = torch::rand(shape, gen).mul_(2 * bound).sub_(bound);
+  return RepeatGroups(t, replicas);
+}
+
+class ImageTaskBase : public Task {
+ public:
+  ImageTaskBase(std::shared_ptr<const ImageDataset> data, int64_t batch_size)
+      : data_(std::move(data)), batch_size_(batch_size) {}
+
+  Batch SampleBatch(int64_t groups, torch::Generator& gen) const override {
+    torch::Tensor idx = torch::randint(data_->train_x.size(0), {groups * batch_size_},
+                                       gen, torch::kInt64);
+    return Batch{data_->train_x.index_select(0, idx).view({groups, batch_size_, -1}),
+                 data_->train_y.index_select(0, idx).view({groups, batch_size_})};
+  }
+
+  torch::Tensor LossAndGrad(const TaskState& state, const Batch& batch,
+                            std::vector<torch::Tensor>* grads) const override {
+    int64_t P = state.num_particles();
+    int64_t reps = P / batch.x.size(0);
+    torch::Tensor x = RepeatGroups(batch.x, reps);
+    torch::Tensor y = RepeatGroups(batch.y, reps);
+    return LossAndGradOf(
+        state.params,
+        [&](const std::vector<torch::Tensor>& p) { return CrossEntropy(Forward(p, x), y); },
+        grads);
+  }
+
+  EvalResult Evaluate(const TaskState& state) const override {
+    torch::NoGradGuard no_grad;
+    int64_t P = state.num_particles();
+    int64_t n = data_->test_x.size(0);
+    const int64_t chunk = std::max<int64_t>(1, (1 << 22) / (P * data_->test_x.size(1)));
+    torch::Tensor loss_sum = torch::zeros({P}, torch::kFloat64);
+    torch::Tensor correct = torch::zeros({P}, torch::kFloat64);
+    for (int64_t s = 0; s < n; s += chunk) {
+      int64_t e = std::min(n, s + chunk);
+      torch::Tensor x = data_->test_x.slice(0, s, e).unsqueeze(0).expand({P, e - s, -1});
+      torch::Tensor y = data_->test_y.slice(0, s, e).unsqueeze(0).expand({P, e - s});
+      torch::Tensor logits = Forward(state.params, x.contiguous());
+      torch::Tensor logp = torch::log_softmax(logits, -1);
+      loss_sum -= logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).sum(-1).to(torch::kFloat64);
+      correct += logits.argmax(-1).eq(y).sum(-1).to(torch::kFloat64);
+    }
+    return EvalResult{(loss_sum / double(n)).to(torch::kFloat32),
+                      (correct / double(n)).to(torch::kFloat32)};
+  }
+
+  double MaxMetaLoss() const override {
+    return 1.5 * std::log(double(data_->num_classes));
+  }
+
+ protected:
+  // logits [P, B, C] from parameters and inputs x [P, B, H*W].
+  virtual torch::Tensor Forward(const std::vector<torch::Tensor>& p,
+                                const torch::Tensor& x) const = 0;
+
+  std::shared_ptr<const ImageDataset> data_;
+  int64_t batch_size_;
+};
+
+class FmnistMlpTask : public ImageTaskBase {
+ public:
+  FmnistMlpTask(const v1::FmnistMlpSpec& spec, std::shared_ptr<const ImageDataset> data)
+      : ImageTaskBase(std::move(data), spec.batch_size()), act_(spec.activation()) {
+    int64_t in = data_->image_size * data_->image_size;
+    std::vector<int64_t> sizes(spec.hidden_sizes().begin(), spec.hidden_sizes().end());
+    sizes.push_back(data_->num_classes);
+    for (int64_t out : sizes) {
+      shapes_.push_back({in, out});
+      shapes_.push_back({out});
+      in = out;
+    }
+  }
+  std::string name() const override {
+    return absl::StrCat("fmnist_mlp_", data_->image_size);
+  }
+  const std::vector<std::vector<int64_t>>& param_shapes() const override { return shapes_; }
+
+  TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
+    TaskState s;
+    for (size_t i = 0; i < shapes_.size(); i += 2) {
+      int64_t fan_in = shapes_[i][0];
+      s.params.push_back(FanInUniform(shapes_[i], fan_in, groups, replicas, gen));
+      s.params.push_back(FanInUniform(shapes_[i + 1], fan_in, groups, replicas, gen));
+    }
+    return s;
+  }
+
+ protected:
+  torch::Tensor Forward(const std::vector<torch::Tensor>& p,
+                        const torch::Tensor& x) const override {
+    torch::Tensor h = x;
+    for (size_t i = 0; i < p.size(); i += 2) {
+      h = torch::baddbmm(p[i + 1].unsqueeze(1), h, p[i]);
+      if (i + 2 < p.size()) h = Activate(h, act_);
+    }
+    return h;
+  }
+
+ private:
+  v1::Activation act_;
+  std::vector<std::vector<int64_t>> shapes_;
+};
+
+// Conv 3x3 stride 2 layers, global average pooling, a linear head. The P
+// particles' convolutions run as one grouped convolution (groups = P).
+class FmnistCnnTask : public ImageTaskBase {
+ public:
+  FmnistCnnTask(const v1::FmnistCnnSpec& spec, std::shared_ptr<const ImageDataset> data)
+      : ImageTaskBase(std::move(data), spec.batch_size()), act_(spec.activation()) {
+    int64_t in = 1;
+    for (int c : spec.channels()) {
+      shapes_.push_back({c, in, 3, 3});
+      shapes_.push_back({c});
+      in = c;
+    }
+    shapes_.push_back({in, data_->num_classes});
+    shapes_.push_back({data_->num_classes});
+  }
+  std::string name() const override {
+    return absl::StrCat("fmnist_cnn_", data_->image_size);
+  }
+  const std::vector<std::vector<int64_t>>& param_shapes() const override { return shapes_; }
+
+  TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
+    TaskState s;
+    for (size_t i = 0; i + 2 < shapes_.size(); i += 2) {
+      int64_t fan_in = shapes_[i][1] * 9;
+      s.params.push_back(FanInUniform(shapes_[i], fan_in, groups, replicas, gen));
+      s.params.push_back(FanInUniform(shapes_[i + 1], fan_in, groups, replicas, gen));
+    }
+    int64_t fan_in = shapes_[shapes_.size() - 2][0];
+    s.params.push_back(FanInUniform(shapes_[shapes_.size() - 2], fan_in, groups, replicas, gen));
+    s.params.push_back(FanInUniform(shapes_.back(), fan_in, groups, replicas, gen));
+    return s;
+  }
+
+ protected:
+  torch::Tensor Forward(const std::vector<torch::Tensor>& p,
+                        const torch::Tensor& x) const override {
+    int64_t P = x.size(0), B = x.size(1), S = data_->image_size;
+    // [P, B, S*S] -> [B, P * 1, S, S]
+    torch::Tensor h = x.view({P, B, 1, S, S}).transpose(0, 1).reshape({B, P, S, S});
+    size_t n_conv = (p.size() - 2) / 2;
+    for (size_t l = 0; l < n_conv; ++l) {
+      const torch::Tensor& w = p[2 * l];  // [P, out, in, 3, 3]
+      int64_t out = w.size(1);
+      h = torch::conv2d(h, w.reshape({P * out, w.size(2), 3, 3}),
+                        p[2 * l + 1].reshape({P * out}), /*stride=*/2,
+                        /*padding=*/1, /*dilation=*/1, /*groups=*/P);
+      h = Activate(h, act_);
+    }
+    int64_t c = h.size(1) / P;
+    torch::Tensor feat = h.mean({2, 3}).view({B, P, c}).transpose(0, 1);  // [P, B, c]
+    return torch::baddbmm(p.back().unsqueeze(1), feat, p[p.size() - 2]);
+  }
+
+ private:
+  v1::Activation act_;
+  std::vector<std::vector<int64_t>> shapes_;
+};
+
+// 0.5 * mean_i h_i (x_i - c_i - noise_i)^2; h and c are drawn per task
+// (stored in aux), noise per step.
+class NoisyQuadraticTask : public Task {
+ public:
+  NoisyQuadraticTask(const v1::NoisyQuadraticSpec& spec, uint64_t seed) : spec_(spec) {
+    std::mt19937_64 rng(seed);
+    dim_ = std::uniform_int_distribution<int64_t>(spec.min_dim(), spec.max_dim())(rng);
+    shapes_ = {{dim_}};
+  }
+  std::string name() const override { return absl::StrCat("noisy_quadratic_", dim_); }
+  const std::vector<std::vector<int64_t>>& param_shapes() const override { return shapes_; }
+
+  TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
+    double lo = spec_.min_log10_condition(), hi = spec_.max_log10_condition();
+    torch::Tensor log_cond = torch::rand({groups, 1}, gen) * (hi - lo) + lo;
+    torch::Tensor h = torch::pow(10.0, -torch::rand({groups, dim_}, gen) * log_cond);
+    torch::Tensor c = torch::randn({groups, dim_}, gen);
+    torch::Tensor x0 = torch::randn({groups, dim_}, gen);
+    TaskState s;
+    s.params = {RepeatGroups(x0, replicas)};
+    s.aux = {RepeatGroups(h, replicas), RepeatGroups(c, replicas)};
+    return s;
+  }
+  Batch SampleBatch(int64_t groups, torch::Generator& gen) const override {
+    return Batch{torch::randn({groups, dim_}, gen) * spec_.noise_stddev(), {}};
+  }
+  torch::Tensor LossAndGrad(const TaskState& s, const Batch& batch,
+                            std::vector<torch::Tensor>* grads) const override {
+    int64_t reps = s.num_particles() / batch.x.size(0);
+    torch::Tensor r = s.params[0] - s.aux[1] - RepeatGroups(batch.x, reps);
+    torch::Tensor hr = s.aux[0] * r;
+    if (grads) *grads = {hr / double(dim_)};
+    return 0.5 * (hr * r).mean(-1);
+  }
+  EvalResult Evaluate(const TaskState& s) const override {
+    torch::Tensor r = s.params[0] - s.aux[1];
+    torch::Tensor loss = 0.5 * (s.aux[0] * r * r).mean(-1);
+    return EvalResult{loss, torch::full_like(loss, std::nan(""))};
+  }
+  // Expected initial loss is 0.5 * E[h] * E[(x0 - c)^2] <= 1.
+  double MaxMetaLoss() const override { return 1.5; }
+
+ private:
+  v1::NoisyQuadraticSpec spec_;
+  int64_t dim_;
+  std::vector<std::vector<int64_t>> shapes_;
+};
+
+// learned_optimization's parameter-scale augmentation: the optimizer sees
+// stored parameters q = p / s and gradients s * dL/dp, with a log-uniform s
+// per tensor and task, kept as the last aux tensor [P, num_tensors].
+class ParamScaledTask : public Task {
+ public:
+  ParamScaledTask(std::unique_ptr<Task> inner, const v1::ParamScaleAugmentation& spec)
+      : inner_(std::move(inner)), spec_(spec) {}
+  std::string name() const override { return inner_->name() + "_param_scaled"; }
+  const std::vector<std::vector<int64_t>>& param_shapes() const override {
+    return inner_->param_shapes();
+  }
+  TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
+    TaskState s = inner_->Init(groups, replicas, gen);
+    int64_t n = s.params.size();
+    double lo = std::log(spec_.min_scale()), hi = std::log(spec_.max_scale());
+    torch::Tensor scales =
+        RepeatGroups(torch::exp(torch::rand({groups, n}, gen) * (hi - lo) + lo), replicas);
+    for (int64_t i = 0; i < n; ++i) s.params[i] = s.params[i] / Col(scales, i, s.params[i]);
+    s.aux.push_back(scales);
+    return s;
+  }
+  Batch SampleBatch(int64_t groups, torch::Generator& gen) const override {
+    return inner_->SampleBatch(groups, gen);
+  }
+  torch::Tensor LossAndGrad(const TaskState& s, const Batch& batch,
+                            std::vector<torch::Tensor>* grads) const override {
+    TaskState real = Unscale(s);
+    torch::Tensor loss = inner_->LossAndGrad(real, batch, grads);
+    if (grads)
+      for (size_t i = 0; i < grads->size(); ++i)
+        (*grads)[i] = (*grads)[i] * Col(s.aux.back(), i, (*grads)[i]);
+    return loss;
+  }
+  EvalResult Evaluate(const TaskState& s) const override { return inner_->Evaluate(Unscale(s)); }
+  double MaxMetaLoss() const override { return inner_->MaxMetaLoss(); }
+
+ private:
+  static torch::Tensor Col(const torch::Tensor& scales, int64_t i, const torch::Tensor& like) {
+    std::vector<int64_t> shape(like.dim(), 1);
+    shape[0] = like.size(0);
+    return scales.select(1, i).view(shape);
+  }
+  TaskState Unscale(const TaskState& s) const {
+    TaskState real;
+    real.aux.assign(s.aux.begin(), s.aux.end() - 1);
+    for (size_t i = 0; i < s.params.size(); ++i)
+      real.params.push_back(s.params[i] * Col(s.aux.back(), i, s.params[i]));
+    return real;
+  }
+  std::unique_ptr<Task> inner_;
+  v1::ParamScaleAugmentation spec_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_t seed) {
+  std::unique_ptr<Task> task;
+  switch (spec.family_case()) {
+    case v1::TaskSpec::kFmnistMlp: {
+      auto data = LoadImageDataset(spec.fmnist_mlp().data_dir(), spec.fmnist_mlp().image_size());
+      if (!data.ok()) return data.status();
+      task = std::make_unique<FmnistMlpTask>(spec.fmnist_mlp(), *data);
+      break;
+    }
+    case v1::TaskSpec::kFmnistCnn: {
+      auto data = LoadImageDataset(spec.fmnist_cnn().data_dir(), spec.fmnist_cnn().image_size());
+      if (!data.ok()) return data.status();
+      task = std::make_unique<FmnistCnnTask>(spec.fmnist_cnn(), *data);
+      break;
+    }
+    case v1::TaskSpec::kNoisyQuadratic:
+      task = std::make_unique<NoisyQuadraticTask>(spec.noisy_quadratic(), seed);
+      break;
+    case v1::TaskSpec::FAMILY_NOT_SET:
+      return absl::InvalidArgumentError("task must set one family");
+  }
+  if (spec.has_param_scale() && spec.param_scale().enabled())
+    task = std::make_unique<ParamScaledTask>(std::move(task), spec.param_scale());
+  return task;
+}
+
+}  // namespace lopt

@@ -1,0 +1,83 @@
+// Task families with particle batching. A Task trains P copies of one model
+// (the particles) at once: every trainable tensor carries a leading particle
+// dimension ([P, out, in] weights, grouped convolutions), so that one inner
+// step is a fixed number of kernels whatever P is. Never a loop over particles.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "absl/status/statusor.h"
+#include "lopt/v1/job.pb.h"
+
+namespace lopt {
+
+// The inner training state of P particles that a Task owns.
+struct TaskState {
+  std::vector<torch::Tensor> params;  // trainable, each [P, ...]
+  std::vector<torch::Tensor> aux;     // per-particle constants of the task, [P, ...]
+  int64_t num_particles() const { return params.empty() ? 0 : params[0].size(0); }
+};
+
+// Training data for `groups` independent tasks; leading dimension = groups.
+struct Batch {
+  torch::Tensor x;
+  torch::Tensor y;  // labels, or undefined for label-free families
+};
+
+struct EvalResult {
+  torch::Tensor loss;      // [P] mean test loss
+  torch::Tensor accuracy;  // [P] test accuracy, NaN where it has no meaning
+};
+
+class Task {
+ public:
+  virtual ~Task() = default;
+
+  virtual std::string name() const = 0;
+
+  // Shapes of the trainable tensors of one particle (no particle dimension).
+  virtual const std::vector<std::vector<int64_t>>& param_shapes() const = 0;
+
+  // Fresh states for `groups` tasks, each replicated `replicas` times (the
+  // antithetic pair of PES shares its start): particle r * groups + g.
+  virtual TaskState Init(int64_t groups, int64_t replicas,
+                         torch::Generator& gen) const = 0;
+
+  // A training batch for `groups` tasks.
+  virtual Batch SampleBatch(int64_t groups, torch::Generator& gen) const = 0;
+
+  // Per-particle training losses [P] at `state` on `batch` (its groups are
+  // shared by the P / groups replicas) and, when `grads` is non-null, the
+  // gradients w.r.t. state.params, each [P, ...].
+  virtual torch::Tensor LossAndGrad(const TaskState& state, const Batch& batch,
+                                    std::vector<torch::Tensor>* grads) const = 0;
+
+  // Test-split loss and accuracy of every particle.
+  virtual EvalResult Evaluate(const TaskState& state) const = 0;
+
+  // The meta-loss normaliser's ceiling: losses are clipped to it and NaN maps
+  // to it (learned_optimization: 1.5 * ln(num_classes) for classifiers).
+  virtual double MaxMetaLoss() const = 0;
+};
+
+// Builds a task from its spec; `seed` fixes what the family draws once (e.g.
+// the quadratic's dimension). Errors: data that cannot be read.
+absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec,
+                                               uint64_t seed);
+
+// Repeats a [G, ...] tensor to [R * G, ...] (particle r * G + g).
+torch::Tensor RepeatGroups(const torch::Tensor& t, int64_t replicas);
+
+// Clips to `max_loss` and maps NaN/inf to it.
+torch::Tensor NormalizeMetaLoss(const torch::Tensor& loss, double max_loss);
+
+// A generator seeded from (seed, stream, index): independent streams that a
+// resumed run reproduces without storing generator state.
+torch::Generator MakeGenerator(uint64_t seed, uint64_t stream, uint64_t index);
+
+}  // namespace lopt

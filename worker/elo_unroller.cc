@@ -1,0 +1,275 @@
+#include "worker/elo_unroller.h"
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace lopt {
+namespace {
+
+constexpr uint64_t kStreamUnroll = 1;
+
+double Uniform01(torch::Generator& gen) {
+  return torch::rand({1}, gen, torch::kFloat64).item<double>();
+}
+
+int64_t UniformInt(torch::Generator& gen, int64_t lo, int64_t hi) {  // [lo, hi]
+  return torch::randint(lo, hi + 1, {1}, gen, torch::kInt64).item<int64_t>();
+}
+
+torch::Tensor Rows(const torch::Tensor& t, int64_t i, int64_t T) {
+  return t.index_select(0, torch::tensor({i, T + i}, torch::kInt64)).clone();
+}
+
+}  // namespace
+
+EloUnroller::EloUnroller(const v1::JobSpec& job, const Task* task, ReplayBuffer* buffer,
+                         std::string buffer_table, uint64_t seed)
+    : job_(job),
+      task_(task),
+      buffer_(buffer),
+      buffer_table_(std::move(buffer_table)),
+      seed_(seed),
+      num_tasks_(job.pes().num_tasks()),
+      lopt_(job.lopt()),
+      pes_(job.pes().num_tasks(), SmallFcLopt(job.lopt()).theta_size(), job.pes().sigma()) {
+  const auto& bc = job.elo().behavior_cloning();
+  teacher_.beta1 = bc.teacher_beta1();
+  teacher_.beta2 = bc.teacher_beta2();
+  teacher_.eps = bc.teacher_eps();
+  teacher_.weight_decay = 0;
+  if (!job.elo().buffer().enabled()) buffer_ = nullptr;
+}
+
+int64_t EloUnroller::SampleUnrollLength(torch::Generator& gen) const {
+  const auto& p = job_.pes();
+  double lo = p.min_unroll_length(), hi = p.max_unroll_length();
+  double u = Uniform01(gen);
+  if (p.unroll_length_distribution() == v1::LOG_UNIFORM)
+    return int64_t(std::lround(std::exp(std::log(lo) + u * (std::log(hi) - std::log(lo)))));
+  return int64_t(std::lround(lo + u * (hi - lo)));
+}
+
+torch::Tensor EloUnroller::StepTensor() const {
+  torch::Tensor s = torch::tensor(step_, torch::kInt64);
+  return torch::cat({s, s});
+}
+
+void EloUnroller::WriteRows(int64_t i, const std::vector<torch::Tensor>& src,
+                            std::vector<torch::Tensor>& dst) {
+  torch::Tensor idx = torch::tensor({i, num_tasks_ + i}, torch::kInt64);
+  for (size_t j = 0; j < dst.size(); ++j) dst[j].index_copy_(0, idx, src[j]);
+}
+
+void EloUnroller::InitAll(torch::Generator& gen) {
+  state_ = task_->Init(num_tasks_, 2, gen);
+  lopt_state_ = lopt_.InitState(state_.params);
+  adam_state_ = InitAdamState(state_.params);
+  step_.assign(num_tasks_, 0);
+  end_.assign(num_tasks_, 0);
+  push_at_.assign(num_tasks_, -1);
+  for (int64_t i = 0; i < num_tasks_; ++i) {
+    int64_t n = SampleUnrollLength(gen);
+    // A random initial offset shortens each task's first unroll by a random
+    // amount, so that the tasks' resets do not fall on the same outer step.
+    int64_t offset = job_.pes().random_initial_offset() ? UniformInt(gen, 0, n - 1) : 0;
+    end_[i] = n - offset;
+    if (buffer_) push_at_[i] = UniformInt(gen, 0, end_[i]);
+  }
+  initialized_ = true;
+}
+
+void EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t outer_step,
+                              bool /*first*/) {
+  const auto& bcfg = job_.elo().buffer();
+  bool restore = false;
+  double u = Uniform01(gen);
+  if (buffer_ && outer_step > 0 && u > bcfg.fresh_start_probability()) {
+    auto size = buffer_->Size(buffer_table_);
+    restore = size.ok() && *size > 0;
+  }
+  torch::Tensor xi_restored = torch::zeros({lopt_.theta_size()});
+  if (restore) {
+    auto item = buffer_->Sample(buffer_table_, Uniform01(gen) * 0.999999999);
+    if (!item.ok()) restore = false;
+    if (restore) {
+      auto get = [&](const std::string& name) { return Find(*item, name).value(); };
+      std::vector<torch::Tensor> params, aux, lo, am, av;
+      for (size_t j = 0; j < state_.params.size(); ++j) {
+        params.push_back(get(absl::StrCat("params/", j)));
+        am.push_back(get(absl::StrCat("adam_m/", j)));
+        av.push_back(get(absl::StrCat("adam_v/", j)));
+      }
+      for (size_t j = 0; j < state_.aux.size(); ++j) aux.push_back(get(absl::StrCat("aux/", j)));
+      std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);
+      for (size_t j = 0; j < lo_flat.size(); ++j) lo.push_back(get(absl::StrCat("lopt/", j)));
+      WriteRows(i, params, state_.params);
+      WriteRows(i, aux, state_.aux);
+      WriteRows(i, lo, lo_flat);  // lo_flat aliases lopt_state_'s tensors
+      WriteRows(i, am, adam_state_.m);
+      WriteRows(i, av, adam_state_.v);
+      step_[i] = get("step").item<int64_t>();
+      xi_restored = get("xi");
+    }
+  }
+  if (!restore) {
+    TaskState fresh = task_->Init(1, 2, gen);
+    WriteRows(i, fresh.params, state_.params);
+    WriteRows(i, fresh.aux, state_.aux);
+    std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);
+    for (auto& t : lo_flat) t.index_fill_(0, torch::tensor({i, num_tasks_ + i}), 0);
+    for (auto& t : adam_state_.m) t.index_fill_(0, torch::tensor({i, num_tasks_ + i}), 0);
+    for (auto& t : adam_state_.v) t.index_fill_(0, torch::tensor({i, num_tasks_ + i}), 0);
+    step_[i] = 0;
+  }
+  int64_t n = SampleUnrollLength(gen);
+  end_[i] = step_[i] + n;
+  push_at_[i] = buffer_ ? UniformInt(gen, step_[i], end_[i]) : -1;
+  pes_.Reset(i, xi_restored);
+}
+
+void EloUnroller::Push(int64_t i) {
+  NamedTensors item;
+  int64_t T = num_tasks_;
+  for (size_t j = 0; j < state_.params.size(); ++j) {
+    item.emplace_back(absl::StrCat("params/", j), Rows(state_.params[j], i, T));
+    item.emplace_back(absl::StrCat("adam_m/", j), Rows(adam_state_.m[j], i, T));
+    item.emplace_back(absl::StrCat("adam_v/", j), Rows(adam_state_.v[j], i, T));
+  }
+  for (size_t j = 0; j < state_.aux.size(); ++j)
+    item.emplace_back(absl::StrCat("aux/", j), Rows(state_.aux[j], i, T));
+  std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);
+  for (size_t j = 0; j < lo_flat.size(); ++j)
+    item.emplace_back(absl::StrCat("lopt/", j), Rows(lo_flat[j], i, T));
+  item.emplace_back("step", torch::tensor(step_[i], torch::kInt64));
+  item.emplace_back("xi", pes_.CurrentXi(i).clone());
+  (void)buffer_->Put(buffer_table_, job_.elo().buffer().capacity(), std::move(item));
+}
+
+TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double alpha,
+                                            int64_t outer_step) {
+  torch::NoGradGuard no_grad;
+  torch::Generator gen = MakeGenerator(seed_, kStreamUnroll, uint64_t(outer_step));
+  if (!initialized_) InitAll(gen);
+  const bool bc = job_.elo().behavior_cloning().enabled();
+  const double max_loss = task_->MaxMetaLoss();
+  const int64_t T = num_tasks_, K = job_.pes().truncation_length();
+
+  TruncationResult r;
+  torch::Tensor theta_p = pes_.BeginTruncation(theta, gen);
+  torch::Tensor teacher_lr =
+      torch::full({2 * T}, double(job_.elo().behavior_cloning().teacher_lr()));
+  double sum_meta = 0, sum_task = 0, sum_bc = 0;
+  std::vector<torch::Tensor> grads;
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t i = 0; i < T; ++i) {
+      if (buffer_ && step_[i] == push_at_[i]) {
+        Push(i);
+        push_at_[i] = -1;
+        ++r.pushes;
+      }
+      if (step_[i] >= end_[i]) {
+        StartUnroll(i, gen, outer_step, false);
+        if (step_[i] == 0) ++r.fresh_starts; else ++r.restores;
+      }
+    }
+    Batch batch = task_->SampleBatch(T, gen);
+    torch::Tensor loss = task_->LossAndGrad(state_, batch, &grads);
+    torch::Tensor step = StepTensor();
+    std::vector<torch::Tensor> u = lopt_.Step(state_.params, grads, &lopt_state_, step, theta_p);
+    torch::Tensor task_loss = NormalizeMetaLoss(loss, max_loss);
+    torch::Tensor meta = task_loss;
+    if (bc) {
+      std::vector<torch::Tensor> uh =
+          AdamUpdates(state_.params, grads, &adam_state_, teacher_lr, step, teacher_);
+      torch::Tensor bc_loss = torch::zeros({2 * T});
+      for (size_t j = 0; j < u.size(); ++j) {
+        bc_loss += (u[j] - uh[j]).square().flatten(1).sum(1);
+        u[j] = (1 - alpha) * uh[j] + alpha * u[j];
+      }
+      bc_loss = NormalizeMetaLoss(bc_loss, max_loss);
+      meta = (1 - alpha) * bc_loss + alpha * task_loss;
+      sum_bc += bc_loss.mean().item<double>();
+    }
+    for (size_t j = 0; j < u.size(); ++j) state_.params[j].sub_(u[j]);
+    for (auto& s : step_) ++s;
+    pes_.AddLosses(meta);
+    sum_meta += meta.mean().item<double>();
+    sum_task += task_loss.mean().item<double>();
+  }
+  r.grad = pes_.EndTruncation();
+  r.meta_loss = sum_meta / K;
+  r.task_loss = sum_task / K;
+  r.bc_loss = sum_bc / K;
+  r.particle_steps = 2 * T * K;
+  return r;
+}
+
+NamedTensors EloUnroller::SaveState() const {
+  NamedTensors s;
+  if (!initialized_) return s;
+  for (size_t j = 0; j < state_.params.size(); ++j) {
+    s.emplace_back(absl::StrCat("params/", j), state_.params[j]);
+    s.emplace_back(absl::StrCat("adam_m/", j), adam_state_.m[j]);
+    s.emplace_back(absl::StrCat("adam_v/", j), adam_state_.v[j]);
+  }
+  for (size_t j = 0; j < state_.aux.size(); ++j)
+    s.emplace_back(absl::StrCat("aux/", j), state_.aux[j]);
+  std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);
+  for (size_t j = 0; j < lo_flat.size(); ++j) s.emplace_back(absl::StrCat("lopt/", j), lo_flat[j]);
+  s.emplace_back("step", torch::tensor(step_, torch::kInt64));
+  s.emplace_back("end", torch::tensor(end_, torch::kInt64));
+  s.emplace_back("push_at", torch::tensor(push_at_, torch::kInt64));
+  s.emplace_back("xi", pes_.xi());
+  return s;
+}
+
+absl::Status EloUnroller::LoadState(const NamedTensors& s) {
+  if (s.empty()) {
+    initialized_ = false;
+    return absl::OkStatus();
+  }
+  // Shapes come from a fresh init; the saved tensors must match them.
+  torch::Generator gen = MakeGenerator(seed_, kStreamUnroll, 0);
+  InitAll(gen);
+  auto load = [&](const std::string& name, torch::Tensor& dst) -> absl::Status {
+    auto t = Find(s, name);
+    if (!t.ok()) return t.status();
+    if (t->sizes() != dst.sizes())
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint tensor ", name, " has shape ", c10::str(t->sizes()), ", expected ",
+          c10::str(dst.sizes())));
+    dst.copy_(*t);
+    return absl::OkStatus();
+  };
+  absl::Status st;
+  for (size_t j = 0; j < state_.params.size() && st.ok(); ++j) {
+    st.Update(load(absl::StrCat("params/", j), state_.params[j]));
+    st.Update(load(absl::StrCat("adam_m/", j), adam_state_.m[j]));
+    st.Update(load(absl::StrCat("adam_v/", j), adam_state_.v[j]));
+  }
+  for (size_t j = 0; j < state_.aux.size() && st.ok(); ++j)
+    st.Update(load(absl::StrCat("aux/", j), state_.aux[j]));
+  std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);
+  for (size_t j = 0; j < lo_flat.size() && st.ok(); ++j)
+    st.Update(load(absl::StrCat("lopt/", j), lo_flat[j]));
+  torch::Tensor step = torch::zeros({num_tasks_}, torch::kInt64);
+  torch::Tensor end = step.clone(), push = step.clone();
+  torch::Tensor xi = pes_.xi().clone();
+  st.Update(load("step", step));
+  st.Update(load("end", end));
+  st.Update(load("push_at", push));
+  st.Update(load("xi", xi));
+  if (!st.ok()) return st;
+  for (int64_t i = 0; i < num_tasks_; ++i) {
+    step_[i] = step[i].item<int64_t>();
+    end_[i] = end[i].item<int64_t>();
+    push_at_[i] = push[i].item<int64_t>();
+  }
+  pes_.set_xi(xi);
+  return absl::OkStatus();
+}
+
+}  // namespace lopt

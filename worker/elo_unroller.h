@@ -1,0 +1,83 @@
+// The worker side of ELO meta-training: T tasks (2T particles, the PES
+// antithetic pairs) trained by the learned optimizer, truncation after
+// truncation, with ELO's replay buffer of inner states and online behaviour
+// cloning against Adam (REFERENCE.md sections 2 and 3).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "absl/status/statusor.h"
+#include "common/adam.h"
+#include "common/pes.h"
+#include "common/replay_buffer.h"
+#include "common/small_fc_lopt.h"
+#include "common/task.h"
+#include "lopt/v1/job.pb.h"
+
+namespace lopt {
+
+struct TruncationResult {
+  torch::Tensor grad;        // [D] PES estimate of d(meta-loss)/d(theta)
+  double meta_loss = 0;      // mean normalised meta-loss over particles and steps
+  double task_loss = 0;      // mean normalised task loss
+  double bc_loss = 0;        // mean ||theta^O - theta^H||^2 (0 without BC)
+  int64_t particle_steps = 0;
+  int64_t fresh_starts = 0;  // unroll starts from step 0
+  int64_t restores = 0;      // unroll starts from a replay-buffer state
+  int64_t pushes = 0;        // states pushed to the replay buffer
+};
+
+class EloUnroller {
+ public:
+  // `task` and `buffer` must outlive the unroller. `buffer` may be null when
+  // the job's buffer is disabled. `seed` derives every random draw, so a run
+  // is reproducible from (seed, outer step) and the saved state.
+  EloUnroller(const v1::JobSpec& job, const Task* task, ReplayBuffer* buffer,
+              std::string buffer_table, uint64_t seed);
+
+  // Runs one truncation of pes.truncation_length inner steps for every task
+  // with meta-parameters theta [D]; alpha is ELO's alpha_t in [0, 1].
+  TruncationResult RunTruncation(const torch::Tensor& theta, double alpha,
+                                 int64_t outer_step);
+
+  int64_t num_tasks() const { return num_tasks_; }
+  int64_t num_particles() const { return 2 * num_tasks_; }
+
+  // Everything needed to continue bit-identically (not the buffer's items).
+  NamedTensors SaveState() const;
+  absl::Status LoadState(const NamedTensors& state);
+
+ private:
+  void InitAll(torch::Generator& gen);
+  void StartUnroll(int64_t i, torch::Generator& gen, int64_t outer_step, bool first);
+  void Push(int64_t i);
+  int64_t SampleUnrollLength(torch::Generator& gen) const;
+  void WriteRows(int64_t i, const std::vector<torch::Tensor>& src,
+                 std::vector<torch::Tensor>& dst);
+  torch::Tensor StepTensor() const;
+
+  v1::JobSpec job_;
+  const Task* task_;
+  ReplayBuffer* buffer_;
+  std::string buffer_table_;
+  uint64_t seed_;
+  int64_t num_tasks_;
+  SmallFcLopt lopt_;
+  AdamOptions teacher_;
+  bool initialized_ = false;
+
+  TaskState state_;                // 2T particles
+  LoptState lopt_state_;
+  AdamState adam_state_;
+  std::vector<int64_t> step_;      // [T] inner step of each task (both particles)
+  std::vector<int64_t> end_;       // [T] step at which the current unroll ends
+  std::vector<int64_t> push_at_;   // [T] step at which to push, -1 if none
+  PesAccumulator pes_;
+};
+
+}  // namespace lopt

@@ -1,0 +1,60 @@
+// Meta-test: trains fresh optimizees of a task for N steps with learned
+// optimizers and with AdamW over a learning-rate grid, on the same
+// initialisations and the same data order, and measures them.
+//
+// All seeds of one optimizer (and all grid points x seeds of AdamW) train at
+// once as particles of one batched task.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "common/small_fc_lopt.h"
+#include "common/task.h"
+
+namespace lopt {
+
+struct MetaTestConfig {
+  int64_t steps = 1000;
+  int64_t seeds = 3;
+  std::vector<float> adamw_lrs;
+  double adamw_weight_decay = 1e-4;
+  int64_t record_every = 10;
+  uint64_t seed = 0;
+};
+
+struct NamedLopt {
+  std::string name;  // "lopt", "lopt_untrained", ...
+  v1::LearnedOptimizerSpec spec;
+  torch::Tensor theta;
+};
+
+struct MetaTestRun {
+  std::string optimizer;  // a NamedLopt's name, or "adamw"
+  double lr = 0;          // AdamW's learning rate; 0 for learned optimizers
+  int64_t seed = 0;
+  double final_train_loss = 0;  // mean batch loss over the last window (inf if diverged)
+  double test_loss = 0;
+  double test_accuracy = 0;     // NaN for tasks without labels
+  bool diverged = false;
+  std::vector<float> curve;     // mean batch loss of each record_every window
+};
+
+struct MetaTestReport {
+  std::string task;
+  int64_t steps = 0;
+  int64_t record_every = 0;
+  int64_t final_window = 0;  // steps averaged into final_train_loss
+  std::vector<MetaTestRun> runs;
+};
+
+// `progress(done, total)` is called every record window with inner steps done.
+MetaTestReport RunMetaTest(const Task& task, const MetaTestConfig& config,
+                           const std::vector<NamedLopt>& lopts,
+                           const std::function<void(int64_t, int64_t)>& progress = nullptr);
+
+}  // namespace lopt
