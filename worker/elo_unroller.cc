@@ -81,8 +81,7 @@ void EloUnroller::InitAll(torch::Generator& gen) {
   initialized_ = true;
 }
 
-void EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t outer_step,
-                              bool /*first*/) {
+UnrollStart EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t outer_step) {
   const auto& bcfg = job_.elo().buffer();
   bool restore = false;
   double u = Uniform01(gen);
@@ -128,6 +127,7 @@ void EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t outer_st
   end_[i] = step_[i] + n;
   push_at_[i] = buffer_ ? UniformInt(gen, step_[i], end_[i]) : -1;
   pes_.Reset(i, xi_restored);
+  return UnrollStart{i, step_[i], n, push_at_[i], restore};
 }
 
 void EloUnroller::Push(int64_t i) {
@@ -171,8 +171,9 @@ TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double a
         ++r.pushes;
       }
       if (step_[i] >= end_[i]) {
-        StartUnroll(i, gen, outer_step, false);
-        if (step_[i] == 0) ++r.fresh_starts; else ++r.restores;
+        UnrollStart u = StartUnroll(i, gen, outer_step);
+        if (u.restored) ++r.restores; else ++r.fresh_starts;
+        r.unroll_starts.push_back(u);
       }
     }
     Batch batch = task_->SampleBatch(T, gen);

@@ -21,6 +21,17 @@
 
 namespace lopt {
 
+// An unroll that started inside a truncation: from `start_step` (0 for a
+// fresh state, the buffered step for a restored one) for `length` steps,
+// pushing its state to the buffer at `push_step` (-1: no buffer).
+struct UnrollStart {
+  int64_t task = 0;
+  int64_t start_step = 0;
+  int64_t length = 0;
+  int64_t push_step = -1;
+  bool restored = false;
+};
+
 struct TruncationResult {
   torch::Tensor grad;        // [D] PES estimate of d(meta-loss)/d(theta)
   double meta_loss = 0;      // mean normalised meta-loss over particles and steps
@@ -30,6 +41,7 @@ struct TruncationResult {
   int64_t fresh_starts = 0;  // unroll starts from step 0
   int64_t restores = 0;      // unroll starts from a replay-buffer state
   int64_t pushes = 0;        // states pushed to the replay buffer
+  std::vector<UnrollStart> unroll_starts;
 };
 
 class EloUnroller {
@@ -54,7 +66,7 @@ class EloUnroller {
 
  private:
   void InitAll(torch::Generator& gen);
-  void StartUnroll(int64_t i, torch::Generator& gen, int64_t outer_step, bool first);
+  UnrollStart StartUnroll(int64_t i, torch::Generator& gen, int64_t outer_step);
   void Push(int64_t i);
   int64_t SampleUnrollLength(torch::Generator& gen) const;
   void WriteRows(int64_t i, const std::vector<torch::Tensor>& src,

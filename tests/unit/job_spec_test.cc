@@ -1,0 +1,76 @@
+#include "common/job_spec.h"
+
+#include <gtest/gtest.h>
+
+namespace lopt {
+namespace {
+
+std::string ErrorOf(const std::string& text) {
+  auto job = JobFromText(text, "job.textproto");
+  EXPECT_FALSE(job.ok()) << text;
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(job.status().message());
+}
+
+TEST(JobSpec, DefaultJobIsValidAndFilled) {
+  auto job = JobFromText(DefaultJobText(), "<default>");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_TRUE(job->task().has_fmnist_mlp());
+  EXPECT_EQ(job->task().fmnist_mlp().image_size(), 8);
+  EXPECT_EQ(job->eval().adamw_lrs_size(), 7);
+  EXPECT_EQ(job->pes().truncation_length(), 50);
+  EXPECT_FLOAT_EQ(job->elo().buffer().fresh_start_probability(), 0.2f);
+}
+
+TEST(JobSpec, EmptyJobGetsDocumentedDefaults) {
+  auto job = JobFromText("", "empty");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->task().fmnist_mlp().hidden_sizes_size(), 1);
+  EXPECT_EQ(job->task().fmnist_mlp().hidden_sizes(0), 32);
+  EXPECT_FLOAT_EQ(job->pes().sigma(), 0.01f);
+  EXPECT_FLOAT_EQ(job->outer().lr(), 0.003f);
+  EXPECT_EQ(job->elo().buffer().capacity(), 4);
+  EXPECT_FLOAT_EQ(job->elo().behavior_cloning().teacher_lr(), 0.001f);
+  EXPECT_EQ(EvalSteps(*job), 10 * job->pes().max_unroll_length());
+}
+
+TEST(JobSpec, NamesTheFieldAndTheValue) {
+  EXPECT_EQ(ErrorOf("pes { truncation_length: -3 }"),
+            "job.textproto: pes.truncation_length must be > 0, got -3");
+  EXPECT_EQ(ErrorOf("budget { outer_steps: 0 }"),
+            "job.textproto: budget.outer_steps must be > 0, got 0");
+  EXPECT_NE(ErrorOf("pes { sigma: 0 }").find("pes.sigma must be > 0"), std::string::npos);
+  EXPECT_NE(ErrorOf("pes { min_unroll_length: 10 truncation_length: 50 }")
+                .find("pes.min_unroll_length must be >= pes.truncation_length (50), got 10"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("pes { min_unroll_length: 200 max_unroll_length: 100 }")
+                .find("pes.max_unroll_length"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("elo { buffer { fresh_start_probability: 1.5 } }")
+                .find("elo.buffer.fresh_start_probability must be in [0, 1], got 1.5"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("task { fmnist_mlp { image_size: 9 } }")
+                .find("task.fmnist_mlp.image_size must be 8, 14 or 28, got 9"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("eval { adamw_lrs: 0.01 adamw_lrs: -1 }").find("eval.adamw_lrs[1] must be > 0"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("task { noisy_quadratic { min_dim: 10 max_dim: 5 } }")
+                .find("task.noisy_quadratic.max_dim must be >= min_dim (10), got 5"),
+            std::string::npos);
+}
+
+TEST(JobSpec, SyntaxErrorsGiveLineAndColumn) {
+  std::string e = ErrorOf("name: \"x\"\npes { truncation_lenght: 5 }\n");
+  EXPECT_EQ(e.rfind("job.textproto:2:", 0), 0u) << e;
+  EXPECT_NE(e.find("truncation_lenght"), std::string::npos) << e;
+  e = ErrorOf("pes { sigma: \"big\" }");
+  EXPECT_EQ(e.rfind("job.textproto:1:", 0), 0u) << e;
+}
+
+TEST(JobSpec, MissingFileIsNotFound) {
+  auto job = LoadJobFile("/nonexistent/job.textproto");
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace lopt
