@@ -14,6 +14,7 @@
 
 #include "common/job_spec.h"
 #include "common/learned_optimizer.h"
+#include "common/runtime.h"
 #include "common/small_fc_lopt.h"
 #include "common/task.h"
 
@@ -94,6 +95,7 @@ double Loop(const lopt::v1::JobSpec& job, int64_t P, double budget, const torch:
 }  // namespace
 
 int main(int argc, char** argv) {
+  lopt::ConfigureRuntime(1);
   std::vector<int64_t> particles = {16, 128};
   double seconds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {

@@ -17,6 +17,7 @@
 #include "common/job_spec.h"
 #include "common/optimizer_file.h"
 #include "common/progress.h"
+#include "common/runtime.h"
 #include "common/small_fc_lopt.h"
 #include "common/task.h"
 #include "google/protobuf/text_format.h"
@@ -67,7 +68,7 @@ absl::StatusOr<v1::JobSpec> JobFromFlags(const Flags& f) {
 absl::Status SetThreads(const Flags& f) {
   auto threads = f.GetInt("threads", 0);
   if (!threads.ok()) return threads.status();
-  if (*threads > 0) torch::set_num_threads(*threads);
+  ConfigureRuntime(int(*threads));
   return absl::OkStatus();
 }
 
