@@ -256,8 +256,17 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
       "set terminal pngcairo size 1100,700 noenhanced\nset output '", dir, "/curves.png'\n",
       "set title 'meta-test on ", report.task, ": training loss (mean over seeds)'\n",
       "set xlabel 'inner step'\nset ylabel 'training loss'\nset logscale y\nset key outside right\n",
-      "set datafile missing 'NaN'\nplot for [i=2:", groups.size() + 1, "] '", dir,
-      "/curves.dat' using 1:i with lines lw 2 title columnheader(i)\n");
+      "set datafile missing 'NaN'\nplot ");
+  // Learned optimizers thick and dark, AdamW's grid in gnuplot's palette.
+  for (size_t i = 0; i < groups.size(); ++i) {
+    bool lo = groups[i].runs[0]->optimizer != "adamw";
+    absl::StrAppend(&gp, i ? ", " : "", "'", dir, "/curves.dat' using 1:", i + 2,
+                    " with lines ",
+                    lo ? absl::StrCat("lw 4 dt ", i + 1, " lc rgb '", i == 0 ? "#000000" : "#777777", "'")
+                       : absl::StrCat("lw 2 lc ", i),
+                    " title columnheader(", i + 2, ")");
+  }
+  gp += "\n";
   if (auto s = WriteFileAtomically(dir + "/curves.gp", gp); !s.ok()) return s;
   std::string cmd = absl::StrCat("gnuplot '", dir, "/curves.gp' 2>/dev/null");
   bool plotted = std::system(cmd.c_str()) == 0;

@@ -100,10 +100,10 @@ absl::Status Eval(const v1::JobSpec& job_in, const std::string& optimizer_path,
   std::vector<NamedLopt> lopts = {
       {"lopt", trained->file.options(), trained->theta},
       {"lopt_untrained", trained->file.options(), untrained_lopt.InitTheta(gen)}};
-  ProgressBar bar("meta-test", 1, !f.Has("no-progress"));
-  MetaTestReport report = RunMetaTest(**task, c, lopts, [&](int64_t done, int64_t total) {
-    bar = ProgressBar("meta-test", total, !f.Has("no-progress"));
-    bar.Update(done, "");
+  // RunMetaTest trains every optimizer in turn: (learned optimizers + AdamW) x steps.
+  ProgressBar bar("meta-test", c.steps * int64_t(lopts.size() + 1), !f.Has("no-progress"));
+  MetaTestReport report = RunMetaTest(**task, c, lopts, [&](int64_t done, int64_t) {
+    bar.Update(done, "inner steps");
   });
   bar.Finish("");
   auto table = WriteMetaTestReport(report, out_dir);
