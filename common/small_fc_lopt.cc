@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "kernels/lopt_step_cpu.h"
+
 namespace lopt {
 namespace {
 
@@ -201,6 +203,18 @@ std::vector<torch::Tensor> SmallFcLopt::Step(const std::vector<torch::Tensor>& p
                                              const std::vector<torch::Tensor>& grads,
                                              LoptState* state, const torch::Tensor& step,
                                              const torch::Tensor& theta) const {
+  if (!LoptStepCpuSupports(params, grads, *state, step, theta))
+    return StepReference(params, grads, state, step, theta);
+  for (size_t i = 0; i < params.size(); ++i) Accumulate(grads[i], &(*state)[i]);
+  return LoptStepCpu(params, grads, *state, step, theta, hidden_size(), spec_.step_mult(),
+                     spec_.exp_mult());
+}
+
+std::vector<torch::Tensor> SmallFcLopt::StepReference(const std::vector<torch::Tensor>& params,
+                                                      const std::vector<torch::Tensor>& grads,
+                                                      LoptState* state,
+                                                      const torch::Tensor& step,
+                                                      const torch::Tensor& theta) const {
   std::vector<torch::Tensor> feats;
   feats.reserve(params.size());
   for (size_t i = 0; i < params.size(); ++i) {

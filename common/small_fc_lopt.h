@@ -59,10 +59,18 @@ class SmallFcLopt {
   // MLP. Returns the updates u (p_new = p - u), each shaped like its param.
   //   step:  [P] number of updates already applied (0 on the first step)
   //   theta: [D] shared, or [P, D] one per particle
+  // Runs the fused CPU kernel (kernels/lopt_step_cpu.h) when every tensor is
+  // a CPU float32 one with no autograd to record, else StepReference.
   std::vector<torch::Tensor> Step(const std::vector<torch::Tensor>& params,
                                   const std::vector<torch::Tensor>& grads,
                                   LoptState* state, const torch::Tensor& step,
                                   const torch::Tensor& theta) const;
+  // The same step op by op with torch ops (any device; differentiable in theta):
+  // the reference the fused kernel is tested against.
+  std::vector<torch::Tensor> StepReference(const std::vector<torch::Tensor>& params,
+                                           const std::vector<torch::Tensor>& grads,
+                                           LoptState* state, const torch::Tensor& step,
+                                           const torch::Tensor& theta) const;
 
   // Building blocks, public for tests and for the GPU kernel's reference.
   // Folds g into the accumulators of one tensor.
