@@ -95,7 +95,7 @@ double Loop(const lopt::v1::JobSpec& job, int64_t P, double budget, const torch:
 }  // namespace
 
 int main(int argc, char** argv) {
-  lopt::ConfigureRuntime(1);
+  lopt::ConfigureRuntime(0);  // all cores, for both paths
   std::vector<int64_t> particles = {16, 128};
   double seconds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {

@@ -143,7 +143,8 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& job,
     history.push_back(r.task_loss);
     metrics << absl::StrFormat("%d,%.6g,%.6g,%.6g,%.4f,%.6g,%d,%d,%d,%.1f\n", step, r.meta_loss,
                                r.task_loss, r.bc_loss, alpha, 0.0, r.fresh_starts, r.restores,
-                               r.pushes, r.particle_steps / dt);
+                               r.pushes, r.particle_steps / dt)
+            << std::flush;  // followable while it runs
     ++ran;
     bar.Update(learner.outer_step(),
                absl::StrFormat("meta-loss %.4f task %.3f a=%.2f %.0f particle-steps/s",
