@@ -114,10 +114,44 @@ LoptState SmallFcLopt::InitState(const std::vector<torch::Tensor>& params) const
   return state;
 }
 
+namespace {
+
+bool IsCpuFloatContiguous(const torch::Tensor& t) {
+  return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
+}
+
+// The momentum and rms EMAs in one pass over memory (the op-by-op version
+// reads and writes each accumulator three times). Same float arithmetic as
+// the tensor ops: acc * beta + g * (1 - beta), with beta and 1 - beta in float.
+void MomRmsEmaInPlace(const torch::Tensor& g, torch::Tensor& mom, torch::Tensor& rms) {
+  const float* gp = g.data_ptr<float>();
+  float* m = mom.data_ptr<float>();
+  float* r = rms.data_ptr<float>();
+  float b[3], one_minus_b[3];
+  for (int k = 0; k < 3; ++k) {
+    b[k] = float(kMomDecays[k]);
+    one_minus_b[k] = 1.0f - b[k];
+  }
+  const float rb = float(kRmsDecay), one_minus_rb = float(1 - kRmsDecay);
+  const int64_t n = g.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    float gi = gp[i];
+    for (int k = 0; k < 3; ++k) m[3 * i + k] = m[3 * i + k] * b[k] + gi * one_minus_b[k];
+    r[i] = r[i] * rb + gi * gi * one_minus_rb;
+  }
+}
+
+}  // namespace
+
 void SmallFcLopt::Accumulate(const torch::Tensor& raw_g, LoptTensorState* st) {
   torch::Tensor g = AsPerParticle(raw_g);
-  Ema3(st->mom, g, kMomDecays);
-  st->rms.mul_(kRmsDecay).add_(g.square().unsqueeze(-1) * (1 - kRmsDecay));
+  if (IsCpuFloatContiguous(g) && IsCpuFloatContiguous(st->mom) && IsCpuFloatContiguous(st->rms) &&
+      !(torch::GradMode::is_enabled() && g.requires_grad())) {
+    MomRmsEmaInPlace(g, st->mom, st->rms);
+  } else {
+    Ema3(st->mom, g, kMomDecays);
+    st->rms.mul_(kRmsDecay).add_(g.square().unsqueeze(-1) * (1 - kRmsDecay));
+  }
   torch::Tensor g2 = g.square() + 1e-30;
   FactoredDims f = FactoredDimsOf(PerParticleShape(g));
   if (f.factored) {

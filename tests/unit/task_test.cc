@@ -48,8 +48,11 @@ TEST(IdxDataset, MissingOrCorruptDataIsAClearError) {
   EXPECT_EQ(ds.status().code(), absl::StatusCode::kDataLoss);
 }
 
-TEST(FmnistMlp, BatchedGradientsEqualSeparateModels) {
-  auto task = MakeTask(Spec("task { fmnist_mlp { image_size: 8 hidden_sizes: 16 activation: TANH batch_size: 32 } }"), 0).value();
+class FmnistMlpGradients : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FmnistMlpGradients, BatchedGradientsEqualSeparateModels) {
+  const std::string act = GetParam();
+  auto task = MakeTask(Spec("task { fmnist_mlp { image_size: 8 hidden_sizes: 16 activation: " + act + " batch_size: 32 } }"), 0).value();
   torch::Generator gen = MakeGenerator(1, 0, 0);
   TaskState st = task->Init(3, 2, gen);  // 6 particles; pairs share their start
   ASSERT_EQ(st.num_particles(), 6);
@@ -66,7 +69,10 @@ TEST(FmnistMlp, BatchedGradientsEqualSeparateModels) {
     torch::Tensor b1 = st.params[1][p].clone().requires_grad_(true);
     torch::Tensor w2 = st.params[2][p].clone().requires_grad_(true);
     torch::Tensor b2 = st.params[3][p].clone().requires_grad_(true);
-    torch::Tensor h = torch::tanh(torch::addmm(b1, b.x[g], w1));
+    torch::Tensor pre = torch::addmm(b1, b.x[g], w1);
+    torch::Tensor h = act == "TANH" ? torch::tanh(pre)
+                    : act == "RELU" ? torch::relu(pre)
+                    : act == "SIGMOID" ? torch::sigmoid(pre) : torch::gelu(pre);
     torch::Tensor l = torch::nn::functional::cross_entropy(torch::addmm(b2, h, w2), b.y[g]);
     l.backward();
     EXPECT_NEAR(loss[p].item<double>(), l.item<double>(), 1e-5);
@@ -80,6 +86,8 @@ TEST(FmnistMlp, BatchedGradientsEqualSeparateModels) {
   EXPECT_LT(ev.accuracy.max().item<double>(), 0.5);
   EXPECT_NEAR(task->MaxMetaLoss(), 1.5 * std::log(10.0), 1e-9);
 }
+INSTANTIATE_TEST_SUITE_P(Activations, FmnistMlpGradients,
+                         ::testing::Values("TANH", "RELU", "SIGMOID", "GELU"));
 
 TEST(FmnistCnn, GroupedConvolutionEqualsSeparateModels) {
   auto task = MakeTask(Spec("task { fmnist_cnn { image_size: 14 channels: 4 channels: 6 batch_size: 8 } }"), 0).value();
