@@ -258,13 +258,15 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
       "set title 'meta-test on ", report.task, ": training loss (mean over seeds)'\n",
       "set xlabel 'inner step'\nset ylabel 'training loss'\nset logscale y\nset key outside right\n",
       "set datafile missing 'NaN'\nplot ");
-  // Learned optimizers thick and dark, AdamW's grid in gnuplot's palette.
+  // Learned optimizers thick and dark, AdamW's grid in colours.
+  static const char* kGridColors[8] = {"#1b9e77", "#d95f02", "#7570b3", "#e7298a",
+                                       "#66a61e", "#e6ab02", "#a6761d", "#1f78b4"};
   for (size_t i = 0; i < groups.size(); ++i) {
     bool lo = groups[i].runs[0]->optimizer != "adamw";
     absl::StrAppend(&gp, i ? ", " : "", "'", dir, "/curves.dat' using 1:", i + 2,
                     " with lines ",
                     lo ? absl::StrCat("lw 4 dt ", i + 1, " lc rgb '", i == 0 ? "#000000" : "#777777", "'")
-                       : absl::StrCat("lw 2 lc ", i),
+                       : absl::StrCat("lw 2 lc rgb '", kGridColors[i % 8], "'"),
                     " title columnheader(", i + 2, ")");
   }
   gp += "\n";
