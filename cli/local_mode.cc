@@ -142,7 +142,7 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& job,
     history.push_back(r.meta_loss);
     history.push_back(r.task_loss);
     metrics << absl::StrFormat("%d,%.6g,%.6g,%.6g,%.4f,%.6g,%d,%d,%d,%.1f\n", step, r.meta_loss,
-                               r.task_loss, r.bc_loss, alpha, 0.0, r.fresh_starts, r.restores,
+                               r.task_loss, r.bc_loss, alpha, learner.OuterLrAt(step), r.fresh_starts, r.restores,
                                r.pushes, r.particle_steps / dt)
             << std::flush;  // followable while it runs
     ++ran;

@@ -31,6 +31,9 @@ class EloLearner {
   double Alpha() const;
   double AlphaAt(int64_t step) const;
 
+  // The outer optimiser's learning rate at outer step `step`.
+  double OuterLrAt(int64_t step) const { return outer_.LrAt(step); }
+
   // Applies one outer step from the mean of the workers' estimates.
   void ApplyGradient(const torch::Tensor& grad, double meta_loss);
 
