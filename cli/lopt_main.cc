@@ -21,6 +21,7 @@
 #include "common/small_fc_lopt.h"
 #include "common/task.h"
 #include "google/protobuf/text_format.h"
+#include "learner/elo_learner.h"
 #include "worker/meta_test.h"
 
 namespace lopt {
@@ -95,11 +96,9 @@ absl::Status Eval(const v1::JobSpec& job_in, const std::string& optimizer_path,
   c.seed = job.seed() + 1000003;  // fresh optimizees, not meta-training's
 
   // The untrained optimizer is the theta meta-training started from.
-  SmallFcLopt untrained_lopt(trained->file.options());
-  torch::Generator gen = MakeGenerator(trained->file.job().seed(), 2, 0);
   std::vector<NamedLopt> lopts = {
       {"lopt", trained->file.options(), trained->theta},
-      {"lopt_untrained", trained->file.options(), untrained_lopt.InitTheta(gen)}};
+      {"lopt_untrained", trained->file.options(), InitialTheta(trained->file.job())}};
   // RunMetaTest trains every optimizer in turn: (learned optimizers + AdamW) x steps.
   ProgressBar bar("meta-test", c.steps * int64_t(lopts.size() + 1), !f.Has("no-progress"));
   MetaTestReport report = RunMetaTest(**task, c, lopts, [&](int64_t done, int64_t) {

@@ -11,13 +11,16 @@ namespace {
 constexpr uint64_t kStreamThetaInit = 2;
 }
 
+torch::Tensor InitialTheta(const v1::JobSpec& job) {
+  torch::Generator gen = MakeGenerator(job.seed(), kStreamThetaInit, 0);
+  return SmallFcLopt(job.lopt()).InitTheta(gen);
+}
+
 EloLearner::EloLearner(const v1::JobSpec& job)
     : job_(job),
       lopt_(job.lopt()),
-      outer_(job.outer(), job.budget().outer_steps(), SmallFcLopt(job.lopt()).theta_size()) {
-  torch::Generator gen = MakeGenerator(job.seed(), kStreamThetaInit, 0);
-  theta_ = lopt_.InitTheta(gen);
-}
+      theta_(InitialTheta(job)),
+      outer_(job.outer(), job.budget().outer_steps(), SmallFcLopt(job.lopt()).theta_size()) {}
 
 double EloLearner::AlphaAt(int64_t step) const {
   if (!job_.elo().behavior_cloning().enabled()) return 1.0;

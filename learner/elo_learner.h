@@ -17,6 +17,10 @@
 
 namespace lopt {
 
+// The theta that meta-training of `job` starts from (the "untrained"
+// optimizer that meta-tests compare against).
+torch::Tensor InitialTheta(const v1::JobSpec& job);
+
 class EloLearner {
  public:
   explicit EloLearner(const v1::JobSpec& job);

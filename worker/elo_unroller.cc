@@ -19,8 +19,11 @@ int64_t UniformInt(torch::Generator& gen, int64_t lo, int64_t hi) {  // [lo, hi]
   return torch::randint(lo, hi + 1, {1}, gen, torch::kInt64).item<int64_t>();
 }
 
+// The rows of task i's antithetic pair: particles i and T + i.
+torch::Tensor PairIndex(int64_t i, int64_t T) { return torch::tensor({i, T + i}, torch::kInt64); }
+
 torch::Tensor Rows(const torch::Tensor& t, int64_t i, int64_t T) {
-  return t.index_select(0, torch::tensor({i, T + i}, torch::kInt64)).clone();
+  return t.index_select(0, PairIndex(i, T)).clone();
 }
 
 }  // namespace
@@ -59,7 +62,7 @@ torch::Tensor EloUnroller::StepTensor() const {
 
 void EloUnroller::WriteRows(int64_t i, const std::vector<torch::Tensor>& src,
                             std::vector<torch::Tensor>& dst) {
-  torch::Tensor idx = torch::tensor({i, num_tasks_ + i}, torch::kInt64);
+  torch::Tensor idx = PairIndex(i, num_tasks_);
   for (size_t j = 0; j < dst.size(); ++j) dst[j].index_copy_(0, idx, src[j]);
 }
 
@@ -117,10 +120,11 @@ UnrollStart EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t o
     TaskState fresh = task_->Init(1, 2, gen);
     WriteRows(i, fresh.params, state_.params);
     WriteRows(i, fresh.aux, state_.aux);
+    torch::Tensor idx = PairIndex(i, num_tasks_);
     std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);
-    for (auto& t : lo_flat) t.index_fill_(0, torch::tensor({i, num_tasks_ + i}), 0);
-    for (auto& t : adam_state_.m) t.index_fill_(0, torch::tensor({i, num_tasks_ + i}), 0);
-    for (auto& t : adam_state_.v) t.index_fill_(0, torch::tensor({i, num_tasks_ + i}), 0);
+    for (auto& t : lo_flat) t.index_fill_(0, idx, 0);
+    for (auto& t : adam_state_.m) t.index_fill_(0, idx, 0);
+    for (auto& t : adam_state_.v) t.index_fill_(0, idx, 0);
     step_[i] = 0;
   }
   int64_t n = SampleUnrollLength(gen);

@@ -13,6 +13,7 @@
 #include "common/runtime.h"
 #include "common/small_fc_lopt.h"
 #include "common/task.h"
+#include "learner/elo_learner.h"
 #include "worker/meta_test.h"
 
 namespace lopt {
@@ -34,10 +35,9 @@ TEST(DefaultJob, TrainedOptimizerBeatsUntrainedAndTeacherAtTenTimesTheHorizon) {
   c.seeds = 3;
   c.adamw_lrs = {1e-3f};
   c.seed = job.seed() + 1000003;
-  torch::Generator gen = MakeGenerator(job.seed(), 2, 0);
   MetaTestReport r = RunMetaTest(*task, c,
                                  {{"lopt", job.lopt(), trained.theta},
-                                  {"lopt_untrained", job.lopt(), SmallFcLopt(job.lopt()).InitTheta(gen)}});
+                                  {"lopt_untrained", job.lopt(), InitialTheta(job)}});
   std::map<std::string, double> mean;
   for (const auto& run : r.runs) {
     EXPECT_FALSE(run.diverged) << run.optimizer;

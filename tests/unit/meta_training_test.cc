@@ -10,6 +10,7 @@
 #include "common/optimizer_file.h"
 #include "common/small_fc_lopt.h"
 #include "common/task.h"
+#include "learner/elo_learner.h"
 #include "worker/meta_test.h"
 
 namespace lopt {
@@ -54,8 +55,7 @@ TEST(MetaTraining, ShortRunClearlyImprovesTheOptimizer) {
   EXPECT_EQ(summary->outer_steps, 120);
   auto trained = LoadOptimizerFile(summary->optimizer_path);
   ASSERT_TRUE(trained.ok());
-  torch::Generator gen = MakeGenerator(job.seed(), 2, 0);  // the learner's initial theta
-  torch::Tensor theta0 = SmallFcLopt(job.lopt()).InitTheta(gen);
+  torch::Tensor theta0 = InitialTheta(job);
   double before = MetaTestLoss(job, theta0), after = MetaTestLoss(job, trained->theta);
   EXPECT_LT(after, 0.7 * before) << "meta-test loss " << before << " -> " << after;
   EXPECT_LT(summary->meta_loss_end, 0.8 * summary->meta_loss_start)
