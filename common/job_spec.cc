@@ -237,6 +237,11 @@ absl::Status ValidateJob(const v1::JobSpec& job) {
     LOPT_CHECK(Positive(absl::StrCat("eval.adamw_lrs[", i, "]"), e.adamw_lrs(i)));
   LOPT_CHECK(NonNegative("eval.adamw_weight_decay", e.adamw_weight_decay()));
   LOPT_CHECK(InRange("eval.record_every", e.record_every(), 1, 1 << 30));
+
+  const auto& c = job.cluster();
+  LOPT_CHECK(InRange("cluster.shards", c.shards(), 1, 4096));
+  LOPT_CHECK(InRange("cluster.results_per_step", c.results_per_step(), 0, 1 << 20));
+  LOPT_CHECK(InRange("cluster.max_staleness", c.max_staleness(), 0, 1 << 20));
   return absl::OkStatus();
 }
 
