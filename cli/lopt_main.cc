@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cli/flags.h"
+#include "common/flags.h"
 #include "cli/local_mode.h"
 #include "common/job_spec.h"
 #include "common/optimizer_file.h"
