@@ -20,7 +20,7 @@
 #include "common/progress.h"
 #include "common/replay_buffer.h"
 #include "common/task.h"
-#include "learner/elo_learner.h"
+#include "learner/elo_job.h"
 #include "worker/elo_unroller.h"
 
 namespace lopt {
@@ -47,21 +47,21 @@ std::string BufferTable(const v1::JobSpec& job, const Task& task) {
   return absl::StrCat(job.name(), "/", task.name());
 }
 
-// One file holds the learner's, the unroller's and the buffer's state.
-absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& job,
-                            const EloLearner& learner, const EloUnroller& unroller,
-                            ReplayBuffer& buffer, const std::string& table,
-                            const std::vector<double>& history) {
+// One file holds the job's, every shard's unroller's and the buffer's state.
+absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, const EloJob& job,
+                            const std::vector<std::unique_ptr<EloUnroller>>& unrollers,
+                            ReplayBuffer& buffer, const std::string& table) {
   NamedTensors all;
-  all.emplace_back("job", StringTensor(job.SerializeAsString()));
-  for (auto& [k, v] : learner.SaveState()) all.emplace_back("learner/" + k, v);
-  for (auto& [k, v] : unroller.SaveState()) all.emplace_back("worker/" + k, v);
+  all.emplace_back("job", StringTensor(spec.SerializeAsString()));
+  for (auto& [k, v] : job.SaveState()) all.emplace_back("learner/" + k, v);
+  for (size_t s = 0; s < unrollers.size(); ++s)
+    for (auto& [k, v] : unrollers[s]->SaveState())
+      all.emplace_back(absl::StrCat("worker/", s, "/", k), v);
   auto items = buffer.Items(table);
   if (!items.ok()) return items.status();
   all.emplace_back("buffer/size", torch::tensor(int64_t(items->size()), torch::kInt64));
   for (size_t i = 0; i < items->size(); ++i)
     for (auto& [k, v] : (*items)[i]) all.emplace_back(absl::StrCat("buffer/", i, "/", k), v);
-  all.emplace_back("history", torch::tensor(history, torch::kFloat64));
   auto bytes = SerializeTensors(all);
   if (!bytes.ok()) return bytes.status();
   return WriteFileAtomically(path, *bytes);
@@ -81,19 +81,22 @@ double MeanOf(const std::vector<double>& v, size_t begin, size_t end) {
 
 }  // namespace
 
-absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& job,
+absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
                                               const LocalTrainOptions& opt) {
   if (absl::Status s = MakeDirs(opt.out_dir); !s.ok()) return s;
-  auto task_or = MakeTask(job.task(), job.seed());
+  auto task_or = MakeTask(spec.task(), spec.seed());
   if (!task_or.ok()) return task_or.status();
   const Task& task = **task_or;
 
+  // The learner's job core and one unroller a shard, as the services wire
+  // them, with the shards run one after another.
   InMemoryReplayBuffer buffer;
-  const std::string table = BufferTable(job, task);
-  EloLearner learner(job);
-  EloUnroller unroller(job, &task, &buffer, table, job.seed());
-  // history: per outer step (meta_loss, task_loss) pairs, for the summary.
-  std::vector<double> history;
+  const std::string table = BufferTable(spec, task);
+  EloJob job(spec);
+  std::vector<std::unique_ptr<EloUnroller>> unrollers;
+  for (int32_t s = 0; s < job.num_shards(); ++s)
+    unrollers.push_back(
+        std::make_unique<EloUnroller>(spec, &task, &buffer, table, ShardSeed(spec, s)));
 
   const std::string ckpt = opt.out_dir + "/checkpoint.pt";
   TrainSummary summary;
@@ -103,18 +106,19 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& job,
     auto all = DeserializeTensors(*bytes);
     if (!all.ok()) return all.status();
     auto saved_job = Find(*all, "job");
-    if (!saved_job.ok() || TensorString(*saved_job) != job.SerializeAsString())
+    if (!saved_job.ok() || TensorString(*saved_job) != spec.SerializeAsString())
       return absl::FailedPreconditionError(absl::StrCat(
           ckpt, " belongs to a different job spec; use --fresh to start over or another --out"));
-    if (auto s = learner.LoadState(WithPrefix(*all, "learner/")); !s.ok()) return s;
-    if (auto s = unroller.LoadState(WithPrefix(*all, "worker/")); !s.ok()) return s;
+    if (auto s = job.LoadState(WithPrefix(*all, "learner/")); !s.ok()) return s;
+    for (size_t s = 0; s < unrollers.size(); ++s)
+      if (auto st = unrollers[s]->LoadState(WithPrefix(*all, absl::StrCat("worker/", s, "/")));
+          !st.ok())
+        return st;
     int64_t n = Find(*all, "buffer/size").value().item<int64_t>();
     for (int64_t i = 0; i < n; ++i)
-      (void)buffer.Put(table, job.elo().buffer().capacity(),
+      (void)buffer.Put(table, spec.elo().buffer().capacity(),
                        WithPrefix(*all, absl::StrCat("buffer/", i, "/")));
-    torch::Tensor h = Find(*all, "history").value().contiguous();
-    history.assign(h.data_ptr<double>(), h.data_ptr<double>() + h.numel());
-    summary.resumed_from = learner.outer_step();
+    summary.resumed_from = job.outer_step();
   }
 
   std::ofstream metrics(opt.out_dir + "/metrics.csv",
@@ -123,51 +127,56 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& job,
     metrics << "outer_step,meta_loss,task_loss,bc_loss,alpha,outer_lr,fresh_starts,restores,"
                "pushes,particle_steps_per_s\n";
 
-  const int64_t T = learner.total_steps();
+  const int64_t T = job.total_steps();
   ProgressBar bar("meta-train", T, opt.progress);
   auto t0 = std::chrono::steady_clock::now();
   int64_t particle_steps = 0;
   double rate = 0;
   int64_t ran = 0;
-  while (!learner.done() && (opt.stop_after < 0 || ran < opt.stop_after)) {
-    int64_t step = learner.outer_step();
-    double alpha = learner.Alpha();
-    auto ts = std::chrono::steady_clock::now();
-    TruncationResult r = unroller.RunTruncation(learner.theta(), alpha, step);
-    learner.ApplyGradient(r.grad, r.meta_loss);
-    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
-    particle_steps += r.particle_steps;
-    rate = particle_steps /
-           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    history.push_back(r.meta_loss);
-    history.push_back(r.task_loss);
-    metrics << absl::StrFormat("%d,%.6g,%.6g,%.6g,%.4f,%.6g,%d,%d,%d,%.1f\n", step, r.meta_loss,
-                               r.task_loss, r.bc_loss, alpha, learner.OuterLrAt(step), r.fresh_starts, r.restores,
-                               r.pushes, r.particle_steps / dt)
-            << std::flush;  // followable while it runs
-    ++ran;
-    bar.Update(learner.outer_step(),
-               absl::StrFormat("meta-loss %.4f task %.3f a=%.2f %.0f particle-steps/s",
-                               r.meta_loss, r.task_loss, alpha, rate));
-    int64_t every = job.budget().checkpoint_every();
-    if (every > 0 && learner.outer_step() % every == 0 && !learner.done()) {
-      if (auto s = SaveCheckpoint(ckpt, job, learner, unroller, buffer, table, history); !s.ok())
-        return s;
+  auto ts = std::chrono::steady_clock::now();
+  while (!job.done() && (opt.stop_after < 0 || ran < opt.stop_after)) {
+    for (int32_t s = 0; s < job.num_shards() && !job.done(); ++s) {
+      if (!job.CanStart(s)) continue;
+      EloUnit unit = job.Start(s);
+      TruncationResult r = unrollers[s]->RunTruncation(unit.theta, unit.alpha, unit.truncation);
+      particle_steps += r.particle_steps;
+      EloShardResult res{s, unit.theta_version, r.grad, r.meta_loss, r.task_loss, r.bc_loss,
+                         r.particle_steps, r.fresh_starts, r.restores, r.pushes};
+      EloStepRecord rec;
+      auto outcome = job.Accept(res, &rec);
+      if (!outcome.ok()) return outcome.status();
+      if (*outcome != EloAcceptOutcome::kStepApplied) continue;
+      auto now = std::chrono::steady_clock::now();
+      double dt = std::chrono::duration<double>(now - ts).count();
+      ts = now;
+      rate = particle_steps / std::chrono::duration<double>(now - t0).count();
+      metrics << absl::StrFormat("%d,%.6g,%.6g,%.6g,%.4f,%.6g,%d,%d,%d,%.1f\n", rec.outer_step,
+                                 rec.meta_loss, rec.task_loss, rec.bc_loss, rec.alpha,
+                                 rec.outer_lr, rec.fresh_starts, rec.restores, rec.pushes,
+                                 rec.particle_steps / dt)
+              << std::flush;  // followable while it runs
+      ++ran;
+      bar.Update(job.outer_step(),
+                 absl::StrFormat("meta-loss %.4f task %.3f a=%.2f %.0f particle-steps/s",
+                                 rec.meta_loss, rec.task_loss, rec.alpha, rate));
+      int64_t every = spec.budget().checkpoint_every();
+      if (every > 0 && job.outer_step() % every == 0 && !job.done()) {
+        if (auto st = SaveCheckpoint(ckpt, spec, job, unrollers, buffer, table); !st.ok())
+          return st;
+      }
+      if (opt.stop_after >= 0 && ran >= opt.stop_after) break;
     }
   }
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const EloLearner& learner = job.learner();
   bar.Finish(absl::StrFormat("meta-loss %.4f, %.0f particle-steps/s", learner.last_meta_loss(), rate));
   metrics.close();
-  if (auto s = SaveCheckpoint(ckpt, job, learner, unroller, buffer, table, history); !s.ok())
-    return s;
+  if (auto s = SaveCheckpoint(ckpt, spec, job, unrollers, buffer, table); !s.ok()) return s;
 
   summary.outer_steps = learner.outer_step();
-  size_t n = history.size() / 2, w = std::min<size_t>(10, n);
-  std::vector<double> meta(n), tl(n);
-  for (size_t i = 0; i < n; ++i) {
-    meta[i] = history[2 * i];
-    tl[i] = history[2 * i + 1];
-  }
+  const std::vector<double>& meta = job.meta_losses();
+  const std::vector<double>& tl = job.task_losses();
+  size_t n = meta.size(), w = std::min<size_t>(10, n);
   summary.meta_loss_start = MeanOf(meta, 0, w);
   summary.meta_loss_end = MeanOf(meta, n - w, n);
   summary.task_loss_start = MeanOf(tl, 0, w);
@@ -181,7 +190,7 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& job,
     return s;
 
   std::string json = absl::StrCat(
-      "{\n  \"job\": ", JsonString(job.name()),
+      "{\n  \"job\": ", JsonString(spec.name()),
       ",\n  \"outer_steps\": ", summary.outer_steps,
       ",\n  \"resumed_from\": ", summary.resumed_from,
       ",\n  \"meta_loss_start\": ", JsonNumber(summary.meta_loss_start),
