@@ -53,4 +53,27 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv, int first,
   return f;
 }
 
+absl::StatusOr<Flags> ParseFlagDefs(int argc, char** argv, int first,
+                                    const std::vector<FlagDef>& defs) {
+  std::set<std::string> with_value, switches = {"help"};
+  for (const auto& d : defs) (d.is_switch ? switches : with_value).insert(d.name);
+  auto f = ParseFlags(argc, argv, first, with_value, switches);
+  if (!f.ok()) return f;
+  for (const auto& d : defs)
+    if (!f->Has(d.name) && !d.is_switch) f->values[d.name] = d.default_value;
+  return f;
+}
+
+std::string FlagsHelp(const std::string& usage, const std::vector<FlagDef>& defs) {
+  std::string out = absl::StrCat(usage, "\n\nflags:\n");
+  for (const auto& d : defs) {
+    absl::StrAppend(&out, "  --", d.name);
+    if (!d.is_switch)
+      absl::StrAppend(&out, " (default: ", d.default_value.empty() ? "none" : "\"" + d.default_value + "\"", ")");
+    absl::StrAppend(&out, "\n      ", d.help, "\n");
+  }
+  absl::StrAppend(&out, "  --help\n      this text\n");
+  return out;
+}
+
 }  // namespace lopt

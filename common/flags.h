@@ -25,4 +25,20 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv, int first,
                                  const std::set<std::string>& with_value,
                                  const std::set<std::string>& switches);
 
+// A flag with its default and help text: the services' mains declare theirs
+// as a table so that --help and the defaults come from one place.
+struct FlagDef {
+  std::string name;
+  std::string default_value;
+  std::string help;
+  bool is_switch = false;
+};
+
+// Parses with `defs` (plus --help), then fills in every default not given.
+absl::StatusOr<Flags> ParseFlagDefs(int argc, char** argv, int first,
+                                    const std::vector<FlagDef>& defs);
+
+// "usage\n\nflags:\n  --name (default: x)\n      help..." for --help.
+std::string FlagsHelp(const std::string& usage, const std::vector<FlagDef>& defs);
+
 }  // namespace lopt

@@ -3,6 +3,7 @@
 // value so that a user can act on it.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include "absl/strings/string_view.h"
 
@@ -43,6 +44,11 @@ std::vector<float> DefaultAdamwLrGrid();
 // Meta-training horizon: the longest unroll an inner state sees from a fresh
 // start (pes.max_unroll_length).
 int64_t MetaTrainingHorizon(const v1::JobSpec& job);
+
+// The seed of a shard's unroller: shard 0 uses the job's seed, so that a
+// one-shard job is the same run in local mode and on the services; the
+// others get independent streams.
+uint64_t ShardSeed(const v1::JobSpec& job, int32_t shard);
 
 // Meta-test length: eval.steps, or 10x the horizon when 0.
 int64_t EvalSteps(const v1::JobSpec& job);

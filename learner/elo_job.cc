@@ -10,15 +10,6 @@
 
 namespace lopt {
 
-uint64_t ShardSeed(const v1::JobSpec& job, int32_t shard) {
-  if (shard == 0) return job.seed();
-  // SplitMix64 of (seed, shard): independent streams per shard.
-  uint64_t z = job.seed() + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(shard + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 EloJob::EloJob(const v1::JobSpec& job)
     : learner_(job),
       num_shards_(job.cluster().shards()),

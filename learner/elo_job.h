@@ -14,6 +14,7 @@
 #include <torch/types.h>
 
 #include "absl/status/statusor.h"
+#include "common/job_spec.h"
 #include "common/replay_buffer.h"
 #include "learner/elo_learner.h"
 #include "lopt/v1/job.pb.h"
@@ -61,10 +62,6 @@ struct EloStepRecord {
 };
 
 enum class EloAcceptOutcome { kAccepted, kStepApplied, kDroppedStale };
-
-// The shard's unroller seed: shard 0 uses the job's seed, so that a
-// one-shard job is the same run in local mode and on the services.
-uint64_t ShardSeed(const v1::JobSpec& job, int32_t shard);
 
 class EloJob {
  public:

@@ -1,0 +1,701 @@
+#include "learner/job_manager.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <cmath>
+#include <random>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/checkpoint.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/optimizer_file.h"
+#include "common/tensor_codec.h"
+#include "lopt/v1/buffer_service.grpc.pb.h"
+
+namespace lopt {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kMaxConsecutiveWorkerErrors = 5;
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::Status MakeDirs(const std::string& dir) {
+  std::string cur;
+  for (size_t i = 0; i <= dir.size(); ++i) {
+    if (i == dir.size() || dir[i] == '/') {
+      if (!cur.empty() && ::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
+        return absl::PermissionDeniedError(absl::StrCat("cannot create directory ", cur));
+    }
+    if (i < dir.size()) cur += dir[i];
+  }
+  return absl::OkStatus();
+}
+
+bool Terminal(v1::JobState s) {
+  return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
+}
+
+// Job ids: the job's name (safe characters only) and 8 random hex digits.
+std::string NewJobId(const std::string& name) {
+  std::string base;
+  for (char c : name) {
+    if (isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') base += c;
+    if (base.size() >= 40) break;
+  }
+  if (base.empty()) base = "job";
+  static std::mt19937_64 rng(std::random_device{}());
+  return absl::StrFormat("%s-%08x", base, static_cast<uint32_t>(rng()));
+}
+
+struct Families {
+  prometheus::Family<prometheus::Counter>& outer_steps = CounterFamily(
+      "lopt_outer_steps_total", "Outer (meta-parameter) steps applied");
+  prometheus::Family<prometheus::Counter>& inner_steps = CounterFamily(
+      "lopt_inner_steps_total", "Inner particle-steps of the results received");
+  prometheus::Family<prometheus::Counter>& accepted = CounterFamily(
+      "lopt_results_accepted_total", "Worker results accepted toward an outer step");
+  prometheus::Family<prometheus::Counter>& dropped_stale = CounterFamily(
+      "lopt_results_dropped_stale_total",
+      "Worker results dropped because their theta was older than the job's staleness bound");
+  prometheus::Family<prometheus::Counter>& rejected = CounterFamily(
+      "lopt_results_rejected_total", "Worker results rejected as invalid, by reason");
+  prometheus::Family<prometheus::Gauge>& meta_loss =
+      GaugeFamily("lopt_meta_loss", "Mean meta-loss of the latest outer step");
+  prometheus::Family<prometheus::Gauge>& task_loss =
+      GaugeFamily("lopt_task_loss", "Mean task loss of the latest outer step");
+  prometheus::Family<prometheus::Gauge>& outer_step =
+      GaugeFamily("lopt_outer_step", "Outer steps completed by the job");
+  prometheus::Family<prometheus::Gauge>& rate = GaugeFamily(
+      "lopt_inner_particle_steps_per_second", "Inner particle-steps per second of the job");
+  prometheus::Family<prometheus::Gauge>& jobs = GaugeFamily("lopt_jobs", "Jobs by state");
+  prometheus::Family<prometheus::Gauge>& workers =
+      GaugeFamily("lopt_workers_connected", "Workers connected to the learner");
+  prometheus::Family<prometheus::Counter>& reassigned = CounterFamily(
+      "lopt_units_reassigned_total", "Work units given back to the pool after their worker left");
+  prometheus::Family<prometheus::Histogram>& staleness = HistogramFamily(
+      "lopt_result_staleness_steps", "Outer steps between a result's theta and the current one");
+};
+Families& F() {
+  static Families* f = new Families();
+  return *f;
+}
+
+}  // namespace
+
+struct JobManager::Worker {
+  std::string id;
+  v1::WorkerInfo info;
+  Clock::time_point last_seen;
+  bool alive = true;
+  // The running unit, if any.
+  uint64_t unit_id = 0;
+  std::string unit_job;
+  int32_t unit_shard = -1;
+};
+
+struct JobManager::Job {
+  std::string id;
+  v1::JobSpec spec;
+  std::unique_ptr<EloJob> core;
+  v1::JobState state = v1::QUEUED;
+  std::string error;
+  int64_t submitted_ms = 0;
+  int64_t updated_ms = 0;
+  int64_t version = 0;  // bumped on every status change
+  std::vector<std::string> shard_owner;  // worker name per shard
+  int64_t accepted = 0, dropped_stale = 0, rejected = 0;
+  int consecutive_worker_errors = 0;
+  EloStepRecord last;
+  std::deque<std::pair<Clock::time_point, int64_t>> recent;  // (time, particle steps)
+  double rate = 0;
+  Clock::time_point finished_at;
+  bool series_removed = false;
+  // Metrics series of this job.
+  prometheus::Counter* m_outer = nullptr;
+  prometheus::Counter* m_inner = nullptr;
+  prometheus::Counter* m_accepted = nullptr;
+  prometheus::Counter* m_stale = nullptr;
+  prometheus::Gauge* m_meta = nullptr;
+  prometheus::Gauge* m_task = nullptr;
+  prometheus::Gauge* m_step = nullptr;
+  prometheus::Gauge* m_rate = nullptr;
+  std::map<std::string, prometheus::Counter*> m_rejected;
+
+  void AddSeries() {
+    std::map<std::string, std::string> l = {{"job", id}};
+    m_outer = &F().outer_steps.Add(l);
+    m_inner = &F().inner_steps.Add(l);
+    m_accepted = &F().accepted.Add(l);
+    m_stale = &F().dropped_stale.Add(l);
+    m_meta = &F().meta_loss.Add(l);
+    m_task = &F().task_loss.Add(l);
+    m_step = &F().outer_step.Add(l);
+    m_rate = &F().rate.Add(l);
+    m_step->Set(core->outer_step());
+  }
+  prometheus::Counter& Rejected(const std::string& reason) {
+    auto it = m_rejected.find(reason);
+    if (it != m_rejected.end()) return *it->second;
+    auto* c = &F().rejected.Add({{"job", id}, {"reason", reason}});
+    m_rejected[reason] = c;
+    return *c;
+  }
+  void RemoveSeries() {
+    if (series_removed || !m_outer) return;
+    series_removed = true;
+    F().outer_steps.Remove(m_outer);
+    F().inner_steps.Remove(m_inner);
+    F().accepted.Remove(m_accepted);
+    F().dropped_stale.Remove(m_stale);
+    F().meta_loss.Remove(m_meta);
+    F().task_loss.Remove(m_task);
+    F().outer_step.Remove(m_step);
+    F().rate.Remove(m_rate);
+    for (auto& [r, c] : m_rejected) F().rejected.Remove(c);
+    m_rejected.clear();
+  }
+};
+
+JobManager::JobManager(const LearnerOptions& options) : options_(options) {
+  // Unit ids from before a restart must not match new ones.
+  next_unit_id_ = (static_cast<uint64_t>(NowUnixMs()) << 16) | 1;
+}
+
+absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const LearnerOptions& options) {
+  std::unique_ptr<JobManager> m(new JobManager(options));
+  if (auto s = MakeDirs(options.state_dir + "/jobs"); !s.ok()) return s;
+  if (auto s = m->LoadAll(); !s.ok()) return s;
+  F().workers.Add({}).Set(0);
+  {
+    std::lock_guard<std::mutex> l(m->mu_);
+    m->UpdateJobGauges();
+  }
+  m->janitor_ = std::thread([p = m.get()] { p->JanitorLoop(); });
+  return m;
+}
+
+JobManager::~JobManager() {
+  Shutdown();
+  if (janitor_.joinable()) janitor_.join();
+}
+
+void JobManager::Shutdown() {
+  std::lock_guard<std::mutex> l(mu_);
+  shutdown_ = true;
+  cv_.notify_all();
+}
+
+std::string JobManager::JobDir(const std::string& id) const {
+  return options_.state_dir + "/jobs/" + id;
+}
+
+absl::Status JobManager::Checkpoint(Job& job) {
+  NamedTensors all;
+  all.emplace_back("spec", StringTensor(job.spec.SerializeAsString()));
+  v1::JobStatus st;
+  st.set_state(job.state);
+  st.set_error(job.error);
+  st.set_submitted_unix_ms(job.submitted_ms);
+  st.set_results_accepted(job.accepted);
+  st.set_results_dropped_stale(job.dropped_stale);
+  all.emplace_back("status", StringTensor(st.SerializeAsString()));
+  for (auto& [k, v] : job.core->SaveState()) all.emplace_back("core/" + k, v);
+  auto bytes = SerializeTensors(all);
+  if (!bytes.ok()) return bytes.status();
+  return WriteFileAtomically(JobDir(job.id) + "/checkpoint.pt", *bytes);
+}
+
+absl::Status JobManager::LoadAll() {
+  std::string dir = options_.state_dir + "/jobs";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return absl::OkStatus();
+  std::vector<std::string> ids;
+  while (dirent* e = readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") ids.push_back(n);
+  }
+  closedir(d);
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& id : ids) {
+    auto bytes = ReadFile(JobDir(id) + "/checkpoint.pt");
+    if (!bytes.ok()) {
+      LogWarning("skipping a job directory without a readable checkpoint", {{"job", id}});
+      continue;
+    }
+    auto all = DeserializeTensors(*bytes);
+    if (!all.ok()) {
+      LogWarning("skipping an unreadable checkpoint",
+                 {{"job", id}, {"error", std::string(all.status().message())}});
+      continue;
+    }
+    auto spec_t = Find(*all, "spec");
+    auto status_t = Find(*all, "status");
+    auto job = std::make_unique<Job>();
+    job->id = id;
+    v1::JobStatus st;
+    if (!spec_t.ok() || !status_t.ok() || !job->spec.ParseFromString(TensorString(*spec_t)) ||
+        !st.ParseFromString(TensorString(*status_t))) {
+      LogWarning("skipping a checkpoint without its job spec", {{"job", id}});
+      continue;
+    }
+    job->core = std::make_unique<EloJob>(job->spec);
+    NamedTensors core;
+    for (auto& [k, v] : *all)
+      if (k.rfind("core/", 0) == 0) core.emplace_back(k.substr(5), v);
+    if (auto s = job->core->LoadState(core); !s.ok()) {
+      LogWarning("skipping a checkpoint that does not load",
+                 {{"job", id}, {"error", std::string(s.message())}});
+      continue;
+    }
+    job->state = st.state();
+    job->error = st.error();
+    job->submitted_ms = st.submitted_unix_ms();
+    job->accepted = st.results_accepted();
+    job->dropped_stale = st.results_dropped_stale();
+    job->updated_ms = NowUnixMs();
+    job->shard_owner.assign(job->core->num_shards(), "");
+    if (!job->core->meta_losses().empty()) {
+      job->last.meta_loss = job->core->meta_losses().back();
+      job->last.task_loss = job->core->task_losses().back();
+    }
+    if (!Terminal(job->state)) {
+      job->AddSeries();
+      LogInfo("resuming job from its checkpoint",
+              {{"job", id}, {"outer_step", absl::StrCat(job->core->outer_step())},
+               {"total_steps", absl::StrCat(job->core->total_steps())}});
+    } else {
+      job->finished_at = Clock::now() - std::chrono::hours(1);
+      job->series_removed = true;
+    }
+    jobs_[id] = std::move(job);
+  }
+  return absl::OkStatus();
+}
+
+void JobManager::Touch(Job& job) {
+  job.updated_ms = NowUnixMs();
+  ++job.version;
+  cv_.notify_all();
+}
+
+void JobManager::UpdateJobGauges() {
+  std::map<v1::JobState, int> n;
+  for (auto& [id, j] : jobs_) ++n[j->state];
+  for (v1::JobState s : {v1::QUEUED, v1::RUNNING, v1::SUCCEEDED, v1::FAILED, v1::CANCELLED})
+    F().jobs.Add({{"state", v1::JobState_Name(s)}}).Set(n[s]);
+}
+
+v1::JobStatus JobManager::StatusOf(const Job& job) const {
+  v1::JobStatus s;
+  s.set_job_id(job.id);
+  s.set_name(job.spec.name());
+  s.set_state(job.state);
+  s.set_outer_step(job.core->outer_step());
+  s.set_total_steps(job.core->total_steps());
+  s.set_meta_loss(job.last.meta_loss);
+  s.set_task_loss(job.last.task_loss);
+  s.set_alpha(job.core->learner().Alpha());
+  s.set_inner_particle_steps_per_second(job.rate);
+  int running = 0;
+  for (const auto& [wid, w] : workers_)
+    if (w->alive && w->unit_id != 0 && w->unit_job == job.id) ++running;
+  s.set_workers(running);
+  s.set_results_accepted(job.accepted);
+  s.set_results_dropped_stale(job.dropped_stale);
+  s.set_submitted_unix_ms(job.submitted_ms);
+  s.set_updated_unix_ms(job.updated_ms);
+  s.set_error(job.error);
+  return s;
+}
+
+absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
+  auto job = std::make_unique<Job>();
+  job->spec = spec;
+  job->core = std::make_unique<EloJob>(spec);
+  job->submitted_ms = job->updated_ms = NowUnixMs();
+  job->shard_owner.assign(job->core->num_shards(), "");
+  std::lock_guard<std::mutex> l(mu_);
+  do job->id = NewJobId(spec.name());
+  while (jobs_.count(job->id));
+  if (auto s = MakeDirs(JobDir(job->id)); !s.ok()) return s;
+  if (auto s = Checkpoint(*job); !s.ok()) return s;
+  job->AddSeries();
+  std::string id = job->id;
+  LogInfo("job submitted", {{"job", id},
+                            {"total_steps", absl::StrCat(job->core->total_steps())},
+                            {"shards", absl::StrCat(job->core->num_shards())}});
+  jobs_[id] = std::move(job);
+  UpdateJobGauges();
+  cv_.notify_all();
+  return id;
+}
+
+absl::StatusOr<v1::JobStatus> JobManager::Get(const std::string& id, bool with_spec) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+  v1::JobStatus s = StatusOf(*it->second);
+  if (with_spec) *s.mutable_job() = it->second->spec;
+  return s;
+}
+
+std::vector<v1::JobStatus> JobManager::List() const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<v1::JobStatus> out;
+  for (const auto& [id, j] : jobs_) out.push_back(StatusOf(*j));
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.submitted_unix_ms() < b.submitted_unix_ms();
+  });
+  return out;
+}
+
+void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) {
+  job.state = state;
+  job.error = error;
+  job.finished_at = Clock::now();
+  for (auto& [wid, w] : workers_)
+    if (w->unit_job == job.id) {
+      // Their results will be answered "unknown unit".
+      w->unit_id = 0;
+      w->unit_job.clear();
+      w->unit_shard = -1;
+    }
+  if (auto s = Checkpoint(job); !s.ok())
+    LogError("cannot checkpoint a finished job", {{"job", job.id}, {"error", std::string(s.message())}});
+  if (state == v1::SUCCEEDED) {
+    auto s = SaveOptimizerFile(JobDir(job.id) + "/optimizer.lopt",
+                               job.core->learner().MakeOptimizerFile(), job.core->learner().theta());
+    if (!s.ok())
+      LogError("cannot write the trained optimizer", {{"job", job.id}, {"error", std::string(s.message())}});
+  }
+  cleanup_prefixes_.push_back(job.id + "/");
+  LogInfo("job finished", {{"job", job.id}, {"state", v1::JobState_Name(state)},
+                           {"outer_step", absl::StrCat(job.core->outer_step())},
+                           {"meta_loss", absl::StrFormat("%.5g", job.last.meta_loss)},
+                           {"error", error}});
+  UpdateJobGauges();
+  Touch(job);
+}
+
+absl::StatusOr<v1::JobStatus> JobManager::Cancel(const std::string& id) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+  Job& job = *it->second;
+  if (Terminal(job.state))
+    return absl::FailedPreconditionError(absl::StrCat("job '", id, "' already ended (",
+                                                      v1::JobState_Name(job.state), ")"));
+  Finish(job, v1::CANCELLED, "cancelled by a client");
+  return StatusOf(job);
+}
+
+absl::StatusOr<v1::JobStatus> JobManager::WaitForChange(const std::string& id, int64_t* version,
+                                                        std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> l(mu_);
+  auto deadline = Clock::now() + timeout;
+  while (true) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+    if (it->second->version != *version || shutdown_ ||
+        cv_.wait_until(l, deadline) == std::cv_status::timeout) {
+      auto jt = jobs_.find(id);
+      if (jt == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+      *version = jt->second->version;
+      return StatusOf(*jt->second);
+    }
+  }
+}
+
+absl::StatusOr<std::string> JobManager::ExportOptimizer(const std::string& id) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+  Job& job = *it->second;
+  std::string path = JobDir(id) + "/optimizer.lopt";
+  if (job.state != v1::SUCCEEDED) {
+    path = JobDir(id) + "/optimizer.partial.lopt";
+    auto s = SaveOptimizerFile(path, job.core->learner().MakeOptimizerFile(),
+                               job.core->learner().theta());
+    if (!s.ok()) return s;
+  }
+  return ReadFile(path);
+}
+
+std::string JobManager::RegisterWorker(const v1::WorkerInfo& info) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto w = std::make_unique<Worker>();
+  w->id = absl::StrCat("w", next_worker_++);
+  w->info = info;
+  w->last_seen = Clock::now();
+  std::string id = w->id;
+  workers_[id] = std::move(w);
+  F().workers.Add({}).Set(ConnectedWorkers());
+  LogInfo("worker connected", {{"worker", id}, {"name", info.name()}, {"device", info.device()}});
+  cv_.notify_all();
+  return id;
+}
+
+int JobManager::ConnectedWorkers() const {
+  int n = 0;
+  for (const auto& [id, w] : workers_) n += w->alive;
+  return n;
+}
+
+void JobManager::DropWorker(Worker& w, const std::string& why) {
+  if (!w.alive) return;
+  w.alive = false;
+  if (w.unit_id != 0) {
+    auto it = jobs_.find(w.unit_job);
+    if (it != jobs_.end() && !Terminal(it->second->state)) {
+      it->second->core->Abandon(w.unit_shard);
+      if (w.unit_shard >= 0 && w.unit_shard < int(it->second->shard_owner.size()))
+        it->second->shard_owner[w.unit_shard].clear();
+      F().reassigned.Add({}).Increment();
+      Touch(*it->second);
+    }
+    w.unit_id = 0;
+  }
+  F().workers.Add({}).Set(ConnectedWorkers());
+  LogInfo("worker gone", {{"worker", w.id}, {"name", w.info.name()}, {"why", why}});
+  cv_.notify_all();
+}
+
+void JobManager::DisconnectWorker(const std::string& worker_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return;
+  DropWorker(*it->second, "stream ended");
+  workers_.erase(it);
+}
+
+void JobManager::Heartbeat(const std::string& worker_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = workers_.find(worker_id);
+  if (it != workers_.end()) it->second->last_seen = Clock::now();
+}
+
+absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
+    const std::string& worker_id, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> l(mu_);
+  auto deadline = Clock::now() + timeout;
+  while (true) {
+    auto wit = workers_.find(worker_id);
+    if (shutdown_ || wit == workers_.end() || !wit->second->alive)
+      return absl::NotFoundError("worker is no longer registered");
+    Worker& w = *wit->second;
+    if (w.unit_id == 0 && !jobs_.empty()) {
+      // Round robin over the jobs, starting after the last one served.
+      std::vector<Job*> order;
+      auto start = jobs_.upper_bound(rr_cursor_);
+      for (auto it = start; it != jobs_.end(); ++it) order.push_back(it->second.get());
+      for (auto it = jobs_.begin(); it != start; ++it) order.push_back(it->second.get());
+      for (Job* job : order) {
+        if (Terminal(job->state)) continue;
+        int64_t particles = 2 * int64_t(job->spec.pes().num_tasks());
+        if (w.info.max_particles() > 0 && particles > w.info.max_particles()) continue;
+        // Prefer the shards this worker owns (their inner states live there),
+        // then free ones: unowned or owned by a worker that is gone.
+        auto connected = [&](const std::string& name) {
+          for (const auto& [id, o] : workers_)
+            if (o->alive && o->info.name() == name) return true;
+          return false;
+        };
+        int32_t pick = -1;
+        for (int32_t s = 0; s < job->core->num_shards() && pick < 0; ++s)
+          if (job->shard_owner[s] == w.info.name() && job->core->CanStart(s)) pick = s;
+        for (int32_t s = 0; s < job->core->num_shards() && pick < 0; ++s)
+          if ((job->shard_owner[s].empty() || !connected(job->shard_owner[s])) &&
+              job->core->CanStart(s))
+            pick = s;
+        if (pick < 0) continue;
+        EloUnit unit = job->core->Start(pick);
+        job->shard_owner[pick] = w.info.name();
+        v1::WorkUnit u;
+        u.set_unit_id(next_unit_id_++);
+        u.set_job_id(job->id);
+        u.set_algorithm(v1::ELO_PES);
+        *u.mutable_job() = job->spec;
+        u.set_shard(pick);
+        u.set_theta_version(unit.theta_version);
+        *u.mutable_theta() = EncodeTensor(unit.theta, "theta");
+        u.set_alpha(unit.alpha);
+        u.set_buffer_prefix(job->id + "/");
+        u.set_truncation(unit.truncation);
+        w.unit_id = u.unit_id();
+        w.unit_job = job->id;
+        w.unit_shard = pick;
+        if (job->state == v1::QUEUED) {
+          job->state = v1::RUNNING;
+          UpdateJobGauges();
+        }
+        rr_cursor_ = job->id;
+        Touch(*job);
+        return std::optional<v1::WorkUnit>(std::move(u));
+      }
+    }
+    if (cv_.wait_until(l, deadline) == std::cv_status::timeout)
+      return std::optional<v1::WorkUnit>();
+  }
+}
+
+v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::WorkResult& r) {
+  v1::ResultAck ack;
+  ack.set_unit_id(r.unit_id());
+  auto reject = [&](absl::StatusCode code, const std::string& msg) {
+    ack.set_accepted(false);
+    ack.set_code(static_cast<int>(code));
+    ack.set_error(msg);
+    return ack;
+  };
+  std::lock_guard<std::mutex> l(mu_);
+  auto wit = workers_.find(worker_id);
+  if (wit == workers_.end()) return reject(absl::StatusCode::kNotFound, "unknown worker");
+  Worker& w = *wit->second;
+  w.last_seen = Clock::now();
+  auto jit = jobs_.find(r.job_id());
+  if (jit == jobs_.end()) {
+    LogWarning("result for an unknown job", {{"worker", worker_id}, {"job", r.job_id()}});
+    return reject(absl::StatusCode::kNotFound, absl::StrCat("no job with id '", r.job_id(), "'"));
+  }
+  Job& job = *jit->second;
+  if (w.unit_id == 0 || r.unit_id() != w.unit_id || w.unit_job != r.job_id() ||
+      w.unit_shard != r.shard()) {
+    job.Rejected("unknown_unit").Increment();
+    return reject(absl::StatusCode::kNotFound,
+                  absl::StrCat("unit ", r.unit_id(), " of job '", r.job_id(), "' shard ", r.shard(),
+                               " is not running on this worker (reassigned, or the job ended)"));
+  }
+  // From here on the unit is over, whatever the verdict.
+  w.unit_id = 0;
+  w.unit_job.clear();
+  w.unit_shard = -1;
+  auto fail = [&](const std::string& reason, absl::StatusCode code, const std::string& msg) {
+    job.core->Abandon(r.shard());
+    ++job.rejected;
+    job.Rejected(reason).Increment();
+    LogWarning("result rejected", {{"job", job.id}, {"worker", worker_id},
+                                   {"reason", reason}, {"error", msg}});
+    Touch(job);
+    return reject(code, msg);
+  };
+  if (!r.error().empty()) {
+    ack = fail("worker_error", absl::StatusCode::kAborted,
+               absl::StrCat("the worker could not run the unit: ", r.error()));
+    // A job that no worker can run (its data is missing, say) fails with
+    // the workers' reason instead of being retried for ever.
+    if (++job.consecutive_worker_errors >= kMaxConsecutiveWorkerErrors)
+      Finish(job, v1::FAILED, absl::StrCat("workers could not run it ", job.consecutive_worker_errors,
+                                           " times in a row; last error: ", r.error()));
+    return ack;
+  }
+  job.consecutive_worker_errors = 0;
+  auto grad = DecodeFloatTensor(r.grad(), {job.core->learner().theta().numel()}, "gradient");
+  if (!grad.ok())
+    return fail("bad_tensor", grad.status().code(), std::string(grad.status().message()));
+  EloShardResult res{r.shard(),       r.theta_version(), *grad,         r.meta_loss(),
+                     r.task_loss(),   r.bc_loss(),       r.particle_steps(), r.fresh_starts(),
+                     r.restores(),    r.pushes()};
+  int64_t staleness = job.core->staleness_of(r.theta_version());
+  EloStepRecord rec;
+  auto outcome = job.core->Accept(res, &rec);
+  if (!outcome.ok())
+    return fail(std::string(outcome.status().message()).find("non-finite") != std::string::npos
+                    ? "non_finite"
+                    : "invalid",
+                outcome.status().code(), std::string(outcome.status().message()));
+  job.m_inner->Increment(static_cast<double>(std::max<int64_t>(0, r.particle_steps())));
+  auto now = Clock::now();
+  job.recent.emplace_back(now, r.particle_steps());
+  while (job.recent.size() > 1 && now - job.recent.front().first > std::chrono::seconds(30))
+    job.recent.pop_front();
+  if (job.recent.size() > 1) {
+    int64_t n = 0;
+    for (size_t i = 1; i < job.recent.size(); ++i) n += job.recent[i].second;
+    double dt = std::chrono::duration<double>(now - job.recent.front().first).count();
+    job.rate = dt > 0 ? n / dt : 0;
+    job.m_rate->Set(job.rate);
+  }
+  if (*outcome == EloAcceptOutcome::kDroppedStale) {
+    ++job.dropped_stale;
+    job.m_stale->Increment();
+    ack.set_dropped_stale(true);
+    Touch(job);
+    return ack;
+  }
+  F().staleness.Add({}, prometheus::Histogram::BucketBoundaries{0, 1, 2, 4, 8, 16, 32, 64, 128})
+      .Observe(static_cast<double>(staleness));
+  ++job.accepted;
+  job.m_accepted->Increment();
+  ack.set_accepted(true);
+  if (*outcome == EloAcceptOutcome::kStepApplied) {
+    job.last = rec;
+    job.m_outer->Increment();
+    job.m_step->Set(job.core->outer_step());
+    job.m_meta->Set(rec.meta_loss);
+    job.m_task->Set(rec.task_loss);
+    LogInfo("outer step", {{"job", job.id}, {"step", absl::StrCat(rec.outer_step)},
+                           {"meta_loss", absl::StrFormat("%.5g", rec.meta_loss)},
+                           {"results", absl::StrCat(rec.results)}});
+    if (job.core->done()) {
+      Finish(job, v1::SUCCEEDED, "");
+      return ack;
+    }
+    int64_t every = job.spec.budget().checkpoint_every();
+    if (every > 0 && job.core->outer_step() % every == 0) {
+      if (auto s = Checkpoint(job); !s.ok())
+        LogError("checkpoint failed", {{"job", job.id}, {"error", std::string(s.message())}});
+    }
+  }
+  Touch(job);
+  return ack;
+}
+
+void JobManager::JanitorLoop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!shutdown_) {
+    cv_.wait_for(l, std::chrono::milliseconds(200));
+    if (shutdown_) break;
+    auto now = Clock::now();
+    for (auto& [id, w] : workers_)
+      if (w->alive && now - w->last_seen > std::chrono::milliseconds(options_.worker_timeout_ms))
+        DropWorker(*w, absl::StrCat("silent for more than ", options_.worker_timeout_ms, " ms"));
+    for (auto& [id, j] : jobs_)
+      if (Terminal(j->state) && !j->series_removed &&
+          now - j->finished_at > std::chrono::milliseconds(options_.metrics_retention_ms))
+        j->RemoveSeries();
+    if (!cleanup_prefixes_.empty() && !options_.buffer.target.empty()) {
+      std::vector<std::string> prefixes;
+      prefixes.swap(cleanup_prefixes_);
+      l.unlock();
+      auto stub = v1::BufferService::NewStub(MakeChannel(options_.buffer));
+      for (const auto& p : prefixes) {
+        v1::DeleteTablesRequest req;
+        req.set_prefix(p);
+        v1::DeleteTablesResponse resp;
+        auto ctx = MakeContext(options_.buffer, 5000);
+        grpc::Status s = stub->DeleteTables(ctx.get(), req, &resp);
+        if (s.ok())
+          LogInfo("deleted the job's buffer tables",
+                  {{"prefix", p}, {"tables", absl::StrCat(resp.tables_deleted())}});
+        else
+          LogWarning("cannot delete the job's buffer tables",
+                     {{"prefix", p}, {"error", s.error_message()}});
+      }
+      l.lock();
+    } else {
+      cleanup_prefixes_.clear();
+    }
+  }
+}
+
+}  // namespace lopt

@@ -1,0 +1,114 @@
+// The learner's state: every job (its EloJob core, status and checkpoint
+// file), every connected worker, and which worker runs which shard. The gRPC
+// services (learner/job_service.h, learner/work_service.h) are thin doors
+// onto it.
+//
+// Thread-safe: one mutex guards everything; a condition variable wakes
+// workers waiting for units and clients watching jobs.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/rpc.h"
+#include "learner/elo_job.h"
+#include "lopt/v1/job_service.pb.h"
+#include "lopt/v1/work_service.pb.h"
+
+namespace prometheus {
+class Counter;
+class Gauge;
+}  // namespace prometheus
+
+namespace lopt {
+
+struct LearnerOptions {
+  // Jobs' checkpoints and trained optimizers: <state_dir>/jobs/<job_id>/.
+  std::string state_dir = "/var/lib/lopt/learner";
+  // A worker silent (no heartbeat, no result) for this long loses its unit.
+  int64_t worker_timeout_ms = 30000;
+  // What workers are told to send at least this often.
+  int32_t heartbeat_interval_ms = 1000;
+  // The buffer server, to delete a job's tables when it ends (empty: none).
+  ClientConfig buffer;
+  // A finished job's labelled series stay this long, so a last scrape sees them.
+  int64_t metrics_retention_ms = 600000;
+};
+
+class JobManager {
+ public:
+  // Loads every job under options.state_dir; unfinished ones resume from
+  // their last checkpoint.
+  static absl::StatusOr<std::unique_ptr<JobManager>> Create(const LearnerOptions& options);
+  ~JobManager();
+
+  // --- JobService ---
+  // REQUIRES: `job` has passed ValidateJob. Returns the job id; the job is
+  // checkpointed before this returns.
+  absl::StatusOr<std::string> Submit(const v1::JobSpec& job);
+  absl::StatusOr<v1::JobStatus> Get(const std::string& job_id, bool with_spec) const;
+  std::vector<v1::JobStatus> List() const;
+  absl::StatusOr<v1::JobStatus> Cancel(const std::string& job_id);
+  // Waits until the job's status changed since *version (or `timeout`), then
+  // returns it and updates *version. NOT_FOUND for an unknown job.
+  absl::StatusOr<v1::JobStatus> WaitForChange(const std::string& job_id, int64_t* version,
+                                              std::chrono::milliseconds timeout) const;
+  // The optimizer file's bytes: the trained one, or theta so far while it runs.
+  absl::StatusOr<std::string> ExportOptimizer(const std::string& job_id);
+
+  // --- WorkService ---
+  // Returns the worker's id.
+  std::string RegisterWorker(const v1::WorkerInfo& info);
+  // Waits up to `timeout` for a unit for the worker. NOT_FOUND when the
+  // worker is gone (timed out or disconnected) or the manager shuts down;
+  // an empty optional when there is no work yet.
+  absl::StatusOr<std::optional<v1::WorkUnit>> NextUnit(const std::string& worker_id,
+                                                       std::chrono::milliseconds timeout);
+  v1::ResultAck HandleResult(const std::string& worker_id, const v1::WorkResult& result);
+  void Heartbeat(const std::string& worker_id);
+  // The worker's stream ended: its running unit goes back to the pool.
+  void DisconnectWorker(const std::string& worker_id);
+  int ConnectedWorkers() const;
+
+  // Wakes every waiter; NextUnit returns NOT_FOUND from now on.
+  void Shutdown();
+
+ private:
+  struct Job;
+  struct Worker;
+  explicit JobManager(const LearnerOptions& options);
+  absl::Status LoadAll();
+  absl::Status Checkpoint(Job& job);                 // REQUIRES mu_
+  void Finish(Job& job, v1::JobState state, const std::string& error);  // REQUIRES mu_
+  v1::JobStatus StatusOf(const Job& job) const;      // REQUIRES mu_
+  void Touch(Job& job);                              // REQUIRES mu_
+  void DropWorker(Worker& w, const std::string& why);  // REQUIRES mu_
+  void UpdateJobGauges();                            // REQUIRES mu_
+  void JanitorLoop();
+  std::string JobDir(const std::string& id) const;
+
+  const LearnerOptions options_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::map<std::string, std::unique_ptr<Job>> jobs_;       // guarded by mu_
+  std::map<std::string, std::unique_ptr<Worker>> workers_; // guarded by mu_
+  std::string rr_cursor_;                                  // guarded by mu_
+  uint64_t next_unit_id_;                                  // guarded by mu_
+  uint64_t next_worker_ = 1;                               // guarded by mu_
+  std::vector<std::string> cleanup_prefixes_;              // guarded by mu_
+  bool shutdown_ = false;                                  // guarded by mu_
+  std::thread janitor_;
+};
+
+}  // namespace lopt

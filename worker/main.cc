@@ -1,0 +1,95 @@
+// lopt-worker: runs the learner's work units (inner-loop unrolls) on this
+// machine's CPU or GPU and streams the results back over gRPC.
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/rpc.h"
+#include "common/runtime.h"
+#include "worker/worker.h"
+
+namespace {
+
+std::string Hostname() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == 0) return "worker";
+  return buf;
+}
+
+const std::vector<lopt::FlagDef> kFlags = {
+    {"learner", "localhost:50051", "learner host:port (WorkService)"},
+    {"buffer", "", "buffer server host:port for ELO's replay buffer (empty: a buffer in this process)"},
+    {"metrics-listen", "0.0.0.0:9103", "address of /metrics for Prometheus (empty: off)"},
+    {"name", "", "stable worker name; the learner keeps a worker's shards on it (default: hostname)"},
+    {"device", "cpu", "where inner loops run: cpu (cuda when built with LOPT_CUDA)"},
+    {"threads", "0", "LibTorch threads (0: all cores)"},
+    {"max-particles", "0", "refuse jobs with more particles than this (0: no limit)"},
+    {"max-cached-shards", "16", "shards whose inner states stay in memory between units"},
+    {"auth-token-file", "", "file with the bearer token of the learner and the buffer server"},
+    {"timeout-ms", "10000", "deadline of each unary call to the buffer server"},
+};
+
+int Fail(const std::string& msg) {
+  fprintf(stderr, "lopt-worker: %s\n", msg.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  lopt::SetLogComponent("worker");
+  auto f = lopt::ParseFlagDefs(argc, argv, 1, kFlags);
+  if (!f.ok()) return Fail(std::string(f.status().message()));
+  if (f->Has("help")) {
+    printf("%s", lopt::FlagsHelp("usage: lopt-worker [flags]", kFlags).c_str());
+    return 0;
+  }
+  auto threads = f->GetInt("threads", 0);
+  auto max_particles = f->GetInt("max-particles", 0);
+  auto cached = f->GetInt("max-cached-shards", 16);
+  auto timeout = f->GetInt("timeout-ms", 10000);
+  for (auto* v : {&threads, &max_particles, &cached, &timeout})
+    if (!v->ok()) return Fail(std::string(v->status().message()));
+  if (f->Get("device") != "cpu")
+    return Fail(absl::StrCat("--device ", f->Get("device"),
+                             " is not available in this build (cpu only)"));
+  auto token = lopt::ReadTokenFile(f->Get("auth-token-file"));
+  if (!token.ok()) return Fail(std::string(token.status().message()));
+  lopt::ConfigureRuntime(static_cast<int>(*threads));
+
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  int metrics_port = 0;
+  if (auto s = lopt::StartMetricsServer(f->Get("metrics-listen"), &metrics_port); !s.ok())
+    return Fail(std::string(s.message()));
+
+  lopt::WorkerOptions opt;
+  opt.learner = {f->Get("learner"), *token, *timeout};
+  opt.name = f->Get("name").empty() ? Hostname() : f->Get("name");
+  opt.device = f->Get("device");
+  opt.max_particles = *max_particles;
+  opt.max_cached_shards = static_cast<int32_t>(*cached);
+  lopt::Worker worker(opt);
+  lopt::LogInfo("starting", {{"name", opt.name}, {"learner", opt.learner.target},
+                             {"buffer", f->Get("buffer").empty() ? "in-process" : f->Get("buffer")},
+                             {"metrics_port", absl::StrCat(metrics_port)}});
+  std::thread stopper([&] {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    lopt::LogInfo("stopping", {{"signal", absl::StrCat(sig)}});
+    worker.Stop();
+  });
+  stopper.detach();
+  worker.Run();
+  return 0;
+}

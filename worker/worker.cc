@@ -1,0 +1,225 @@
+#include "worker/worker.h"
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/job_spec.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/small_fc_lopt.h"
+#include "common/tensor_codec.h"
+
+namespace lopt {
+namespace {
+
+struct WorkerMetrics {
+  prometheus::Family<prometheus::Counter>& units =
+      CounterFamily("lopt_worker_units_total", "Work units run by this worker, by result");
+  prometheus::Counter& inner =
+      CounterFamily("lopt_worker_inner_steps_total", "Inner particle-steps run by this worker")
+          .Add({});
+  prometheus::Histogram& seconds =
+      HistogramFamily("lopt_worker_unit_seconds", "Time to run one work unit")
+          .Add({}, SecondsBuckets());
+  prometheus::Gauge& connected =
+      GaugeFamily("lopt_worker_connected", "1 while the worker holds a stream to the learner")
+          .Add({});
+};
+WorkerMetrics& M() {
+  static WorkerMetrics* m = new WorkerMetrics();
+  return *m;
+}
+
+}  // namespace
+
+Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
+  if (!options_.make_buffer)
+    options_.make_buffer = [] { return std::make_unique<InMemoryReplayBuffer>(); };
+}
+
+Worker::~Worker() { Stop(); }
+
+void Worker::Stop() {
+  stop_ = true;
+  std::lock_guard<std::mutex> l(ctx_mu_);
+  if (ctx_) ctx_->TryCancel();
+}
+
+absl::StatusOr<Worker::Shard*> Worker::ShardFor(const v1::WorkUnit& unit) {
+  auto key = std::make_pair(unit.job_id(), unit.shard());
+  std::string bytes = unit.job().SerializeAsString();
+  auto it = shards_.find(key);
+  if (it != shards_.end() && it->second.job_bytes == bytes) {
+    it->second.last_used = ++use_counter_;
+    return &it->second;
+  }
+  v1::JobSpec spec = unit.job();
+  FillJobDefaults(&spec);
+  if (auto s = ValidateJob(spec); !s.ok()) return s;
+  if (unit.shard() < 0 || unit.shard() >= spec.cluster().shards())
+    return absl::InvalidArgumentError(absl::StrCat("shard ", unit.shard(), " is out of range"));
+  // Shards of one job share its task (data) and its buffer client.
+  std::shared_ptr<Task> task;
+  for (auto& [k, s] : shards_)
+    if (k.first == unit.job_id() && s.job_bytes == bytes) task = s.task;
+  if (!task) {
+    auto t = MakeTask(spec.task(), spec.seed());
+    if (!t.ok()) return t.status();
+    task = std::shared_ptr<Task>(std::move(*t));
+  }
+  auto& buffer = buffers_[unit.job_id()];
+  if (!buffer) buffer = std::shared_ptr<ReplayBuffer>(options_.make_buffer());
+  // Evict the least recently used shard beyond the cache's size.
+  if (it == shards_.end() && int32_t(shards_.size()) >= options_.max_cached_shards) {
+    auto lru = shards_.begin();
+    for (auto s = shards_.begin(); s != shards_.end(); ++s)
+      if (s->second.last_used < lru->second.last_used) lru = s;
+    shards_.erase(lru);
+  }
+  Shard& sh = shards_[key];
+  sh.job_bytes = bytes;
+  sh.task = task;
+  sh.buffer = buffer;
+  sh.unroller = std::make_unique<EloUnroller>(spec, task.get(), buffer.get(),
+                                              unit.buffer_prefix() + task->name(),
+                                              ShardSeed(spec, unit.shard()));
+  sh.last_used = ++use_counter_;
+  return &sh;
+}
+
+v1::WorkResult Worker::RunUnit(const v1::WorkUnit& unit) {
+  auto t0 = std::chrono::steady_clock::now();
+  v1::WorkResult r;
+  r.set_unit_id(unit.unit_id());
+  r.set_job_id(unit.job_id());
+  r.set_shard(unit.shard());
+  r.set_theta_version(unit.theta_version());
+  auto fail = [&](const absl::Status& s) {
+    r.set_error(std::string(s.message()));
+    M().units.Add({{"result", "error"}}).Increment();
+    LogWarning("cannot run unit", {{"job", unit.job_id()}, {"error", r.error()}});
+    return r;
+  };
+  if (unit.algorithm() != v1::ELO_PES)
+    return fail(absl::UnimplementedError("this worker runs ELO_PES units only"));
+  auto shard = ShardFor(unit);
+  if (!shard.ok()) return fail(shard.status());
+  SmallFcLopt lopt(unit.job().lopt());
+  auto theta = DecodeFloatTensor(unit.theta(), {lopt.theta_size()}, "theta");
+  if (!theta.ok()) return fail(theta.status());
+  TruncationResult tr;
+  try {
+    tr = (*shard)->unroller->RunTruncation(*theta, unit.alpha(), unit.truncation());
+  } catch (const std::exception& e) {
+    shards_.erase({unit.job_id(), unit.shard()});
+    return fail(absl::InternalError(absl::StrCat("truncation failed: ", e.what())));
+  }
+  *r.mutable_grad() = EncodeTensor(tr.grad, "grad");
+  r.set_meta_loss(tr.meta_loss);
+  r.set_task_loss(tr.task_loss);
+  r.set_bc_loss(tr.bc_loss);
+  r.set_particle_steps(tr.particle_steps);
+  r.set_fresh_starts(tr.fresh_starts);
+  r.set_restores(tr.restores);
+  r.set_pushes(tr.pushes);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.set_seconds(secs);
+  M().units.Add({{"result", "ok"}}).Increment();
+  M().inner.Increment(static_cast<double>(tr.particle_steps));
+  M().seconds.Observe(secs);
+  ++units_done_;
+  return r;
+}
+
+void Worker::Serve() {
+  auto channel = MakeChannel(options_.learner);
+  auto stub = v1::WorkService::NewStub(channel);
+  auto ctx = MakeStreamContext(options_.learner);
+  {
+    std::lock_guard<std::mutex> l(ctx_mu_);
+    if (stop_) return;
+    ctx_ = ctx.get();
+  }
+  auto stream = stub->Connect(ctx.get());
+  std::mutex write_mu;
+  v1::WorkerMessage reg;
+  auto* info = reg.mutable_register_();
+  info->set_name(options_.name);
+  info->set_device(options_.device);
+  info->set_max_particles(static_cast<int32_t>(options_.max_particles));
+  info->set_version(LOPT_VERSION);
+  v1::LearnerMessage msg;
+  bool ok = stream->Write(reg) && stream->Read(&msg) && msg.has_registered();
+  std::atomic<uint64_t> current{0};
+  std::atomic<bool> done{false};
+  std::thread heartbeats;
+  if (ok) {
+    ++connections_;
+    M().connected.Set(1);
+    int interval = std::max(50, msg.registered().heartbeat_interval_ms());
+    LogInfo("connected", {{"learner", options_.learner.target},
+                          {"worker_id", msg.registered().worker_id()}});
+    heartbeats = std::thread([&, interval] {
+      while (!done) {
+        for (int waited = 0; waited < interval && !done; waited += 50)
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (done) break;
+        v1::WorkerMessage hb;
+        hb.mutable_heartbeat()->set_unit_id(current.load());
+        std::lock_guard<std::mutex> l(write_mu);
+        if (!stream->Write(hb)) break;
+      }
+    });
+    while (!stop_ && stream->Read(&msg)) {
+      if (msg.has_unit()) {
+        current = msg.unit().unit_id();
+        v1::WorkerMessage out;
+        *out.mutable_result() = RunUnit(msg.unit());
+        current = 0;
+        std::lock_guard<std::mutex> l(write_mu);
+        if (!stream->Write(out)) break;
+      } else if (msg.has_ack() && !msg.ack().accepted()) {
+        const auto& a = msg.ack();
+        M().units.Add({{"result", a.dropped_stale() ? "stale" : "rejected"}}).Increment();
+        if (!a.dropped_stale())
+          LogWarning("result rejected by the learner",
+                     {{"unit", absl::StrCat(a.unit_id())}, {"error", a.error()}});
+      }
+    }
+  }
+  done = true;
+  if (heartbeats.joinable()) heartbeats.join();
+  {
+    std::lock_guard<std::mutex> l(ctx_mu_);
+    ctx_->TryCancel();
+    ctx_ = nullptr;
+  }
+  grpc::Status s = stream->Finish();
+  M().connected.Set(0);
+  if (!stop_)
+    LogWarning("stream to the learner ended",
+               {{"learner", options_.learner.target}, {"error", s.error_message()},
+                {"code", absl::StrCat(static_cast<int>(s.error_code()))}});
+}
+
+void Worker::Run() {
+  std::mt19937_64 rng(std::random_device{}());
+  int64_t backoff = options_.initial_backoff_ms;
+  while (!stop_) {
+    int64_t before = connections_;
+    Serve();
+    if (stop_) break;
+    if (connections_ > before) backoff = options_.initial_backoff_ms;
+    // Exponential backoff with jitter, so that workers do not reconnect in step.
+    int64_t sleep_ms = backoff / 2 + static_cast<int64_t>(rng() % (backoff / 2 + 1));
+    for (int64_t slept = 0; slept < sleep_ms && !stop_; slept += 20)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    backoff = std::min(options_.max_backoff_ms, backoff * 2);
+  }
+}
+
+}  // namespace lopt

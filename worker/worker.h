@@ -1,0 +1,78 @@
+// lopt-worker's engine: connects to the learner's WorkService, registers,
+// runs the work units it is sent (truncations of a job's shard, with the
+// shard's persistent inner states kept here between units) and streams back
+// one result per unit, with heartbeats while it works. When the learner goes
+// away it reconnects with exponential backoff.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "common/replay_buffer.h"
+#include "common/rpc.h"
+#include "common/task.h"
+#include "lopt/v1/work_service.grpc.pb.h"
+#include "worker/elo_unroller.h"
+
+namespace lopt {
+
+struct WorkerOptions {
+  ClientConfig learner;
+  std::string name;            // stable across restarts (host or pod name)
+  std::string device = "cpu";
+  int64_t max_particles = 0;   // 0: no limit
+  int32_t max_cached_shards = 16;
+  int64_t initial_backoff_ms = 200;
+  int64_t max_backoff_ms = 5000;
+  // Makes the replay buffer a job's shards use (the buffer server's client,
+  // or an in-process one); called once per job.
+  std::function<std::unique_ptr<ReplayBuffer>()> make_buffer;
+};
+
+class Worker {
+ public:
+  explicit Worker(WorkerOptions options);
+  ~Worker();
+
+  // Runs until Stop(): connect, register, serve, reconnect.
+  void Run();
+  // Thread-safe; Run returns soon after.
+  void Stop();
+
+  // Runs one unit here (no learner involved): what Run does with each unit.
+  v1::WorkResult RunUnit(const v1::WorkUnit& unit);
+
+  int64_t units_done() const { return units_done_.load(); }
+  int64_t connections() const { return connections_.load(); }
+
+ private:
+  struct Shard {
+    std::string job_bytes;  // the spec the unroller was built for
+    std::shared_ptr<Task> task;
+    std::shared_ptr<ReplayBuffer> buffer;
+    std::unique_ptr<EloUnroller> unroller;
+    uint64_t last_used = 0;
+  };
+  absl::StatusOr<Shard*> ShardFor(const v1::WorkUnit& unit);
+  // One connection's life; returns when the stream ends.
+  void Serve();
+
+  WorkerOptions options_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> units_done_{0};
+  std::atomic<int64_t> connections_{0};
+  std::mutex ctx_mu_;
+  grpc::ClientContext* ctx_ = nullptr;  // guarded by ctx_mu_: the live stream's
+  std::map<std::pair<std::string, int32_t>, Shard> shards_;
+  std::map<std::string, std::shared_ptr<ReplayBuffer>> buffers_;  // per job
+  uint64_t use_counter_ = 0;
+};
+
+}  // namespace lopt
