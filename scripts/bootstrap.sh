@@ -15,6 +15,8 @@ PACKAGES=(
   libabsl-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox dataset-fashion-mnist fortunes
+  # deploy/check's offline checks (compose config, promtool, Node validators); npm only where no nodejs already brings it (NodeSource's conflicts with Debian's npm)
+  docker-compose prometheus nodejs $(command -v npm >/dev/null || echo npm)
 )
 
 SUDO=""
