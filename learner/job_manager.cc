@@ -77,6 +77,8 @@ struct Families {
       GaugeFamily("lopt_outer_step", "Outer steps completed by the job");
   prometheus::Family<prometheus::Gauge>& rate = GaugeFamily(
       "lopt_inner_particle_steps_per_second", "Inner particle-steps per second of the job");
+  prometheus::Family<prometheus::Gauge>& budget = GaugeFamily(
+      "lopt_outer_steps_budget", "The job's budget.outer_steps (for progress = outer_step / budget)");
   prometheus::Family<prometheus::Gauge>& jobs = GaugeFamily("lopt_jobs", "Jobs by state");
   prometheus::Family<prometheus::Gauge>& workers =
       GaugeFamily("lopt_workers_connected", "Workers connected to the learner");
@@ -129,10 +131,11 @@ struct JobManager::Job {
   prometheus::Gauge* m_task = nullptr;
   prometheus::Gauge* m_step = nullptr;
   prometheus::Gauge* m_rate = nullptr;
+  prometheus::Gauge* m_budget = nullptr;
   std::map<std::string, prometheus::Counter*> m_rejected;
 
   void AddSeries() {
-    std::map<std::string, std::string> l = {{"job", id}};
+    std::map<std::string, std::string> l = {{"job_id", id}};
     m_outer = &F().outer_steps.Add(l);
     m_inner = &F().inner_steps.Add(l);
     m_accepted = &F().accepted.Add(l);
@@ -141,12 +144,14 @@ struct JobManager::Job {
     m_task = &F().task_loss.Add(l);
     m_step = &F().outer_step.Add(l);
     m_rate = &F().rate.Add(l);
+    m_budget = &F().budget.Add(l);
     m_step->Set(core->outer_step());
+    m_budget->Set(core->total_steps());
   }
   prometheus::Counter& Rejected(const std::string& reason) {
     auto it = m_rejected.find(reason);
     if (it != m_rejected.end()) return *it->second;
-    auto* c = &F().rejected.Add({{"job", id}, {"reason", reason}});
+    auto* c = &F().rejected.Add({{"job_id", id}, {"reason", reason}});
     m_rejected[reason] = c;
     return *c;
   }
@@ -161,6 +166,7 @@ struct JobManager::Job {
     F().task_loss.Remove(m_task);
     F().outer_step.Remove(m_step);
     F().rate.Remove(m_rate);
+    F().budget.Remove(m_budget);
     for (auto& [r, c] : m_rejected) F().rejected.Remove(c);
     m_rejected.clear();
   }
