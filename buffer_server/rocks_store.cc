@@ -225,7 +225,9 @@ absl::StatusOr<PutResult> RocksReplayStore::Put(const v1::ItemHeader& header,
   meta.set_payload_crc32(header.payload_crc32());
   meta.set_key(key);
 
-  rocksdb::WriteBatch batch(payload.size() + 4096);
+  // Reserve the whole batch: growing it would copy a 100 MB payload again.
+  rocksdb::WriteBatch batch(payload.size() + 64 * (NumValues(payload.size()) + 8) +
+                            2 * meta.ByteSizeLong() + 2 * table.size() + 4096);
   for (int64_t i = 0, n = NumValues(payload.size()); i < n; ++i) {
     size_t off = static_cast<size_t>(i * kStoreValueBytes);
     rocksdb::Slice v(payload.data() + off,
