@@ -51,7 +51,7 @@ grpc::Status CheckAuth(const grpc::ServerContext& context, const std::string& to
   auto it = md.find("authorization");
   if (it == md.end())
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "this server requires a bearer token: pass --auth_token_file");
+                        "this server requires a bearer token: pass --auth-token-file");
   std::string got(it->second.data(), it->second.size());
   std::string want = "Bearer " + token;
   // Constant-time comparison of equal-length strings.

@@ -1,0 +1,178 @@
+// RocksReplayStore: named FIFO tables of encoded items (tensor headers plus
+// payload bytes) in a RocksDB database. What the buffer server serves and
+// what local mode can keep in a directory (through RocksReplayBuffer, the
+// ReplayBuffer adapter in rocks_replay_buffer.h). It never decodes a payload,
+// so it needs no LibTorch.
+//
+// Durability: every mutation (Put with its evictions, DeleteTable(s)) is one
+// atomic RocksDB WriteBatch written with sync = true. When a method returns
+// OK, its effect survives kill -9 and power loss; when it fails or the process
+// dies first, none of it is visible after reopening (never a torn item).
+//
+// Thread safety: every method may be called concurrently from any thread.
+// Mutations are serialised; reads run concurrently with them and see a
+// consistent item (a RocksDB snapshot taken with the item's index position).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "lopt/v1/buffer_service.pb.h"
+
+namespace rocksdb {
+class DB;
+}
+
+namespace lopt {
+
+// Table names: 1 to kMaxTableNameBytes bytes, no NUL byte (the on-disk keys
+// use NUL as the separator after the name).
+inline constexpr size_t kMaxTableNameBytes = 512;
+
+// Payloads are stored in RocksDB values of this many bytes (the last one
+// shorter). Part of the on-disk format.
+inline constexpr int64_t kStoreValueBytes = int64_t{1} << 20;
+
+// OK if `name` is a valid table name; otherwise INVALID_ARGUMENT naming
+// `field` ("header.table", "table") and what is wrong.
+absl::Status CheckTableName(const std::string& name, const std::string& field);
+
+// Validates what Put needs from a header before any payload byte is read:
+// table (as CheckTableName), capacity > 0, each tensor's dtype known, dims
+// >= 0, num_bytes == product(shape) * dtype size, and payload_bytes == the
+// sum of num_bytes. INVALID_ARGUMENT naming the first bad field
+// ("header.tensors[2].num_bytes ..."). Does not look at key/index/table_size.
+absl::Status CheckItemHeader(const v1::ItemHeader& header);
+
+// One stored item as read back.
+struct StoredItem {
+  // table, tensors, payload_bytes, payload_crc32, and the reply fields key,
+  // index (its position, 0 = oldest, when read) and table_size.
+  v1::ItemHeader header;
+  std::string payload;
+};
+
+struct PutResult {
+  uint64_t key = 0;        // the new item's key: increasing across all tables
+  int64_t table_size = 0;  // items in the table after the put
+  int64_t evicted = 0;     // oldest items removed to keep within capacity
+};
+
+struct DeleteResult {
+  int64_t tables_deleted = 0;
+  int64_t items_deleted = 0;
+};
+
+struct StoreTotals {
+  int64_t tables = 0;
+  int64_t items = 0;
+  int64_t bytes = 0;  // sum of the stored items' payload_bytes
+};
+
+class RocksReplayStore {
+ public:
+  // Opens (creating it and its parent directories if missing) the database
+  // at `path` and rebuilds the tables' indexes by scanning the item metadata
+  // (not the payloads). UNAVAILABLE if the directory cannot be created or the
+  // database is locked by another process; DATA_LOSS if it is corrupt.
+  static absl::StatusOr<std::unique_ptr<RocksReplayStore>> Open(const std::string& path);
+
+  // Closes the database. REQUIRES: no call is in progress.
+  ~RocksReplayStore();
+
+  RocksReplayStore(const RocksReplayStore&) = delete;
+  RocksReplayStore& operator=(const RocksReplayStore&) = delete;
+
+  // Appends an item to header.table (creating the table), sets the table's
+  // capacity to header.capacity and evicts the oldest items beyond it, all
+  // in one synced write. INVALID_ARGUMENT if CheckItemHeader fails or
+  // payload.size() != header.payload_bytes.
+  // REQUIRES: crc32(payload) == header.payload_crc32. The caller has checked
+  // it (the service while reassembling chunks); it is stored, not recomputed,
+  // so that a 100 MB payload is hashed once on its way in.
+  absl::StatusOr<PutResult> Put(const v1::ItemHeader& header, std::string_view payload);
+
+  // The item at index floor(u * size) of `table`, oldest first, for u in
+  // [0, 1). INVALID_ARGUMENT if u is outside [0, 1) (or NaN); NOT_FOUND if
+  // the table does not exist or is empty. Counts a sample in the table's
+  // stats. The payload is as stored: callers check header.payload_crc32.
+  absl::StatusOr<StoredItem> Sample(const std::string& table, double u);
+
+  // The item of `key` in `table`; NOT_FOUND if it is not there (never put,
+  // evicted or deleted).
+  absl::StatusOr<StoredItem> Get(const std::string& table, uint64_t key);
+
+  // The keys of `table`, oldest first; empty if the table does not exist.
+  std::vector<uint64_t> Keys(const std::string& table) const;
+
+  // Items in `table`; 0 if it does not exist.
+  int64_t Size(const std::string& table) const;
+
+  // Deletes every table whose name starts with `prefix`, with its items,
+  // in one synced write. INVALID_ARGUMENT if prefix is empty (that would be
+  // every table: say so by deleting them one by one).
+  absl::StatusOr<DeleteResult> DeleteTables(const std::string& prefix);
+
+  // Deletes exactly the table `table` (OK, with zero counts, if it does not
+  // exist).
+  absl::StatusOr<DeleteResult> DeleteTable(const std::string& table);
+
+  // Per-table stats (name, items, bytes, capacity, puts, samples) of the
+  // tables whose name starts with `prefix` (empty: all), sorted by name.
+  // puts survive a restart; samples count since Open.
+  std::vector<v1::TableStats> Stats(const std::string& prefix = "") const;
+
+  StoreTotals Totals() const;
+
+ private:
+  struct ItemRef {
+    uint64_t key;
+    int64_t bytes;
+  };
+  struct Table {
+    int64_t capacity = 0;
+    int64_t puts = 0;
+    int64_t samples = 0;
+    int64_t bytes = 0;
+    std::deque<ItemRef> items;  // ascending keys: oldest first
+  };
+  struct Pick {
+    ItemRef ref;
+    int64_t index;
+    int64_t table_size;
+  };
+
+  explicit RocksReplayStore(std::unique_ptr<rocksdb::DB> db);
+  absl::Status Load();
+  // Reads the item `pick` names from a snapshot taken by the caller under mu_.
+  absl::StatusOr<StoredItem> ReadItem(const std::string& table, const Pick& pick,
+                                      const void* snapshot);
+  // Deletes `names` (each present in tables_) in one synced write.
+  absl::StatusOr<DeleteResult> DeleteNamed(const std::vector<std::string>& names)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+
+  const std::unique_ptr<rocksdb::DB> db_;
+
+  // Serialises mutations: a writer decides its evictions and writes them
+  // without another writer changing the table in between.
+  absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  uint64_t next_key_ ABSL_GUARDED_BY(write_mu_) = 1;
+
+  // Guards the in-memory index. Invariant that lets readers drop mu_ before
+  // reading the item: a key is added only after its write is durable, and
+  // removed before the write that deletes it, so a snapshot taken under mu_
+  // holds every key the index lists.
+  mutable absl::Mutex mu_;
+  std::map<std::string, Table> tables_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace lopt
