@@ -13,6 +13,7 @@
 // torch.optim.AdamW(fused=True) runs: LibTorch's C++ AdamWOptions has no
 // fused switch) and torch::optim::AdamW of the C++ API (per-tensor ops).
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -173,8 +174,24 @@ int main(int argc, char** argv) {
   for (auto mode : {lopt::kernels::LoptCudaMlp::kFp32, lopt::kernels::LoptCudaMlp::kTf32}) {
     lopt::kernels::LoptCudaMlpSetting() = mode;
     const std::string tag = mode == lopt::kernels::LoptCudaMlp::kFp32 ? "fp32" : "tf32";
-    Stats t = TimeMs([&] { lo.Step(params, grads, &state, step, theta); }, warmup, steps);
+    double host_s = 0;
+    int host_n = 0;
+    Stats t = TimeMs(
+        [&] {
+          auto h0 = std::chrono::steady_clock::now();
+          lo.Step(params, grads, &state, step, theta);
+          host_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - h0).count();
+          ++host_n;
+        },
+        warmup, steps);
     rows.push_back({"small_fc_lopt fused step, " + tag + " MLP (u only)", t, lo_bytes});
+    float ms[5];
+    if (lopt::kernels::LoptStepCudaLastTimings(ms))
+      std::printf("%s launches (LOPT_CUDA_TIMING, last step): copy+memset %.3f, accumulate %.3f, "
+                  "tables %.3f, statistics %.3f, MLP %.3f ms\n",
+                  tag.c_str(), ms[0], ms[1], ms[2], ms[3], ms[4]);
+    std::printf("%s: host time of one Step() call (launches queued, no sync) %.3f ms\n",
+                tag.c_str(), 1e3 * host_s / std::max(host_n, 1));
     t = TimeMs(
         [&] {
           auto u = lo.Step(params, grads, &state, step, theta);

@@ -665,7 +665,44 @@ const char* Check(cudaError_t e) {
   return msg.c_str();
 }
 
+bool TimingOn() {
+  static const bool on = [] {
+    const char* e = std::getenv("LOPT_CUDA_TIMING");
+    return e && *e && std::strcmp(e, "0") != 0;
+  }();
+  return on;
+}
+
+float g_last_ms[5] = {0, 0, 0, 0, 0};
+
+// Events between the launches of one step when TimingOn().
+struct StepTimer {
+  cudaEvent_t ev[6] = {};
+  int n = 0;
+  cudaStream_t st;
+  explicit StepTimer(cudaStream_t s) : st(s) {
+    if (!TimingOn()) return;
+    for (auto& e : ev) cudaEventCreate(&e);
+    Mark();
+  }
+  void Mark() {
+    if (TimingOn() && n < 6) cudaEventRecord(ev[n++], st);
+  }
+  ~StepTimer() {
+    if (!TimingOn()) return;
+    cudaEventSynchronize(ev[n - 1]);
+    for (int i = 0; i + 1 < n && i < 5; ++i) cudaEventElapsedTime(&g_last_ms[i], ev[i], ev[i + 1]);
+    for (auto& e : ev) cudaEventDestroy(e);
+  }
+};
+
 }  // namespace
+
+bool LoptStepCudaLastTimings(float ms[5]) {
+  if (!TimingOn()) return false;
+  for (int i = 0; i < 5; ++i) ms[i] = g_last_ms[i];
+  return true;
+}
 
 size_t LoptStepCudaWorkspaceBytes(const LoptCudaArgs& args,
                                   const std::vector<LoptCudaTensor>& tensors) {
@@ -738,10 +775,12 @@ const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCuda
     off_mlp[j + 1] = off_mlp[j] + (n + kMlpTile - 1) / kMlpTile;
   }
   cudaStream_t st = stream;
+  StepTimer timer(st);
   const char* err = Check(cudaMemcpyAsync(ws, host.data(), l.stats, cudaMemcpyHostToDevice, st));
   if (*err) return err;
   err = Check(cudaMemsetAsync(ws + l.stats, 0, l.zero_bytes, st));
   if (*err) return err;
+  timer.Mark();
 
   DevArgs a;
   a.t = reinterpret_cast<const DevTensor*>(ws + l.table);
@@ -759,14 +798,18 @@ const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCuda
 
   auto launch_count = [&](const int* o) { return (long long)o[J] * P; };
   if (launch_count(off_acc) > 0) AccumulateKernel<<<unsigned(launch_count(off_acc)), kThreads, 0, st>>>(a);
+  timer.Mark();
   TablesKernel<<<unsigned(P * J), kThreads, 0, st>>>(a);
+  timer.Mark();
   if (launch_count(off_stat) > 0) StatsKernel<<<unsigned(launch_count(off_stat)), kThreads, 0, st>>>(a);
+  timer.Mark();
   if (launch_count(off_mlp) > 0) {
     if (args.mlp == LoptCudaMlp::kTf32)
       MlpKernel<LoptCudaMlp::kTf32><<<unsigned(launch_count(off_mlp)), kThreads, 0, st>>>(a);
     else
       MlpKernel<LoptCudaMlp::kFp32><<<unsigned(launch_count(off_mlp)), kThreads, 0, st>>>(a);
   }
+  timer.Mark();
   return Check(cudaGetLastError());
 }
 

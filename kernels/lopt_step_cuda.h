@@ -94,6 +94,13 @@ size_t LoptStepCudaWorkspaceBytes(const LoptCudaArgs& args,
 const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCudaTensor>& tensors,
                             void* workspace, CUstream_st* stream);
 
+// Per-launch device times of the last step, for benchmarks: when
+// LOPT_CUDA_TIMING=1 is set at start-up, every step records CUDA events
+// between its launches and waits for them (slow: for profiling only).
+// ms[0] table copy + memset, [1] accumulate, [2] tables, [3] statistics,
+// [4] MLP. False when timing is off.
+bool LoptStepCudaLastTimings(float ms[5]);
+
 // The MLP precision SmallFcLopt::Step uses: LOPT_CUDA_MLP=fp32|tf32 in the
 // environment at start-up (default fp32); tests and benchmarks may change it.
 LoptCudaMlp& LoptCudaMlpSetting();

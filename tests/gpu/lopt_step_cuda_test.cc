@@ -1,6 +1,6 @@
 // The fused CUDA small_fc_lopt step (SmallFcLopt::Step on CUDA float32
-// tensors) against SmallFcLopt::StepReference run op by op on the CPU in
-// float64, over several steps with the state carried, for mixed shapes
+// tensors) against SmallFcLopt::StepReference run op by op on the CPU (in
+// float32: the reference's time features are float32 by definition), over several steps with the state carried, for mixed shapes
 // (2-D, 4-D convolution weights, 1-D, scalars, tensors of several tiles, and
 // shapes whose row/column statistics take each reduction path of the kernel).
 // Plain executable: prints a table of errors and exits non-zero beyond the
@@ -113,16 +113,16 @@ bool RunCase(const Case& c, const Tol& tol, const char* mode, double* worst_u, d
   }
   const torch::Device cuda(torch::kCUDA), cpu(torch::kCPU);
   std::vector<torch::Tensor> params = RandomTensors(c.shapes, c.P, 1.0, gen);  // float64 below
-  LoptState ref = To(lo.InitState(params), cpu, torch::kFloat64);
+  LoptState ref = To(lo.InitState(params), cpu, torch::kFloat32);
   LoptState dev = To(lo.InitState(params), cuda, torch::kFloat32);
-  torch::Tensor theta64 = theta.to(torch::kFloat64), theta_dev = theta.to(cuda);
+  torch::Tensor theta_cpu = theta.to(torch::kFloat32), theta_dev = theta.to(cuda);
   std::vector<double> wu(c.shapes.size(), 0), ws(c.shapes.size(), 0);
   bool ok = true;
   for (int it = 0; it < 5; ++it) {
     std::vector<torch::Tensor> grads =
         RandomTensors(c.shapes, c.P, std::pow(10.0, it % 3 - 1), gen);
     torch::Tensor step = torch::arange(c.P, torch::kInt64) * 13 + it * it * 40;
-    // The CUDA step sees float32 inputs; the reference their float64 values.
+    // Both see the same float32 inputs.
     std::vector<torch::Tensor> p32 = To(params, cuda, torch::kFloat32);
     std::vector<torch::Tensor> g32 = To(grads, cuda, torch::kFloat32);
     if (!lopt::LoptStepCudaSupports(p32, g32, dev, step.to(cuda), theta_dev, 32)) {
@@ -132,8 +132,8 @@ bool RunCase(const Case& c, const Tol& tol, const char* mode, double* worst_u, d
     std::vector<torch::Tensor> ud = lo.Step(p32, g32, &dev, step.to(cuda), theta_dev);
     torch::cuda::synchronize();
     std::vector<torch::Tensor> ur =
-        lo.StepReference(To(p32, cpu, torch::kFloat64), To(g32, cpu, torch::kFloat64), &ref,
-                         step, theta64);
+        lo.StepReference(To(p32, cpu, torch::kFloat32), To(g32, cpu, torch::kFloat32), &ref,
+                         step, theta_cpu);
     for (size_t j = 0; j < ur.size(); ++j) {
       if (ud[j].sizes() != params[j].sizes()) {
         std::printf("FAIL %s tensor %zu: update shape\n", c.name.c_str(), j);
@@ -230,8 +230,8 @@ int main(int argc, char** argv) {
     lopt::kernels::LoptCudaMlp mlp;
     Tol tol;
   };
-  // fp32: float32 features and MLP against float64; the error is float
-  // rounding (rsqrtf, expf and reordered sums). tf32: the MLP's operands
+  // fp32: the error is float rounding (rsqrtf, expf and reordered sums on
+  // both sides). tf32: the MLP's operands
   // rounded to 10-bit mantissas.
   const std::vector<Mode> modes = {{"fp32", lopt::kernels::LoptCudaMlp::kFp32, {1e-4, 1e-5}},
                                    {"tf32", lopt::kernels::LoptCudaMlp::kTf32, {2e-2, 1e-5}}};
