@@ -59,6 +59,7 @@ struct DevArgs {
   const int* off_acc;  // [J + 1] tile offsets within a particle, per launch
   const int* off_stat;
   const int* off_mlp;
+  const int* off_tab;
   double* stats;       // [P, J, 28] sums of squares, zeroed
   const float* theta;
   long long theta_stride;
@@ -157,13 +158,29 @@ __global__ void __launch_bounds__(kThreads) AccumulateKernel(DevArgs a) {
   {
     float* mom = t.mom + 3 * base;
     float* v = t.factored ? nullptr : t.fac_a + 3 * base;
-    for (int f = 3 * e0 + threadIdx.x; f < 3 * e1; f += kThreads) {
-      const int e = f / 3, k = f - 3 * e;
-      const float gi = __ldg(g + e);
-      const float beta = k == 0 ? bb[0] : (k == 1 ? bb[1] : bb[2]);
-      const float omb = k == 0 ? ob[0] : (k == 1 ? ob[1] : ob[2]);
-      mom[f] = mom[f] * beta + gi * omb;
-      if (v) v[f] = v[f] * beta + (gi * gi + 1e-30f) * omb;
+    // Four loads in flight per thread before the first use.
+    for (int f0 = 3 * e0 + threadIdx.x; f0 < 3 * e1; f0 += 4 * kThreads) {
+      float mv[4], vv[4], gv[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int f = f0 + u * kThreads;
+        if (f < 3 * e1) {
+          mv[u] = mom[f];
+          vv[u] = v ? v[f] : 0.0f;
+          gv[u] = __ldg(g + f / 3);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int f = f0 + u * kThreads;
+        if (f < 3 * e1) {
+          const int k = f - 3 * (f / 3);
+          const float beta = k == 0 ? bb[0] : (k == 1 ? bb[1] : bb[2]);
+          const float omb = k == 0 ? ob[0] : (k == 1 ? ob[1] : ob[2]);
+          mom[f] = mv[u] * beta + gv[u] * omb;
+          if (v) v[f] = vv[u] * beta + (gv[u] * gv[u] + 1e-30f) * omb;
+        }
+      }
     }
   }
   const float rb = 0.999f, orb = float(1.0 - 0.999);
@@ -183,18 +200,29 @@ __global__ void __launch_bounds__(kThreads) AccumulateKernel(DevArgs a) {
   float* col_sum = t.col_sum + (long long)p * t.col.entries;
   const bool row_one = t.row.inner == 1, col_one = t.col.inner == 1;
   // Every lane of a warp iterates alike (the warp reductions need them all).
-  for (int e_base = e0; e_base < e1; e_base += kThreads) {
-    const int e = e_base + threadIdx.x;
-    const bool valid = e < e1;
-    float g2 = 0.0f;
-    if (valid) {
-      const float gi = __ldg(g + e);
-      rms[e] = rms[e] * rb + gi * gi * orb;
-      g2 = gi * gi + 1e-30f;
+  for (int e_base = e0; e_base < e1; e_base += 4 * kThreads) {
+    float gv[4], rv[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int e = e_base + u * kThreads + threadIdx.x;
+      if (e < e1) {
+        gv[u] = __ldg(g + e);
+        rv[u] = rms[e];
+      }
     }
-    const int ee = valid ? e : e0;
-    AddEntry(win_row, wr, row_sum, EntryOf(ee, t.row), g2, valid, row_one);
-    AddEntry(win_col, wc, col_sum, EntryOf(ee, t.col), g2, valid, col_one);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int e = e_base + u * kThreads + threadIdx.x;
+      const bool valid = e < e1;
+      float g2 = 0.0f;
+      if (valid) {
+        rms[e] = rv[u] * rb + gv[u] * gv[u] * orb;
+        g2 = gv[u] * gv[u] + 1e-30f;
+      }
+      const int ee = valid ? e : e0;
+      AddEntry(win_row, wr, row_sum, EntryOf(ee, t.row), g2, valid, row_one);
+      AddEntry(win_col, wc, col_sum, EntryOf(ee, t.col), g2, valid, col_one);
+    }
   }
   __syncthreads();
   for (int i = threadIdx.x; i < wr.size; i += kThreads)
@@ -204,85 +232,96 @@ __global__ void __launch_bounds__(kThreads) AccumulateKernel(DevArgs a) {
 }
 
 // ---------------------------------------------------------------------------
-// Launch 2: factored tables, one block per (particle, tensor).
-__device__ double BlockSumD(double v, double* red) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double s = 0;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < kThreads / 32; ++w) s += red[w];
-  return s;  // valid in thread 0
+// Launch 2: factored tables. Warp tasks, 8 a block, spread over many blocks:
+// a row task is one group of v_row entries that share a mean (v_row's axis
+// that was d1), so it needs no other warp's results: it forms the new EMAs,
+// their mean and row_factor; a column task is 32 entries of v_col (EMA and
+// col_factor). Each task adds its entries' sums of squares of features 13..24
+// (every entry counted as often as elements share it) to the statistics.
+constexpr int kTableWarps = kThreads / 32;
+
+__device__ __forceinline__ int RowTasks(const DevTensor& t) {
+  return t.factored ? t.mean_outer * t.mean_inner : 0;
+}
+__device__ __forceinline__ int ColTasks(const DevTensor& t) {
+  return t.factored ? (t.col.entries + 31) / 32 : 0;
 }
 
 __global__ void __launch_bounds__(kThreads) TablesKernel(DevArgs a) {
-  __shared__ double red[kThreads / 32];
-  const int p = blockIdx.x / a.J, j = blockIdx.x % a.J;
+  int p, j, tile;
+  Decode(a.off_tab, a.J, &p, &j, &tile);
   const DevTensor& t = a.t[j];
-  if (!t.factored || t.n == 0) return;
-  const int rows = t.row.entries, cols = t.col.entries;
-  float* v_row = t.fac_a + 3LL * p * rows;
-  float* v_col = t.fac_b + 3LL * p * cols;
-  const float* row_sum = t.row_sum + (long long)p * rows;
-  const float* col_sum = t.col_sum + (long long)p * cols;
-  float* rf = t.row_factor + 3LL * p * rows;
-  float* cf = t.col_factor + 3LL * p * cols;
-  // EMAs of the means (sum / len, as torch's mean).
-  for (int i = threadIdx.x; i < 3 * rows; i += kThreads) {
-    const int r = i / 3, k = i - 3 * r;
-    const float mean = row_sum[r] / float(t.row.len);
-    v_row[i] = v_row[i] * kMomB[k] + mean * (1.0f - kMomB[k]);
-  }
-  for (int i = threadIdx.x; i < 3 * cols; i += kThreads) {
-    const int c = i / 3, k = i - 3 * c;
-    const float mean = col_sum[c] / float(t.col.len);
-    const float v = v_col[i] * kMomB[k] + mean * (1.0f - kMomB[k]);
-    v_col[i] = v;
-    cf[i] = rsqrtf(fmaxf(v, 1e-9f));
-  }
-  __syncthreads();
-  // row_factor: v_row / (its mean over the axis that was d1 + 1e-9), a warp
-  // per (outer, inner, decay) group.
-  const int groups = t.mean_outer * t.mean_inner * 3;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  for (int gi = warp; gi < groups; gi += kThreads / 32) {
-    const int k = gi % 3, oi = gi / 3;
-    const int o = oi / t.mean_inner, in = oi % t.mean_inner;
+  const int task = tile * kTableWarps + warp;
+  const int row_tasks = RowTasks(t);
+  if (task >= row_tasks + ColTasks(t)) return;
+  const int rows = t.row.entries, cols = t.col.entries;
+  double* st = a.stats + ((long long)p * a.J + j) * kF;
+  float sv[3] = {0, 0, 0}, sr[3] = {0, 0, 0};  // sums of v^2, rsqrt(v + 1e-8)^2
+  int f_value, f_rsqrt;
+  double times;
+  if (task < row_tasks) {
+    float* v_row = t.fac_a + 3LL * p * rows;
+    const float* row_sum = t.row_sum + (long long)p * rows;
+    float* rf = t.row_factor + 3LL * p * rows;
+    const int o = task / t.mean_inner, in = task % t.mean_inner;
     const long long first = (long long)o * t.mean_len * t.mean_inner + in;
-    float s = 0.0f;
-    for (int x = lane; x < t.mean_len; x += 32) s += v_row[3 * (first + (long long)x * t.mean_inner) + k];
-    s = WarpSum(s);
-    const float denom = s / float(t.mean_len) + 1e-9f;
+    float msum[3] = {0, 0, 0};
+#pragma unroll 4
     for (int x = lane; x < t.mean_len; x += 32) {
-      const long long idx = 3 * (first + (long long)x * t.mean_inner) + k;
-      rf[idx] = rsqrtf(fmaxf(v_row[idx] / denom, 1e-9f));
+      const long long r = first + (long long)x * t.mean_inner;
+      const float mean = row_sum[r] / float(t.row.len);
+#pragma unroll
+      for (int k = 0; k < 3; ++k) {
+        const float v = v_row[3 * r + k] * kMomB[k] + mean * (1.0f - kMomB[k]);
+        v_row[3 * r + k] = v;
+        msum[k] += v;
+        const float rs = rsqrtf(v + 1e-8f);
+        sv[k] += v * v;
+        sr[k] += rs * rs;
+      }
+    }
+    float denom[3];
+#pragma unroll
+    for (int k = 0; k < 3; ++k) denom[k] = WarpSum(msum[k]) / float(t.mean_len) + 1e-9f;
+#pragma unroll 4
+    for (int x = lane; x < t.mean_len; x += 32) {
+      const long long r = first + (long long)x * t.mean_inner;
+#pragma unroll
+      for (int k = 0; k < 3; ++k) rf[3 * r + k] = rsqrtf(fmaxf(v_row[3 * r + k] / denom[k], 1e-9f));
+    }
+    f_value = 13;
+    f_rsqrt = 19;
+    times = double(t.n / rows);
+  } else {
+    float* v_col = t.fac_b + 3LL * p * cols;
+    const float* col_sum = t.col_sum + (long long)p * cols;
+    float* cf = t.col_factor + 3LL * p * cols;
+    const int c = (task - row_tasks) * 32 + lane;
+    if (c < cols) {
+      const float mean = col_sum[c] / float(t.col.len);
+#pragma unroll
+      for (int k = 0; k < 3; ++k) {
+        const float v = v_col[3 * c + k] * kMomB[k] + mean * (1.0f - kMomB[k]);
+        v_col[3 * c + k] = v;
+        cf[3 * c + k] = rsqrtf(fmaxf(v, 1e-9f));
+        const float rs = rsqrtf(v + 1e-8f);
+        sv[k] += v * v;
+        sr[k] += rs * rs;
+      }
+    }
+    f_value = 16;
+    f_rsqrt = 22;
+    times = double(t.n / cols);
+  }
+#pragma unroll
+  for (int k = 0; k < 3; ++k) {
+    const float a_v = WarpSum(sv[k]), a_r = WarpSum(sr[k]);
+    if (lane == 0) {
+      atomicAdd(st + f_value + k, times * double(a_v));
+      atomicAdd(st + f_rsqrt + k, times * double(a_r));
     }
   }
-  // Sums of squares of features 13..24 over the tables, each entry counted
-  // as often as elements share it.
-  double* st = a.stats + ((long long)p * a.J + j) * kF;
-  auto table_sums = [&](const float* v, int entries, int f_value, int f_rsqrt) {
-    const double times = double(t.n / entries);
-    for (int k = 0; k < 3; ++k) {
-      double sv = 0, sr = 0;
-      for (int r = threadIdx.x; r < entries; r += kThreads) {
-        const float x = v[3 * r + k];
-        const float rs = rsqrtf(x + 1e-8f);
-        sv += double(x) * double(x);
-        sr += double(rs) * double(rs);
-      }
-      sv = BlockSumD(sv, red);
-      sr = BlockSumD(sr, red);
-      if (threadIdx.x == 0) {
-        st[f_value + k] = times * sv;
-        st[f_rsqrt + k] = times * sr;
-      }
-    }
-  };
-  table_sums(v_row, rows, 13, 19);
-  table_sums(v_col, cols, 16, 22);
 }
 
 // ---------------------------------------------------------------------------
@@ -365,7 +404,7 @@ __device__ __forceinline__ void StatsTile(const DevArgs& a, const DevTensor& t, 
   }
 }
 
-__global__ void __launch_bounds__(kThreads) StatsKernel(DevArgs a) {
+__global__ void __launch_bounds__(kThreads, 4) StatsKernel(DevArgs a) {
   int p, j, tile;
   Decode(a.off_stat, a.J, &p, &j, &tile);
   const DevTensor& t = a.t[j];
@@ -505,11 +544,10 @@ __device__ __forceinline__ void MlpFp32(const DevArgs& a, const DevTensor& t, in
 // of k-step nt, and B's rows are loaded in the same permuted order.
 constexpr int kXStride = 36;  // floats per element row: 32 + 4 (no bank conflicts)
 
-__device__ __forceinline__ uint32_t Tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return r;
-}
+// Round to TF32 (nearest, ties away from zero, as cvt.rna.tf32.f32) with one
+// integer add: the tensor cores ignore the 13 low mantissa bits. (cvt.rna
+// costs several instructions on sm_90; CUTLASS's round_half_ulp_truncate.)
+__device__ __forceinline__ uint32_t Tf32(float x) { return __float_as_uint(x) + 0x1000u; }
 
 __device__ __forceinline__ void Mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -650,7 +688,7 @@ Layout LayoutOf(const LoptCudaArgs& args, const std::vector<LoptCudaTensor>& ts)
   Layout l;
   l.table = 0;
   l.off = Align(J * sizeof(DevTensor));
-  l.stats = l.off + Align(3 * (J + 1) * sizeof(int));
+  l.stats = l.off + Align(4 * (J + 1) * sizeof(int));
   l.sums = l.stats + Align(P * J * kF * sizeof(double));
   l.factors = l.sums + Align(P * entries * sizeof(float));
   l.total = l.factors + Align(P * entries * 3 * sizeof(float));
@@ -736,7 +774,8 @@ const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCuda
   int* off_acc = off;
   int* off_stat = off + (J + 1);
   int* off_mlp = off + 2 * (J + 1);
-  off_acc[0] = off_stat[0] = off_mlp[0] = 0;
+  int* off_tab = off + 3 * (J + 1);
+  off_acc[0] = off_stat[0] = off_mlp[0] = off_tab[0] = 0;
   size_t sum_at = 0;
   for (int j = 0; j < J; ++j) {
     const LoptCudaTensor& s = tensors[j];
@@ -750,8 +789,8 @@ const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCuda
     d.fac_b = s.fac_b;
     d.u = s.u;
     d.n = int(s.n);
-    d.factored = s.factored ? 1 : 0;
-    if (s.factored) {
+    d.factored = s.factored && s.n > 0 ? 1 : 0;
+    if (d.factored) {
       d.row = Axis{int(s.row_axis.len), int(s.row_axis.inner),
                    int(s.row_axis.outer * s.row_axis.inner)};
       d.col = Axis{int(s.col_axis.len), int(s.col_axis.inner),
@@ -773,6 +812,10 @@ const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCuda
     off_acc[j + 1] = off_acc[j] + (n + kAccTile - 1) / kAccTile;
     off_stat[j + 1] = off_stat[j] + (n + kStatTile - 1) / kStatTile;
     off_mlp[j + 1] = off_mlp[j] + (n + kMlpTile - 1) / kMlpTile;
+    int tasks = 0;
+    if (d.factored)
+      tasks = d.mean_outer * d.mean_inner + (d.col.entries + 31) / 32;
+    off_tab[j + 1] = off_tab[j] + (tasks + kTableWarps - 1) / kTableWarps;
   }
   cudaStream_t st = stream;
   StepTimer timer(st);
@@ -787,6 +830,7 @@ const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCuda
   a.off_acc = reinterpret_cast<const int*>(ws + l.off);
   a.off_stat = a.off_acc + (J + 1);
   a.off_mlp = a.off_acc + 2 * (J + 1);
+  a.off_tab = a.off_acc + 3 * (J + 1);
   a.stats = reinterpret_cast<double*>(ws + l.stats);
   a.theta = args.theta;
   a.theta_stride = args.theta_stride;
@@ -799,7 +843,7 @@ const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCuda
   auto launch_count = [&](const int* o) { return (long long)o[J] * P; };
   if (launch_count(off_acc) > 0) AccumulateKernel<<<unsigned(launch_count(off_acc)), kThreads, 0, st>>>(a);
   timer.Mark();
-  TablesKernel<<<unsigned(P * J), kThreads, 0, st>>>(a);
+  if (launch_count(off_tab) > 0) TablesKernel<<<unsigned(launch_count(off_tab)), kThreads, 0, st>>>(a);
   timer.Mark();
   if (launch_count(off_stat) > 0) StatsKernel<<<unsigned(launch_count(off_stat)), kThreads, 0, st>>>(a);
   timer.Mark();

@@ -17,7 +17,9 @@
 //   2. tables: v_row, v_col EMAs from those sums, row_factor = safe_rsqrt(
 //      v_row / (mean of v_row over the reduced d1 axis + 1e-9)), col_factor =
 //      safe_rsqrt(v_col), and the sums of squares of features 13..24 (which
-//      depend on one row or column entry alone) over the tables;
+//      depend on one row or column entry alone) over the tables; warp tasks
+//      (a group of v_row entries sharing a mean, or 32 v_col entries) spread
+//      over many blocks;
 //   3. statistics: the sums of squares of the element features (0..12,
 //      25..27; all 28 for unfactored tensors) per (particle, tensor), block
 //      reductions then double atomics;
@@ -41,7 +43,8 @@ namespace kernels {
 // How the MLP's matrix products run.
 enum class LoptCudaMlp : int {
   kFp32 = 0,  // FFMA on CUDA cores: float32 throughout (the default)
-  kTf32 = 1,  // tensor cores (mma.sync m16n8k8 TF32 operands, FP32 accumulate)
+  kTf32 = 1,  // tensor cores: mma.sync m16n8k8, operands rounded to TF32
+              // (10-bit mantissa), FP32 accumulate; about 1e-3 relative error
 };
 
 // A reduction over one axis of a per-particle shape, seen as [outer, len, inner]:
