@@ -158,29 +158,13 @@ __global__ void __launch_bounds__(kThreads) AccumulateKernel(DevArgs a) {
   {
     float* mom = t.mom + 3 * base;
     float* v = t.factored ? nullptr : t.fac_a + 3 * base;
-    // Four loads in flight per thread before the first use.
-    for (int f0 = 3 * e0 + threadIdx.x; f0 < 3 * e1; f0 += 4 * kThreads) {
-      float mv[4], vv[4], gv[4];
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const int f = f0 + u * kThreads;
-        if (f < 3 * e1) {
-          mv[u] = mom[f];
-          vv[u] = v ? v[f] : 0.0f;
-          gv[u] = __ldg(g + f / 3);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const int f = f0 + u * kThreads;
-        if (f < 3 * e1) {
-          const int k = f - 3 * (f / 3);
-          const float beta = k == 0 ? bb[0] : (k == 1 ? bb[1] : bb[2]);
-          const float omb = k == 0 ? ob[0] : (k == 1 ? ob[1] : ob[2]);
-          mom[f] = mv[u] * beta + gv[u] * omb;
-          if (v) v[f] = vv[u] * beta + (gv[u] * gv[u] + 1e-30f) * omb;
-        }
-      }
+    for (int f = 3 * e0 + threadIdx.x; f < 3 * e1; f += kThreads) {
+      const int e = f / 3, k = f - 3 * e;
+      const float gi = __ldg(g + e);
+      const float beta = k == 0 ? bb[0] : (k == 1 ? bb[1] : bb[2]);
+      const float omb = k == 0 ? ob[0] : (k == 1 ? ob[1] : ob[2]);
+      mom[f] = mom[f] * beta + gi * omb;
+      if (v) v[f] = v[f] * beta + (gi * gi + 1e-30f) * omb;
     }
   }
   const float rb = 0.999f, orb = float(1.0 - 0.999);
@@ -200,29 +184,18 @@ __global__ void __launch_bounds__(kThreads) AccumulateKernel(DevArgs a) {
   float* col_sum = t.col_sum + (long long)p * t.col.entries;
   const bool row_one = t.row.inner == 1, col_one = t.col.inner == 1;
   // Every lane of a warp iterates alike (the warp reductions need them all).
-  for (int e_base = e0; e_base < e1; e_base += 4 * kThreads) {
-    float gv[4], rv[4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const int e = e_base + u * kThreads + threadIdx.x;
-      if (e < e1) {
-        gv[u] = __ldg(g + e);
-        rv[u] = rms[e];
-      }
+  for (int e_base = e0; e_base < e1; e_base += kThreads) {
+    const int e = e_base + threadIdx.x;
+    const bool valid = e < e1;
+    float g2 = 0.0f;
+    if (valid) {
+      const float gi = __ldg(g + e);
+      rms[e] = rms[e] * rb + gi * gi * orb;
+      g2 = gi * gi + 1e-30f;
     }
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const int e = e_base + u * kThreads + threadIdx.x;
-      const bool valid = e < e1;
-      float g2 = 0.0f;
-      if (valid) {
-        rms[e] = rv[u] * rb + gv[u] * gv[u] * orb;
-        g2 = gv[u] * gv[u] + 1e-30f;
-      }
-      const int ee = valid ? e : e0;
-      AddEntry(win_row, wr, row_sum, EntryOf(ee, t.row), g2, valid, row_one);
-      AddEntry(win_col, wc, col_sum, EntryOf(ee, t.col), g2, valid, col_one);
-    }
+    const int ee = valid ? e : e0;
+    AddEntry(win_row, wr, row_sum, EntryOf(ee, t.row), g2, valid, row_one);
+    AddEntry(win_col, wc, col_sum, EntryOf(ee, t.col), g2, valid, col_one);
   }
   __syncthreads();
   for (int i = threadIdx.x; i < wr.size; i += kThreads)
