@@ -7,6 +7,9 @@
 #include <torch/torch.h>
 
 #include "kernels/lopt_step_cpu.h"
+#ifdef LOPT_WITH_CUDA
+#include "kernels/lopt_step_cuda_torch.h"
+#endif
 
 namespace lopt {
 namespace {
@@ -237,6 +240,11 @@ std::vector<torch::Tensor> SmallFcLopt::Step(const std::vector<torch::Tensor>& p
                                              const std::vector<torch::Tensor>& grads,
                                              LoptState* state, const torch::Tensor& step,
                                              const torch::Tensor& theta) const {
+#ifdef LOPT_WITH_CUDA
+  if (LoptStepCudaSupports(params, grads, *state, step, theta, hidden_size()))
+    return LoptStepCuda(params, grads, state, step, theta, hidden_size(), spec_.step_mult(),
+                        spec_.exp_mult());
+#endif
   if (!LoptStepCpuSupports(params, grads, *state, step, theta))
     return StepReference(params, grads, state, step, theta);
   for (size_t i = 0; i < params.size(); ++i) Accumulate(grads[i], &(*state)[i]);

@@ -59,8 +59,10 @@ class SmallFcLopt {
   // MLP. Returns the updates u (p_new = p - u), each shaped like its param.
   //   step:  [P] number of updates already applied (0 on the first step)
   //   theta: [D] shared, or [P, D] one per particle
-  // Runs the fused CPU kernel (kernels/lopt_step_cpu.h) when every tensor is
-  // a CPU float32 one with no autograd to record, else StepReference.
+  // Runs the fused CUDA kernel (kernels/lopt_step_cuda.h; builds with
+  // LOPT_CUDA) when every tensor is a CUDA float32 one with no autograd to
+  // record, the fused CPU kernel (kernels/lopt_step_cpu.h) when every tensor
+  // is a CPU float32 one, else StepReference.
   std::vector<torch::Tensor> Step(const std::vector<torch::Tensor>& params,
                                   const std::vector<torch::Tensor>& grads,
                                   LoptState* state, const torch::Tensor& step,
