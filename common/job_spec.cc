@@ -123,8 +123,22 @@ absl::Status ValidateTask(const v1::TaskSpec& t) {
       LOPT_CHECK(NonNegative("task.noisy_quadratic.noise_stddev", q.noise_stddev()));
       break;
     }
+    case v1::TaskSpec::kByteLm: {
+      const auto& b = t.byte_lm();
+      LOPT_CHECK(ValidateDataDir("task.byte_lm.data_path", b.data_path()));
+      LOPT_CHECK(InRange("task.byte_lm.context_length", b.context_length(), 1, 4096));
+      LOPT_CHECK(InRange("task.byte_lm.model_dim", b.model_dim(), 1, 4096));
+      LOPT_CHECK(InRange("task.byte_lm.num_heads", b.num_heads(), 1, 256));
+      if (b.model_dim() % b.num_heads() != 0)
+        return Invalid(absl::StrCat("task.byte_lm.num_heads (", b.num_heads(),
+                                    ") must divide model_dim (", b.model_dim(), ")"));
+      LOPT_CHECK(InRange("task.byte_lm.num_layers", b.num_layers(), 1, 64));
+      LOPT_CHECK(InRange("task.byte_lm.batch_size", b.batch_size(), 1, 65536));
+      break;
+    }
     case v1::TaskSpec::FAMILY_NOT_SET:
-      return Invalid("task must set one family: fmnist_mlp, fmnist_cnn or noisy_quadratic");
+      return Invalid(
+          "task must set one family: fmnist_mlp, fmnist_cnn, noisy_quadratic or byte_lm");
   }
   if (t.has_param_scale() && t.param_scale().enabled()) {
     const auto& s = t.param_scale();

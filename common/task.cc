@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/byte_lm_task.h"
 #include "common/idx_dataset.h"
 
 namespace lopt {
@@ -427,6 +428,13 @@ absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_
     case v1::TaskSpec::kNoisyQuadratic:
       task = std::make_unique<NoisyQuadraticTask>(spec.noisy_quadratic(), seed);
       break;
+    case v1::TaskSpec::kByteLm: {
+      auto corpus = LoadByteCorpus(spec.byte_lm().data_path(),
+                                   int64_t{spec.byte_lm().context_length()} + 2);
+      if (!corpus.ok()) return corpus.status();
+      task = MakeByteLmTask(spec.byte_lm(), *std::move(corpus));
+      break;
+    }
     case v1::TaskSpec::FAMILY_NOT_SET:
       return absl::InvalidArgumentError("task must set one family");
   }

@@ -1,0 +1,112 @@
+// PPO for the LHOPT controller (Schulman et al. 2017) with LHOPT's numbers
+// (REFERENCE.md §4): clip 0.2, value coefficient 0.5, entropy bonus 1e-2,
+// Adam lr 2e-4 (beta2 0.999), gradient-norm clip 5, each sample reused for
+// at most 4 epochs, GAE lambda 0.95 with gamma 1, and segments more than 4
+// policy versions behind dropped.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <torch/optim/adam.h>
+#include <torch/types.h>
+
+#include "learner/lhopt_policy.h"
+
+namespace lopt {
+
+struct GaeResult {
+  torch::Tensor advantages;  // [T, B]
+  torch::Tensor returns;     // [T, B]: advantages + values, the value targets
+};
+
+// Generalised advantage estimation over T steps of B lanes:
+//   delta_t = r_t + gamma * (1 - done_t) * V_{t+1} - V_t
+//   A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
+// with V_T = bootstrap_value. done_t = 1 where an episode ends after step t:
+// nothing after it flows back across the boundary (a new episode may start
+// at t + 1 in the same lane).
+//   rewards, values, dones: [T, B]; bootstrap_value: [B]
+GaeResult ComputeGae(const torch::Tensor& rewards, const torch::Tensor& values,
+                     const torch::Tensor& dones, const torch::Tensor& bootstrap_value,
+                     double gamma = 1.0, double lambda = 0.95);
+
+// The clipped surrogate objective as a loss to minimise:
+//   -mean(min(rho * A, clamp(rho, 1 - clip, 1 + clip) * A)),
+//   rho = exp(new_log_prob - old_log_prob).
+torch::Tensor PpoClipLoss(const torch::Tensor& new_log_prob, const torch::Tensor& old_log_prob,
+                          const torch::Tensor& advantages, double clip = 0.2);
+
+// One lane of experience: T consecutive decisions of one worker's run(s),
+// acted by policy version `policy_version`.
+struct PpoSegment {
+  torch::Tensor features;     // [T, F], as fed to the policy (normalised)
+  torch::Tensor value_extra;  // [T, E], undefined if E = 0
+  torch::Tensor actions;      // [T, num_heads] int64
+  torch::Tensor log_probs;    // [T] of the acting policy
+  torch::Tensor values;       // [T] of the acting policy
+  torch::Tensor rewards;      // [T]
+  torch::Tensor dones;        // [T] 1 where the episode ends after step t
+  torch::Tensor bootstrap_value;  // [] V of the state after step T - 1
+  PolicyState initial_state;  // h, c [hidden] before step 0
+  int64_t policy_version = 0;
+};
+
+// Keeps the segments with 0 <= current_version - policy_version <=
+// max_staleness; *dropped (if non-null) counts the others.
+std::vector<PpoSegment> DropStaleSegments(const std::vector<PpoSegment>& segments,
+                                          int64_t current_version, int64_t max_staleness,
+                                          int64_t* dropped = nullptr);
+
+struct PpoOptions {
+  double clip = 0.2;
+  double value_coef = 0.5;
+  double entropy_coef = 1e-2;
+  double lr = 2e-4;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double max_grad_norm = 5;
+  double gamma = 1.0;
+  double gae_lambda = 0.95;
+  int64_t epochs = 4;             // passes over the batch, at most max_sample_reuse
+  int64_t max_sample_reuse = 4;
+  int64_t minibatch_segments = 8;  // segments (lanes) per gradient step
+  int64_t max_staleness = 4;
+  bool normalize_advantages = true;  // over the whole batch
+  uint64_t seed = 0;                 // minibatch shuffling
+};
+
+struct PpoStats {
+  // Means over the gradient steps of the update.
+  double policy_loss = 0;
+  double value_loss = 0;  // 0.5 * mean((V - return)^2)
+  double entropy = 0;     // summed over heads, mean over samples
+  double approx_kl = 0;   // mean((rho - 1) - log rho): KL(old || new) >= 0
+  double clip_fraction = 0;  // fraction of samples with |rho - 1| > clip
+  double grad_norm = 0;      // before clipping
+  int64_t segments_used = 0;
+  int64_t segments_dropped_stale = 0;
+  int64_t gradient_steps = 0;
+};
+
+class PpoTrainer {
+ public:
+  PpoTrainer(LhoptPolicy policy, const PpoOptions& options = {});
+
+  // Drops stale segments, computes GAE with the acting policy's values, and
+  // runs min(epochs, max_sample_reuse) epochs of minibatch updates.
+  // REQUIRES: every segment has the same T.
+  PpoStats Update(const std::vector<PpoSegment>& segments, int64_t current_version);
+
+  LhoptPolicy policy() const { return policy_; }
+  torch::optim::Adam& optimizer() { return *adam_; }
+
+ private:
+  LhoptPolicy policy_;
+  PpoOptions options_;
+  std::unique_ptr<torch::optim::Adam> adam_;
+  uint64_t updates_ = 0;
+};
+
+}  // namespace lopt
