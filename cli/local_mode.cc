@@ -18,6 +18,7 @@
 #include "common/json.h"
 #include "common/optimizer_file.h"
 #include "common/progress.h"
+#include "buffer_server/rocks_replay_buffer.h"
 #include "common/replay_buffer.h"
 #include "common/task.h"
 #include "learner/elo_job.h"
@@ -90,8 +91,14 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
 
   // The learner's job core and one unroller a shard, as the services wire
   // them, with the shards run one after another.
-  InMemoryReplayBuffer buffer;
+  // The replay buffer in RocksDB under the run's directory, as the buffer
+  // server keeps it; the checkpoint holds its items, so a resume rewrites the
+  // table from there (the store may hold puts made after the checkpoint).
+  auto store = RocksReplayBuffer::Open(opt.out_dir + "/buffer");
+  if (!store.ok()) return store.status();
+  ReplayBuffer& buffer = **store;
   const std::string table = BufferTable(spec, task);
+  if (auto s = buffer.DeleteTable(table); !s.ok() && !absl::IsNotFound(s)) return s;
   EloJob job(spec);
   std::vector<std::unique_ptr<EloUnroller>> unrollers;
   for (int32_t s = 0; s < job.num_shards(); ++s)

@@ -12,6 +12,7 @@
 #include "common/metrics.h"
 #include "common/rpc.h"
 #include "common/runtime.h"
+#include "common/buffer_client.h"
 #include "worker/worker.h"
 
 namespace {
@@ -79,6 +80,10 @@ int main(int argc, char** argv) {
   opt.device = f->Get("device");
   opt.max_particles = *max_particles;
   opt.max_cached_shards = static_cast<int32_t>(*cached);
+  if (!f->Get("buffer").empty()) {
+    lopt::ClientConfig buffer{f->Get("buffer"), *token, *timeout};
+    opt.make_buffer = [buffer] { return std::make_unique<lopt::RemoteReplayBuffer>(buffer); };
+  }
   lopt::Worker worker(opt);
   lopt::LogInfo("starting", {{"name", opt.name}, {"learner", opt.learner.target},
                              {"buffer", f->Get("buffer").empty() ? "in-process" : f->Get("buffer")},
