@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
   if (!token.ok()) return Fail(std::string(token.status().message()));
   opt.buffer.target = f->Get("buffer");
   opt.buffer.auth_token = *token;
+  int metrics_port = 0;
+  if (auto s = lopt::StartMetricsServer(f->Get("metrics-listen"), &metrics_port); !s.ok())
+    return Fail(std::string(s.message()));
   lopt::ConfigureRuntime(static_cast<int>(*threads));
 
   // Block the stop signals in every thread; one thread waits for them.
@@ -70,9 +73,6 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
-  int metrics_port = 0;
-  if (auto s = lopt::StartMetricsServer(f->Get("metrics-listen"), &metrics_port); !s.ok())
-    return Fail(std::string(s.message()));
   auto manager = lopt::JobManager::Create(opt);
   if (!manager.ok()) return Fail(std::string(manager.status().message()));
 

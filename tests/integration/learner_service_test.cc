@@ -1,0 +1,305 @@
+// The learner's gRPC doors in-process on loopback, driven by a hand-written
+// worker speaking the real WorkService protocol: what the learner does with
+// results that are wrong, stale, for unknown jobs or units, or NaN; and
+// what clients without credentials or with oversized messages get.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/job_spec.h"
+#include "common/rpc.h"
+#include "common/tensor_codec.h"
+#include "learner/job_manager.h"
+#include "learner/learner_services.h"
+#include "worker/worker.h"
+
+namespace lopt {
+namespace {
+
+using namespace std::chrono_literals;
+
+class LearnerServer {
+ public:
+  explicit LearnerServer(const std::string& token = "") : token_(token) {
+    dir_ = absl::StrCat(::testing::TempDir(), "lopt_learner_svc_", getpid(), "_", counter_++);
+    LearnerOptions opt;
+    opt.state_dir = dir_;
+    opt.worker_timeout_ms = 2000;
+    opt.heartbeat_interval_ms = 100;
+    auto m = JobManager::Create(opt);
+    EXPECT_TRUE(m.ok()) << m.status();
+    manager_ = std::move(*m);
+    jobs_ = std::make_unique<JobServiceImpl>(manager_.get(), token);
+    work_ = std::make_unique<WorkServiceImpl>(manager_.get(), token, 100);
+    grpc::ServerBuilder b;
+    ConfigureServer(b, {"127.0.0.1:0", token}, &port_);
+    b.RegisterService(jobs_.get());
+    b.RegisterService(work_.get());
+    server_ = b.BuildAndStart();
+  }
+  ~LearnerServer() {
+    manager_->Shutdown();
+    server_->Shutdown(std::chrono::system_clock::now() + 2s);
+  }
+  ClientConfig client(const std::string& token = "") const {
+    return {absl::StrCat("127.0.0.1:", port_), token, 5000};
+  }
+  JobManager& manager() { return *manager_; }
+
+ private:
+  static inline int counter_ = 0;
+  std::string token_, dir_;
+  int port_ = 0;
+  std::unique_ptr<JobManager> manager_;
+  std::unique_ptr<JobServiceImpl> jobs_;
+  std::unique_ptr<WorkServiceImpl> work_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+const char kJob[] =
+    "name: \"svc\"\nseed: 3\n"
+    "task { fmnist_mlp { image_size: 8 hidden_sizes: 16 batch_size: 32 } }\n"
+    "pes { num_tasks: 2 truncation_length: 10 min_unroll_length: 20 max_unroll_length: 40 }\n"
+    "elo { buffer { enabled: false } }\n"
+    "budget { outer_steps: 3 checkpoint_every: 0 }\n";
+
+std::string Submit(const LearnerServer& s, const std::string& text) {
+  auto stub = v1::JobService::NewStub(MakeChannel(s.client()));
+  v1::SubmitJobRequest req;
+  req.set_job_text(text);
+  v1::SubmitJobResponse resp;
+  auto ctx = MakeContext(s.client());
+  grpc::Status st = stub->Submit(ctx.get(), req, &resp);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return resp.job_id();
+}
+
+// A worker written by hand: registers, receives units, sends what the test says.
+class FakeWorker {
+ public:
+  explicit FakeWorker(const ClientConfig& cfg) {
+    stub_ = v1::WorkService::NewStub(MakeChannel(cfg));
+    ctx_ = MakeStreamContext(cfg);
+    ctx_->set_deadline(std::chrono::system_clock::now() + 60s);
+    stream_ = stub_->Connect(ctx_.get());
+  }
+  bool Register(const std::string& name = "fake") {
+    v1::WorkerMessage m;
+    m.mutable_register_()->set_name(name);
+    v1::LearnerMessage r;
+    return stream_->Write(m) && stream_->Read(&r) && r.has_registered();
+  }
+  v1::WorkUnit NextUnit() {
+    v1::LearnerMessage m;
+    while (stream_->Read(&m))
+      if (m.has_unit()) return m.unit();
+    ADD_FAILURE() << "stream ended before a unit";
+    return {};
+  }
+  v1::ResultAck Send(const v1::WorkResult& r) {
+    v1::WorkerMessage m;
+    *m.mutable_result() = r;
+    EXPECT_TRUE(stream_->Write(m));
+    v1::LearnerMessage a;
+    while (stream_->Read(&a))
+      if (a.has_ack()) return a.ack();
+    ADD_FAILURE() << "stream ended before an ack";
+    return {};
+  }
+  grpc::Status Finish() {
+    stream_->WritesDone();
+    return stream_->Finish();
+  }
+  std::unique_ptr<v1::WorkService::Stub> stub_;
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::LearnerMessage>> stream_;
+};
+
+v1::WorkResult GoodResult(const v1::WorkUnit& u) {
+  v1::WorkResult r;
+  r.set_unit_id(u.unit_id());
+  r.set_job_id(u.job_id());
+  r.set_shard(u.shard());
+  r.set_theta_version(u.theta_version());
+  *r.mutable_grad() = EncodeTensor(torch::full({u.theta().shape(0)}, 0.01f), "grad");
+  r.set_meta_loss(1.0);
+  r.set_task_loss(1.0);
+  r.set_particle_steps(40);
+  return r;
+}
+
+TEST(LearnerService, RejectsBadResultsClearlyAndKeepsTheJob) {
+  LearnerServer s;
+  std::string id = Submit(s, kJob);
+  FakeWorker w(s.client());
+  ASSERT_TRUE(w.Register());
+  v1::WorkUnit u = w.NextUnit();
+  ASSERT_EQ(u.job_id(), id);
+  EXPECT_EQ(u.theta().shape(0), 2402);  // small_fc_lopt with hidden 32
+
+  // A gradient of the wrong shape.
+  v1::WorkResult bad = GoodResult(u);
+  *bad.mutable_grad() = EncodeTensor(torch::ones({3}), "grad");
+  v1::ResultAck a = w.Send(bad);
+  EXPECT_FALSE(a.accepted());
+  EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_NE(a.error().find("gradient has shape [3] but must be ["), std::string::npos) << a.error();
+
+  // The unit went back to the pool; NaN losses are refused too.
+  u = w.NextUnit();
+  v1::WorkResult nan = GoodResult(u);
+  nan.set_meta_loss(std::nan(""));
+  a = w.Send(nan);
+  EXPECT_FALSE(a.accepted());
+  EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_NE(a.error().find("non-finite"), std::string::npos) << a.error();
+
+  // A corrupted tensor (checksum) and a result for an unknown job.
+  u = w.NextUnit();
+  v1::WorkResult corrupt = GoodResult(u);
+  corrupt.mutable_grad()->mutable_data()->at(0) ^= 0x5a;
+  a = w.Send(corrupt);
+  EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kDataLoss)) << a.error();
+  u = w.NextUnit();
+  v1::WorkResult unknown = GoodResult(u);
+  unknown.set_job_id("no-such-job");
+  a = w.Send(unknown);
+  EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kNotFound));
+  EXPECT_NE(a.error().find("no-such-job"), std::string::npos);
+
+  // None of it moved the job; a good result does.
+  auto st = s.manager().Get(id, false);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->outer_step(), 0);
+  a = w.Send(GoodResult(u));
+  EXPECT_TRUE(a.accepted()) << a.error();
+  st = s.manager().Get(id, false);
+  EXPECT_EQ(st->outer_step(), 1);
+  // A result for a unit that is not running here.
+  v1::WorkResult again = GoodResult(u);
+  a = w.Send(again);
+  EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kNotFound));
+  EXPECT_NE(a.error().find("is not running on this worker"), std::string::npos);
+  EXPECT_EQ(s.manager().Get(id, false)->outer_step(), 1);
+}
+
+TEST(LearnerService, DropsStaleResultsAndCountsThem) {
+  LearnerServer s;
+  // Two shards, staleness 0, one result a step: the second shard's result
+  // arrives after the first moved theta on, so it is one step stale.
+  std::string id = Submit(s, std::string(kJob) + "cluster { shards: 2 results_per_step: 1 max_staleness: 0 }\n");
+  FakeWorker a(s.client()), b(s.client());
+  ASSERT_TRUE(a.Register("a"));
+  ASSERT_TRUE(b.Register("b"));
+  v1::WorkUnit ua = a.NextUnit();
+  // With staleness 0 and one result a step, only one unit is out at a time.
+  v1::ResultAck ack = a.Send(GoodResult(ua));
+  EXPECT_TRUE(ack.accepted());
+  EXPECT_EQ(s.manager().Get(id, false)->outer_step(), 1);
+  v1::WorkUnit ub = b.NextUnit();
+  EXPECT_EQ(ub.theta_version(), 1);
+  // Forge an old version: the learner must drop it as stale.
+  v1::WorkResult old = GoodResult(ub);
+  old.set_theta_version(0);
+  ack = b.Send(old);
+  EXPECT_FALSE(ack.accepted());
+  EXPECT_TRUE(ack.dropped_stale());
+  auto st = s.manager().Get(id, false);
+  EXPECT_EQ(st->results_dropped_stale(), 1);
+  EXPECT_EQ(st->outer_step(), 1);
+}
+
+TEST(LearnerService, ReassignsTheUnitOfAWorkerThatWentAway) {
+  LearnerServer s;
+  std::string id = Submit(s, kJob);
+  auto a = std::make_unique<FakeWorker>(s.client());
+  ASSERT_TRUE(a->Register("a"));
+  v1::WorkUnit ua = a->NextUnit();
+  a->ctx_->TryCancel();  // the worker vanishes mid-unit
+  a.reset();
+  FakeWorker b(s.client());
+  ASSERT_TRUE(b.Register("b"));
+  v1::WorkUnit ub = b.NextUnit();
+  EXPECT_EQ(ub.shard(), ua.shard());
+  EXPECT_NE(ub.unit_id(), ua.unit_id());
+  EXPECT_TRUE(b.Send(GoodResult(ub)).accepted());
+}
+
+TEST(LearnerService, RealWorkerEngineRunsAJobInProcess) {
+  LearnerServer s;
+  std::string id = Submit(s, kJob);
+  WorkerOptions opt;
+  opt.learner = s.client();
+  opt.name = "engine";
+  Worker worker(opt);
+  std::thread t([&] { worker.Run(); });
+  int64_t version = -1;
+  v1::JobStatus st;
+  for (int i = 0; i < 200 && st.state() != v1::SUCCEEDED; ++i)
+    st = *s.manager().WaitForChange(id, &version, 200ms);
+  worker.Stop();
+  t.join();
+  EXPECT_EQ(st.state(), v1::SUCCEEDED);
+  EXPECT_EQ(st.outer_step(), 3);
+  EXPECT_EQ(worker.units_done(), 3);
+}
+
+TEST(LearnerService, ClientsWithoutTheTokenAreRefused) {
+  LearnerServer s("s3cret");
+  auto stub = v1::JobService::NewStub(MakeChannel(s.client()));
+  v1::ListJobsResponse resp;
+  auto ctx = MakeContext(s.client());
+  grpc::Status st = stub->List(ctx.get(), v1::ListJobsRequest(), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(st.error_message().find("--auth-token-file"), std::string::npos);
+  auto ctx2 = MakeContext(s.client("wrong"));
+  EXPECT_EQ(stub->List(ctx2.get(), v1::ListJobsRequest(), &resp).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  auto ctx3 = MakeContext(s.client("s3cret"));
+  EXPECT_TRUE(stub->List(ctx3.get(), v1::ListJobsRequest(), &resp).ok());
+  // A worker without the token cannot register.
+  FakeWorker w(s.client());
+  EXPECT_FALSE(w.Register());
+  EXPECT_EQ(w.Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST(LearnerService, OversizedAndMalformedRequestsGetClearErrors) {
+  LearnerServer s;
+  auto stub = v1::JobService::NewStub(MakeChannel(s.client()));
+  v1::SubmitJobRequest req;
+  req.set_job_text(std::string(5 << 20, ' '));
+  v1::SubmitJobResponse resp;
+  auto ctx = MakeContext(s.client());
+  grpc::Status st = stub->Submit(ctx.get(), req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  // Nothing set at all.
+  auto ctx2 = MakeContext(s.client());
+  st = stub->Submit(ctx2.get(), v1::SubmitJobRequest(), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // A JobSpec message with a bad field names it.
+  v1::SubmitJobRequest req3;
+  auto job = JobFromText(kJob, "job");
+  ASSERT_TRUE(job.ok());
+  *req3.mutable_job() = *job;
+  req3.mutable_job()->mutable_cluster()->set_shards(0);
+  auto ctx3 = MakeContext(s.client());
+  st = stub->Submit(ctx3.get(), req3, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("cluster.shards"), std::string::npos) << st.error_message();
+  // A worker whose first message is not register.
+  FakeWorker w(s.client());
+  v1::WorkerMessage hb;
+  hb.mutable_heartbeat();
+  ASSERT_TRUE(w.stream_->Write(hb));
+  w.stream_->WritesDone();
+  st = w.stream_->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("register"), std::string::npos);
+  // Still serving.
+  auto ctx4 = MakeContext(s.client());
+  v1::ListJobsResponse list;
+  EXPECT_TRUE(stub->List(ctx4.get(), v1::ListJobsRequest(), &list).ok());
+}
+
+}  // namespace
+}  // namespace lopt

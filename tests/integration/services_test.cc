@@ -1,0 +1,319 @@
+// The services as a user runs them: real lopt-buffer, lopt-learner and
+// lopt-worker processes on loopback, jobs submitted and watched with
+// loptctl, and a real Prometheus server scraping them.
+#include <fstream>
+#include <map>
+#include <regex>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "cli/local_mode.h"
+#include "common/job_spec.h"
+#include "common/optimizer_file.h"
+#include "learner/elo_learner.h"
+#include "tests/support/child_process.h"
+
+namespace lopt {
+namespace {
+
+using lopt::testing::ChildProcess;
+using lopt::testing::FreePort;
+using lopt::testing::HttpGet;
+using lopt::testing::RunCommand;
+using namespace std::chrono_literals;
+
+std::string TempDir(const std::string& name) {
+  std::string d = absl::StrCat(::testing::TempDir(), "lopt_services_", name, "_", getpid());
+  RunCommand("rm -rf '" + d + "' && mkdir -p '" + d + "'");
+  return d;
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+std::string JobText(const std::string& name, int steps, int shards, int staleness,
+                    int checkpoint_every = 4) {
+  return absl::StrCat(
+      "name: \"", name, "\"\nseed: 11\n",
+      "task { fmnist_mlp { image_size: 8 hidden_sizes: 16 batch_size: 32 } }\n",
+      "pes { num_tasks: 2 truncation_length: 10 min_unroll_length: 20 max_unroll_length: 40 }\n",
+      "budget { outer_steps: ", steps, " checkpoint_every: ", checkpoint_every, " }\n",
+      "cluster { shards: ", shards, " max_staleness: ", staleness, " }\n");
+}
+
+// The value of `metric{...label="value"...}` in a Prometheus text exposition.
+double MetricValue(const std::string& text, const std::string& metric, const std::string& label) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    std::string l(line);
+    if (l.rfind(metric + "{", 0) != 0 && l.rfind(metric + " ", 0) != 0) continue;
+    if (!label.empty() && l.find(label) == std::string::npos) continue;
+    return std::stod(l.substr(l.rfind(' ') + 1));
+  }
+  return -1;
+}
+
+class Cluster {
+ public:
+  explicit Cluster(std::string name) : dir_(TempDir(name)) {}
+
+  void StartBuffer() {
+    auto p = ChildProcess::Start("buffer", {LOPT_BUFFER_BINARY, "--listen=127.0.0.1:0",
+                                            "--metrics-listen=127.0.0.1:0",
+                                            "--db-path=" + dir_ + "/buffer"},
+                                 "msg=serving");
+    ASSERT_TRUE(p.ok()) << p.status();
+    buffer_ = std::move(*p);
+  }
+
+  void StartLearner() {
+    if (learner_port_ == 0) learner_port_ = FreePort();
+    std::vector<std::string> args = {LOPT_LEARNER_BINARY,
+                                     absl::StrCat("--listen=127.0.0.1:", learner_port_),
+                                     "--metrics-listen=127.0.0.1:0",
+                                     "--state-dir=" + dir_ + "/learner",
+                                     "--worker-timeout-ms=4000",
+                                     "--heartbeat-interval-ms=200",
+                                     "--threads=1"};
+    if (buffer_) args.push_back(absl::StrCat("--buffer=127.0.0.1:", buffer_->grpc_port()));
+    auto p = ChildProcess::Start("learner", args, "msg=serving");
+    ASSERT_TRUE(p.ok()) << p.status();
+    learner_ = std::move(*p);
+  }
+
+  void StartWorker(const std::string& name) {
+    std::vector<std::string> args = {LOPT_WORKER_BINARY, "--learner=" + learner_target(),
+                                     "--metrics-listen=127.0.0.1:0", "--name=" + name,
+                                     "--threads=1"};
+    if (buffer_) args.push_back(absl::StrCat("--buffer=127.0.0.1:", buffer_->grpc_port()));
+    auto p = ChildProcess::Start(name, args, "msg=connected");
+    ASSERT_TRUE(p.ok()) << p.status();
+    workers_[name] = std::move(*p);
+  }
+
+  std::string learner_target() const { return absl::StrCat("127.0.0.1:", learner_port_); }
+  std::string Ctl(const std::string& args) const {
+    return absl::StrCat(LOPT_LOPTCTL_BINARY, " --learner=", learner_target(), " ", args);
+  }
+  // Submits a job file with loptctl; returns its id.
+  std::string Submit(const std::string& job_text, bool watch = false,
+                     std::string* output = nullptr) {
+    std::string path = dir_ + "/job.textproto";
+    WriteFile(path, job_text);
+    auto [code, out] = RunCommand(Ctl(absl::StrCat("submit ", path, watch ? " --watch --no-progress" : "")));
+    if (output) *output = out;
+    EXPECT_EQ(code, 0) << out;
+    return out.substr(0, out.find('\n'));
+  }
+  double LearnerMetric(const std::string& metric, const std::string& label) {
+    auto body = HttpGet(learner_->metrics_port(), "/metrics");
+    EXPECT_TRUE(body.ok()) << body.status();
+    return body.ok() ? MetricValue(*body, metric, label) : -1;
+  }
+
+  const std::string& dir() const { return dir_; }
+  ChildProcess& learner() { return *learner_; }
+  ChildProcess& buffer() { return *buffer_; }
+  ChildProcess& worker(const std::string& name) { return *workers_.at(name); }
+  std::unique_ptr<ChildProcess>& learner_ptr() { return learner_; }
+
+ private:
+  std::string dir_;
+  int learner_port_ = 0;
+  std::unique_ptr<ChildProcess> buffer_, learner_;
+  std::map<std::string, std::unique_ptr<ChildProcess>> workers_;
+};
+
+torch::Tensor ExportTheta(Cluster& c, const std::string& id) {
+  std::string out = c.dir() + "/" + id + ".lopt";
+  auto [code, text] = RunCommand(c.Ctl(absl::StrCat("export ", id, " --out ", out)));
+  EXPECT_EQ(code, 0) << text;
+  auto file = LoadOptimizerFile(out);
+  EXPECT_TRUE(file.ok()) << file.status();
+  return file.ok() ? file->theta : torch::Tensor();
+}
+
+TEST(Services, ThreeWorkersRunAnEloJobToCompletionWithLoptctl) {
+  Cluster c("three");
+  c.StartBuffer();
+  c.StartLearner();
+  for (auto n : {"w1", "w2", "w3"}) c.StartWorker(n);
+  std::string out;
+  std::string id = c.Submit(JobText("three", 12, 3, 1), /*watch=*/true, &out);
+  EXPECT_NE(out.find(absl::StrCat("job ", id, " succeeded at outer step 12/12")), std::string::npos)
+      << out;
+  // Every worker took part (3 shards, one a worker at a time).
+  for (auto n : {"w1", "w2", "w3"})
+    EXPECT_GT(MetricValue(*HttpGet(c.worker(n).metrics_port(), "/metrics"),
+                          "lopt_worker_units_total", "result=\"ok\""),
+              0)
+        << n;
+  EXPECT_EQ(c.LearnerMetric("lopt_outer_steps_total", "job_id=\"" + id + "\""), 12);
+  auto [code, list] = RunCommand(c.Ctl("list"));
+  EXPECT_EQ(code, 0);
+  EXPECT_NE(list.find(id), std::string::npos);
+  EXPECT_NE(list.find("succeeded"), std::string::npos);
+  // The exported optimizer is trained: theta moved from where it started.
+  torch::Tensor theta = ExportTheta(c, id);
+  auto job = JobFromText(JobText("three", 12, 3, 1), "job");
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE(theta.defined());
+  EXPECT_FALSE(torch::equal(theta, InitialTheta(*job)));
+  // The job's buffer tables were deleted when it ended.
+  EXPECT_TRUE(c.learner().WaitForLine("msg=\"deleted the job's buffer tables\"", 10s));
+}
+
+TEST(Services, OneWorkerWithStalenessZeroMatchesLocalModeBitForBit) {
+  Cluster c("determinism");
+  c.StartBuffer();
+  c.StartLearner();
+  c.StartWorker("w1");
+  const std::string text = JobText("det", 10, 1, 0, 3);
+  std::string out;
+  std::string id = c.Submit(text, /*watch=*/true, &out);
+  ASSERT_NE(out.find("succeeded"), std::string::npos) << out;
+  torch::Tensor remote = ExportTheta(c, id);
+
+  auto job = JobFromText(text, "job");
+  ASSERT_TRUE(job.ok());
+  torch::set_num_threads(1);  // as the worker (--threads=1)
+  LocalTrainOptions opt;
+  opt.out_dir = c.dir() + "/local";
+  opt.progress = false;
+  opt.fresh = true;
+  auto summary = RunLocalTraining(*job, opt);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  auto local = LoadOptimizerFile(summary->optimizer_path);
+  ASSERT_TRUE(local.ok());
+  ASSERT_TRUE(remote.defined());
+  EXPECT_TRUE(torch::equal(remote, local->theta))
+      << "max |diff| " << (remote - local->theta).abs().max().item<float>();
+  EXPECT_FALSE(torch::equal(remote, InitialTheta(*job)));
+}
+
+TEST(Services, KillNineOfAWorkerMidJobLosesNoStepAndAppliesNoneTwice) {
+  Cluster c("killworker");
+  c.StartBuffer();
+  c.StartLearner();
+  c.StartWorker("w1");
+  c.StartWorker("w2");
+  const int kSteps = 30;
+  std::string id = c.Submit(JobText("kw", kSteps, 2, 0));
+  ASSERT_TRUE(c.learner().WaitForLine("step=4 ", 60s));
+  c.worker("w1").Kill9();
+  ASSERT_TRUE(c.learner().WaitForLine("msg=\"worker gone\"", 10s));
+  auto [code, out] = RunCommand(c.Ctl(absl::StrCat("watch ", id, " --no-progress")));
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find(absl::StrFormat("succeeded at outer step %d/%d", kSteps, kSteps)),
+            std::string::npos);
+  // Each outer step was applied exactly once.
+  for (int s = 0; s < kSteps; ++s)
+    EXPECT_EQ(c.learner().CountLines(absl::StrCat("msg=\"outer step\" job=", id, " step=", s, " ")), 1)
+        << "step " << s;
+  EXPECT_EQ(c.LearnerMetric("lopt_outer_steps_total", "job_id=\"" + id + "\""), kSteps);
+}
+
+TEST(Services, KillNineOfTheLearnerResumesFromItsCheckpoint) {
+  Cluster c("killlearner");
+  c.StartBuffer();
+  c.StartLearner();
+  c.StartWorker("w1");
+  c.StartWorker("w2");
+  const int kSteps = 24;
+  std::string id = c.Submit(JobText("kl", kSteps, 2, 1, 4));
+  ASSERT_TRUE(c.learner().WaitForLine("step=9 ", 60s));
+  c.learner().Kill9();
+  c.StartLearner();  // same port and state directory
+  ASSERT_TRUE(c.learner().WaitForLine("msg=\"resuming job from its checkpoint\"", 5s));
+  std::smatch m;
+  std::string out = c.learner().Output();
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("resuming job from its checkpoint\" job=" + id +
+                                                   " outer_step=([0-9]+)")));
+  int resumed = std::stoi(m[1]);
+  EXPECT_GE(resumed, 8);  // checkpoints every 4 steps; step 9 was under way
+  EXPECT_EQ(resumed % 4, 0);
+  // The workers reconnect by themselves and the job completes.
+  auto [code, watch] = RunCommand(c.Ctl(absl::StrCat("watch ", id, " --no-progress")));
+  EXPECT_EQ(code, 0) << watch;
+  EXPECT_NE(watch.find(absl::StrFormat("succeeded at outer step %d/%d", kSteps, kSteps)),
+            std::string::npos);
+  EXPECT_EQ(c.LearnerMetric("lopt_outer_steps_total", "job_id=\"" + id + "\""), kSteps - resumed);
+}
+
+TEST(Services, PrometheusScrapesAllThreeProcesses) {
+  const std::string prom = "/usr/bin/prometheus";
+  ASSERT_EQ(access(prom.c_str(), X_OK), 0)
+      << "Debian's prometheus package is missing: run scripts/bootstrap.sh";
+  Cluster c("prometheus");
+  c.StartBuffer();
+  c.StartLearner();
+  c.StartWorker("w1");
+  int worker_metrics = c.worker("w1").metrics_port();
+  int port = FreePort();
+  std::string cfg = c.dir() + "/prometheus.yml";
+  WriteFile(cfg, absl::StrCat(
+                     "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n",
+                     "scrape_configs:\n",
+                     "  - job_name: lopt-learner\n    static_configs:\n      - targets: ['127.0.0.1:",
+                     c.learner().metrics_port(), "']\n",
+                     "  - job_name: lopt-buffer\n    static_configs:\n      - targets: ['127.0.0.1:",
+                     c.buffer().metrics_port(), "']\n",
+                     "  - job_name: lopt-worker\n    static_configs:\n      - targets: ['127.0.0.1:",
+                     worker_metrics, "']\n"));
+  auto p = ChildProcess::Start(
+      "prometheus",
+      {prom, "--config.file=" + cfg, "--storage.tsdb.path=" + c.dir() + "/tsdb",
+       absl::StrCat("--web.listen-address=127.0.0.1:", port)},
+      "Server is ready to receive web requests", 30s);
+  ASSERT_TRUE(p.ok()) << p.status();
+  std::string out;
+  std::string id = c.Submit(JobText("prom", 6, 1, 0), /*watch=*/true, &out);
+  ASSERT_NE(out.find("succeeded"), std::string::npos) << out;
+  std::string steps, up;
+  for (int i = 0; i < 60; ++i) {
+    auto r = HttpGet(port, "/api/v1/query?query=lopt_outer_steps_total");
+    auto u = HttpGet(port, "/api/v1/query?query=sum(up)");
+    if (r.ok()) steps = *r;
+    if (u.ok()) up = *u;
+    if (steps.find(id) != std::string::npos && steps.find("\"6\"") != std::string::npos &&
+        up.find("\"3\"") != std::string::npos)
+      break;
+    std::this_thread::sleep_for(500ms);
+  }
+  EXPECT_NE(steps.find("\"job_id\":\"" + id + "\""), std::string::npos) << steps;
+  EXPECT_NE(steps.find("\"6\"]"), std::string::npos) << steps;
+  EXPECT_NE(up.find("\"3\"]"), std::string::npos) << "not all three targets are up: " << up;
+  auto buf = HttpGet(port, "/api/v1/query?query=lopt_buffer_puts_total");
+  ASSERT_TRUE(buf.ok());
+  EXPECT_NE(buf->find("lopt_buffer_puts_total"), std::string::npos) << *buf;
+  (*p)->Stop();
+}
+
+TEST(Services, LoptctlReportsBadJobFilesAndUnknownJobsClearly) {
+  Cluster c("badinput");
+  c.StartLearner();
+  std::string path = c.dir() + "/bad.textproto";
+  WriteFile(path, "name: \"x\"\npes { truncation_length: -3 }\n");
+  auto [code, out] = RunCommand(c.Ctl("submit " + path));
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("INVALID_ARGUMENT"), std::string::npos) << out;
+  EXPECT_NE(out.find(path + ": pes.truncation_length must be > 0, got -3"), std::string::npos) << out;
+  WriteFile(path, "name: \"x\"\npes { truncation_lenght: 3 }\n");
+  std::tie(code, out) = RunCommand(c.Ctl("submit " + path));
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find(path + ":2:"), std::string::npos) << out;
+  std::tie(code, out) = RunCommand(c.Ctl("status no-such-job"));
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("NOT_FOUND"), std::string::npos) << out;
+  // Nothing crashed.
+  std::tie(code, out) = RunCommand(c.Ctl("health"));
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_TRUE(c.learner().running());
+}
+
+}  // namespace
+}  // namespace lopt
