@@ -2,6 +2,9 @@
 // worker speaking the real WorkService protocol: what the learner does with
 // results that are wrong, stale, for unknown jobs or units, or NaN; and
 // what clients without credentials or with oversized messages get.
+#include <deque>
+#include <map>
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -90,6 +93,11 @@ class FakeWorker {
     return stream_->Write(m) && stream_->Read(&r) && r.has_registered();
   }
   v1::WorkUnit NextUnit() {
+    if (!pending_.empty()) {
+      v1::WorkUnit u = pending_.front();
+      pending_.pop_front();
+      return u;
+    }
     v1::LearnerMessage m;
     while (stream_->Read(&m))
       if (m.has_unit()) return m.unit();
@@ -101,8 +109,10 @@ class FakeWorker {
     *m.mutable_result() = r;
     EXPECT_TRUE(stream_->Write(m));
     v1::LearnerMessage a;
-    while (stream_->Read(&a))
+    while (stream_->Read(&a)) {
       if (a.has_ack()) return a.ack();
+      if (a.has_unit()) pending_.push_back(a.unit());  // the next unit may overtake the ack
+    }
     ADD_FAILURE() << "stream ended before an ack";
     return {};
   }
@@ -110,6 +120,7 @@ class FakeWorker {
     stream_->WritesDone();
     return stream_->Finish();
   }
+  std::deque<v1::WorkUnit> pending_;
   std::unique_ptr<v1::WorkService::Stub> stub_;
   std::unique_ptr<grpc::ClientContext> ctx_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::LearnerMessage>> stream_;
@@ -185,28 +196,28 @@ TEST(LearnerService, RejectsBadResultsClearlyAndKeepsTheJob) {
 
 TEST(LearnerService, DropsStaleResultsAndCountsThem) {
   LearnerServer s;
-  // Two shards, staleness 0, one result a step: the second shard's result
-  // arrives after the first moved theta on, so it is one step stale.
-  std::string id = Submit(s, std::string(kJob) + "cluster { shards: 2 results_per_step: 1 max_staleness: 0 }\n");
-  FakeWorker a(s.client()), b(s.client());
-  ASSERT_TRUE(a.Register("a"));
-  ASSERT_TRUE(b.Register("b"));
-  v1::WorkUnit ua = a.NextUnit();
-  // With staleness 0 and one result a step, only one unit is out at a time.
-  v1::ResultAck ack = a.Send(GoodResult(ua));
-  EXPECT_TRUE(ack.accepted());
+  std::string id = Submit(s, std::string(kJob) + "cluster { max_staleness: 0 }\n");
+  FakeWorker w(s.client());
+  ASSERT_TRUE(w.Register());
+  v1::WorkUnit u0 = w.NextUnit();
+  EXPECT_EQ(u0.theta_version(), 0);
+  EXPECT_TRUE(w.Send(GoodResult(u0)).accepted());
   EXPECT_EQ(s.manager().Get(id, false)->outer_step(), 1);
-  v1::WorkUnit ub = b.NextUnit();
-  EXPECT_EQ(ub.theta_version(), 1);
-  // Forge an old version: the learner must drop it as stale.
-  v1::WorkResult old = GoodResult(ub);
+  v1::WorkUnit u1 = w.NextUnit();
+  EXPECT_EQ(u1.theta_version(), 1);
+  // A result computed with theta of step 0 arrives at step 1: beyond the
+  // bound of 0 steps, so dropped and counted, and theta does not move.
+  v1::WorkResult old = GoodResult(u1);
   old.set_theta_version(0);
-  ack = b.Send(old);
+  v1::ResultAck ack = w.Send(old);
   EXPECT_FALSE(ack.accepted());
   EXPECT_TRUE(ack.dropped_stale());
   auto st = s.manager().Get(id, false);
   EXPECT_EQ(st->results_dropped_stale(), 1);
+  EXPECT_EQ(st->results_accepted(), 1);
   EXPECT_EQ(st->outer_step(), 1);
+  // The shard is free again: the next unit carries the current version.
+  EXPECT_EQ(w.NextUnit().theta_version(), 1);
 }
 
 TEST(LearnerService, ReassignsTheUnitOfAWorkerThatWentAway) {
@@ -223,6 +234,27 @@ TEST(LearnerService, ReassignsTheUnitOfAWorkerThatWentAway) {
   EXPECT_EQ(ub.shard(), ua.shard());
   EXPECT_NE(ub.unit_id(), ua.unit_id());
   EXPECT_TRUE(b.Send(GoodResult(ub)).accepted());
+}
+
+TEST(LearnerService, SharesWorkersFairlyBetweenJobs) {
+  LearnerServer s;
+  std::string a = Submit(s, kJob);
+  std::string b = Submit(s, kJob);
+  FakeWorker w(s.client());
+  ASSERT_TRUE(w.Register());
+  std::map<std::string, int> units;
+  std::string last;
+  for (int i = 0; i < 6; ++i) {
+    v1::WorkUnit u = w.NextUnit();
+    EXPECT_NE(u.job_id(), last) << "the same job twice in a row at unit " << i;
+    last = u.job_id();
+    ++units[u.job_id()];
+    EXPECT_TRUE(w.Send(GoodResult(u)).accepted());
+  }
+  EXPECT_EQ(units[a], 3);
+  EXPECT_EQ(units[b], 3);
+  EXPECT_EQ(s.manager().Get(a, false)->state(), v1::SUCCEEDED);
+  EXPECT_EQ(s.manager().Get(b, false)->state(), v1::SUCCEEDED);
 }
 
 TEST(LearnerService, RealWorkerEngineRunsAJobInProcess) {
