@@ -1,6 +1,7 @@
 #include "common/checkpoint.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -12,6 +13,19 @@
 #include "absl/strings/str_cat.h"
 
 namespace lopt {
+
+absl::Status MakeDirs(const std::string& dir) {
+  std::string cur;
+  for (size_t i = 0; i <= dir.size(); ++i) {
+    if (i == dir.size() || dir[i] == '/') {
+      if (!cur.empty() && ::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
+        return absl::PermissionDeniedError(absl::StrCat("cannot create directory ", cur));
+    }
+    if (i < dir.size()) cur += dir[i];
+  }
+  return absl::OkStatus();
+}
+
 
 absl::Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
   std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());

@@ -9,6 +9,9 @@
 
 namespace lopt {
 
+// mkdir -p: creates `dir` and its missing parents.
+absl::Status MakeDirs(const std::string& dir);
+
 absl::Status WriteFileAtomically(const std::string& path, const std::string& bytes);
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 

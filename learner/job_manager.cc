@@ -29,18 +29,6 @@ int64_t NowUnixMs() {
       .count();
 }
 
-absl::Status MakeDirs(const std::string& dir) {
-  std::string cur;
-  for (size_t i = 0; i <= dir.size(); ++i) {
-    if (i == dir.size() || dir[i] == '/') {
-      if (!cur.empty() && ::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
-        return absl::PermissionDeniedError(absl::StrCat("cannot create directory ", cur));
-    }
-    if (i < dir.size()) cur += dir[i];
-  }
-  return absl::OkStatus();
-}
-
 bool Terminal(v1::JobState s) {
   return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
 }

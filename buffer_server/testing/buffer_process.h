@@ -9,10 +9,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "tests/support/child_process.h"
 
 namespace lopt {
 
@@ -31,10 +31,10 @@ class BufferProcess {
   // Stops the child if it still runs (SIGTERM, then SIGKILL after 10 s).
   ~BufferProcess();
 
-  int grpc_port() const { return grpc_port_; }
-  int metrics_port() const { return metrics_port_; }
-  std::string target() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
-  pid_t pid() const { return pid_; }
+  int grpc_port() const;
+  int metrics_port() const;
+  std::string target() const { return "127.0.0.1:" + std::to_string(grpc_port()); }
+  pid_t pid() const;
 
   // SIGKILL and reap: the crash the fault tests simulate.
   void Kill9();
@@ -43,13 +43,7 @@ class BufferProcess {
 
  private:
   BufferProcess() = default;
-  int Reap(int timeout_ms);
-
-  pid_t pid_ = -1;
-  int grpc_port_ = 0;
-  int metrics_port_ = 0;
-  int stderr_fd_ = -1;
-  std::thread drain_;
+  std::unique_ptr<testing::ChildProcess> child_;
 };
 
 }  // namespace lopt

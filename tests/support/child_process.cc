@@ -174,7 +174,7 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   a.sin_port = htons(static_cast<uint16_t>(port));
-  timeval tv{5, 0};
+  timeval tv{20, 0};
   setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     close(s);
@@ -190,6 +190,7 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
   ssize_t n;
   while ((n = read(s, buf, sizeof buf)) > 0) resp.append(buf, n);
   close(s);
+  if (n < 0) return absl::DeadlineExceededError("timed out reading the response");
   auto body = resp.find("\r\n\r\n");
   if (resp.rfind("HTTP/1.", 0) != 0 || body == std::string::npos)
     return absl::UnavailableError(absl::StrCat("bad HTTP response: ", resp.substr(0, 200)));
