@@ -73,7 +73,9 @@ double MeanOf(const std::vector<double>& v, size_t begin, size_t end) {
 absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
                                               const LocalTrainOptions& opt) {
   if (absl::Status s = MakeDirs(opt.out_dir); !s.ok()) return s;
-  auto task_or = MakeTask(spec.task(), spec.seed());
+  auto device = ParseDevice(opt.device);
+  if (!device.ok()) return device.status();
+  auto task_or = MakeTask(spec.task(), spec.seed(), *device);
   if (!task_or.ok()) return task_or.status();
   const Task& task = **task_or;
 

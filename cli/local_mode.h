@@ -16,6 +16,7 @@ struct LocalTrainOptions {
   bool progress = true;       // draw the progress bar on stderr
   bool fresh = false;         // ignore an existing checkpoint
   int64_t stop_after = -1;    // stop (with a checkpoint) after this many outer steps; -1: run to the end
+  std::string device = "cpu"; // where the inner loops run: cpu, cuda, cuda:N
 };
 
 struct TrainSummary {

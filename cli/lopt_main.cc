@@ -32,8 +32,9 @@ constexpr char kUsage[] = R"(lopt: meta-train learned optimizers (ELO: small_fc_
 
 usage:
   lopt train [--job FILE] [--out DIR] [--outer-steps N] [--seed N] [--threads N]
-             [--fresh] [--no-eval] [--no-progress]
-      Meta-trains the job (default: the embedded job, see print-default-job).
+             [--device cpu|cuda[:N]] [--fresh] [--no-eval] [--no-progress]
+      Meta-trains the job (default: the embedded job, see print-default-job);
+      --device cuda runs the inner loops on a GPU (builds with LOPT_CUDA).
       Writes DIR/optimizer.lopt, DIR/summary.json, DIR/metrics.csv and a
       checkpoint it resumes from; then runs `lopt eval` into DIR/eval.
       DIR defaults to runs/<job name>.
@@ -132,7 +133,7 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "train") {
-    auto f = ParseFlags(argc, argv, 2, {"job", "out", "outer-steps", "seed", "threads"},
+    auto f = ParseFlags(argc, argv, 2, {"job", "out", "outer-steps", "seed", "threads", "device"},
                         {"fresh", "no-eval", "no-progress", "help"});
     if (!f.ok()) return Fail(f.status());
     if (f->Has("help")) return std::printf("%s", kUsage), 0;
@@ -143,6 +144,7 @@ int Main(int argc, char** argv) {
     o.out_dir = f->Get("out", "runs/" + job->name());
     o.fresh = f->Has("fresh");
     o.progress = !f->Has("no-progress");
+    o.device = f->Get("device", "cpu");
     std::fprintf(stderr, "lopt train: job '%s', %d outer steps, %d tasks x 2 particles, truncation %d, out %s\n",
                  job->name().c_str(), job->budget().outer_steps(), job->pes().num_tasks(),
                  job->pes().truncation_length(), o.out_dir.c_str());

@@ -2,26 +2,31 @@
 
 #include <torch/torch.h>
 
+#ifdef LOPT_WITH_CUDA
+#include "kernels/losses_cuda_torch.h"
+#endif
+
 namespace lopt {
 
-PesAccumulator::PesAccumulator(int64_t num_tasks, int64_t dim, double sigma)
+PesAccumulator::PesAccumulator(int64_t num_tasks, int64_t dim, double sigma,
+                               torch::Device device)
     : sigma_(sigma),
-      xi_(torch::zeros({num_tasks, dim})),
-      eps_(torch::zeros({num_tasks, dim})),
-      xi_after_(torch::zeros({num_tasks, dim})),
-      reset_(torch::zeros({num_tasks}, torch::kBool)),
-      diff_pre_(torch::zeros({num_tasks}, torch::kFloat64)),
-      diff_post_(torch::zeros({num_tasks}, torch::kFloat64)) {}
+      xi_(torch::zeros({num_tasks, dim}, torch::device(device))),
+      eps_(torch::zeros({num_tasks, dim}, torch::device(device))),
+      xi_after_(torch::zeros({num_tasks, dim}, torch::device(device))),
+      reset_(torch::zeros({num_tasks}, torch::device(device).dtype(torch::kBool))),
+      diff_pre_(torch::zeros({num_tasks}, torch::device(device).dtype(torch::kFloat64))),
+      diff_post_(torch::zeros({num_tasks}, torch::device(device).dtype(torch::kFloat64))) {}
 
 torch::Tensor PesAccumulator::BeginTruncation(const torch::Tensor& theta,
                                               torch::Generator& gen) {
-  eps_ = torch::randn(xi_.sizes(), gen) * sigma_;
+  eps_ = (torch::randn(xi_.sizes(), gen) * sigma_).to(xi_.device());
   reset_.zero_();
   diff_pre_.zero_();
   diff_post_.zero_();
   xi_after_.zero_();
   steps_ = 0;
-  torch::Tensor th = theta.unsqueeze(0);
+  torch::Tensor th = theta.to(xi_.device()).unsqueeze(0);
   return torch::cat({th + eps_, th - eps_}, 0);
 }
 
@@ -38,6 +43,24 @@ void PesAccumulator::AddLosses(const torch::Tensor& losses) {
   diff_post_ += torch::where(reset_, diff, torch::zeros_like(diff));
   diff_pre_ += torch::where(reset_, torch::zeros_like(diff), diff);
   ++steps_;
+}
+
+void PesAccumulator::AddClippedLossesUncounted(const torch::Tensor& losses, double max_loss,
+                                               torch::Tensor& sum) {
+#ifdef LOPT_WITH_CUDA
+  if (losses.is_cuda() && CudaFusedLossesEnabled()) {
+    PesLossesCudaFused(losses, max_loss, reset_, diff_pre_, diff_post_, sum);
+    return;
+  }
+#endif
+  torch::Tensor l = torch::where(torch::isfinite(losses), losses,
+                                 torch::full_like(losses, max_loss)).clamp_max(max_loss);
+  int64_t T = num_tasks();
+  torch::Tensor d = l.to(torch::kFloat64);
+  torch::Tensor diff = d.narrow(0, 0, T) - d.narrow(0, T, T);
+  diff_post_ += torch::where(reset_, diff, torch::zeros_like(diff));
+  diff_pre_ += torch::where(reset_, torch::zeros_like(diff), diff);
+  sum += d.mean();
 }
 
 torch::Tensor PesAccumulator::CurrentXi(int64_t task) const {

@@ -14,7 +14,10 @@ namespace lopt {
 
 class PesAccumulator {
  public:
-  PesAccumulator(int64_t num_tasks, int64_t dim, double sigma);
+  // Accumulators live on `device`; eps is drawn on the CPU generator (the
+  // same numbers on every device) and uploaded.
+  PesAccumulator(int64_t num_tasks, int64_t dim, double sigma,
+                 torch::Device device = torch::kCPU);
 
   int64_t num_tasks() const { return xi_.size(0); }
   double sigma() const { return sigma_; }
@@ -30,6 +33,15 @@ class PesAccumulator {
 
   // Losses [2T] of one inner step.
   void AddLosses(const torch::Tensor& losses);
+
+  // For a captured CUDA graph of the inner step: AddLosses of the raw task
+  // losses [2T] clipped to max_loss (NaN/inf mapped to it), with their mean
+  // added to `sum` (a float64 scalar), in one fused kernel on CUDA; what it
+  // records does not count the step (the host does, CountSteps, once a
+  // replay).
+  void AddClippedLossesUncounted(const torch::Tensor& losses, double max_loss,
+                                 torch::Tensor& sum);
+  void CountSteps(int64_t n) { steps_ += n; }
 
   // The accumulated perturbation that produced task i's current state: what
   // a replay-buffer snapshot of it must carry.

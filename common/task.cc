@@ -9,6 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/byte_lm_task.h"
 #include "common/idx_dataset.h"
+#ifdef LOPT_WITH_CUDA
+#include "kernels/losses_cuda_torch.h"
+#endif
 
 namespace lopt {
 
@@ -95,12 +98,15 @@ torch::Tensor FanInUniform(std::vector<int64_t> shape, int64_t fan_in,
 
 class ImageTaskBase : public Task {
  public:
-  ImageTaskBase(std::shared_ptr<const ImageDataset> data, int64_t batch_size)
-      : data_(std::move(data)), batch_size_(batch_size) {}
+  ImageTaskBase(std::shared_ptr<const ImageDataset> data, int64_t batch_size,
+                torch::Device device)
+      : data_(OnDevice(std::move(data), device)), batch_size_(batch_size), device_(device) {}
+
+  torch::Device device() const override { return device_; }
 
   Batch SampleBatch(int64_t groups, torch::Generator& gen) const override {
     torch::Tensor idx = torch::randint(data_->train_x.size(0), {groups * batch_size_},
-                                       gen, torch::kInt64);
+                                       gen, torch::kInt64).to(device_);
     return Batch{data_->train_x.index_select(0, idx).view({groups, batch_size_, -1}),
                  data_->train_y.index_select(0, idx).view({groups, batch_size_})};
   }
@@ -122,8 +128,9 @@ class ImageTaskBase : public Task {
     int64_t P = state.num_particles();
     int64_t n = data_->test_x.size(0);
     const int64_t chunk = std::max<int64_t>(1, (1 << 22) / (P * data_->test_x.size(1)));
-    torch::Tensor loss_sum = torch::zeros({P}, torch::kFloat64);
-    torch::Tensor correct = torch::zeros({P}, torch::kFloat64);
+    auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(device_);
+    torch::Tensor loss_sum = torch::zeros({P}, f64);
+    torch::Tensor correct = torch::zeros({P}, f64);
     for (int64_t s = 0; s < n; s += chunk) {
       int64_t e = std::min(n, s + chunk);
       torch::Tensor x = data_->test_x.slice(0, s, e).unsqueeze(0).expand({P, e - s, -1});
@@ -133,8 +140,8 @@ class ImageTaskBase : public Task {
       loss_sum -= logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).sum(-1).to(torch::kFloat64);
       correct += logits.argmax(-1).eq(y).sum(-1).to(torch::kFloat64);
     }
-    return EvalResult{(loss_sum / double(n)).to(torch::kFloat32),
-                      (correct / double(n)).to(torch::kFloat32)};
+    return EvalResult{(loss_sum / double(n)).to(torch::kFloat32).cpu(),
+                      (correct / double(n)).to(torch::kFloat32).cpu()};
   }
 
   double MaxMetaLoss() const override {
@@ -146,14 +153,28 @@ class ImageTaskBase : public Task {
   virtual torch::Tensor Forward(const std::vector<torch::Tensor>& p,
                                 const torch::Tensor& x) const = 0;
 
+  // The dataset on `device` (the CPU one itself on the CPU): uploaded once.
+  static std::shared_ptr<const ImageDataset> OnDevice(std::shared_ptr<const ImageDataset> d,
+                                                      torch::Device device) {
+    if (device.is_cpu()) return d;
+    auto copy = std::make_shared<ImageDataset>(*d);
+    copy->train_x = d->train_x.to(device);
+    copy->train_y = d->train_y.to(device);
+    copy->test_x = d->test_x.to(device);
+    copy->test_y = d->test_y.to(device);
+    return copy;
+  }
+
   std::shared_ptr<const ImageDataset> data_;
   int64_t batch_size_;
+  torch::Device device_;
 };
 
 class FmnistMlpTask : public ImageTaskBase {
  public:
-  FmnistMlpTask(const v1::FmnistMlpSpec& spec, std::shared_ptr<const ImageDataset> data)
-      : ImageTaskBase(std::move(data), spec.batch_size()), act_(spec.activation()) {
+  FmnistMlpTask(const v1::FmnistMlpSpec& spec, std::shared_ptr<const ImageDataset> data,
+                torch::Device device)
+      : ImageTaskBase(std::move(data), spec.batch_size(), device), act_(spec.activation()) {
     int64_t in = data_->image_size * data_->image_size;
     std::vector<int64_t> sizes(spec.hidden_sizes().begin(), spec.hidden_sizes().end());
     sizes.push_back(data_->num_classes);
@@ -191,6 +212,16 @@ class FmnistMlpTask : public ImageTaskBase {
       hidden.push_back(Activate(a, act_));
       a = torch::baddbmm(p[i + 1].unsqueeze(1), hidden.back(), p[i]);
     }
+#ifdef LOPT_WITH_CUDA
+    if (a.is_cuda() && CudaFusedLossesEnabled()) {
+      // One fused kernel for the loss and d(loss)/d(logits).
+      torch::Tensor d;
+      torch::Tensor loss = CrossEntropyCudaFused(a, batch.y, grads ? &d : nullptr);
+      if (grads == nullptr) return loss;
+      Backward(p, batch, hidden, d, grads);
+      return loss;
+    }
+#endif
     // Cross-entropy through a log-sum-exp of the logits a [P, B, C].
     torch::Tensor y = RepeatGroups(batch.y, reps).unsqueeze(-1);
     torch::Tensor m = a.amax(-1, /*keepdim=*/true);
@@ -203,6 +234,15 @@ class FmnistMlpTask : public ImageTaskBase {
     torch::Tensor d = e.div_(sum);
     d.scatter_add_(-1, y, torch::full(y.sizes(), -1.0, d.options()));
     d.div_(double(B));
+    Backward(p, batch, hidden, d, grads);
+    return loss;
+  }
+
+  // The backward pass from d = d(loss)/d(logits) [P, B, C].
+  void Backward(const std::vector<torch::Tensor>& p, const Batch& batch,
+                const std::vector<torch::Tensor>& hidden, torch::Tensor d,
+                std::vector<torch::Tensor>* grads) const {
+    const int64_t P = p[0].size(0), G = batch.x.size(0), reps = P / G;
     grads->assign(p.size(), torch::Tensor());
     for (int64_t l = int64_t(p.size() / 2) - 1; l >= 1; --l) {
       const torch::Tensor& in = hidden[l - 1];
@@ -219,7 +259,6 @@ class FmnistMlpTask : public ImageTaskBase {
     }
     (*grads)[0] = w0;
     (*grads)[1] = d.sum(1);
-    return loss;
   }
   const std::vector<std::vector<int64_t>>& param_shapes() const override { return shapes_; }
 
@@ -227,8 +266,9 @@ class FmnistMlpTask : public ImageTaskBase {
     TaskState s;
     for (size_t i = 0; i < shapes_.size(); i += 2) {
       int64_t fan_in = shapes_[i][0];
-      s.params.push_back(FanInUniform(shapes_[i], fan_in, groups, replicas, gen));
-      s.params.push_back(FanInUniform(shapes_[i + 1], fan_in, groups, replicas, gen));
+      s.params.push_back(FanInUniform(shapes_[i], fan_in, groups, replicas, gen).to(device_));
+      s.params.push_back(
+          FanInUniform(shapes_[i + 1], fan_in, groups, replicas, gen).to(device_));
     }
     return s;
   }
@@ -253,8 +293,9 @@ class FmnistMlpTask : public ImageTaskBase {
 // particles' convolutions run as one grouped convolution (groups = P).
 class FmnistCnnTask : public ImageTaskBase {
  public:
-  FmnistCnnTask(const v1::FmnistCnnSpec& spec, std::shared_ptr<const ImageDataset> data)
-      : ImageTaskBase(std::move(data), spec.batch_size()), act_(spec.activation()) {
+  FmnistCnnTask(const v1::FmnistCnnSpec& spec, std::shared_ptr<const ImageDataset> data,
+                torch::Device device)
+      : ImageTaskBase(std::move(data), spec.batch_size(), device), act_(spec.activation()) {
     int64_t in = 1;
     for (int c : spec.channels()) {
       shapes_.push_back({c, in, 3, 3});
@@ -279,6 +320,7 @@ class FmnistCnnTask : public ImageTaskBase {
     int64_t fan_in = shapes_[shapes_.size() - 2][0];
     s.params.push_back(FanInUniform(shapes_[shapes_.size() - 2], fan_in, groups, replicas, gen));
     s.params.push_back(FanInUniform(shapes_.back(), fan_in, groups, replicas, gen));
+    for (auto& p : s.params) p = p.to(device_);
     return s;
   }
 
@@ -311,12 +353,14 @@ class FmnistCnnTask : public ImageTaskBase {
 // (stored in aux), noise per step.
 class NoisyQuadraticTask : public Task {
  public:
-  NoisyQuadraticTask(const v1::NoisyQuadraticSpec& spec, uint64_t seed) : spec_(spec) {
+  NoisyQuadraticTask(const v1::NoisyQuadraticSpec& spec, uint64_t seed, torch::Device device)
+      : spec_(spec), device_(device) {
     std::mt19937_64 rng(seed);
     dim_ = std::uniform_int_distribution<int64_t>(spec.min_dim(), spec.max_dim())(rng);
     shapes_ = {{dim_}};
   }
   std::string name() const override { return absl::StrCat("noisy_quadratic_", dim_); }
+  torch::Device device() const override { return device_; }
   const std::vector<std::vector<int64_t>>& param_shapes() const override { return shapes_; }
 
   TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
@@ -326,12 +370,12 @@ class NoisyQuadraticTask : public Task {
     torch::Tensor c = torch::randn({groups, dim_}, gen);
     torch::Tensor x0 = torch::randn({groups, dim_}, gen);
     TaskState s;
-    s.params = {RepeatGroups(x0, replicas)};
-    s.aux = {RepeatGroups(h, replicas), RepeatGroups(c, replicas)};
+    s.params = {RepeatGroups(x0, replicas).to(device_)};
+    s.aux = {RepeatGroups(h, replicas).to(device_), RepeatGroups(c, replicas).to(device_)};
     return s;
   }
   Batch SampleBatch(int64_t groups, torch::Generator& gen) const override {
-    return Batch{torch::randn({groups, dim_}, gen) * spec_.noise_stddev(), {}};
+    return Batch{(torch::randn({groups, dim_}, gen) * spec_.noise_stddev()).to(device_), {}};
   }
   torch::Tensor LossAndGrad(const TaskState& s, const Batch& batch,
                             std::vector<torch::Tensor>* grads) const override {
@@ -344,6 +388,7 @@ class NoisyQuadraticTask : public Task {
   EvalResult Evaluate(const TaskState& s) const override {
     torch::Tensor r = s.params[0] - s.aux[1];
     torch::Tensor loss = 0.5 * (s.aux[0] * r * r).mean(-1);
+    loss = loss.cpu();
     return EvalResult{loss, torch::full_like(loss, std::nan(""))};
   }
   // Expected initial loss is 0.5 * E[h] * E[(x0 - c)^2] <= 1.
@@ -351,6 +396,7 @@ class NoisyQuadraticTask : public Task {
 
  private:
   v1::NoisyQuadraticSpec spec_;
+  torch::Device device_;
   int64_t dim_;
   std::vector<std::vector<int64_t>> shapes_;
 };
@@ -363,6 +409,7 @@ class ParamScaledTask : public Task {
   ParamScaledTask(std::unique_ptr<Task> inner, const v1::ParamScaleAugmentation& spec)
       : inner_(std::move(inner)), spec_(spec) {}
   std::string name() const override { return inner_->name() + "_param_scaled"; }
+  torch::Device device() const override { return inner_->device(); }
   const std::vector<std::vector<int64_t>>& param_shapes() const override {
     return inner_->param_shapes();
   }
@@ -371,7 +418,8 @@ class ParamScaledTask : public Task {
     int64_t n = s.params.size();
     double lo = std::log(spec_.min_scale()), hi = std::log(spec_.max_scale());
     torch::Tensor scales =
-        RepeatGroups(torch::exp(torch::rand({groups, n}, gen) * (hi - lo) + lo), replicas);
+        RepeatGroups(torch::exp(torch::rand({groups, n}, gen) * (hi - lo) + lo), replicas)
+            .to(inner_->device());
     for (int64_t i = 0; i < n; ++i) s.params[i] = s.params[i] / Col(scales, i, s.params[i]);
     s.aux.push_back(scales);
     return s;
@@ -410,25 +458,68 @@ class ParamScaledTask : public Task {
 
 }  // namespace
 
+namespace {
+torch::Device& DefaultDevice() {
+  static torch::Device device(torch::kCPU);
+  return device;
+}
+}  // namespace
+
+torch::Device DefaultTaskDevice() { return DefaultDevice(); }
+void SetDefaultTaskDevice(torch::Device device) { DefaultDevice() = device; }
+
+absl::StatusOr<torch::Device> ParseDevice(const std::string& name) {
+  torch::Device device(torch::kCPU);
+  try {
+    device = torch::Device(name);
+  } catch (const std::exception&) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device ", name, ": expected cpu, cuda or cuda:N"));
+  }
+  if (device.is_cpu()) return device;
+  if (!device.is_cuda())
+    return absl::InvalidArgumentError(absl::StrCat("--device ", name, ": expected cpu or cuda"));
+#ifndef LOPT_WITH_CUDA
+  return absl::FailedPreconditionError(absl::StrCat(
+      "--device ", name, ": this build has no CUDA (configure with -DLOPT_CUDA=ON against a "
+      "LibTorch with CUDA)"));
+#else
+  if (!torch::cuda::is_available())
+    return absl::FailedPreconditionError(absl::StrCat("--device ", name, ": no CUDA GPU is visible"));
+  if (device.has_index() && device.index() >= int(torch::cuda::device_count()))
+    return absl::InvalidArgumentError(absl::StrCat("--device ", name, ": only ",
+                                                   torch::cuda::device_count(), " GPUs"));
+  if (!device.has_index()) device = torch::Device(torch::kCUDA, 0);
+  return device;
+#endif
+}
+
 absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_t seed) {
+  return MakeTask(spec, seed, DefaultTaskDevice());
+}
+
+absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_t seed,
+                                               torch::Device device) {
   std::unique_ptr<Task> task;
   switch (spec.family_case()) {
     case v1::TaskSpec::kFmnistMlp: {
       auto data = LoadImageDataset(spec.fmnist_mlp().data_dir(), spec.fmnist_mlp().image_size());
       if (!data.ok()) return data.status();
-      task = std::make_unique<FmnistMlpTask>(spec.fmnist_mlp(), *data);
+      task = std::make_unique<FmnistMlpTask>(spec.fmnist_mlp(), *data, device);
       break;
     }
     case v1::TaskSpec::kFmnistCnn: {
       auto data = LoadImageDataset(spec.fmnist_cnn().data_dir(), spec.fmnist_cnn().image_size());
       if (!data.ok()) return data.status();
-      task = std::make_unique<FmnistCnnTask>(spec.fmnist_cnn(), *data);
+      task = std::make_unique<FmnistCnnTask>(spec.fmnist_cnn(), *data, device);
       break;
     }
     case v1::TaskSpec::kNoisyQuadratic:
-      task = std::make_unique<NoisyQuadraticTask>(spec.noisy_quadratic(), seed);
+      task = std::make_unique<NoisyQuadraticTask>(spec.noisy_quadratic(), seed, device);
       break;
     case v1::TaskSpec::kByteLm: {
+      if (!device.is_cpu())
+        return absl::UnimplementedError("the byte_lm task family runs on the CPU only");
       auto corpus = LoadByteCorpus(spec.byte_lm().data_path(),
                                    int64_t{spec.byte_lm().context_length()} + 2);
       if (!corpus.ok()) return corpus.status();

@@ -40,6 +40,10 @@ class Task {
 
   virtual std::string name() const = 0;
 
+  // Where the task's data and every tensor it returns live (CPU unless
+  // MakeTask was given another device).
+  virtual torch::Device device() const { return torch::kCPU; }
+
   // Shapes of the trainable tensors of one particle (no particle dimension).
   virtual const std::vector<std::vector<int64_t>>& param_shapes() const = 0;
 
@@ -66,9 +70,25 @@ class Task {
 };
 
 // Builds a task from its spec; `seed` fixes what the family draws once (e.g.
-// the quadratic's dimension). Errors: data that cannot be read.
+// the quadratic's dimension). Its data is uploaded to `device` once and its
+// states, batches and losses live there; random draws stay on the CPU
+// generators, so a CUDA task draws the same numbers as a CPU one. Errors:
+// data that cannot be read, a family with no path for `device` (byte_lm is
+// CPU only).
+absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_t seed,
+                                               torch::Device device);
+// The same on DefaultTaskDevice().
 absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec,
                                                uint64_t seed);
+
+// The process-wide device of MakeTask(spec, seed): CPU unless a process's
+// main (e.g. `lopt-worker --device cuda`) sets it before building tasks.
+torch::Device DefaultTaskDevice();
+void SetDefaultTaskDevice(torch::Device device);
+
+// Parses a --device flag: "cpu", "cuda" or "cuda:N". Errors name what is
+// missing: a build without LOPT_CUDA, or no visible GPU.
+absl::StatusOr<torch::Device> ParseDevice(const std::string& name);
 
 // Repeats a [G, ...] tensor to [R * G, ...] (particle r * G + g).
 torch::Tensor RepeatGroups(const torch::Tensor& t, int64_t replicas);

@@ -691,16 +691,17 @@ struct StepTimer {
   cudaEvent_t ev[6] = {};
   int n = 0;
   cudaStream_t st;
-  explicit StepTimer(cudaStream_t s) : st(s) {
-    if (!TimingOn()) return;
+  bool on;
+  StepTimer(cudaStream_t s, bool allowed) : st(s), on(allowed && TimingOn()) {
+    if (!on) return;
     for (auto& e : ev) cudaEventCreate(&e);
     Mark();
   }
   void Mark() {
-    if (TimingOn() && n < 6) cudaEventRecord(ev[n++], st);
+    if (on && n < 6) cudaEventRecord(ev[n++], st);
   }
   ~StepTimer() {
-    if (!TimingOn()) return;
+    if (!on) return;
     cudaEventSynchronize(ev[n - 1]);
     for (int i = 0; i + 1 < n && i < 5; ++i) cudaEventElapsedTime(&g_last_ms[i], ev[i], ev[i + 1]);
     for (auto& e : ev) cudaEventDestroy(e);
@@ -729,8 +730,35 @@ LoptCudaMlp& LoptCudaMlpSetting() {
   return mode;
 }
 
+namespace {
+const char* StepImpl(const LoptCudaArgs& args, const std::vector<LoptCudaTensor>& tensors,
+                     void* workspace, void* table_dev, CUstream_st* stream,
+                     std::vector<char>* table);
+}  // namespace
+
 const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCudaTensor>& tensors,
                             void* workspace, CUstream_st* stream) {
+  return StepImpl(args, tensors, workspace, workspace, stream, nullptr);
+}
+
+const char* LoptStepCudaRawPersistent(const LoptCudaArgs& args,
+                                      const std::vector<LoptCudaTensor>& tensors,
+                                      void* workspace, void* table_dev, CUstream_st* stream,
+                                      std::vector<char>* table) {
+  return StepImpl(args, tensors, workspace, table_dev, stream, table);
+}
+
+size_t LoptStepCudaTableBytes(const LoptCudaArgs& args,
+                              const std::vector<LoptCudaTensor>& tensors) {
+  return LayoutOf(args, tensors).stats;
+}
+
+namespace {
+
+const char* StepImpl(const LoptCudaArgs& args, const std::vector<LoptCudaTensor>& tensors,
+                     void* workspace, void* table_dev, CUstream_st* stream,
+                     std::vector<char>* table) {
+  const bool persistent = table != nullptr;
   if (args.H != kH) return "lopt CUDA step: only hidden size 32 is supported";
   const int J = int(tensors.size());
   const int P = int(args.P);
@@ -791,16 +819,22 @@ const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCuda
     off_tab[j + 1] = off_tab[j] + (tasks + kTableWarps - 1) / kTableWarps;
   }
   cudaStream_t st = stream;
-  StepTimer timer(st);
-  const char* err = Check(cudaMemcpyAsync(ws, host.data(), l.stats, cudaMemcpyHostToDevice, st));
+  StepTimer timer(st, !persistent);
+  const char* err = "";
+  if (persistent) {
+    *table = host;  // written to ws by the caller once the capture has ended
+  } else {
+    err = Check(cudaMemcpyAsync(ws, host.data(), l.stats, cudaMemcpyHostToDevice, st));
+  }
   if (*err) return err;
   err = Check(cudaMemsetAsync(ws + l.stats, 0, l.zero_bytes, st));
   if (*err) return err;
   timer.Mark();
 
   DevArgs a;
-  a.t = reinterpret_cast<const DevTensor*>(ws + l.table);
-  a.off_acc = reinterpret_cast<const int*>(ws + l.off);
+  char* tab = static_cast<char*>(table_dev);
+  a.t = reinterpret_cast<const DevTensor*>(tab + l.table);
+  a.off_acc = reinterpret_cast<const int*>(tab + l.off);
   a.off_stat = a.off_acc + (J + 1);
   a.off_mlp = a.off_acc + 2 * (J + 1);
   a.off_tab = a.off_acc + 3 * (J + 1);
@@ -829,6 +863,8 @@ const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCuda
   timer.Mark();
   return Check(cudaGetLastError());
 }
+
+}  // namespace
 
 }  // namespace kernels
 }  // namespace lopt

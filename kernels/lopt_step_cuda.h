@@ -9,8 +9,8 @@
 // (SmallFcLopt::Step dispatches there for CUDA float32 tensors).
 //
 // Launches of one step, all on one stream:
-//   0. one host-to-device copy of the tensor table, one memset of the
-//      reduction scratch;
+//   0. one host-to-device copy of the tensor table (none in the persistent
+//      form used under CUDA-graph capture), one memset of the reduction scratch;
 //   1. accumulate: mom, rms (and v of unfactored tensors) updated in place;
 //      g^2 + 1e-30 summed into the row and column sums of factored tensors
 //      (shared-memory window per block, then one global atomic per entry);
@@ -96,6 +96,21 @@ size_t LoptStepCudaWorkspaceBytes(const LoptCudaArgs& args,
 // string (empty on success): a failed launch or copy.
 const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCudaTensor>& tensors,
                             void* workspace, CUstream_st* stream);
+
+// The same step for CUDA-graph capture. The tensor table (pointers, shapes,
+// tile offsets; LoptStepCudaTableBytes of them) is read from `table_dev`, a
+// buffer that must outlive the graph and that nothing else writes: a
+// workspace from the graph's memory pool would share its memory with the
+// step's dead temporaries. Nothing is copied on `stream` (a capture would
+// record a copy from host memory gone by the replay): the table comes back
+// in `table`, and the caller writes it to `table_dev` once the capture has
+// ended (a plain cudaMemcpy). What `stream` records is one memset and the
+// four kernels; `workspace` (its scratch) may be graph-pool memory.
+size_t LoptStepCudaTableBytes(const LoptCudaArgs& args, const std::vector<LoptCudaTensor>& tensors);
+const char* LoptStepCudaRawPersistent(const LoptCudaArgs& args,
+                                      const std::vector<LoptCudaTensor>& tensors,
+                                      void* workspace, void* table_dev, CUstream_st* stream,
+                                      std::vector<char>* table);
 
 // Per-launch device times of the last step, for benchmarks: when
 // LOPT_CUDA_TIMING=1 is set at start-up, every step records CUDA events

@@ -1,5 +1,7 @@
 #include "kernels/lopt_step_cuda_torch.h"
 
+#include <cuda_runtime_api.h>
+
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
@@ -26,6 +28,20 @@ kernels::LoptCudaAxis AxisOf(const std::vector<int64_t>& shape, int axis) {
   }
   a.len = shape[axis];
   return a;
+}
+
+// The tables of the steps captured on this thread: a buffer allocated
+// before the capture (so no temporary of the captured step shares it) and
+// the host copies waiting for the capture's end.
+struct CaptureArena {
+  torch::Tensor buf;
+  size_t used = 0;
+  std::vector<std::pair<size_t, std::vector<char>>> pending;
+};
+
+CaptureArena& Arena() {
+  static thread_local CaptureArena arena;
+  return arena;
 }
 
 }  // namespace
@@ -124,10 +140,51 @@ std::vector<torch::Tensor> LoptStepCuda(const std::vector<torch::Tensor>& params
   args.mlp = kernels::LoptCudaMlpSetting();
   const size_t bytes = kernels::LoptStepCudaWorkspaceBytes(args, ts);
   torch::Tensor ws = torch::empty({int64_t(bytes)}, theta.options().dtype(torch::kUInt8));
-  const char* err = kernels::LoptStepCudaRaw(args, ts, ws.data_ptr(),
-                                             c10::cuda::getCurrentCUDAStream().stream());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  TORCH_CHECK(cudaStreamIsCapturing(stream, &capture) == cudaSuccess, "cudaStreamIsCapturing");
+  const char* err = "";
+  if (capture == cudaStreamCaptureStatusActive) {
+    // Under CUDA-graph capture: the table goes to the device once, after the
+    // capture (LoptStepCudaFinishCapture), into the buffer that
+    // LoptStepCudaBeginCapture allocated before it; the scratch may share
+    // memory with dead temporaries of the graph's pool.
+    CaptureArena& arena = Arena();
+    TORCH_CHECK(arena.buf.defined() && arena.buf.device() == theta.device(),
+                "LoptStepCuda under CUDA-graph capture needs LoptStepCudaBeginCapture first");
+    const size_t at = (arena.used + 255) & ~size_t(255);
+    const size_t need = kernels::LoptStepCudaTableBytes(args, ts);
+    TORCH_CHECK(at + need <= size_t(arena.buf.numel()), "LoptStepCudaBeginCapture: ",
+                arena.buf.numel(), " bytes are too few for the tables of this capture");
+    std::vector<char> table;
+    err = kernels::LoptStepCudaRawPersistent(args, ts, ws.data_ptr(),
+                                             static_cast<char*>(arena.buf.data_ptr()) + at,
+                                             stream, &table);
+    arena.used = at + need;
+    arena.pending.push_back({at, std::move(table)});
+  } else {
+    err = kernels::LoptStepCudaRaw(args, ts, ws.data_ptr(), stream);
+  }
   TORCH_CHECK(*err == 0, err);
   return updates;
+}
+
+void LoptStepCudaBeginCapture(torch::Device device, int64_t bytes) {
+  CaptureArena& arena = Arena();
+  arena.buf = torch::empty({bytes}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
+  arena.used = 0;
+  arena.pending.clear();
+}
+
+torch::Tensor LoptStepCudaFinishCapture() {
+  CaptureArena& arena = Arena();
+  for (auto& [at, table] : arena.pending)
+    TORCH_CHECK(cudaMemcpy(static_cast<char*>(arena.buf.data_ptr()) + at, table.data(),
+                           table.size(), cudaMemcpyHostToDevice) == cudaSuccess,
+                "LoptStepCudaFinishCapture: table upload failed");
+  torch::Tensor buf = arena.buf;
+  arena = CaptureArena();
+  return buf;
 }
 
 }  // namespace lopt

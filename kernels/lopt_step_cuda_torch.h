@@ -29,4 +29,14 @@ std::vector<torch::Tensor> LoptStepCuda(const std::vector<torch::Tensor>& params
                                         const torch::Tensor& step, const torch::Tensor& theta,
                                         int64_t hidden_size, float step_mult, float exp_mult);
 
+// CUDA-graph capture of steps: call LoptStepCudaBeginCapture before
+// capture_begin (it allocates, outside the graph's memory pool, `bytes` for
+// the steps' tensor tables) and LoptStepCudaFinishCapture after capture_end,
+// before the first replay, on the capturing thread: it writes the captured
+// steps' tables to that buffer, which the caller keeps as long as the graph.
+// Under capture (the current stream capturing) LoptStepCuda records only its
+// memset and four kernels.
+void LoptStepCudaBeginCapture(torch::Device device, int64_t bytes = int64_t(1) << 20);
+torch::Tensor LoptStepCudaFinishCapture();
+
 }  // namespace lopt

@@ -1,29 +1,65 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the checkout's root, after `source .debs/device-env.sh`
-# (shared/gpu/README.md): configure and build with CUDA, run the CUDA step's
-# check against the float64 reference and the ViT-B/16 optimizer-step
-# benchmark. Logs and bench JSON go to $OUT (else ./gpu-out).
+# (shared/gpu/README.md): configure and build with CUDA, then run the GPU
+# checks and benchmarks. Logs and bench JSON go to $OUT (else ./gpu-out).
 #
-#   scripts/gpu_run.sh [build-dir]      (default build-gpu)
-# Env: LOPT_GPU_BENCH_STEPS (30), LOPT_GPU_JOBS (nproc).
-set -euo pipefail
+#   scripts/gpu_run.sh [build-dir] [steps...]      (default build-gpu; steps: all)
+# Steps: steptest (the fused LO step against float64), unrollertest (the
+# captured inner step against eager), pes (bench_pes_throughput, graph vs
+# no graph vs JAX), train (`lopt train --device cuda` of the embedded job),
+# vit (the ViT-B/16 optimizer-step bench). "all" = steptest unrollertest pes train.
+# Env: LOPT_DATA_DIR (Fashion-MNIST IDX dir; default the job's),
+# LOPT_GPU_BENCH_STEPS (30), LOPT_GPU_JOBS (nproc), LOPT_PES_SECONDS (4),
+# LOPT_TRAIN_ARGS (extra `lopt train` flags).
+set -uo pipefail
 build=${1:-build-gpu}
+shift || true
+steps=${*:-all}
+[ "$steps" = all ] && steps="steptest unrollertest pes train"
 out=${OUT:-gpu-out}
 mkdir -p "$out"
 jobs=${LOPT_GPU_JOBS:-$(nproc)}
+data=${LOPT_DATA_DIR:-}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu \
-  --format=csv 2>&1 | tee "$out/gpu.txt" || true
+  --format=csv 2>&1 || true
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOPT_CUDA=ON \
-  -DLOPT_BUILD_TESTS=OFF -DLOPT_BUILD_BENCH=ON >"$out/configure.log" 2>&1 ||
-  { tail -40 "$out/configure.log"; exit 1; }
-grep -q "CUDA step in lopt_common: ON" "$out/configure.log" ||
-  { echo "LibTorch has no CUDA here"; tail -20 "$out/configure.log"; exit 1; }
-cmake --build "$build" -j"$jobs" --target lopt_step_cuda_test bench_lopt_step_gpu \
-  >"$out/build.log" 2>&1 || { grep -B2 -A12 "error" "$out/build.log" | head -80; exit 1; }
-grep -A3 "MlpKernel\|StatsKernel\|AccumulateKernel\|TablesKernel" "$out/build.log" \
-  | grep -i "registers\|spill" >"$out/ptxas.txt" || true
+  -DLOPT_BUILD_TESTS=OFF -DLOPT_BUILD_BENCH=ON >/tmp/lopt-configure.log 2>&1 ||
+  { tail -40 /tmp/lopt-configure.log; exit 1; }
+grep -q "CUDA step in lopt_common: ON" /tmp/lopt-configure.log ||
+  { echo "LibTorch has no CUDA here"; tail -20 /tmp/lopt-configure.log; exit 1; }
+targets="lopt_step_cuda_test elo_unroller_cuda_test bench_pes_throughput lopt"
+case " $steps " in *" vit "*) targets="$targets bench_lopt_step_gpu" ;; esac
+t0=$(date +%s)
+cmake --build "$build" -j"$jobs" --target $targets >"$out/build.log" 2>&1 ||
+  { grep -B2 -A12 "error" "$out/build.log" | head -120; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
 status=0
-"$build/tests/gpu/lopt_step_cuda_test" 2>&1 | tee "$out/test.log" || status=1
-"$build/bench/bench_lopt_step_gpu" --steps "${LOPT_GPU_BENCH_STEPS:-30}" \
-  --json "$out/bench_lopt_step_gpu.json" 2>&1 | tee "$out/bench.log" || status=1
+for s in $steps; do
+  echo "=== $s"
+  case $s in
+    steptest) "$build/tests/gpu/lopt_step_cuda_test" >"$out/steptest.log" 2>&1 || status=1
+              tail -3 "$out/steptest.log" ;;
+    unrollertest) "$build/tests/gpu/elo_unroller_cuda_test" "$data" 2>&1 | tee "$out/unrollertest.log" || status=1 ;;
+    pes) "$build/bench/bench_pes_throughput" --device cuda ${data:+--data-dir "$data"} \
+           --seconds "${LOPT_PES_SECONDS:-4}" --json "$out/pes_throughput.json" 2>&1 |
+           tee "$out/pes.log" || status=1 ;;
+    train)
+      job=/tmp/lopt_gpu_job.textproto
+      if [ -n "$data" ]; then
+        "$build/cli/lopt" print-default-job | sed "s#fmnist_mlp {#fmnist_mlp { data_dir: \"$data\"#" >"$job"
+      else
+        "$build/cli/lopt" print-default-job >"$job"
+      fi
+      t1=$(date +%s.%N)
+      rm -rf /tmp/lopt-run
+      "$build/cli/lopt" train --device cuda --job "$job" --out /tmp/lopt-run --no-progress \
+        ${LOPT_TRAIN_ARGS:-} >"$out/train.log" 2>&1 || status=1
+      tail -30 "$out/train.log"
+      echo "train wall (incl. meta-test): $(python3 -c "import time; print(round(time.time() - $t1, 1))") s"
+      cp /tmp/lopt-run/summary.json "$out/train_summary.json" 2>/dev/null || true ;;
+    vit) "$build/bench/bench_lopt_step_gpu" --steps "${LOPT_GPU_BENCH_STEPS:-30}" \
+           --json "$out/bench_lopt_step_gpu.json" 2>&1 | tee "$out/bench.log" || status=1 ;;
+    *) echo "unknown step $s"; status=1 ;;
+  esac
+done
 exit $status

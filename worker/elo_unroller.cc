@@ -1,10 +1,24 @@
 #include "worker/elo_unroller.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
 
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+
+#ifdef LOPT_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/lopt_step_cuda_torch.h"
+#endif
 
 namespace lopt {
 namespace {
@@ -20,10 +34,13 @@ int64_t UniformInt(torch::Generator& gen, int64_t lo, int64_t hi) {  // [lo, hi]
 }
 
 // The rows of task i's antithetic pair: particles i and T + i.
-torch::Tensor PairIndex(int64_t i, int64_t T) { return torch::tensor({i, T + i}, torch::kInt64); }
+torch::Tensor PairIndex(int64_t i, int64_t T, torch::Device device) {
+  return torch::tensor({i, T + i}, torch::kInt64).to(device);
+}
 
+// Those rows, on the CPU (what the replay buffer keeps).
 torch::Tensor Rows(const torch::Tensor& t, int64_t i, int64_t T) {
-  return t.index_select(0, PairIndex(i, T)).clone();
+  return t.index_select(0, PairIndex(i, T, t.device())).clone().cpu();
 }
 
 }  // namespace
@@ -37,13 +54,17 @@ EloUnroller::EloUnroller(const v1::JobSpec& job, const Task* task, ReplayBuffer*
       seed_(seed),
       num_tasks_(job.pes().num_tasks()),
       lopt_(job.lopt()),
-      pes_(job.pes().num_tasks(), SmallFcLopt(job.lopt()).theta_size(), job.pes().sigma()) {
+      pes_(job.pes().num_tasks(), SmallFcLopt(job.lopt()).theta_size(), job.pes().sigma(),
+           task->device()),
+      device_(task->device()) {
   const auto& bc = job.elo().behavior_cloning();
   teacher_.beta1 = bc.teacher_beta1();
   teacher_.beta2 = bc.teacher_beta2();
   teacher_.eps = bc.teacher_eps();
   teacher_.weight_decay = 0;
   if (!job.elo().buffer().enabled()) buffer_ = nullptr;
+  const char* graph = std::getenv("LOPT_CUDA_GRAPH");  // 0: no capture (debugging)
+  if (graph && std::string(graph) == "0") use_cuda_graph_ = false;
 }
 
 int64_t EloUnroller::SampleUnrollLength(torch::Generator& gen) const {
@@ -62,11 +83,12 @@ torch::Tensor EloUnroller::StepTensor() const {
 
 void EloUnroller::WriteRows(int64_t i, const std::vector<torch::Tensor>& src,
                             std::vector<torch::Tensor>& dst) {
-  torch::Tensor idx = PairIndex(i, num_tasks_);
-  for (size_t j = 0; j < dst.size(); ++j) dst[j].index_copy_(0, idx, src[j]);
+  torch::Tensor idx = PairIndex(i, num_tasks_, device_);
+  for (size_t j = 0; j < dst.size(); ++j) dst[j].index_copy_(0, idx, src[j].to(device_));
 }
 
 void EloUnroller::InitAll(torch::Generator& gen) {
+  device_steps_.reset();  // its static buffers were the old state's
   state_ = task_->Init(num_tasks_, 2, gen);
   lopt_state_ = lopt_.InitState(state_.params);
   adam_state_ = InitAdamState(state_.params);
@@ -120,7 +142,7 @@ UnrollStart EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t o
     TaskState fresh = task_->Init(1, 2, gen);
     WriteRows(i, fresh.params, state_.params);
     WriteRows(i, fresh.aux, state_.aux);
-    torch::Tensor idx = PairIndex(i, num_tasks_);
+    torch::Tensor idx = PairIndex(i, num_tasks_, device_);
     std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);
     for (auto& t : lo_flat) t.index_fill_(0, idx, 0);
     for (auto& t : adam_state_.m) t.index_fill_(0, idx, 0);
@@ -148,12 +170,13 @@ void EloUnroller::Push(int64_t i) {
   for (size_t j = 0; j < lo_flat.size(); ++j)
     item.emplace_back(absl::StrCat("lopt/", j), Rows(lo_flat[j], i, T));
   item.emplace_back("step", torch::tensor(step_[i], torch::kInt64));
-  item.emplace_back("xi", pes_.CurrentXi(i).clone());
+  item.emplace_back("xi", pes_.CurrentXi(i).clone().cpu());
   (void)buffer_->Put(buffer_table_, job_.elo().buffer().capacity(), std::move(item));
 }
 
 TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double alpha,
                                             int64_t outer_step) {
+  if (!device_.is_cpu()) return RunTruncationOnDevice(theta, alpha, outer_step);
   torch::NoGradGuard no_grad;
   torch::Generator gen = MakeGenerator(seed_, kStreamUnroll, uint64_t(outer_step));
   if (!initialized_) InitAll(gen);
@@ -212,7 +235,217 @@ TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double a
   return r;
 }
 
+// ---------------------------------------------------------------------------
+// The device path. One inner step's device work reads and writes only
+// buffers whose addresses never change (the state, the accumulators and the
+// DeviceSteps below), so that on CUDA it is captured once as a graph and
+// replayed; the host keeps the per-task counters and does the rare resets
+// and pushes between replays, writing the static buffers in place.
+
+struct EloUnroller::DeviceSteps {
+  Batch batch;            // this step's batch, copied in before each step
+  torch::Tensor theta;    // [2T, D] perturbed meta-parameters of the truncation
+  torch::Tensor step;     // [2T] float: updates already applied
+  torch::Tensor alpha;    // [] float: ELO's alpha_t
+  torch::Tensor teacher_lr;                    // [2T]
+  torch::Tensor sum_meta, sum_task, sum_bc;    // [] float64, over the truncation
+  int64_t eager_steps = 0;  // a capture follows a warm-up step on its stream
+#ifdef LOPT_WITH_CUDA
+  std::optional<c10::cuda::CUDAStream> stream;
+  std::unique_ptr<at::cuda::CUDAGraph> graph;
+  std::vector<torch::Tensor> keep;  // buffers the graph's kernels read
+  int64_t nodes = -1, kernel_nodes = -1;
+#endif
+};
+
+EloUnroller::~EloUnroller() = default;
+
+int64_t EloUnroller::graph_nodes() const {
+#ifdef LOPT_WITH_CUDA
+  if (device_steps_) return device_steps_->nodes;
+#endif
+  return -1;
+}
+
+int64_t EloUnroller::graph_kernel_nodes() const {
+#ifdef LOPT_WITH_CUDA
+  if (device_steps_) return device_steps_->kernel_nodes;
+#endif
+  return -1;
+}
+
+void EloUnroller::DeviceStep(DeviceSteps* ds) {
+  const bool bc = job_.elo().behavior_cloning().enabled();
+  const double max_loss = task_->MaxMetaLoss();
+  std::vector<torch::Tensor> grads;
+  torch::Tensor loss = task_->LossAndGrad(state_, ds->batch, &grads);
+  std::vector<torch::Tensor> u = lopt_.Step(state_.params, grads, &lopt_state_, ds->step, ds->theta);
+  if (!bc) {
+    pes_.AddClippedLossesUncounted(loss, max_loss, ds->sum_task);
+  } else {
+    torch::Tensor task_loss = NormalizeMetaLoss(loss, max_loss);
+    std::vector<torch::Tensor> uh =
+        AdamUpdates(state_.params, grads, &adam_state_, ds->teacher_lr, ds->step, teacher_);
+    torch::Tensor bc_loss = torch::zeros({2 * num_tasks_}, loss.options());
+    torch::Tensor one_minus_alpha = 1 - ds->alpha;
+    for (size_t j = 0; j < u.size(); ++j) {
+      bc_loss += (u[j] - uh[j]).square().flatten(1).sum(1);
+      u[j] = uh[j] * one_minus_alpha + u[j] * ds->alpha;
+    }
+    bc_loss = NormalizeMetaLoss(bc_loss, max_loss);
+    torch::Tensor meta = one_minus_alpha * bc_loss + ds->alpha * task_loss;
+    // meta is already clipped: AddClippedLossesUncounted's clip is a no-op.
+    pes_.AddClippedLossesUncounted(meta, max_loss, ds->sum_meta);
+    ds->sum_task.add_(task_loss.mean());
+    ds->sum_bc.add_(bc_loss.mean());
+  }
+  at::_foreach_sub_(state_.params, u);
+  ds->step.add_(1);
+}
+
+void EloUnroller::CaptureDeviceStep(DeviceSteps* ds) {
+#ifdef LOPT_WITH_CUDA
+  ds->graph = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
+  LoptStepCudaBeginCapture(device_);
+  ds->graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+  DeviceStep(ds);
+  ds->graph->capture_end();
+  // The fused LO step's tensor table goes to the device now, once.
+  ds->keep.push_back(LoptStepCudaFinishCapture());
+  ds->graph->instantiate();
+  cudaGraph_t g = ds->graph->raw_cuda_graph();
+  size_t n = 0;
+  TORCH_CHECK(cudaGraphGetNodes(g, nullptr, &n) == cudaSuccess, "cudaGraphGetNodes");
+  std::vector<cudaGraphNode_t> nodes(n);
+  if (n > 0) TORCH_CHECK(cudaGraphGetNodes(g, nodes.data(), &n) == cudaSuccess, "cudaGraphGetNodes");
+  int64_t kernels = 0, memcpys = 0;
+  for (auto node : nodes) {
+    cudaGraphNodeType type;
+    if (cudaGraphNodeGetType(node, &type) != cudaSuccess) continue;
+    kernels += type == cudaGraphNodeTypeKernel;
+    memcpys += type == cudaGraphNodeTypeMemcpy;
+  }
+  if (std::getenv("LOPT_CUDA_GRAPH_VERBOSE"))
+    std::fprintf(stderr, "captured inner step: %zu nodes, %lld kernels, %lld memcpy\n", n,
+                 (long long)kernels, (long long)memcpys);
+  ds->nodes = int64_t(n);
+  ds->kernel_nodes = kernels;
+#else
+  (void)ds;
+#endif
+}
+
+TruncationResult EloUnroller::RunTruncationOnDevice(const torch::Tensor& theta, double alpha,
+                                                    int64_t outer_step) {
+  torch::NoGradGuard no_grad;
+  torch::Generator gen = MakeGenerator(seed_, kStreamUnroll, uint64_t(outer_step));
+  if (!initialized_) InitAll(gen);
+  const bool bc = job_.elo().behavior_cloning().enabled();
+  const int64_t T = num_tasks_, K = job_.pes().truncation_length();
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(device_);
+  if (!device_steps_) {
+    auto ds = std::make_unique<DeviceSteps>();
+    ds->theta = torch::zeros({2 * T, lopt_.theta_size()}, torch::device(device_));
+    ds->step = torch::zeros({2 * T}, torch::device(device_));
+    ds->alpha = torch::zeros({}, torch::device(device_));
+    ds->teacher_lr = torch::full({2 * T}, double(job_.elo().behavior_cloning().teacher_lr()),
+                                 torch::device(device_));
+    ds->sum_meta = torch::zeros({}, f64);
+    ds->sum_task = torch::zeros({}, f64);
+    ds->sum_bc = torch::zeros({}, f64);
+#ifdef LOPT_WITH_CUDA
+    if (device_.is_cuda()) ds->stream = c10::cuda::getStreamFromPool(false, device_.index());
+#endif
+    device_steps_ = std::move(ds);
+  }
+  DeviceSteps* ds = device_steps_.get();
+#ifdef LOPT_WITH_CUDA
+  // The truncation runs on the unroller's own stream (a capture needs one
+  // that is not the default), after what the caller queued before.
+  std::optional<c10::cuda::CUDAStreamGuard> stream_guard;
+  if (ds->stream) {
+    at::cuda::CUDAEvent ready;
+    ready.record(c10::cuda::getCurrentCUDAStream(device_.index()));
+    ready.block(*ds->stream);
+    stream_guard.emplace(*ds->stream);
+  }
+#endif
+
+  TruncationResult r;
+  ds->theta.copy_(pes_.BeginTruncation(theta, gen));
+  ds->alpha.fill_(alpha);
+  ds->sum_meta.zero_();
+  ds->sum_task.zero_();
+  ds->sum_bc.zero_();
+  ds->step.copy_(StepTensor());
+  // The truncation's K batches, drawn at once: nothing random is left to a
+  // replay.
+  Batch all = task_->SampleBatch(T * K, gen);
+  if (!ds->batch.x.defined()) {
+    ds->batch.x = all.x.narrow(0, 0, T).clone();
+    if (all.y.defined()) ds->batch.y = all.y.narrow(0, 0, T).clone();
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    bool restarted = false;
+    for (int64_t i = 0; i < T; ++i) {
+      if (buffer_ && step_[i] == push_at_[i]) {
+        Push(i);
+        push_at_[i] = -1;
+        ++r.pushes;
+      }
+      if (step_[i] >= end_[i]) {
+        UnrollStart u = StartUnroll(i, gen, outer_step);
+        if (u.restored) ++r.restores; else ++r.fresh_starts;
+        r.unroll_starts.push_back(u);
+        restarted = true;
+      }
+    }
+    if (restarted) ds->step.copy_(StepTensor());
+    ds->batch.x.copy_(all.x.narrow(0, k * T, T));
+    if (all.y.defined()) ds->batch.y.copy_(all.y.narrow(0, k * T, T));
+#ifdef LOPT_WITH_CUDA
+    if (use_cuda_graph_ && device_.is_cuda()) {
+      if (!ds->graph && ds->eager_steps > 0) CaptureDeviceStep(ds);
+      if (ds->graph) {
+        ds->graph->replay();
+      } else {
+        DeviceStep(ds);
+        ++ds->eager_steps;
+      }
+    } else {
+      DeviceStep(ds);
+      ++ds->eager_steps;
+    }
+#else
+    DeviceStep(ds);
+    ++ds->eager_steps;
+#endif
+    pes_.CountSteps(1);
+    for (auto& s : step_) ++s;
+  }
+  r.grad = pes_.EndTruncation().cpu();
+  r.task_loss = ds->sum_task.item<double>() / K;
+  r.meta_loss = bc ? ds->sum_meta.item<double>() / K : r.task_loss;
+  r.bc_loss = bc ? ds->sum_bc.item<double>() / K : 0;
+  r.particle_steps = 2 * T * K;
+#ifdef LOPT_WITH_CUDA
+  if (ds->stream) {
+    at::cuda::CUDAEvent done;
+    done.record(*ds->stream);
+    stream_guard.reset();
+    done.block(c10::cuda::getCurrentCUDAStream(device_.index()));
+  }
+#endif
+  return r;
+}
+
 NamedTensors EloUnroller::SaveState() const {
+  NamedTensors s = SaveStateOnDevice();
+  for (auto& [name, t] : s) t = t.cpu();  // the same tensors on the CPU
+  return s;
+}
+
+NamedTensors EloUnroller::SaveStateOnDevice() const {
   NamedTensors s;
   if (!initialized_) return s;
   for (size_t j = 0; j < state_.params.size(); ++j) {

@@ -49,8 +49,11 @@ class EloUnroller {
   // `task` and `buffer` must outlive the unroller. `buffer` may be null when
   // the job's buffer is disabled. `seed` derives every random draw, so a run
   // is reproducible from (seed, outer step) and the saved state.
+  // Runs on task->device(): state, accumulators and PES live there; theta
+  // comes in and the gradient goes out on the CPU.
   EloUnroller(const v1::JobSpec& job, const Task* task, ReplayBuffer* buffer,
               std::string buffer_table, uint64_t seed);
+  ~EloUnroller();
 
   // Runs one truncation of pes.truncation_length inner steps for every task
   // with meta-parameters theta [D]; alpha is ELO's alpha_t in [0, 1].
@@ -64,6 +67,16 @@ class EloUnroller {
   NamedTensors SaveState() const;
   absl::Status LoadState(const NamedTensors& state);
 
+  torch::Device device() const { return device_; }
+
+  // On CUDA (builds with LOPT_WITH_CUDA): capture the inner step once as a
+  // CUDA graph and replay it (default on); off, the same kernels run eagerly.
+  void set_use_cuda_graph(bool on) { use_cuda_graph_ = on; }
+  // Nodes of the captured inner step's graph (-1 before a capture): all of
+  // them, and its kernel launches.
+  int64_t graph_nodes() const;
+  int64_t graph_kernel_nodes() const;
+
  private:
   void InitAll(torch::Generator& gen);
   UnrollStart StartUnroll(int64_t i, torch::Generator& gen, int64_t outer_step);
@@ -72,6 +85,15 @@ class EloUnroller {
   void WriteRows(int64_t i, const std::vector<torch::Tensor>& src,
                  std::vector<torch::Tensor>& dst);
   torch::Tensor StepTensor() const;
+  NamedTensors SaveStateOnDevice() const;
+
+  // Non-CPU devices: the truncation with every inner step's work on the
+  // device, through static buffers (a CUDA graph's inputs and outputs).
+  struct DeviceSteps;
+  TruncationResult RunTruncationOnDevice(const torch::Tensor& theta, double alpha,
+                                         int64_t outer_step);
+  void DeviceStep(DeviceSteps* ds);
+  void CaptureDeviceStep(DeviceSteps* ds);
 
   v1::JobSpec job_;
   const Task* task_;
@@ -90,6 +112,9 @@ class EloUnroller {
   std::vector<int64_t> end_;       // [T] step at which the current unroll ends
   std::vector<int64_t> push_at_;   // [T] step at which to push, -1 if none
   PesAccumulator pes_;
+  torch::Device device_;
+  bool use_cuda_graph_ = true;
+  std::unique_ptr<DeviceSteps> device_steps_;  // static buffers, the captured graph
 };
 
 }  // namespace lopt

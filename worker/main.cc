@@ -57,9 +57,10 @@ int main(int argc, char** argv) {
   auto timeout = f->GetInt("timeout-ms", 10000);
   for (auto* v : {&threads, &max_particles, &cached, &timeout})
     if (!v->ok()) return Fail(std::string(v->status().message()));
-  if (f->Get("device") != "cpu")
-    return Fail(absl::StrCat("--device ", f->Get("device"),
-                             " is not available in this build (cpu only)"));
+  auto device = lopt::ParseDevice(f->Get("device"));
+  if (!device.ok()) return Fail(std::string(device.status().message()));
+  // The worker's tasks (and so its unrollers) live on this device.
+  lopt::SetDefaultTaskDevice(*device);
   auto token = lopt::ReadTokenFile(f->Get("auth-token-file"));
   if (!token.ok()) return Fail(std::string(token.status().message()));
   lopt::ConfigureRuntime(static_cast<int>(*threads));
