@@ -8,6 +8,7 @@
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <set>
 
 #include <torch/torch.h>
 
@@ -49,13 +50,32 @@ NamedTensors WithPrefix(const NamedTensors& all, const std::string& prefix) {
 
 // The job's state and the baseline curves the runner keeps in the buffer
 // (the restart registers' tables live only within a unit).
+// Baseline tables of generations before the current one can never be read
+// again (units use the current generation's key): they are deleted, and
+// the rest go into the checkpoint. `tables` gathers the restored tables and
+// every table the runner has touched.
+void PruneBaselineTables(const LhoptJob& job, const LhoptEpisodeRunner& runner,
+                         ReplayBuffer& buffer, std::set<std::string>* tables) {
+  tables->insert(runner.baseline_tables().begin(), runner.baseline_tables().end());
+  for (auto it = tables->begin(); it != tables->end();) {
+    size_t at = it->rfind("/baseline/g");
+    int64_t gen = at == std::string::npos ? -1 : std::atoll(it->c_str() + at + 11);
+    if (gen >= 0 && gen < job.baseline_generation()) {
+      (void)buffer.DeleteTable(*it);
+      it = tables->erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, const LhoptJob& job,
-                            const LhoptEpisodeRunner& runner, ReplayBuffer& buffer) {
+                            const std::set<std::string>& tables, ReplayBuffer& buffer) {
   NamedTensors all;
   all.emplace_back("job", StringTensor(spec.SerializeAsString()));
   for (auto& [k, v] : job.SaveState()) all.emplace_back("learner/" + k, v);
   int64_t n = 0;
-  for (const std::string& table : runner.baseline_tables()) {
+  for (const std::string& table : tables) {
     auto items = buffer.Items(table);
     if (!items.ok()) return items.status();
     for (const auto& item : *items) {
@@ -90,6 +110,7 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
   LhoptEpisodeRunner runner(spec, &buffer, spec.name());
 
   const std::string ckpt = opt.out_dir + "/checkpoint.pt";
+  std::set<std::string> tables;  // baseline curves to checkpoint
   LhoptTrainSummary summary;
   if (!opt.fresh && Exists(ckpt)) {
     auto bytes = ReadFile(ckpt);
@@ -109,6 +130,7 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
                                 [](const auto& kv) { return kv.first == "@table"; }),
                  item.end());
       if (auto s = buffer.Put(table, 1, item); !s.ok()) return s;
+      tables.insert(table);
     }
     summary.resumed_from = job.version();
   }
@@ -152,14 +174,17 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
                                rec.mean_episode_length, rec.ppo.entropy, rec.ppo.approx_kl,
                                rec.ppo.value_loss));
     int64_t every = spec.lhopt().checkpoint_every();
-    if (every > 0 && job.version() % every == 0 && !job.done())
-      if (auto s = SaveCheckpoint(ckpt, spec, job, runner, buffer); !s.ok()) return s;
+    if (every > 0 && job.version() % every == 0 && !job.done()) {
+      PruneBaselineTables(job, runner, buffer, &tables);
+      if (auto s = SaveCheckpoint(ckpt, spec, job, tables, buffer); !s.ok()) return s;
+    }
   }
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto& rewards = job.mean_rewards();
   bar.Finish(absl::StrFormat("reward %+.3f", rewards.empty() ? NAN : rewards.back()));
   metrics.close();
-  if (auto s = SaveCheckpoint(ckpt, spec, job, runner, buffer); !s.ok()) return s;
+  PruneBaselineTables(job, runner, buffer, &tables);
+  if (auto s = SaveCheckpoint(ckpt, spec, job, tables, buffer); !s.ok()) return s;
 
   summary.iterations = job.version();
   size_t n = rewards.size(), w = std::min<size_t>(5, n);

@@ -284,6 +284,7 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
       logps.push_back(logp);
       vals.push_back(po.value);
       hps.push_back(HparamRow(h));
+      if (c.on_decision) c.on_decision(int64_t(next_decision), state, cs);
       interval.Reset();
       interval_loss.zero_();
       interval_steps = 0;
@@ -292,6 +293,7 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
     if (step == N) break;
 
     if (c.schedule) h = c.schedule(step);
+    if (c.on_step) c.on_step(step, h);
     Batch b = task.SampleBatch(G, data_gen);
     std::vector<torch::Tensor> grads;
     torch::Tensor loss = task.LossAndGrad(state, b, &grads).to(torch::kFloat64);

@@ -83,6 +83,10 @@ struct ControlledRunConfig {
   // Fixed schedule (no controller): the hyperparameters of every particle
   // before inner step `step` (0-based) of `inner_steps`.
   std::function<CiaoHparamTensors(int64_t step)> schedule;
+  // Observers (tests, traces): after each decision's actions took effect,
+  // and before each inner step with the hyperparameters it uses.
+  std::function<void(int64_t decision, const TaskState&, const CiaoState&)> on_decision;
+  std::function<void(int64_t step, const CiaoHparamTensors&)> on_step;
 };
 
 struct ControlledRunResult {
