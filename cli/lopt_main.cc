@@ -2,6 +2,8 @@
 //
 //   lopt train [--job FILE] [--out DIR] ...     meta-train (resumes from DIR's checkpoint)
 //   lopt eval --optimizer FILE [--job FILE] ... meta-test against AdamW
+//   lopt schedule --controller FILE --job FILE  export an LHOPT schedule
+//   lopt eval --schedule|--controller FILE --job FILE   LHOPT against AdamW, cosine
 //   lopt validate FILE                          check a job file
 //   lopt print-default-job                      the embedded default job
 #include <cstdio>
@@ -14,6 +16,9 @@
 #include "absl/strings/str_format.h"
 #include "common/flags.h"
 #include "cli/local_mode.h"
+#include "cli/lhopt_mode.h"
+#include "common/lhopt_schedule.h"
+#include "learner/lhopt_job.h"
 #include "common/job_spec.h"
 #include "common/optimizer_file.h"
 #include "common/progress.h"
@@ -44,6 +49,18 @@ usage:
       the optimizer was trained with) with the trained optimizer, the
       untrained one, and AdamW over the learning-rate grid; writes
       report.json, curves.csv, curves.png and prints a table.
+  lopt train --job LHOPT_JOB [--out DIR] [--iterations N] ...
+      A job with an `lhopt` section trains an LHOPT controller with PPO:
+      DIR/controller.lhopt, metrics.csv, rewards.png, summary.json, a
+      checkpoint it resumes from; then evaluates the controller into DIR/eval.
+  lopt schedule --controller FILE --job FILE --out DIR [--steps N] [--decisions N]
+      Runs the controller greedily on the job's `task` and writes its
+      hyperparameters over normalised progress: schedule.csv/json/png.
+  lopt eval --schedule schedule.json --job FILE [--out DIR] [--steps N] [--seeds N]
+  lopt eval --controller FILE --job FILE [--out DIR] [--steps N] [--seeds N]
+      Replays the schedule with CIAO (or runs the controller, and its untrained
+      policy) on the job's `task` against CIAO's defaults and AdamW, constant
+      and cosine-decayed, over the job's eval.adamw_lrs at the same budget.
   lopt validate FILE         Checks a text-proto job file; prints the filled-in job.
   lopt print-default-job     Prints the embedded default job.
 )";
@@ -60,6 +77,12 @@ absl::StatusOr<v1::JobSpec> JobFromFlags(const Flags& f) {
   auto steps = f.GetInt("outer-steps", -1);
   if (!steps.ok()) return steps.status();
   if (*steps >= 0) job->mutable_budget()->set_outer_steps(*steps);
+  auto iters = f.GetInt("iterations", -1);
+  if (!iters.ok()) return iters.status();
+  if (*iters >= 0) {
+    if (!job->has_lhopt()) return absl::InvalidArgumentError("--iterations applies to LHOPT jobs");
+    job->mutable_lhopt()->set_iterations(*iters);
+  }
   auto seed = f.GetInt("seed", -1);
   if (!seed.ok()) return seed.status();
   if (*seed >= 0) job->set_seed(*seed);
@@ -112,6 +135,56 @@ absl::Status Eval(const v1::JobSpec& job_in, const std::string& optimizer_path,
   return absl::OkStatus();
 }
 
+absl::Status EvalLhopt(const v1::JobSpec& job, const std::string& controller_path,
+                       const std::string& schedule_path, const std::string& out_dir,
+                       const Flags& f) {
+  auto steps = f.GetInt("steps", EvalSteps(job));
+  auto seeds = f.GetInt("seeds", job.eval().seeds());
+  if (!steps.ok()) return steps.status();
+  if (!seeds.ok()) return seeds.status();
+  if (*steps <= 1 || *seeds <= 0)
+    return absl::InvalidArgumentError("--steps must be > 1 and --seeds > 0");
+  auto task = MakeTask(job.task(), job.seed());
+  if (!task.ok()) return task.status();
+  HparamEvalConfig c;
+  c.steps = *steps;
+  c.seeds = *seeds;
+  c.record_every = std::min<int64_t>(job.eval().record_every(), c.steps);
+  c.seed = job.seed() + 1000003;
+  c.adamw_lrs.assign(job.eval().adamw_lrs().begin(), job.eval().adamw_lrs().end());
+  c.adamw_weight_decay = job.eval().adamw_weight_decay();
+  std::vector<NamedController> controllers;
+  LoadedController trained;
+  std::unique_ptr<LhoptJob> untrained;
+  if (!controller_path.empty()) {
+    auto loaded = LoadControllerFile(controller_path);
+    if (!loaded.ok()) return loaded.status();
+    trained = std::move(*loaded);
+    c.controller_decisions = trained.file.job().lhopt().schedule_decisions();
+    controllers.push_back({"controller", trained.policy.get(), trained.normalizer.get()});
+    // The policy that training started from (same seed, same architecture),
+    // acting with the trained input normaliser.
+    v1::JobSpec tj = trained.file.job();
+    FillJobDefaults(&tj);
+    untrained = std::make_unique<LhoptJob>(tj);
+    controllers.push_back({"controller_untrained", untrained->policy().get(), trained.normalizer.get()});
+  }
+  std::unique_ptr<v1::LhoptSchedule> schedule;
+  if (!schedule_path.empty()) {
+    auto s = LoadScheduleJson(schedule_path);
+    if (!s.ok()) return s.status();
+    schedule = std::make_unique<v1::LhoptSchedule>(*s);
+  }
+  std::fprintf(stderr, "lopt eval: %s, %lld steps x %lld seeds ...\n", (*task)->name().c_str(),
+               (long long)c.steps, (long long)c.seeds);
+  auto report = RunHparamEval(**task, c, controllers, schedule.get());
+  if (!report.ok()) return report.status();
+  auto table = WriteHparamEvalReport(*report, out_dir);
+  if (!table.ok()) return table.status();
+  std::printf("%s", table->c_str());
+  return absl::OkStatus();
+}
+
 int Main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" ||
       std::string(argv[1]) == "help") {
@@ -133,7 +206,7 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "train") {
-    auto f = ParseFlags(argc, argv, 2, {"job", "out", "outer-steps", "seed", "threads", "device"},
+    auto f = ParseFlags(argc, argv, 2, {"job", "out", "outer-steps", "iterations", "seed", "threads", "device"},
                         {"fresh", "no-eval", "no-progress", "help"});
     if (!f.ok()) return Fail(f.status());
     if (f->Has("help")) return std::printf("%s", kUsage), 0;
@@ -145,6 +218,26 @@ int Main(int argc, char** argv) {
     o.fresh = f->Has("fresh");
     o.progress = !f->Has("no-progress");
     o.device = f->Get("device", "cpu");
+    if (IsLhoptJob(*job)) {
+      const auto& l = job->lhopt();
+      std::fprintf(stderr,
+                   "lopt train: LHOPT job '%s', %d PPO iterations x %d episodes (%d tasks in the "
+                   "mixture, %d-%d inner steps, %d-%d decisions), out %s\n",
+                   job->name().c_str(), l.iterations(), l.episodes_per_iteration(), l.tasks_size(),
+                   l.min_inner_steps(), l.max_inner_steps(), l.min_decisions(), l.max_decisions(),
+                   o.out_dir.c_str());
+      auto summary = RunLocalLhoptTraining(*job, o);
+      if (!summary.ok()) return Fail(summary.status());
+      std::printf("trained %lld PPO iterations in %s (%.0f inner particle-steps/s)\n"
+                  "mean reward %.4f -> %.4f\ncontroller: %s\n",
+                  (long long)summary->iterations, FormatDuration(summary->wall_seconds).c_str(),
+                  summary->inner_particle_steps_per_second, summary->reward_start,
+                  summary->reward_end, summary->controller_path.c_str());
+      if (f->Has("no-eval")) return 0;
+      if (auto s = EvalLhopt(*job, summary->controller_path, "", o.out_dir + "/eval", *f); !s.ok())
+        return Fail(s);
+      return 0;
+    }
     std::fprintf(stderr, "lopt train: job '%s', %d outer steps, %d tasks x 2 particles, truncation %d, out %s\n",
                  job->name().c_str(), job->budget().outer_steps(), job->pes().num_tasks(),
                  job->pes().truncation_length(), o.out_dir.c_str());
@@ -161,11 +254,55 @@ int Main(int argc, char** argv) {
       return Fail(s);
     return 0;
   }
+  if (cmd == "schedule") {
+    auto f = ParseFlags(argc, argv, 2, {"controller", "job", "out", "steps", "decisions", "threads"},
+                        {"help"});
+    if (!f.ok()) return Fail(f.status());
+    if (f->Has("help")) return std::printf("%s", kUsage), 0;
+    if (!f->Has("controller") || !f->Has("job"))
+      return Fail(absl::InvalidArgumentError("lopt schedule needs --controller FILE and --job FILE"));
+    if (auto s = SetThreads(*f); !s.ok()) return Fail(s);
+    auto job = LoadJobFile(f->Get("job"));
+    if (!job.ok()) return Fail(job.status());
+    auto c = LoadControllerFile(f->Get("controller"));
+    if (!c.ok()) return Fail(c.status());
+    auto steps = f->GetInt("steps", EvalSteps(*job));
+    auto decisions = f->GetInt("decisions", c->file.job().lhopt().schedule_decisions());
+    if (!steps.ok()) return Fail(steps.status());
+    if (!decisions.ok()) return Fail(decisions.status());
+    if (*steps <= 1 || *decisions < 1)
+      return Fail(absl::InvalidArgumentError("--steps must be > 1 and --decisions >= 1"));
+    auto task = MakeTask(job->task(), job->seed());
+    if (!task.ok()) return Fail(task.status());
+    auto sched = RecordSchedule(**task, *c->policy, *c->normalizer, *steps, *decisions,
+                                job->seed() + 1000003);
+    if (!sched.ok()) return Fail(sched.status());
+    sched->set_controller(f->Get("controller"));
+    sched->set_created_at(c->file.created_at());
+    std::string out = f->Get("out", "runs/schedule");
+    if (auto s = WriteScheduleOutputs(*sched, out); !s.ok()) return Fail(s);
+    std::printf("%s", ScheduleCsv(*sched).c_str());
+    std::printf("wrote %s/schedule.json, schedule.csv, schedule.png\n", out.c_str());
+    return 0;
+  }
   if (cmd == "eval") {
-    auto f = ParseFlags(argc, argv, 2, {"optimizer", "job", "out", "steps", "seeds", "threads"},
+    auto f = ParseFlags(argc, argv, 2,
+                        {"optimizer", "schedule", "controller", "job", "out", "steps", "seeds", "threads"},
                         {"no-progress", "help"});
     if (!f.ok()) return Fail(f.status());
     if (f->Has("help")) return std::printf("%s", kUsage), 0;
+    if (f->Has("schedule") || f->Has("controller")) {
+      if (!f->Has("job"))
+        return Fail(absl::InvalidArgumentError("lopt eval --schedule/--controller needs --job FILE"));
+      if (auto s = SetThreads(*f); !s.ok()) return Fail(s);
+      auto job = LoadJobFile(f->Get("job"));
+      if (!job.ok()) return Fail(job.status());
+      if (auto s = EvalLhopt(*job, f->Get("controller"), f->Get("schedule"),
+                             f->Get("out", "runs/eval"), *f);
+          !s.ok())
+        return Fail(s);
+      return 0;
+    }
     if (!f->Has("optimizer"))
       return Fail(absl::InvalidArgumentError("lopt eval needs --optimizer FILE"));
     if (auto s = SetThreads(*f); !s.ok()) return Fail(s);

@@ -73,84 +73,155 @@ absl::Status ValidateActivation(absl::string_view field, v1::Activation a) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateTask(const v1::TaskSpec& t) {
+// `prefix` names the TaskSpec in errors: "task", "lhopt.tasks[2].task".
+absl::Status ValidateTask(const v1::TaskSpec& t, absl::string_view prefix = "task") {
+  auto F = [&](absl::string_view rest) { return absl::StrCat(prefix, ".", rest); };
   switch (t.family_case()) {
     case v1::TaskSpec::kFmnistMlp: {
       const auto& m = t.fmnist_mlp();
-      LOPT_CHECK(ValidateDataDir("task.fmnist_mlp.data_dir", m.data_dir()));
+      LOPT_CHECK(ValidateDataDir(F("fmnist_mlp.data_dir"), m.data_dir()));
       if (m.image_size() != 8 && m.image_size() != 28 &&
           m.image_size() != 14)
         return Invalid(absl::StrCat(
-            "task.fmnist_mlp.image_size must be 8, 14 or 28, got ",
+            F("fmnist_mlp.image_size must be 8, 14 or 28, got "),
             m.image_size()));
       for (int i = 0; i < m.hidden_sizes_size(); ++i)
-        LOPT_CHECK(InRange(absl::StrCat("task.fmnist_mlp.hidden_sizes[", i, "]"),
+        LOPT_CHECK(InRange(absl::StrCat(F("fmnist_mlp.hidden_sizes["), i, "]"),
                            m.hidden_sizes(i), 1, 65536));
-      LOPT_CHECK(ValidateActivation("task.fmnist_mlp.activation", m.activation()));
-      LOPT_CHECK(InRange("task.fmnist_mlp.batch_size", m.batch_size(), 1, 60000));
+      LOPT_CHECK(ValidateActivation(F("fmnist_mlp.activation"), m.activation()));
+      LOPT_CHECK(InRange(F("fmnist_mlp.batch_size"), m.batch_size(), 1, 60000));
       break;
     }
     case v1::TaskSpec::kFmnistCnn: {
       const auto& c = t.fmnist_cnn();
-      LOPT_CHECK(ValidateDataDir("task.fmnist_cnn.data_dir", c.data_dir()));
+      LOPT_CHECK(ValidateDataDir(F("fmnist_cnn.data_dir"), c.data_dir()));
       if (c.image_size() != 8 && c.image_size() != 28 && c.image_size() != 14)
         return Invalid(absl::StrCat(
-            "task.fmnist_cnn.image_size must be 8, 14 or 28, got ",
+            F("fmnist_cnn.image_size must be 8, 14 or 28, got "),
             c.image_size()));
       if (c.channels_size() == 0)
-        return Invalid("task.fmnist_cnn.channels must not be empty");
+        return Invalid(F("fmnist_cnn.channels must not be empty"));
       for (int i = 0; i < c.channels_size(); ++i)
-        LOPT_CHECK(InRange(absl::StrCat("task.fmnist_cnn.channels[", i, "]"),
+        LOPT_CHECK(InRange(absl::StrCat(F("fmnist_cnn.channels["), i, "]"),
                            c.channels(i), 1, 4096));
-      LOPT_CHECK(ValidateActivation("task.fmnist_cnn.activation", c.activation()));
-      LOPT_CHECK(InRange("task.fmnist_cnn.batch_size", c.batch_size(), 1, 60000));
+      LOPT_CHECK(ValidateActivation(F("fmnist_cnn.activation"), c.activation()));
+      LOPT_CHECK(InRange(F("fmnist_cnn.batch_size"), c.batch_size(), 1, 60000));
       break;
     }
     case v1::TaskSpec::kNoisyQuadratic: {
       const auto& q = t.noisy_quadratic();
-      LOPT_CHECK(InRange("task.noisy_quadratic.min_dim", q.min_dim(), 1, 1 << 24));
+      LOPT_CHECK(InRange(F("noisy_quadratic.min_dim"), q.min_dim(), 1, 1 << 24));
       if (q.max_dim() < q.min_dim())
         return Invalid(absl::StrCat(
-            "task.noisy_quadratic.max_dim must be >= min_dim (", q.min_dim(),
+            F("noisy_quadratic.max_dim must be >= min_dim ("), q.min_dim(),
             "), got ", q.max_dim()));
-      LOPT_CHECK(InRange("task.noisy_quadratic.min_log10_condition",
+      LOPT_CHECK(InRange(F("noisy_quadratic.min_log10_condition"),
                          q.min_log10_condition(), 0, 12));
       if (!(q.max_log10_condition() >= q.min_log10_condition() &&
             q.max_log10_condition() <= 12))
         return Invalid(absl::StrCat(
-            "task.noisy_quadratic.max_log10_condition must be in [min_log10_condition, 12], got ",
+            F("noisy_quadratic.max_log10_condition must be in [min_log10_condition, 12], got "),
             q.max_log10_condition()));
-      LOPT_CHECK(NonNegative("task.noisy_quadratic.noise_stddev", q.noise_stddev()));
+      LOPT_CHECK(NonNegative(F("noisy_quadratic.noise_stddev"), q.noise_stddev()));
       break;
     }
     case v1::TaskSpec::kByteLm: {
       const auto& b = t.byte_lm();
-      LOPT_CHECK(ValidateDataDir("task.byte_lm.data_path", b.data_path()));
-      LOPT_CHECK(InRange("task.byte_lm.context_length", b.context_length(), 1, 4096));
-      LOPT_CHECK(InRange("task.byte_lm.model_dim", b.model_dim(), 1, 4096));
-      LOPT_CHECK(InRange("task.byte_lm.num_heads", b.num_heads(), 1, 256));
+      LOPT_CHECK(ValidateDataDir(F("byte_lm.data_path"), b.data_path()));
+      LOPT_CHECK(InRange(F("byte_lm.context_length"), b.context_length(), 1, 4096));
+      LOPT_CHECK(InRange(F("byte_lm.model_dim"), b.model_dim(), 1, 4096));
+      LOPT_CHECK(InRange(F("byte_lm.num_heads"), b.num_heads(), 1, 256));
       if (b.model_dim() % b.num_heads() != 0)
-        return Invalid(absl::StrCat("task.byte_lm.num_heads (", b.num_heads(),
+        return Invalid(absl::StrCat(F("byte_lm.num_heads ("), b.num_heads(),
                                     ") must divide model_dim (", b.model_dim(), ")"));
-      LOPT_CHECK(InRange("task.byte_lm.num_layers", b.num_layers(), 1, 64));
-      LOPT_CHECK(InRange("task.byte_lm.batch_size", b.batch_size(), 1, 65536));
+      LOPT_CHECK(InRange(F("byte_lm.num_layers"), b.num_layers(), 1, 64));
+      LOPT_CHECK(InRange(F("byte_lm.batch_size"), b.batch_size(), 1, 65536));
       break;
     }
     case v1::TaskSpec::FAMILY_NOT_SET:
       return Invalid(
-          "task must set one family: fmnist_mlp, fmnist_cnn, noisy_quadratic or byte_lm");
+          absl::StrCat(prefix, " must set one family: fmnist_mlp, fmnist_cnn, noisy_quadratic or byte_lm"));
   }
   if (t.has_param_scale() && t.param_scale().enabled()) {
     const auto& s = t.param_scale();
-    LOPT_CHECK(Positive("task.param_scale.min_scale", s.min_scale()));
+    LOPT_CHECK(Positive(F("param_scale.min_scale"), s.min_scale()));
     if (!(s.max_scale() >= s.min_scale()) || !std::isfinite(s.max_scale()))
       return Invalid(absl::StrCat(
-          "task.param_scale.max_scale must be >= min_scale (", s.min_scale(),
+          F("param_scale.max_scale must be >= min_scale ("), s.min_scale(),
           "), got ", s.max_scale()));
   }
   return absl::OkStatus();
 }
 
+
+void FillTaskDefaults(v1::TaskSpec* task) {
+  if (task->family_case() == v1::TaskSpec::FAMILY_NOT_SET) task->mutable_fmnist_mlp();
+  if (task->has_fmnist_mlp() && task->fmnist_mlp().hidden_sizes_size() == 0)
+    task->mutable_fmnist_mlp()->add_hidden_sizes(32);
+  if (task->has_fmnist_cnn() && task->fmnist_cnn().channels_size() == 0) {
+    task->mutable_fmnist_cnn()->add_channels(8);
+    task->mutable_fmnist_cnn()->add_channels(16);
+  }
+}
+
+absl::Status ValidateLhopt(const v1::LhoptSpec& l) {
+  if (l.tasks_size() == 0)
+    return Invalid("lhopt.tasks must name at least one task of the mixture");
+  double total_weight = 0;
+  for (int i = 0; i < l.tasks_size(); ++i) {
+    const auto& c = l.tasks(i);
+    const std::string at = absl::StrCat("lhopt.tasks[", i, "]");
+    if (!c.has_task()) return Invalid(absl::StrCat(at, ".task must be set"));
+    LOPT_CHECK(ValidateTask(c.task(), at + ".task"));
+    LOPT_CHECK(NonNegative(at + ".weight", c.weight()));
+    total_weight += c.weight();
+    if (c.random_activation() && !c.task().has_fmnist_mlp() && !c.task().has_fmnist_cnn())
+      return Invalid(absl::StrCat(at, ".random_activation applies to fmnist_mlp and fmnist_cnn only"));
+  }
+  if (!(total_weight > 0)) return Invalid("lhopt.tasks[*].weight must not all be 0");
+  LOPT_CHECK(InRange("lhopt.min_inner_steps", l.min_inner_steps(), 2, 1 << 24));
+  if (l.max_inner_steps() < l.min_inner_steps())
+    return Invalid(absl::StrCat("lhopt.max_inner_steps must be >= lhopt.min_inner_steps (",
+                                l.min_inner_steps(), "), got ", l.max_inner_steps()));
+  LOPT_CHECK(InRange("lhopt.min_decisions", l.min_decisions(), 1, 1 << 20));
+  if (l.max_decisions() < l.min_decisions())
+    return Invalid(absl::StrCat("lhopt.max_decisions must be >= lhopt.min_decisions (",
+                                l.min_decisions(), "), got ", l.max_decisions()));
+  if (l.max_decisions() > l.min_inner_steps())
+    return Invalid(absl::StrCat("lhopt.max_decisions must be <= lhopt.min_inner_steps (",
+                                l.min_inner_steps(), "): at most one decision an inner step, got ",
+                                l.max_decisions()));
+  LOPT_CHECK(InRange("lhopt.particles", l.particles(), 1, 4096));
+  LOPT_CHECK(InRange("lhopt.episodes_per_iteration", l.episodes_per_iteration(), 1, 1 << 20));
+  if (l.episodes_per_iteration() % l.particles() != 0)
+    return Invalid(absl::StrCat("lhopt.episodes_per_iteration must be a multiple of lhopt.particles (",
+                                l.particles(), "), got ", l.episodes_per_iteration()));
+  const auto& p = l.ppo();
+  LOPT_CHECK(OpenUnit("lhopt.ppo.clip", p.clip()));
+  LOPT_CHECK(NonNegative("lhopt.ppo.value_coef", p.value_coef()));
+  LOPT_CHECK(NonNegative("lhopt.ppo.entropy_coef", p.entropy_coef()));
+  LOPT_CHECK(Positive("lhopt.ppo.lr", p.lr()));
+  LOPT_CHECK(Positive("lhopt.ppo.max_grad_norm", p.max_grad_norm()));
+  LOPT_CHECK(InRange("lhopt.ppo.gamma", p.gamma(), 0, 1));
+  LOPT_CHECK(InRange("lhopt.ppo.gae_lambda", p.gae_lambda(), 0, 1));
+  LOPT_CHECK(InRange("lhopt.ppo.epochs", p.epochs(), 1, 1000));
+  LOPT_CHECK(InRange("lhopt.ppo.max_sample_reuse", p.max_sample_reuse(), 1, 1000));
+  LOPT_CHECK(InRange("lhopt.ppo.minibatch_episodes", p.minibatch_episodes(), 1, 1 << 20));
+  LOPT_CHECK(InRange("lhopt.ppo.max_staleness", p.max_staleness(), 0, 1 << 20));
+  LOPT_CHECK(InRange("lhopt.baseline_polyak", l.baseline_polyak(), 0, 1));
+  LOPT_CHECK(Positive("lhopt.reward_clip", l.reward_clip()));
+  LOPT_CHECK(InRange("lhopt.iterations", l.iterations(), 1, 1 << 30));
+  LOPT_CHECK(NonNegative("lhopt.checkpoint_every", l.checkpoint_every()));
+  LOPT_CHECK(InRange("lhopt.hidden_size", l.hidden_size(), 1, 4096));
+  LOPT_CHECK(InRange("lhopt.curve_points", l.curve_points(), 3, 1 << 16));
+  if (l.curve_points() > l.min_inner_steps())
+    return Invalid(absl::StrCat("lhopt.curve_points must be <= lhopt.min_inner_steps (",
+                                l.min_inner_steps(), "), got ", l.curve_points()));
+  LOPT_CHECK(InRange("lhopt.baseline_refresh_iterations", l.baseline_refresh_iterations(), 1, 1 << 30));
+  LOPT_CHECK(InRange("lhopt.instances_per_task", l.instances_per_task(), 1, 1 << 20));
+  LOPT_CHECK(InRange("lhopt.schedule_decisions", l.schedule_decisions(), 1, 1 << 20));
+  return absl::OkStatus();
+}
 }  // namespace
 
 std::vector<float> DefaultAdamwLrGrid() {
@@ -172,15 +243,10 @@ absl::StatusOr<v1::JobSpec> ParseJobText(absl::string_view text,
 }
 
 void FillJobDefaults(v1::JobSpec* job) {
-  auto* task = job->mutable_task();
-  if (task->family_case() == v1::TaskSpec::FAMILY_NOT_SET)
-    task->mutable_fmnist_mlp();
-  if (task->has_fmnist_mlp() && task->fmnist_mlp().hidden_sizes_size() == 0)
-    task->mutable_fmnist_mlp()->add_hidden_sizes(32);
-  if (task->has_fmnist_cnn() && task->fmnist_cnn().channels_size() == 0) {
-    task->mutable_fmnist_cnn()->add_channels(8);
-    task->mutable_fmnist_cnn()->add_channels(16);
-  }
+  FillTaskDefaults(job->mutable_task());
+  if (job->has_lhopt())
+    for (auto& c : *job->mutable_lhopt()->mutable_tasks())
+      if (c.has_task()) FillTaskDefaults(c.mutable_task());
   if (job->eval().adamw_lrs_size() == 0)
     for (float lr : DefaultAdamwLrGrid()) job->mutable_eval()->add_adamw_lrs(lr);
 }
@@ -256,6 +322,7 @@ absl::Status ValidateJob(const v1::JobSpec& job) {
   LOPT_CHECK(InRange("cluster.shards", c.shards(), 1, 4096));
   LOPT_CHECK(InRange("cluster.results_per_step", c.results_per_step(), 0, 1 << 20));
   LOPT_CHECK(InRange("cluster.max_staleness", c.max_staleness(), 0, 1 << 20));
+  if (job.has_lhopt()) LOPT_CHECK(ValidateLhopt(job.lhopt()));
   return absl::OkStatus();
 }
 
@@ -292,8 +359,8 @@ uint64_t ShardSeed(const v1::JobSpec& job, int32_t shard) {
 }
 
 int64_t EvalSteps(const v1::JobSpec& job) {
-  return job.eval().steps() > 0 ? job.eval().steps()
-                                : 10 * MetaTrainingHorizon(job);
+  if (job.eval().steps() > 0) return job.eval().steps();
+  return IsLhoptJob(job) ? job.lhopt().max_inner_steps() : 10 * MetaTrainingHorizon(job);
 }
 
 }  // namespace lopt

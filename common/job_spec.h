@@ -50,7 +50,11 @@ int64_t MetaTrainingHorizon(const v1::JobSpec& job);
 // others get independent streams.
 uint64_t ShardSeed(const v1::JobSpec& job, int32_t shard);
 
-// Meta-test length: eval.steps, or 10x the horizon when 0.
+// An LHOPT job (lhopt set) rather than an ELO one.
+inline bool IsLhoptJob(const v1::JobSpec& job) { return job.has_lhopt(); }
+
+// Meta-test length: eval.steps, or when 0 10x the horizon (ELO) or
+// lhopt.max_inner_steps (LHOPT).
 int64_t EvalSteps(const v1::JobSpec& job);
 
 }  // namespace lopt

@@ -33,12 +33,18 @@ GaeResult ComputeGae(const torch::Tensor& rewards, const torch::Tensor& values,
   return {adv.to(dtype), (adv + v).to(dtype)};
 }
 
+torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask) {
+  if (!mask.defined()) return x.mean();
+  return (x * mask).sum() / mask.sum().clamp_min(1);
+}
+
 torch::Tensor PpoClipLoss(const torch::Tensor& new_log_prob, const torch::Tensor& old_log_prob,
-                          const torch::Tensor& advantages, double clip) {
+                          const torch::Tensor& advantages, double clip,
+                          const torch::Tensor& mask) {
   torch::Tensor ratio = torch::exp(new_log_prob - old_log_prob);
   torch::Tensor unclipped = ratio * advantages;
   torch::Tensor clipped = ratio.clamp(1 - clip, 1 + clip) * advantages;
-  return -torch::min(unclipped, clipped).mean();
+  return -MaskedMean(torch::min(unclipped, clipped), mask);
 }
 
 std::vector<PpoSegment> DropStaleSegments(const std::vector<PpoSegment>& segments,
@@ -92,6 +98,15 @@ PpoStats PpoTrainer::Update(const std::vector<PpoSegment>& all, int64_t current_
   torch::Tensor old_values = stack_time([](const PpoSegment& s) { return s.values; }).to(torch::kFloat32);
   torch::Tensor rewards = stack_time([](const PpoSegment& s) { return s.rewards; }).to(torch::kFloat32);
   torch::Tensor dones = stack_time([](const PpoSegment& s) { return s.dones; }).to(torch::kFloat32);
+  // Padding masks: only when some lane has one, so that unmasked batches
+  // compute exactly as before.
+  bool masked = false;
+  for (const auto& s : segs) masked = masked || s.mask.defined();
+  torch::Tensor mask = masked ? stack_time([](const PpoSegment& s) {
+                                  return s.mask.defined() ? s.mask.to(torch::kFloat32)
+                                                          : torch::ones_like(s.dones, torch::kFloat32);
+                                }).to(torch::kFloat32)
+                              : torch::Tensor();
   std::vector<torch::Tensor> boot, h0, c0;
   for (const auto& s : segs) {
     boot.push_back(s.bootstrap_value.reshape({}));
@@ -107,8 +122,14 @@ PpoStats PpoTrainer::Update(const std::vector<PpoSegment>& all, int64_t current_
   GaeResult gae = ComputeGae(rewards, old_values, dones, bootstrap, options_.gamma,
                              options_.gae_lambda);
   torch::Tensor adv = gae.advantages;
-  if (options_.normalize_advantages && adv.numel() > 1)
-    adv = (adv - adv.mean()) / (adv.std() + 1e-8);
+  if (options_.normalize_advantages && adv.numel() > 1) {
+    if (masked) {
+      torch::Tensor real = adv.masked_select(mask > 0);
+      if (real.numel() > 1) adv = (adv - real.mean()) / (real.std() + 1e-8) * mask;
+    } else {
+      adv = (adv - adv.mean()) / (adv.std() + 1e-8);
+    }
+  }
 
   const int64_t lanes = static_cast<int64_t>(segs.size());
   const int64_t mb = std::max<int64_t>(1, std::min(options_.minibatch_segments, lanes));
@@ -125,9 +146,10 @@ PpoStats PpoTrainer::Update(const std::vector<PpoSegment>& all, int64_t current_
       torch::Tensor logp = ActionLogProb(out.logits, lane(actions));
       torch::Tensor old = lane(old_logp);
       torch::Tensor a = lane(adv);
-      torch::Tensor pg_loss = PpoClipLoss(logp, old, a, options_.clip);
-      torch::Tensor v_loss = 0.5 * (out.value - lane(gae.returns)).pow(2).mean();
-      torch::Tensor entropy = PolicyEntropy(out.logits).mean();
+      torch::Tensor m = masked ? lane(mask) : torch::Tensor();
+      torch::Tensor pg_loss = PpoClipLoss(logp, old, a, options_.clip, m);
+      torch::Tensor v_loss = 0.5 * MaskedMean((out.value - lane(gae.returns)).pow(2), m);
+      torch::Tensor entropy = MaskedMean(PolicyEntropy(out.logits), m);
       torch::Tensor loss =
           pg_loss + options_.value_coef * v_loss - options_.entropy_coef * entropy;
       adam_->zero_grad();
@@ -139,9 +161,9 @@ PpoStats PpoTrainer::Update(const std::vector<PpoSegment>& all, int64_t current_
         torch::NoGradGuard no_grad;
         torch::Tensor log_ratio = logp.detach() - old;
         torch::Tensor ratio = log_ratio.exp();
-        stats.approx_kl += ((ratio - 1) - log_ratio).mean().item<double>();
+        stats.approx_kl += MaskedMean((ratio - 1) - log_ratio, m).item<double>();
         stats.clip_fraction +=
-            ((ratio - 1).abs() > options_.clip).to(torch::kFloat32).mean().item<double>();
+            MaskedMean(((ratio - 1).abs() > options_.clip).to(torch::kFloat32), m).item<double>();
       }
       stats.policy_loss += pg_loss.item<double>();
       stats.value_loss += v_loss.item<double>();

@@ -12,7 +12,7 @@
 #include <torch/optim/adam.h>
 #include <torch/types.h>
 
-#include "learner/lhopt_policy.h"
+#include "common/lhopt_policy.h"
 
 namespace lopt {
 
@@ -35,23 +35,17 @@ GaeResult ComputeGae(const torch::Tensor& rewards, const torch::Tensor& values,
 // The clipped surrogate objective as a loss to minimise:
 //   -mean(min(rho * A, clamp(rho, 1 - clip, 1 + clip) * A)),
 //   rho = exp(new_log_prob - old_log_prob).
+// With `mask` (1 real, 0 padding; same shape) the mean is over real samples.
 torch::Tensor PpoClipLoss(const torch::Tensor& new_log_prob, const torch::Tensor& old_log_prob,
-                          const torch::Tensor& advantages, double clip = 0.2);
+                          const torch::Tensor& advantages, double clip = 0.2,
+                          const torch::Tensor& mask = {});
 
-// One lane of experience: T consecutive decisions of one worker's run(s),
-// acted by policy version `policy_version`.
-struct PpoSegment {
-  torch::Tensor features;     // [T, F], as fed to the policy (normalised)
-  torch::Tensor value_extra;  // [T, E], undefined if E = 0
-  torch::Tensor actions;      // [T, num_heads] int64
-  torch::Tensor log_probs;    // [T] of the acting policy
-  torch::Tensor values;       // [T] of the acting policy
-  torch::Tensor rewards;      // [T]
-  torch::Tensor dones;        // [T] 1 where the episode ends after step t
-  torch::Tensor bootstrap_value;  // [] V of the state after step T - 1
-  PolicyState initial_state;  // h, c [hidden] before step 0
-  int64_t policy_version = 0;
-};
+// mean(x) over the entries where mask is 1 (all entries if mask is undefined).
+torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask);
+
+// PpoSegment (one lane of experience) lives in common/lhopt_policy.h: the
+// workers that act produce it.
+
 
 // Keeps the segments with 0 <= current_version - policy_version <=
 // max_staleness; *dropped (if non-null) counts the others.
@@ -96,11 +90,15 @@ class PpoTrainer {
 
   // Drops stale segments, computes GAE with the acting policy's values, and
   // runs min(epochs, max_sample_reuse) epochs of minibatch updates.
-  // REQUIRES: every segment has the same T.
+  // REQUIRES: every segment has the same T (pad shorter lanes with `mask`).
   PpoStats Update(const std::vector<PpoSegment>& segments, int64_t current_version);
 
   LhoptPolicy policy() const { return policy_; }
   torch::optim::Adam& optimizer() { return *adam_; }
+  // Updates run so far: the index of the next update's minibatch shuffle
+  // stream (saved with checkpoints so that a resumed run shuffles alike).
+  uint64_t updates() const { return updates_; }
+  void set_updates(uint64_t n) { updates_ = n; }
 
  private:
   LhoptPolicy policy_;

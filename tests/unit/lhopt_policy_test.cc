@@ -1,4 +1,4 @@
-#include "learner/lhopt_policy.h"
+#include "common/lhopt_policy.h"
 
 #include <gtest/gtest.h>
 

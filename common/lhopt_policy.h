@@ -22,6 +22,9 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include "absl/status/status.h"
+#include "common/replay_buffer.h"
+
 namespace lopt {
 
 // An LSTM cell with layer normalisation (Ba et al. 2016): each gate's
@@ -98,6 +101,25 @@ class LhoptPolicyImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LhoptPolicy);
 
+// One lane of experience: T consecutive decisions of one worker's run(s),
+// acted by policy version `policy_version`.
+struct PpoSegment {
+  torch::Tensor features;     // [T, F], as fed to the policy (normalised)
+  torch::Tensor value_extra;  // [T, E], undefined if E = 0
+  torch::Tensor actions;      // [T, num_heads] int64
+  torch::Tensor log_probs;    // [T] of the acting policy
+  torch::Tensor values;       // [T] of the acting policy
+  torch::Tensor rewards;      // [T]
+  torch::Tensor dones;        // [T] 1 where the episode ends after step t
+  torch::Tensor bootstrap_value;  // [] V of the state after step T - 1
+  PolicyState initial_state;  // h, c [hidden] before step 0
+  int64_t policy_version = 0;
+  // [T] 1 for real steps, 0 for padding after the lane's last episode ends
+  // (lanes of different lengths batched together); undefined: all real.
+  // Padded steps must have done = 1 at the last real step.
+  torch::Tensor mask;
+};
+
 // Samples one choice per head: [..., num_heads] int64.
 torch::Tensor SampleActions(const std::vector<torch::Tensor>& logits, torch::Generator& gen);
 // The most likely choice per head: [..., num_heads] int64.
@@ -113,5 +135,13 @@ torch::Tensor PolicyEntropy(const std::vector<torch::Tensor>& logits);
 // same structure.
 void PolyakUpdate(torch::nn::Module& target, const torch::nn::Module& source,
                   double decay = 0.99);
+
+// The policy's parameters and buffers by name (cloned), each name prefixed
+// with `prefix`: what a work unit ships and a checkpoint keeps.
+NamedTensors PolicyWeights(const LhoptPolicyImpl& policy, const std::string& prefix = "");
+// Copies `weights` (names with `prefix`) into the policy. INVALID_ARGUMENT
+// when a parameter or buffer is missing or has another shape.
+absl::Status SetPolicyWeights(LhoptPolicyImpl& policy, const NamedTensors& weights,
+                              const std::string& prefix = "");
 
 }  // namespace lopt

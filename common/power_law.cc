@@ -1,4 +1,4 @@
-#include "learner/power_law.h"
+#include "common/power_law.h"
 
 #include <algorithm>
 #include <cmath>

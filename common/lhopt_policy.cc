@@ -1,4 +1,6 @@
-#include "learner/lhopt_policy.h"
+#include "common/lhopt_policy.h"
+
+#include <map>
 
 #include <torch/torch.h>
 
@@ -180,6 +182,38 @@ void PolyakUpdate(torch::nn::Module& target, const torch::nn::Module& source, do
     else
       item.value().copy_(*s);
   }
+}
+
+NamedTensors PolicyWeights(const LhoptPolicyImpl& policy, const std::string& prefix) {
+  torch::NoGradGuard no_grad;
+  NamedTensors out;
+  for (const auto& item : policy.named_parameters(/*recurse=*/true))
+    out.emplace_back(prefix + item.key(), item.value().detach().clone());
+  for (const auto& item : policy.named_buffers(/*recurse=*/true))
+    out.emplace_back(prefix + item.key(), item.value().detach().clone());
+  return out;
+}
+
+absl::Status SetPolicyWeights(LhoptPolicyImpl& policy, const NamedTensors& weights,
+                              const std::string& prefix) {
+  torch::NoGradGuard no_grad;
+  std::map<std::string, const torch::Tensor*> by_name;
+  for (const auto& [k, v] : weights) by_name[k] = &v;
+  auto copy = [&](const std::string& key, torch::Tensor& dst) -> absl::Status {
+    auto it = by_name.find(prefix + key);
+    if (it == by_name.end())
+      return absl::InvalidArgumentError(absl::StrCat("policy weights lack ", prefix, key));
+    if (it->second->sizes() != dst.sizes())
+      return absl::InvalidArgumentError(absl::StrCat("policy weight ", prefix, key,
+                                                     " has the wrong shape"));
+    dst.copy_(*it->second);
+    return absl::OkStatus();
+  };
+  for (auto& item : policy.named_parameters(true))
+    if (absl::Status s = copy(item.key(), item.value()); !s.ok()) return s;
+  for (auto& item : policy.named_buffers(true))
+    if (absl::Status s = copy(item.key(), item.value()); !s.ok()) return s;
+  return absl::OkStatus();
 }
 
 }  // namespace lopt
