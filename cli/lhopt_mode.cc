@@ -24,18 +24,6 @@
 namespace lopt {
 namespace {
 
-absl::Status MakeDirs(const std::string& dir) {
-  std::string cur;
-  for (size_t i = 0; i <= dir.size(); ++i) {
-    if (i == dir.size() || dir[i] == '/') {
-      if (!cur.empty() && ::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
-        return absl::PermissionDeniedError(absl::StrCat("cannot create directory ", cur));
-    }
-    if (i < dir.size()) cur += dir[i];
-  }
-  return absl::OkStatus();
-}
-
 bool Exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
