@@ -2,7 +2,9 @@
 // worker speaking the real WorkService protocol: what the learner does with
 // results that are wrong, stale, for unknown jobs or units, or NaN; and
 // what clients without credentials or with oversized messages get.
+#include <atomic>
 #include <deque>
+#include <thread>
 #include <map>
 
 #include <gtest/gtest.h>
@@ -234,6 +236,59 @@ TEST(LearnerService, ReassignsTheUnitOfAWorkerThatWentAway) {
   EXPECT_EQ(ub.shard(), ua.shard());
   EXPECT_NE(ub.unit_id(), ua.unit_id());
   EXPECT_TRUE(b.Send(GoodResult(ub)).accepted());
+}
+
+TEST(LearnerService, ReassignsTheUnitOfASilentWorkerAfterTheTimeout) {
+  LearnerServer s;  // worker timeout 2,000 ms
+  std::string id = Submit(s, kJob);
+  FakeWorker a(s.client());
+  ASSERT_TRUE(a.Register("silent"));
+  v1::WorkUnit ua = a.NextUnit();  // then says nothing: no heartbeat, no result
+  FakeWorker b(s.client());
+  ASSERT_TRUE(b.Register("b"));
+  // b stays alive with heartbeats while it waits.
+  std::atomic<bool> got{false};
+  std::thread beats([&] {
+    while (!got) {
+      v1::WorkerMessage hb;
+      hb.mutable_heartbeat();
+      b.stream_->Write(hb);
+      std::this_thread::sleep_for(200ms);
+    }
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  v1::WorkUnit ub = b.NextUnit();
+  double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  got = true;
+  beats.join();
+  EXPECT_EQ(ub.shard(), ua.shard());
+  EXPECT_GE(waited, 1.5);  // not before the timeout
+  EXPECT_TRUE(b.Send(GoodResult(ub)).accepted());
+  // The learner closed the silent worker's stream: a late result cannot land.
+  v1::LearnerMessage m;
+  EXPECT_FALSE(a.stream_->Read(&m));
+  EXPECT_EQ(s.manager().Get(id, false)->outer_step(), 1);
+}
+
+TEST(LearnerService, CancelStopsAJobAndItsUnits) {
+  LearnerServer s;
+  std::string id = Submit(s, kJob);
+  FakeWorker w(s.client());
+  ASSERT_TRUE(w.Register());
+  v1::WorkUnit u = w.NextUnit();
+  auto stub = v1::JobService::NewStub(MakeChannel(s.client()));
+  v1::CancelJobRequest req;
+  req.set_job_id(id);
+  v1::JobStatus st;
+  auto ctx = MakeContext(s.client());
+  ASSERT_TRUE(stub->Cancel(ctx.get(), req, &st).ok());
+  EXPECT_EQ(st.state(), v1::CANCELLED);
+  auto ctx2 = MakeContext(s.client());
+  EXPECT_EQ(stub->Cancel(ctx2.get(), req, &st).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  v1::ResultAck a = w.Send(GoodResult(u));
+  EXPECT_FALSE(a.accepted());
+  EXPECT_EQ(s.manager().Get(id, false)->outer_step(), 0);
+  EXPECT_EQ(s.manager().Get(id, false)->state(), v1::CANCELLED);
 }
 
 TEST(LearnerService, SharesWorkersFairlyBetweenJobs) {
