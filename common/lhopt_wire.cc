@@ -146,11 +146,13 @@ absl::StatusOr<LhoptUnitResult> DecodeLhoptResult(const v1::LhoptResultInfo& inf
   }
   for (int32_t i = 0; i < n; ++i) {
     const PpoSegment& s = r.segments[i];
-    for (auto [name, t] : {std::pair<const char*, const torch::Tensor*>{"features", &s.features},
-                           {"actions", &s.actions}, {"log_probs", &s.log_probs},
-                           {"values", &s.values}, {"rewards", &s.rewards}, {"dones", &s.dones},
-                           {"bootstrap_value", &s.bootstrap_value}, {"h", &s.initial_state.h},
-                           {"c", &s.initial_state.c}})
+    const std::pair<const char*, const torch::Tensor*> required[] = {
+        {"features", &s.features},   {"actions", &s.actions},
+        {"log_probs", &s.log_probs}, {"values", &s.values},
+        {"rewards", &s.rewards},     {"dones", &s.dones},
+        {"bootstrap_value", &s.bootstrap_value},
+        {"h", &s.initial_state.h},   {"c", &s.initial_state.c}};
+    for (const auto& [name, t] : required)
       if (!t->defined())
         return absl::InvalidArgumentError(
             absl::StrCat("LHOPT result payload lacks 'seg/", i, "/", name, "'"));

@@ -4,6 +4,7 @@
 // what clients without credentials or with oversized messages get.
 #include <cmath>
 #include <deque>
+#include <functional>
 #include <map>
 
 #include <gtest/gtest.h>
@@ -28,8 +29,11 @@ using namespace std::chrono_literals;
 
 class LearnerServer {
  public:
-  explicit LearnerServer(const std::string& token = "") : token_(token) {
-    dir_ = absl::StrCat(::testing::TempDir(), "lopt_learner_svc_", getpid(), "_", counter_++);
+  // `dir`: the state directory (empty: a new one).
+  explicit LearnerServer(const std::string& token = "", const std::string& dir = "")
+      : token_(token), dir_(dir) {
+    if (dir_.empty())
+      dir_ = absl::StrCat(::testing::TempDir(), "lopt_learner_svc_", getpid(), "_", counter_++);
     LearnerOptions opt;
     opt.state_dir = dir_;
     opt.worker_timeout_ms = 2000;
@@ -359,6 +363,52 @@ TEST(LearnerService, RealWorkerEngineRunsAnLhoptJobInProcess) {
   auto c = LoadControllerFile(path);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->file.job().name(), "lhopt_svc");
+}
+
+// Runs an in-process worker until the job's status satisfies `until`.
+v1::JobStatus RunWorkerUntil(LearnerServer& s, const std::string& id,
+                             const std::function<bool(const v1::JobStatus&)>& until) {
+  WorkerOptions opt;
+  opt.learner = s.client();
+  opt.name = "engine";
+  Worker worker(opt);
+  std::thread t([&] { worker.Run(); });
+  int64_t version = -1;
+  v1::JobStatus st;
+  for (int i = 0; i < 300 && !until(st) && st.state() != v1::SUCCEEDED &&
+                  st.state() != v1::FAILED;
+       ++i)
+    st = *s.manager().WaitForChange(id, &version, 200ms);
+  worker.Stop();
+  t.join();
+  return st;
+}
+
+TEST(LearnerService, LhoptJobResumesFromItsCheckpointAfterARestart) {
+  const std::string dir =
+      absl::StrCat(::testing::TempDir(), "lopt_learner_svc_lhopt_resume_", getpid());
+  std::string text = kLhoptJob;
+  text.replace(text.find("iterations: 2"), 13, "iterations: 3");
+  std::string id;
+  int64_t reached = 0;
+  {
+    LearnerServer s("", dir);
+    id = Submit(s, text);
+    auto st = RunWorkerUntil(s, id, [](const v1::JobStatus& st) { return st.outer_step() >= 1; });
+    reached = st.outer_step();
+    ASSERT_GE(reached, 1);
+    ASSERT_EQ(st.state(), v1::RUNNING);
+  }
+  LearnerServer s("", dir);
+  auto st = s.manager().Get(id, false);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->state(), v1::RUNNING);
+  EXPECT_GE(st->outer_step(), 1);  // the checkpoint of iteration 1 (or 2) was reloaded
+  EXPECT_LE(st->outer_step(), reached);
+  EXPECT_EQ(st->total_steps(), 3);
+  auto done = RunWorkerUntil(s, id, [](const v1::JobStatus&) { return false; });
+  EXPECT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+  EXPECT_EQ(done.outer_step(), 3);
 }
 
 TEST(LearnerService, RejectsCorruptAndTruncatedLhoptPayloadsClearly) {

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <torch/torch.h>
 
 #include "common/job_spec.h"
