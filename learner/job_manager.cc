@@ -11,10 +11,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/checkpoint.h"
+#include "common/job_spec.h"
+#include "common/lhopt_wire.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/optimizer_file.h"
 #include "common/tensor_codec.h"
+#include "learner/lhopt_job.h"
 #include "lopt/v1/buffer_service.grpc.pb.h"
 
 namespace lopt {
@@ -74,6 +77,17 @@ struct Families {
       "lopt_units_reassigned_total", "Work units given back to the pool after their worker left");
   prometheus::Family<prometheus::Histogram>& staleness = HistogramFamily(
       "lopt_result_staleness_steps", "Outer steps between a result's theta and the current one");
+  // LHOPT jobs, per PPO iteration.
+  prometheus::Family<prometheus::Gauge>& lhopt_reward = GaugeFamily(
+      "lopt_lhopt_mean_reward", "LHOPT: mean episode reward of the latest PPO iteration");
+  prometheus::Family<prometheus::Gauge>& lhopt_entropy = GaugeFamily(
+      "lopt_lhopt_policy_entropy", "LHOPT: policy entropy of the latest PPO update");
+  prometheus::Family<prometheus::Gauge>& lhopt_kl = GaugeFamily(
+      "lopt_lhopt_approx_kl", "LHOPT: approximate KL(old || new) of the latest PPO update");
+  prometheus::Family<prometheus::Gauge>& lhopt_value_loss = GaugeFamily(
+      "lopt_lhopt_value_loss", "LHOPT: value loss of the latest PPO update");
+  prometheus::Family<prometheus::Gauge>& lhopt_length = GaugeFamily(
+      "lopt_lhopt_episode_length", "LHOPT: mean episode length (decisions) of the latest PPO iteration");
 };
 Families& F() {
   static Families* f = new Families();
@@ -91,12 +105,16 @@ struct JobManager::Worker {
   uint64_t unit_id = 0;
   std::string unit_job;
   int32_t unit_shard = -1;
+  int64_t unit_lhopt_id = -1;  // LHOPT units: the job's unit id
 };
 
 struct JobManager::Job {
   std::string id;
   v1::JobSpec spec;
+  // Exactly one of core (ELO) and lhopt (jobs with an lhopt section) is set.
   std::unique_ptr<EloJob> core;
+  std::unique_ptr<LhoptJob> lhopt;
+  LhoptIterationRecord last_lhopt;
   v1::JobState state = v1::QUEUED;
   std::string error;
   int64_t submitted_ms = 0;
@@ -120,7 +138,28 @@ struct JobManager::Job {
   prometheus::Gauge* m_step = nullptr;
   prometheus::Gauge* m_rate = nullptr;
   prometheus::Gauge* m_budget = nullptr;
+  prometheus::Gauge* m_reward = nullptr;
+  prometheus::Gauge* m_entropy = nullptr;
+  prometheus::Gauge* m_kl = nullptr;
+  prometheus::Gauge* m_vloss = nullptr;
+  prometheus::Gauge* m_eplen = nullptr;
   std::map<std::string, prometheus::Counter*> m_rejected;
+
+  // Outer steps (ELO) or PPO iterations (LHOPT) done, and their total.
+  int64_t Step() const { return lhopt ? lhopt->version() : core->outer_step(); }
+  int64_t Total() const { return lhopt ? lhopt->iterations() : core->total_steps(); }
+  bool Done() const { return lhopt ? lhopt->done() : core->done(); }
+  void MakeCore() {
+    if (IsLhoptJob(spec))
+      lhopt = std::make_unique<LhoptJob>(spec);
+    else
+      core = std::make_unique<EloJob>(spec);
+  }
+  NamedTensors SaveState() const { return lhopt ? lhopt->SaveState() : core->SaveState(); }
+  absl::Status LoadState(const NamedTensors& st) {
+    return lhopt ? lhopt->LoadState(st) : core->LoadState(st);
+  }
+  int32_t NumShards() const { return lhopt ? 0 : core->num_shards(); }
 
   void AddSeries() {
     std::map<std::string, std::string> l = {{"job_id", id}};
@@ -133,8 +172,15 @@ struct JobManager::Job {
     m_step = &F().outer_step.Add(l);
     m_rate = &F().rate.Add(l);
     m_budget = &F().budget.Add(l);
-    m_step->Set(core->outer_step());
-    m_budget->Set(core->total_steps());
+    m_step->Set(Step());
+    m_budget->Set(Total());
+    if (lhopt) {
+      m_reward = &F().lhopt_reward.Add(l);
+      m_entropy = &F().lhopt_entropy.Add(l);
+      m_kl = &F().lhopt_kl.Add(l);
+      m_vloss = &F().lhopt_value_loss.Add(l);
+      m_eplen = &F().lhopt_length.Add(l);
+    }
   }
   prometheus::Counter& Rejected(const std::string& reason) {
     auto it = m_rejected.find(reason);
@@ -155,6 +201,13 @@ struct JobManager::Job {
     F().outer_step.Remove(m_step);
     F().rate.Remove(m_rate);
     F().budget.Remove(m_budget);
+    if (m_reward) {
+      F().lhopt_reward.Remove(m_reward);
+      F().lhopt_entropy.Remove(m_entropy);
+      F().lhopt_kl.Remove(m_kl);
+      F().lhopt_value_loss.Remove(m_vloss);
+      F().lhopt_length.Remove(m_eplen);
+    }
     for (auto& [r, c] : m_rejected) F().rejected.Remove(c);
     m_rejected.clear();
   }
@@ -203,7 +256,7 @@ absl::Status JobManager::Checkpoint(Job& job) {
   st.set_results_accepted(job.accepted);
   st.set_results_dropped_stale(job.dropped_stale);
   all.emplace_back("status", StringTensor(st.SerializeAsString()));
-  for (auto& [k, v] : job.core->SaveState()) all.emplace_back("core/" + k, v);
+  for (auto& [k, v] : job.SaveState()) all.emplace_back("core/" + k, v);
   auto bytes = SerializeTensors(all);
   if (!bytes.ok()) return bytes.status();
   return WriteFileAtomically(JobDir(job.id) + "/checkpoint.pt", *bytes);
@@ -242,11 +295,11 @@ absl::Status JobManager::LoadAll() {
       LogWarning("skipping a checkpoint without its job spec", {{"job", id}});
       continue;
     }
-    job->core = std::make_unique<EloJob>(job->spec);
+    job->MakeCore();
     NamedTensors core;
     for (auto& [k, v] : *all)
       if (k.rfind("core/", 0) == 0) core.emplace_back(k.substr(5), v);
-    if (auto s = job->core->LoadState(core); !s.ok()) {
+    if (auto s = job->LoadState(core); !s.ok()) {
       LogWarning("skipping a checkpoint that does not load",
                  {{"job", id}, {"error", std::string(s.message())}});
       continue;
@@ -257,16 +310,18 @@ absl::Status JobManager::LoadAll() {
     job->accepted = st.results_accepted();
     job->dropped_stale = st.results_dropped_stale();
     job->updated_ms = NowUnixMs();
-    job->shard_owner.assign(job->core->num_shards(), "");
-    if (!job->core->meta_losses().empty()) {
+    job->shard_owner.assign(job->NumShards(), "");
+    if (job->lhopt && !job->lhopt->mean_rewards().empty())
+      job->last.meta_loss = job->last_lhopt.mean_reward = job->lhopt->mean_rewards().back();
+    if (job->core && !job->core->meta_losses().empty()) {
       job->last.meta_loss = job->core->meta_losses().back();
       job->last.task_loss = job->core->task_losses().back();
     }
     if (!Terminal(job->state)) {
       job->AddSeries();
       LogInfo("resuming job from its checkpoint",
-              {{"job", id}, {"outer_step", absl::StrCat(job->core->outer_step())},
-               {"total_steps", absl::StrCat(job->core->total_steps())}});
+              {{"job", id}, {"outer_step", absl::StrCat(job->Step())},
+               {"total_steps", absl::StrCat(job->Total())}});
     } else {
       job->finished_at = Clock::now() - std::chrono::hours(1);
       job->series_removed = true;
@@ -294,11 +349,13 @@ v1::JobStatus JobManager::StatusOf(const Job& job) const {
   s.set_job_id(job.id);
   s.set_name(job.spec.name());
   s.set_state(job.state);
-  s.set_outer_step(job.core->outer_step());
-  s.set_total_steps(job.core->total_steps());
+  s.set_outer_step(job.Step());
+  s.set_total_steps(job.Total());
+  // LHOPT: meta_loss is the latest iteration's mean reward, task_loss its
+  // mean final eval loss (job_service.proto).
   s.set_meta_loss(job.last.meta_loss);
   s.set_task_loss(job.last.task_loss);
-  s.set_alpha(job.core->learner().Alpha());
+  if (job.core) s.set_alpha(job.core->learner().Alpha());
   s.set_inner_particle_steps_per_second(job.rate);
   int running = 0;
   for (const auto& [wid, w] : workers_)
@@ -315,9 +372,9 @@ v1::JobStatus JobManager::StatusOf(const Job& job) const {
 absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
   auto job = std::make_unique<Job>();
   job->spec = spec;
-  job->core = std::make_unique<EloJob>(spec);
+  job->MakeCore();
   job->submitted_ms = job->updated_ms = NowUnixMs();
-  job->shard_owner.assign(job->core->num_shards(), "");
+  job->shard_owner.assign(job->NumShards(), "");
   std::lock_guard<std::mutex> l(mu_);
   do job->id = NewJobId(spec.name());
   while (jobs_.count(job->id));
@@ -326,8 +383,9 @@ absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
   job->AddSeries();
   std::string id = job->id;
   LogInfo("job submitted", {{"job", id},
-                            {"total_steps", absl::StrCat(job->core->total_steps())},
-                            {"shards", absl::StrCat(job->core->num_shards())}});
+                            {"total_steps", absl::StrCat(job->Total())},
+                            {"shards", absl::StrCat(job->NumShards())},
+                            {"algorithm", job->lhopt ? "lhopt_ppo" : "elo_pes"}});
   jobs_[id] = std::move(job);
   UpdateJobGauges();
   cv_.notify_all();
@@ -363,10 +421,17 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
       w->unit_id = 0;
       w->unit_job.clear();
       w->unit_shard = -1;
+      w->unit_lhopt_id = -1;
     }
   if (auto s = Checkpoint(job); !s.ok())
     LogError("cannot checkpoint a finished job", {{"job", job.id}, {"error", std::string(s.message())}});
-  if (state == v1::SUCCEEDED) {
+  if (state == v1::SUCCEEDED && job.lhopt) {
+    auto file = job.lhopt->MakeControllerFile();
+    auto s = file.ok() ? SaveControllerFile(JobDir(job.id) + "/controller.lhopt", *file)
+                       : file.status();
+    if (!s.ok())
+      LogError("cannot write the trained controller", {{"job", job.id}, {"error", std::string(s.message())}});
+  } else if (state == v1::SUCCEEDED) {
     auto s = SaveOptimizerFile(JobDir(job.id) + "/optimizer.lopt",
                                job.core->learner().MakeOptimizerFile(), job.core->learner().theta());
     if (!s.ok())
@@ -374,7 +439,7 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
   }
   cleanup_prefixes_.push_back(job.id + "/");
   LogInfo("job finished", {{"job", job.id}, {"state", v1::JobState_Name(state)},
-                           {"outer_step", absl::StrCat(job.core->outer_step())},
+                           {"outer_step", absl::StrCat(job.Step())},
                            {"meta_loss", absl::StrFormat("%.5g", job.last.meta_loss)},
                            {"error", error}});
   UpdateJobGauges();
@@ -415,6 +480,16 @@ absl::StatusOr<std::string> JobManager::ExportOptimizer(const std::string& id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
   Job& job = *it->second;
+  if (job.lhopt) {
+    std::string path = JobDir(id) + "/controller.lhopt";
+    if (job.state != v1::SUCCEEDED) {
+      path = JobDir(id) + "/controller.partial.lhopt";
+      auto file = job.lhopt->MakeControllerFile();
+      if (!file.ok()) return file.status();
+      if (auto s = SaveControllerFile(path, *file); !s.ok()) return s;
+    }
+    return ReadFile(path);
+  }
   std::string path = JobDir(id) + "/optimizer.lopt";
   if (job.state != v1::SUCCEEDED) {
     path = JobDir(id) + "/optimizer.partial.lopt";
@@ -451,7 +526,10 @@ void JobManager::DropWorker(Worker& w, const std::string& why) {
   if (w.unit_id != 0) {
     auto it = jobs_.find(w.unit_job);
     if (it != jobs_.end() && !Terminal(it->second->state)) {
-      it->second->core->Abandon(w.unit_shard);
+      if (it->second->lhopt)
+        it->second->lhopt->Abandon(w.unit_lhopt_id);
+      else
+        it->second->core->Abandon(w.unit_shard);
       if (w.unit_shard >= 0 && w.unit_shard < int(it->second->shard_owner.size()))
         it->second->shard_owner[w.unit_shard].clear();
       F().reassigned.Add({}).Increment();
@@ -479,7 +557,7 @@ void JobManager::Heartbeat(const std::string& worker_id) {
 }
 
 absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
-    const std::string& worker_id, std::chrono::milliseconds timeout) {
+    const std::string& worker_id, std::chrono::milliseconds timeout, std::string* payload) {
   std::unique_lock<std::mutex> l(mu_);
   auto deadline = Clock::now() + timeout;
   while (true) {
@@ -495,6 +573,37 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
       for (auto it = jobs_.begin(); it != start; ++it) order.push_back(it->second.get());
       for (Job* job : order) {
         if (Terminal(job->state)) continue;
+        auto hand_out = [&](v1::WorkUnit u, int32_t shard, int64_t lhopt_id) {
+          w.unit_id = u.unit_id();
+          w.unit_job = job->id;
+          w.unit_shard = shard;
+          w.unit_lhopt_id = lhopt_id;
+          if (job->state == v1::QUEUED) {
+            job->state = v1::RUNNING;
+            UpdateJobGauges();
+          }
+          rr_cursor_ = job->id;
+          Touch(*job);
+          return std::optional<v1::WorkUnit>(std::move(u));
+        };
+        if (job->lhopt) {
+          if (!payload) continue;  // the caller cannot send a payload
+          if (w.info.max_particles() > 0 && job->spec.lhopt().particles() > w.info.max_particles())
+            continue;
+          if (!job->lhopt->CanStart()) continue;
+          LhoptUnit lu = job->lhopt->Start();
+          v1::WorkUnit u;
+          u.set_unit_id(next_unit_id_++);
+          u.set_job_id(job->id);
+          u.set_algorithm(v1::LHOPT_PPO);
+          *u.mutable_job() = job->spec;
+          u.set_shard(0);
+          u.set_buffer_prefix(job->id + "/");
+          NamedTensors tensors;
+          EncodeLhoptUnit(lu, u.mutable_lhopt(), &tensors);
+          *u.mutable_payload() = EncodePayload(tensors, payload);
+          return hand_out(std::move(u), 0, lu.unit_id);
+        }
         int64_t particles = 2 * int64_t(job->spec.pes().num_tasks());
         if (w.info.max_particles() > 0 && particles > w.info.max_particles()) continue;
         // Prefer the shards this worker owns (their inner states live there),
@@ -525,16 +634,7 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
         u.set_alpha(unit.alpha);
         u.set_buffer_prefix(job->id + "/");
         u.set_truncation(unit.truncation);
-        w.unit_id = u.unit_id();
-        w.unit_job = job->id;
-        w.unit_shard = pick;
-        if (job->state == v1::QUEUED) {
-          job->state = v1::RUNNING;
-          UpdateJobGauges();
-        }
-        rr_cursor_ = job->id;
-        Touch(*job);
-        return std::optional<v1::WorkUnit>(std::move(u));
+        return hand_out(std::move(u), pick, -1);
       }
     }
     if (cv_.wait_until(l, deadline) == std::cv_status::timeout)
@@ -542,7 +642,8 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
   }
 }
 
-v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::WorkResult& r) {
+v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::WorkResult& r,
+                                       const absl::StatusOr<NamedTensors>& payload) {
   v1::ResultAck ack;
   ack.set_unit_id(r.unit_id());
   auto reject = [&](absl::StatusCode code, const std::string& msg) {
@@ -570,11 +671,16 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
                                " is not running on this worker (reassigned, or the job ended)"));
   }
   // From here on the unit is over, whatever the verdict.
+  const int64_t lhopt_id = w.unit_lhopt_id;
   w.unit_id = 0;
   w.unit_job.clear();
   w.unit_shard = -1;
+  w.unit_lhopt_id = -1;
   auto fail = [&](const std::string& reason, absl::StatusCode code, const std::string& msg) {
-    job.core->Abandon(r.shard());
+    if (job.lhopt)
+      job.lhopt->Abandon(lhopt_id);
+    else
+      job.core->Abandon(r.shard());
     ++job.rejected;
     job.Rejected(reason).Increment();
     LogWarning("result rejected", {{"job", job.id}, {"worker", worker_id},
@@ -593,6 +699,7 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
     return ack;
   }
   job.consecutive_worker_errors = 0;
+  if (job.lhopt) return HandleLhoptResult(job, worker_id, r, lhopt_id, payload, fail, ack);
   auto grad = DecodeFloatTensor(r.grad(), {job.core->learner().theta().numel()}, "gradient");
   if (!grad.ok())
     return fail("bad_tensor", grad.status().code(), std::string(grad.status().message()));
@@ -607,18 +714,7 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
                     ? "non_finite"
                     : "invalid",
                 outcome.status().code(), std::string(outcome.status().message()));
-  job.m_inner->Increment(static_cast<double>(std::max<int64_t>(0, r.particle_steps())));
-  auto now = Clock::now();
-  job.recent.emplace_back(now, r.particle_steps());
-  while (job.recent.size() > 1 && now - job.recent.front().first > std::chrono::seconds(30))
-    job.recent.pop_front();
-  if (job.recent.size() > 1) {
-    int64_t n = 0;
-    for (size_t i = 1; i < job.recent.size(); ++i) n += job.recent[i].second;
-    double dt = std::chrono::duration<double>(now - job.recent.front().first).count();
-    job.rate = dt > 0 ? n / dt : 0;
-    job.m_rate->Set(job.rate);
-  }
+  RecordParticleSteps(job, r.particle_steps());
   if (*outcome == EloAcceptOutcome::kDroppedStale) {
     ++job.dropped_stale;
     job.m_stale->Increment();
@@ -646,6 +742,91 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
     }
     int64_t every = job.spec.budget().checkpoint_every();
     if (every > 0 && job.core->outer_step() % every == 0) {
+      if (auto s = Checkpoint(job); !s.ok())
+        LogError("checkpoint failed", {{"job", job.id}, {"error", std::string(s.message())}});
+    }
+  }
+  Touch(job);
+  return ack;
+}
+
+void JobManager::RecordParticleSteps(Job& job, int64_t steps) {
+  job.m_inner->Increment(static_cast<double>(std::max<int64_t>(0, steps)));
+  auto now = Clock::now();
+  job.recent.emplace_back(now, steps);
+  while (job.recent.size() > 1 && now - job.recent.front().first > std::chrono::seconds(30))
+    job.recent.pop_front();
+  if (job.recent.size() > 1) {
+    int64_t n = 0;
+    for (size_t i = 1; i < job.recent.size(); ++i) n += job.recent[i].second;
+    double dt = std::chrono::duration<double>(now - job.recent.front().first).count();
+    job.rate = dt > 0 ? n / dt : 0;
+    job.m_rate->Set(job.rate);
+  }
+}
+
+v1::ResultAck JobManager::HandleLhoptResult(Job& job, const std::string& worker_id,
+                                            const v1::WorkResult& r, int64_t lhopt_id,
+                                            const absl::StatusOr<NamedTensors>& payload,
+                                            const RejectFn& fail, v1::ResultAck ack) {
+  if (!payload.ok())
+    return fail(payload.status().code() == absl::StatusCode::kDataLoss ? "corrupt_payload"
+                                                                      : "bad_payload",
+                payload.status().code(),
+                absl::StrCat("the result's payload is unusable: ", payload.status().message()));
+  if (!r.has_lhopt())
+    return fail("invalid", absl::StatusCode::kInvalidArgument,
+                "an LHOPT_PPO result must carry lhopt (LhoptResultInfo)");
+  if (r.lhopt().lhopt_unit_id() != lhopt_id)
+    return fail("invalid", absl::StatusCode::kInvalidArgument,
+                absl::StrCat("the result is for LHOPT unit ", r.lhopt().lhopt_unit_id(),
+                             " but unit ", lhopt_id, " was sent"));
+  auto res = DecodeLhoptResult(r.lhopt(), *payload);
+  if (!res.ok())
+    return fail("bad_payload", res.status().code(), std::string(res.status().message()));
+  LhoptIterationRecord rec;
+  auto outcome = job.lhopt->Accept(*res, &rec);
+  if (!outcome.ok())
+    return fail(std::string(outcome.status().message()).find("finite") != std::string::npos
+                    ? "non_finite"
+                    : "invalid",
+                outcome.status().code(), std::string(outcome.status().message()));
+  RecordParticleSteps(job, res->inner_particle_steps);
+  if (*outcome == LhoptAcceptOutcome::kDroppedStale) {
+    ++job.dropped_stale;
+    job.m_stale->Increment();
+    ack.set_dropped_stale(true);
+    Touch(job);
+    return ack;
+  }
+  ++job.accepted;
+  job.m_accepted->Increment();
+  ack.set_accepted(true);
+  if (*outcome == LhoptAcceptOutcome::kUpdated) {
+    job.last_lhopt = rec;
+    job.last.meta_loss = rec.mean_reward;
+    job.last.task_loss = rec.mean_final_eval_loss;
+    job.m_outer->Increment();
+    job.m_step->Set(job.Step());
+    job.m_meta->Set(rec.mean_reward);
+    job.m_task->Set(rec.mean_final_eval_loss);
+    job.m_reward->Set(rec.mean_reward);
+    job.m_entropy->Set(rec.ppo.entropy);
+    job.m_kl->Set(rec.ppo.approx_kl);
+    job.m_vloss->Set(rec.ppo.value_loss);
+    job.m_eplen->Set(rec.mean_episode_length);
+    LogInfo("PPO iteration", {{"job", job.id}, {"iteration", absl::StrCat(rec.iteration)},
+                              {"mean_reward", absl::StrFormat("%.5g", rec.mean_reward)},
+                              {"entropy", absl::StrFormat("%.4g", rec.ppo.entropy)},
+                              {"approx_kl", absl::StrFormat("%.4g", rec.ppo.approx_kl)},
+                              {"episodes", absl::StrCat(rec.episodes)},
+                              {"worker", worker_id}});
+    if (job.Done()) {
+      Finish(job, v1::SUCCEEDED, "");
+      return ack;
+    }
+    int64_t every = job.spec.lhopt().checkpoint_every();
+    if (every > 0 && job.Step() % every == 0) {
       if (auto s = Checkpoint(job); !s.ok())
         LogError("checkpoint failed", {{"job", job.id}, {"error", std::string(s.message())}});
     }

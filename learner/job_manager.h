@@ -1,5 +1,5 @@
-// The learner's state: every job (its EloJob core, status and checkpoint
-// file), every connected worker, and which worker runs which shard. The gRPC
+// The learner's state: every job (its core: an EloJob, or an LhoptJob for
+// jobs with an lhopt section; its status and checkpoint file), every connected worker, and which worker runs which shard. The gRPC
 // services (learner/job_service.h, learner/work_service.h) are thin doors
 // onto it.
 //
@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/rpc.h"
+#include "common/replay_buffer.h"
 #include "learner/elo_job.h"
 #include "lopt/v1/job_service.pb.h"
 #include "lopt/v1/work_service.pb.h"
@@ -64,7 +66,8 @@ class JobManager {
   // returns it and updates *version. NOT_FOUND for an unknown job.
   absl::StatusOr<v1::JobStatus> WaitForChange(const std::string& job_id, int64_t* version,
                                               std::chrono::milliseconds timeout) const;
-  // The optimizer file's bytes: the trained one, or theta so far while it runs.
+  // The optimizer file's bytes: the trained one, or theta so far while it
+  // runs. LHOPT jobs: the controller file (controller.lhopt), likewise.
   absl::StatusOr<std::string> ExportOptimizer(const std::string& job_id);
 
   // --- WorkService ---
@@ -72,10 +75,17 @@ class JobManager {
   std::string RegisterWorker(const v1::WorkerInfo& info);
   // Waits up to `timeout` for a unit for the worker. NOT_FOUND when the
   // worker is gone (timed out or disconnected) or the manager shuts down;
-  // an empty optional when there is no work yet.
+  // an empty optional when there is no work yet. A unit with a payload
+  // (LHOPT_PPO: unit.payload() set) has its bytes in *payload, which the
+  // caller sends as Chunks after the unit; with payload null, only units
+  // without one are handed out.
   absl::StatusOr<std::optional<v1::WorkUnit>> NextUnit(const std::string& worker_id,
-                                                       std::chrono::milliseconds timeout);
-  v1::ResultAck HandleResult(const std::string& worker_id, const v1::WorkResult& result);
+                                                       std::chrono::milliseconds timeout,
+                                                       std::string* payload = nullptr);
+  // `payload`: the tensors of the payload the result announced (the error
+  // of receiving or decoding them: the result is rejected with it).
+  v1::ResultAck HandleResult(const std::string& worker_id, const v1::WorkResult& result,
+                             const absl::StatusOr<NamedTensors>& payload = NamedTensors{});
   void Heartbeat(const std::string& worker_id);
   // The worker's stream ended: its running unit goes back to the pool.
   void DisconnectWorker(const std::string& worker_id);
@@ -93,6 +103,14 @@ class JobManager {
   void Finish(Job& job, v1::JobState state, const std::string& error);  // REQUIRES mu_
   v1::JobStatus StatusOf(const Job& job) const;      // REQUIRES mu_
   void Touch(Job& job);                              // REQUIRES mu_
+  void RecordParticleSteps(Job& job, int64_t steps);  // REQUIRES mu_
+  using RejectFn = std::function<v1::ResultAck(const std::string& reason, absl::StatusCode code,
+                                               const std::string& message)>;
+  // The rest of HandleResult for an LHOPT job's result. REQUIRES mu_
+  v1::ResultAck HandleLhoptResult(Job& job, const std::string& worker_id,
+                                  const v1::WorkResult& r, int64_t lhopt_id,
+                                  const absl::StatusOr<NamedTensors>& payload,
+                                  const RejectFn& fail, v1::ResultAck ack);
   void DropWorker(Worker& w, const std::string& why);  // REQUIRES mu_
   void UpdateJobGauges();                            // REQUIRES mu_
   void JanitorLoop();

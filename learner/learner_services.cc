@@ -1,10 +1,12 @@
 #include "learner/learner_services.h"
 
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
+#include "common/lhopt_wire.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/tensor_codec.h"
@@ -135,13 +137,64 @@ grpc::Status WorkServiceImpl::Connect(
     }
   }
   std::thread reader([&] {
+    // A result that announced a payload waits here for its chunks; a new
+    // result before they are all in means the payload was truncated.
+    std::optional<v1::WorkResult> pending;
+    std::optional<PayloadReceiver> receiver;
+    bool discarding = false;  // the rest of a payload already rejected
+    auto ack = [&](const v1::WorkResult& r, const absl::StatusOr<NamedTensors>& payload) {
+      v1::LearnerMessage out;
+      *out.mutable_ack() = manager_->HandleResult(id, r, payload);
+      std::lock_guard<std::mutex> l(write_mu);
+      return stream->Write(out);
+    };
     v1::WorkerMessage m;
-    while (stream->Read(&m)) {
+    bool ok = true;
+    while (ok && stream->Read(&m)) {
+      if (m.has_chunk()) {
+        if (!pending) {
+          if (!discarding) LogWarning("chunk without an announced payload", {{"worker", id}});
+          continue;
+        }
+        absl::Status s = receiver->Add(m.chunk());
+        if (!s.ok()) {
+          ok = ack(*pending, absl::Status(s.code(), absl::StrCat("payload chunk at offset ",
+                                                                  m.chunk().offset(), ": ",
+                                                                  s.message())));
+          pending.reset();
+          receiver.reset();
+          discarding = true;
+        } else if (receiver->complete()) {
+          ok = ack(*pending, receiver->Finish());
+          pending.reset();
+          receiver.reset();
+        }
+        continue;
+      }
       if (m.has_result()) {
-        v1::LearnerMessage out;
-        *out.mutable_ack() = manager_->HandleResult(id, m.result());
-        std::lock_guard<std::mutex> l(write_mu);
-        if (!stream->Write(out)) break;
+        discarding = false;
+        if (pending) {  // the previous result's payload never completed
+          ok = ack(*pending, absl::InvalidArgumentError(absl::StrCat(
+                                 "payload truncated: received ", receiver->received(), " of ",
+                                 receiver->expected(), " announced bytes")));
+          pending.reset();
+          receiver.reset();
+          if (!ok) break;
+        }
+        if (m.result().has_payload() && m.result().error().empty()) {
+          auto r = PayloadReceiver::Create(m.result().payload());
+          if (!r.ok()) {
+            ok = ack(m.result(), r.status());
+            discarding = true;
+          } else if (r->complete()) {
+            ok = ack(m.result(), r->Finish());
+          } else {
+            pending = m.result();
+            receiver.emplace(std::move(*r));
+          }
+          continue;
+        }
+        ok = ack(m.result(), NamedTensors{});
       } else {
         manager_->Heartbeat(id);
       }
@@ -149,13 +202,24 @@ grpc::Status WorkServiceImpl::Connect(
     manager_->DisconnectWorker(id);
   });
   while (!ctx->IsCancelled()) {
-    auto unit = manager_->NextUnit(id, std::chrono::milliseconds(500));
+    std::string payload;
+    auto unit = manager_->NextUnit(id, std::chrono::milliseconds(500), &payload);
     if (!unit.ok()) break;  // gone: disconnected, timed out or shutting down
     if (!unit->has_value()) continue;
     v1::LearnerMessage m;
+    const bool chunks = (*unit)->has_payload();
     *m.mutable_unit() = std::move(**unit);
+    // The unit and its payload's chunks go out back to back.
     std::lock_guard<std::mutex> l(write_mu);
     if (!stream->Write(m)) break;
+    bool ok = true;
+    if (chunks)
+      for (auto& c : MakeChunks(payload, kChunkBytes)) {
+        v1::LearnerMessage cm;
+        *cm.mutable_chunk() = std::move(c);
+        if (!(ok = stream->Write(cm))) break;
+      }
+    if (!ok) break;
   }
   ctx->TryCancel();
   reader.join();

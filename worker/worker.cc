@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
+#include "common/lhopt_wire.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/small_fc_lopt.h"
@@ -104,8 +105,12 @@ v1::WorkResult Worker::RunUnit(const v1::WorkUnit& unit) {
     LogWarning("cannot run unit", {{"job", unit.job_id()}, {"error", r.error()}});
     return r;
   };
+  if (unit.algorithm() == v1::LHOPT_PPO)
+    return fail(absl::InvalidArgumentError("an LHOPT_PPO unit needs its payload (RunLhoptUnit)"));
   if (unit.algorithm() != v1::ELO_PES)
-    return fail(absl::UnimplementedError("this worker runs ELO_PES units only"));
+    return fail(absl::UnimplementedError(
+        absl::StrCat("this worker runs ELO_PES and LHOPT_PPO units, not ",
+                     v1::Algorithm_Name(unit.algorithm()))));
   auto shard = ShardFor(unit);
   if (!shard.ok()) return fail(shard.status());
   SmallFcLopt lopt(unit.job().lopt());
@@ -130,6 +135,74 @@ v1::WorkResult Worker::RunUnit(const v1::WorkUnit& unit) {
   r.set_seconds(secs);
   M().units.Add({{"result", "ok"}}).Increment();
   M().inner.Increment(static_cast<double>(tr.particle_steps));
+  M().seconds.Observe(secs);
+  ++units_done_;
+  return r;
+}
+
+absl::StatusOr<LhoptEpisodeRunner*> Worker::LhoptRunnerFor(const v1::WorkUnit& unit) {
+  std::string bytes = unit.job().SerializeAsString();
+  auto it = lhopt_.find(unit.job_id());
+  if (it != lhopt_.end() && it->second.job_bytes == bytes) return it->second.runner.get();
+  v1::JobSpec spec = unit.job();
+  FillJobDefaults(&spec);
+  if (auto s = ValidateJob(spec); !s.ok()) return s;
+  if (!IsLhoptJob(spec))
+    return absl::InvalidArgumentError("an LHOPT_PPO unit's job has no lhopt section");
+  if (it == lhopt_.end() && lhopt_.size() >= 4) lhopt_.clear();  // jobs long gone
+  auto& buffer = buffers_[unit.job_id()];
+  if (!buffer) buffer = std::shared_ptr<ReplayBuffer>(options_.make_buffer());
+  LhoptRunner& r = lhopt_[unit.job_id()];
+  r.job_bytes = bytes;
+  r.buffer = buffer;
+  // Tables "<job_id>/lhopt/baseline/..." and "<job_id>/lhopt/registers/...":
+  // shared by the job's workers, deleted with the job's prefix.
+  r.runner = std::make_unique<LhoptEpisodeRunner>(spec, buffer.get(),
+                                                  unit.buffer_prefix() + "lhopt");
+  return r.runner.get();
+}
+
+v1::WorkResult Worker::RunLhoptUnit(const v1::WorkUnit& unit,
+                                    const absl::StatusOr<NamedTensors>& payload,
+                                    std::string* result_payload) {
+  auto t0 = std::chrono::steady_clock::now();
+  result_payload->clear();
+  v1::WorkResult r;
+  r.set_unit_id(unit.unit_id());
+  r.set_job_id(unit.job_id());
+  r.set_shard(unit.shard());
+  r.set_theta_version(unit.lhopt().policy_version());
+  auto fail = [&](const absl::Status& s) {
+    r.set_error(std::string(s.message()));
+    r.clear_payload();
+    result_payload->clear();
+    M().units.Add({{"result", "error"}}).Increment();
+    LogWarning("cannot run unit", {{"job", unit.job_id()}, {"error", r.error()}});
+    return r;
+  };
+  if (!payload.ok())
+    return fail(absl::Status(payload.status().code(),
+                             absl::StrCat("the unit's payload: ", payload.status().message())));
+  auto lu = DecodeLhoptUnit(unit.lhopt(), *payload);
+  if (!lu.ok()) return fail(lu.status());
+  auto runner = LhoptRunnerFor(unit);
+  if (!runner.ok()) return fail(runner.status());
+  absl::StatusOr<LhoptUnitResult> res;
+  try {
+    res = (*runner)->Run(*lu);
+  } catch (const std::exception& e) {
+    lhopt_.erase(unit.job_id());
+    return fail(absl::InternalError(absl::StrCat("LHOPT episodes failed: ", e.what())));
+  }
+  if (!res.ok()) return fail(res.status());
+  NamedTensors tensors;
+  EncodeLhoptResult(*res, r.mutable_lhopt(), &tensors);
+  *r.mutable_payload() = EncodePayload(tensors, result_payload);
+  r.set_particle_steps(res->inner_particle_steps);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.set_seconds(secs);
+  M().units.Add({{"result", "ok"}}).Increment();
+  M().inner.Increment(static_cast<double>(res->inner_particle_steps));
   M().seconds.Observe(secs);
   ++units_done_;
   return r;
@@ -175,7 +248,42 @@ void Worker::Serve() {
       }
     });
     while (!stop_ && stream->Read(&msg)) {
-      if (msg.has_unit()) {
+      if (msg.has_unit() && msg.unit().has_payload()) {
+        v1::WorkUnit unit = msg.unit();
+        current = unit.unit_id();
+        // Its payload's chunks follow the unit back to back.
+        absl::StatusOr<NamedTensors> payload;
+        auto receiver = PayloadReceiver::Create(unit.payload());
+        if (!receiver.ok()) payload = receiver.status();
+        bool read_ok = true;
+        while (receiver.ok() && !receiver->complete()) {
+          if (!(read_ok = stream->Read(&msg))) break;
+          if (!msg.has_chunk()) {
+            payload = absl::InvalidArgumentError("the unit's payload was cut short");
+            break;
+          }
+          if (auto s = receiver->Add(msg.chunk()); !s.ok()) {
+            payload = s;
+            break;
+          }
+        }
+        if (!read_ok) break;
+        if (receiver.ok() && receiver->complete()) payload = receiver->Finish();
+        std::string result_payload;
+        v1::WorkerMessage out;
+        *out.mutable_result() = RunLhoptUnit(unit, payload, &result_payload);
+        current = 0;
+        // The result and its chunks back to back (no heartbeat between).
+        std::lock_guard<std::mutex> l(write_mu);
+        bool ok = stream->Write(out);
+        if (ok && out.result().has_payload())
+          for (auto& c : MakeChunks(result_payload, kChunkBytes)) {
+            v1::WorkerMessage cm;
+            *cm.mutable_chunk() = std::move(c);
+            if (!(ok = stream->Write(cm))) break;
+          }
+        if (!ok) break;
+      } else if (msg.has_unit()) {
         current = msg.unit().unit_id();
         v1::WorkerMessage out;
         *out.mutable_result() = RunUnit(msg.unit());

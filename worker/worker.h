@@ -1,7 +1,10 @@
 // lopt-worker's engine: connects to the learner's WorkService, registers,
-// runs the work units it is sent (truncations of a job's shard, with the
-// shard's persistent inner states kept here between units) and streams back
-// one result per unit, with heartbeats while it works. When the learner goes
+// runs the work units it is sent (ELO_PES: truncations of a job's shard,
+// with the shard's persistent inner states kept here between units;
+// LHOPT_PPO: PPO episodes with LhoptEpisodeRunner, whose register and
+// baseline tables live in make_buffer's buffer under the unit's
+// buffer_prefix) and streams back one result per unit (LHOPT: with its
+// episodes as a chunked payload), with heartbeats while it works. When the learner goes
 // away it reconnects with exponential backoff.
 #pragma once
 
@@ -20,6 +23,7 @@
 #include "common/task.h"
 #include "lopt/v1/work_service.grpc.pb.h"
 #include "worker/elo_unroller.h"
+#include "worker/lhopt_episode.h"
 
 namespace lopt {
 
@@ -48,6 +52,12 @@ class Worker {
 
   // Runs one unit here (no learner involved): what Run does with each unit.
   v1::WorkResult RunUnit(const v1::WorkUnit& unit);
+  // Runs an LHOPT_PPO unit whose payload (the weights) was received as
+  // `payload` (or failed to arrive: the result reports the error). The
+  // result's payload bytes go to *result_payload (result.payload() says so).
+  v1::WorkResult RunLhoptUnit(const v1::WorkUnit& unit,
+                              const absl::StatusOr<NamedTensors>& payload,
+                              std::string* result_payload);
 
   int64_t units_done() const { return units_done_.load(); }
   int64_t connections() const { return connections_.load(); }
@@ -61,6 +71,12 @@ class Worker {
     uint64_t last_used = 0;
   };
   absl::StatusOr<Shard*> ShardFor(const v1::WorkUnit& unit);
+  struct LhoptRunner {
+    std::string job_bytes;
+    std::shared_ptr<ReplayBuffer> buffer;
+    std::unique_ptr<LhoptEpisodeRunner> runner;
+  };
+  absl::StatusOr<LhoptEpisodeRunner*> LhoptRunnerFor(const v1::WorkUnit& unit);
   // One connection's life; returns when the stream ends.
   void Serve();
 
@@ -72,6 +88,7 @@ class Worker {
   grpc::ClientContext* ctx_ = nullptr;  // guarded by ctx_mu_: the live stream's
   std::map<std::pair<std::string, int32_t>, Shard> shards_;
   std::map<std::string, std::shared_ptr<ReplayBuffer>> buffers_;  // per job
+  std::map<std::string, LhoptRunner> lhopt_;                      // per job
   uint64_t use_counter_ = 0;
 };
 

@@ -3,7 +3,9 @@
 // results that are wrong, stale, for unknown jobs or units, or NaN; and
 // what clients without credentials or with oversized messages get.
 #include <atomic>
+#include <cmath>
 #include <deque>
+#include <functional>
 #include <thread>
 #include <map>
 
@@ -11,11 +13,15 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint.h"
 #include "common/job_spec.h"
+#include "common/lhopt_wire.h"
 #include "common/rpc.h"
 #include "common/tensor_codec.h"
 #include "learner/job_manager.h"
 #include "learner/learner_services.h"
+#include "learner/lhopt_job.h"
+#include "worker/lhopt_episode.h"
 #include "worker/worker.h"
 
 namespace lopt {
@@ -25,8 +31,11 @@ using namespace std::chrono_literals;
 
 class LearnerServer {
  public:
-  explicit LearnerServer(const std::string& token = "") : token_(token) {
-    dir_ = absl::StrCat(::testing::TempDir(), "lopt_learner_svc_", getpid(), "_", counter_++);
+  // `dir`: the state directory (empty: a new one).
+  explicit LearnerServer(const std::string& token = "", const std::string& dir = "")
+      : token_(token), dir_(dir) {
+    if (dir_.empty())
+      dir_ = absl::StrCat(::testing::TempDir(), "lopt_learner_svc_", getpid(), "_", counter_++);
     LearnerOptions opt;
     opt.state_dir = dir_;
     opt.worker_timeout_ms = 2000;
@@ -95,34 +104,72 @@ class FakeWorker {
     return stream_->Write(m) && stream_->Read(&r) && r.has_registered();
   }
   v1::WorkUnit NextUnit() {
-    if (!pending_.empty()) {
-      v1::WorkUnit u = pending_.front();
-      pending_.pop_front();
-      return u;
-    }
     v1::LearnerMessage m;
-    while (stream_->Read(&m))
-      if (m.has_unit()) return m.unit();
-    ADD_FAILURE() << "stream ended before a unit";
+    while (pending_.empty() && stream_->Read(&m)) Take(m);
+    if (pending_.empty()) {
+      ADD_FAILURE() << "stream ended before a unit";
+      return {};
+    }
+    v1::WorkUnit u = pending_.front();
+    pending_.pop_front();
+    // A unit's payload chunks follow it back to back.
+    while (u.has_payload() && int64_t(payloads_[u.unit_id()].size()) < u.payload().payload_bytes() &&
+           stream_->Read(&m))
+      Take(m);
+    return u;
+  }
+  // The payload that came with unit `unit_id`, decoded.
+  NamedTensors Payload(const v1::WorkUnit& u) {
+    std::vector<v1::TensorHeader> h(u.payload().tensors().begin(), u.payload().tensors().end());
+    auto t = DecodeItem(h, payloads_[u.unit_id()]);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? *t : NamedTensors{};
+  }
+  // Sends a result and then the chunks (of chunk_bytes) of `payload`;
+  // `chunks_to_send` < 0: all of them. Does not wait for an ack.
+  void SendWithPayload(const v1::WorkResult& r, const std::string& payload, int64_t chunk_bytes,
+                       int chunks_to_send = -1, int corrupt_chunk = -1) {
+    v1::WorkerMessage m;
+    *m.mutable_result() = r;
+    EXPECT_TRUE(stream_->Write(m));
+    auto chunks = MakeChunks(payload, chunk_bytes);
+    for (int i = 0; i < int(chunks.size()) && (chunks_to_send < 0 || i < chunks_to_send); ++i) {
+      v1::WorkerMessage c;
+      *c.mutable_chunk() = chunks[i];
+      if (i == corrupt_chunk) (*c.mutable_chunk()->mutable_data())[0] ^= 0x5a;
+      EXPECT_TRUE(stream_->Write(c));
+    }
+  }
+  v1::ResultAck NextAck() {
+    v1::LearnerMessage a;
+    while (stream_->Read(&a)) {
+      if (a.has_ack()) return a.ack();
+      Take(a);  // the next unit may overtake the ack
+    }
+    ADD_FAILURE() << "stream ended before an ack";
     return {};
+  }
+  void Take(const v1::LearnerMessage& m) {
+    if (m.has_unit()) {
+      pending_.push_back(m.unit());
+      last_unit_ = m.unit().unit_id();
+    } else if (m.has_chunk()) {
+      payloads_[last_unit_] += m.chunk().data();
+    }
   }
   v1::ResultAck Send(const v1::WorkResult& r) {
     v1::WorkerMessage m;
     *m.mutable_result() = r;
     EXPECT_TRUE(stream_->Write(m));
-    v1::LearnerMessage a;
-    while (stream_->Read(&a)) {
-      if (a.has_ack()) return a.ack();
-      if (a.has_unit()) pending_.push_back(a.unit());  // the next unit may overtake the ack
-    }
-    ADD_FAILURE() << "stream ended before an ack";
-    return {};
+    return NextAck();
   }
   grpc::Status Finish() {
     stream_->WritesDone();
     return stream_->Finish();
   }
   std::deque<v1::WorkUnit> pending_;
+  std::map<uint64_t, std::string> payloads_;
+  uint64_t last_unit_ = 0;
   std::unique_ptr<v1::WorkService::Stub> stub_;
   std::unique_ptr<grpc::ClientContext> ctx_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::LearnerMessage>> stream_;
@@ -329,6 +376,169 @@ TEST(LearnerService, RealWorkerEngineRunsAJobInProcess) {
   EXPECT_EQ(st.state(), v1::SUCCEEDED);
   EXPECT_EQ(st.outer_step(), 3);
   EXPECT_EQ(worker.units_done(), 3);
+}
+
+const char kLhoptJob[] = R"(
+    name: "lhopt_svc" seed: 5
+    task { noisy_quadratic { min_dim: 5 max_dim: 10 } }
+    lhopt {
+      tasks { task { noisy_quadratic { min_dim: 5 max_dim: 10 } } weight: 1 }
+      min_inner_steps: 20 max_inner_steps: 30 min_decisions: 2 max_decisions: 4
+      particles: 2 episodes_per_iteration: 4 iterations: 2 hidden_size: 16
+      curve_points: 4 baseline_refresh_iterations: 1 instances_per_task: 2
+      checkpoint_every: 1
+    })";
+
+TEST(LearnerService, RealWorkerEngineRunsAnLhoptJobInProcess) {
+  LearnerServer s;
+  std::string id = Submit(s, kLhoptJob);
+  WorkerOptions opt;
+  opt.learner = s.client();
+  opt.name = "engine";
+  Worker worker(opt);
+  std::thread t([&] { worker.Run(); });
+  int64_t version = -1;
+  v1::JobStatus st;
+  for (int i = 0; i < 300 && st.state() != v1::SUCCEEDED && st.state() != v1::FAILED; ++i)
+    st = *s.manager().WaitForChange(id, &version, 200ms);
+  worker.Stop();
+  t.join();
+  EXPECT_EQ(st.state(), v1::SUCCEEDED) << st.error();
+  EXPECT_EQ(st.outer_step(), 2);
+  EXPECT_EQ(st.total_steps(), 2);
+  EXPECT_TRUE(std::isfinite(st.meta_loss()));  // the mean reward
+  // 2 iterations of 4 episodes of 2 particles: 4 units, none rejected.
+  EXPECT_EQ(worker.units_done(), 4);
+  EXPECT_EQ(st.results_accepted(), 4);
+  // The export is the controller file, loadable as such.
+  auto bytes = s.manager().ExportOptimizer(id);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  std::string path = ::testing::TempDir() + "/lhopt_svc_controller.lhopt";
+  ASSERT_TRUE(WriteFileAtomically(path, *bytes).ok());
+  auto c = LoadControllerFile(path);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->file.job().name(), "lhopt_svc");
+}
+
+// Runs an in-process worker until the job's status satisfies `until`.
+v1::JobStatus RunWorkerUntil(LearnerServer& s, const std::string& id,
+                             const std::function<bool(const v1::JobStatus&)>& until) {
+  WorkerOptions opt;
+  opt.learner = s.client();
+  opt.name = "engine";
+  Worker worker(opt);
+  std::thread t([&] { worker.Run(); });
+  int64_t version = -1;
+  v1::JobStatus st;
+  for (int i = 0; i < 300 && !until(st) && st.state() != v1::SUCCEEDED &&
+                  st.state() != v1::FAILED;
+       ++i)
+    st = *s.manager().WaitForChange(id, &version, 200ms);
+  worker.Stop();
+  t.join();
+  return st;
+}
+
+TEST(LearnerService, LhoptJobResumesFromItsCheckpointAfterARestart) {
+  const std::string dir =
+      absl::StrCat(::testing::TempDir(), "lopt_learner_svc_lhopt_resume_", getpid());
+  std::string text = kLhoptJob;
+  text.replace(text.find("iterations: 2"), 13, "iterations: 3");
+  std::string id;
+  int64_t reached = 0;
+  {
+    LearnerServer s("", dir);
+    id = Submit(s, text);
+    auto st = RunWorkerUntil(s, id, [](const v1::JobStatus& st) { return st.outer_step() >= 1; });
+    reached = st.outer_step();
+    ASSERT_GE(reached, 1);
+    ASSERT_EQ(st.state(), v1::RUNNING);
+  }
+  LearnerServer s("", dir);
+  auto st = s.manager().Get(id, false);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->state(), v1::RUNNING);
+  EXPECT_GE(st->outer_step(), 1);  // the checkpoint of iteration 1 (or 2) was reloaded
+  EXPECT_LE(st->outer_step(), reached);
+  EXPECT_EQ(st->total_steps(), 3);
+  auto done = RunWorkerUntil(s, id, [](const v1::JobStatus&) { return false; });
+  EXPECT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+  EXPECT_EQ(done.outer_step(), 3);
+}
+
+TEST(LearnerService, RejectsCorruptAndTruncatedLhoptPayloadsClearly) {
+  LearnerServer s;
+  std::string id = Submit(s, kLhoptJob);
+  v1::JobSpec spec = JobFromText(kLhoptJob, "job").value();
+  InMemoryReplayBuffer buffer;
+  LhoptEpisodeRunner runner(spec, &buffer, "fake");
+  FakeWorker w(s.client());
+  ASSERT_TRUE(w.Register());
+  // A unit and its real episodes, as a worker would send them.
+  auto run = [&](const v1::WorkUnit& u, std::string* payload) {
+    EXPECT_EQ(u.algorithm(), v1::LHOPT_PPO);
+    auto lu = DecodeLhoptUnit(u.lhopt(), w.Payload(u));
+    EXPECT_TRUE(lu.ok()) << lu.status();
+    auto res = runner.Run(*lu);
+    EXPECT_TRUE(res.ok()) << res.status();
+    v1::WorkResult r;
+    r.set_unit_id(u.unit_id());
+    r.set_job_id(u.job_id());
+    r.set_shard(u.shard());
+    NamedTensors t;
+    EncodeLhoptResult(*res, r.mutable_lhopt(), &t);
+    *r.mutable_payload() = EncodePayload(t, payload);
+    return r;
+  };
+  v1::WorkUnit u = w.NextUnit();
+  ASSERT_EQ(u.job_id(), id);
+  EXPECT_GT(u.payload().payload_bytes(), 0);
+  std::string payload;
+  v1::WorkResult r = run(u, &payload);
+  ASSERT_GT(payload.size(), 3 * 1024u);
+
+  // A corrupt chunk: DATA_LOSS, naming the chunk.
+  w.SendWithPayload(r, payload, 1024, -1, /*corrupt_chunk=*/1);
+  v1::ResultAck a = w.NextAck();
+  EXPECT_FALSE(a.accepted());
+  EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kDataLoss)) << a.error();
+  EXPECT_NE(a.error().find("payload chunk at offset 1024"), std::string::npos) << a.error();
+
+  // A truncated payload (two chunks, then the next message): INVALID_ARGUMENT.
+  u = w.NextUnit();
+  r = run(u, &payload);
+  w.SendWithPayload(r, payload, 1024, /*chunks_to_send=*/2);
+  v1::WorkResult next;  // whatever comes next ends the payload
+  next.set_unit_id(u.unit_id());
+  next.set_job_id(id);
+  w.SendWithPayload(next, "", 1024);
+  a = w.NextAck();
+  EXPECT_FALSE(a.accepted());
+  EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kInvalidArgument)) << a.error();
+  EXPECT_NE(a.error().find("payload truncated: received 2048 of"), std::string::npos) << a.error();
+  a = w.NextAck();  // the unit was over: the second result is for nothing running
+  EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kNotFound)) << a.error();
+
+  // A result without its LhoptResultInfo.
+  u = w.NextUnit();
+  r = run(u, &payload);
+  v1::WorkResult no_info = r;
+  no_info.clear_lhopt();
+  w.SendWithPayload(no_info, payload, 1 << 20);
+  a = w.NextAck();
+  EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kInvalidArgument)) << a.error();
+  EXPECT_NE(a.error().find("must carry lhopt"), std::string::npos) << a.error();
+
+  // None of it counted; the job is still running and takes good results.
+  auto st = s.manager().Get(id, false);
+  EXPECT_EQ(st->state(), v1::RUNNING);
+  EXPECT_EQ(st->results_accepted(), 0);
+  u = w.NextUnit();
+  r = run(u, &payload);
+  w.SendWithPayload(r, payload, 1 << 20);
+  a = w.NextAck();
+  EXPECT_TRUE(a.accepted()) << a.error();
+  EXPECT_EQ(s.manager().Get(id, false)->results_accepted(), 1);
 }
 
 TEST(LearnerService, ClientsWithoutTheTokenAreRefused) {

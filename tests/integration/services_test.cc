@@ -15,6 +15,7 @@
 #include "common/job_spec.h"
 #include "common/optimizer_file.h"
 #include "learner/elo_learner.h"
+#include "learner/lhopt_job.h"
 #include "tests/support/child_process.h"
 
 namespace lopt {
@@ -300,6 +301,46 @@ TEST(Services, PrometheusScrapesAllThreeProcesses) {
   ASSERT_TRUE(buf.ok());
   EXPECT_NE(buf->find("lopt_buffer_puts_total"), std::string::npos) << *buf;
   (*p)->Stop();
+}
+
+TEST(Services, TwoWorkersRunAnLhoptJobAndItsControllerExports) {
+  Cluster c("lhopt");
+  c.StartBuffer();
+  c.StartLearner();
+  for (auto n : {"w1", "w2"}) c.StartWorker(n);
+  const std::string job = R"(
+      name: "lhopt_services" seed: 7
+      task { noisy_quadratic { min_dim: 5 max_dim: 10 } }
+      lhopt {
+        tasks { task { noisy_quadratic { min_dim: 5 max_dim: 10 } } weight: 1 }
+        min_inner_steps: 20 max_inner_steps: 30 min_decisions: 2 max_decisions: 4
+        particles: 2 episodes_per_iteration: 4 iterations: 2 hidden_size: 16
+        curve_points: 4 baseline_refresh_iterations: 1 instances_per_task: 2
+        checkpoint_every: 1 schedule_decisions: 4
+      })";
+  std::string out;
+  std::string id = c.Submit(job, /*watch=*/true, &out);
+  EXPECT_NE(out.find(absl::StrCat("job ", id, " succeeded at outer step 2/2")), std::string::npos)
+      << out;
+  const std::string label = "job_id=\"" + id + "\"";
+  EXPECT_EQ(c.LearnerMetric("lopt_outer_steps_total", label), 2);
+  EXPECT_EQ(c.LearnerMetric("lopt_results_accepted_total", label), 4);
+  EXPECT_GE(c.LearnerMetric("lopt_lhopt_episode_length", label), 2);
+  // The export is the controller file: it loads, and lopt schedule takes it.
+  std::string controller = c.dir() + "/controller.lhopt";
+  auto [code, text] = RunCommand(c.Ctl(absl::StrCat("export ", id, " --out ", controller)));
+  ASSERT_EQ(code, 0) << text;
+  auto loaded = LoadControllerFile(controller);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->file.job().name(), "lhopt_services");
+  std::string job_path = c.dir() + "/job.textproto";
+  std::tie(code, text) = RunCommand(absl::StrCat(
+      LOPT_LOPT_BINARY, " schedule --controller ", controller, " --job ", job_path, " --out ",
+      c.dir(), "/schedule --steps 30 --decisions 4 --threads 1"));
+  EXPECT_EQ(code, 0) << text;
+  EXPECT_NE(text.find("schedule.json"), std::string::npos) << text;
+  // The job's buffer tables (registers, baseline curves) went with it.
+  EXPECT_TRUE(c.learner().WaitForLine("msg=\"deleted the job's buffer tables\"", 10s));
 }
 
 TEST(Services, LoptctlReportsBadJobFilesAndUnknownJobsClearly) {
