@@ -8,6 +8,9 @@
 //   bench_pes_throughput [--device cuda] [--data-dir DIR] [--seconds 4]
 //                        [--json FILE] [--configs 8:16,8:128,28:16]
 //                        [--bc] (behaviour cloning on; the JAX bars have none)
+//                        [--graph-steps N] (inner steps a multi-step graph replays;
+//                        0: EloUnroller's default, 8 or LOPT_CUDA_GRAPH_STEPS; 1: off)
+//                        [--graph-only] (CUDA: skip the no-graph runs)
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -67,12 +70,15 @@ struct Result {
   double ms_per_truncation = 0;
   int64_t truncations = 0;
   double meta_loss_first = 0, meta_loss_last = 0;
-  int64_t graph_nodes = -1, graph_kernels = -1;
+  int64_t graph_nodes = -1, graph_kernels = -1, chunk_nodes = -1;
 };
+
+int64_t g_graph_steps = 0;  // --graph-steps (0: the unroller's default / env)
 
 Result Measure(const lopt::v1::JobSpec& job, const lopt::Task& task, bool graph, double budget) {
   lopt::EloUnroller un(job, &task, nullptr, "bench", 7);
   un.set_use_cuda_graph(graph);
+  if (g_graph_steps > 0) un.set_cuda_graph_steps(g_graph_steps);
   torch::Generator gen = lopt::MakeGenerator(3, 0, 0);
   lopt::SmallFcLopt lo(job.lopt());
   torch::Tensor theta = lo.InitTheta(gen);
@@ -98,6 +104,7 @@ Result Measure(const lopt::v1::JobSpec& job, const lopt::Task& task, bool graph,
   r.truncations = n;
   r.graph_nodes = un.graph_nodes();
   r.graph_kernels = un.graph_kernel_nodes();
+  r.chunk_nodes = un.chunk_graph_nodes();
   return r;
 }
 
@@ -107,7 +114,7 @@ int main(int argc, char** argv) {
   lopt::ConfigureRuntime(0);
   std::string device_name = "cpu", data_dir, json, configs = "8:16,8:128,28:16";
   double seconds = 4;
-  bool bc = false;
+  bool bc = false, graph_only = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -117,6 +124,8 @@ int main(int argc, char** argv) {
     else if (a == "--json") json = next();
     else if (a == "--configs") configs = next();
     else if (a == "--bc") bc = true;
+    else if (a == "--graph-steps") g_graph_steps = std::atoll(next().c_str());
+    else if (a == "--graph-only") graph_only = true;  // skip the no-graph runs
     else {
       std::fprintf(stderr, "unknown flag %s\n", a.c_str());
       return 2;
@@ -158,7 +167,7 @@ int main(int argc, char** argv) {
     }
     Row row{c, {}, {}};
     if (device->is_cuda()) row.graph = Measure(job, **task, true, seconds);
-    row.eager = Measure(job, **task, false, seconds);
+    if (!(graph_only && device->is_cuda())) row.eager = Measure(job, **task, false, seconds);
     table.push_back(row);
     std::fprintf(stderr, "done %dx%d P=%d\n", c.image, c.image, c.particles);
   }
@@ -183,6 +192,8 @@ int main(int argc, char** argv) {
                                 : 0.0,
                     ", \"graph_kernel_launches_per_step\": ", r.graph.graph_kernels,
                     ", \"graph_nodes_per_step\": ", r.graph.graph_nodes,
+                    ", \"multi_step_graph_nodes\": ", r.graph.chunk_nodes,
+                    ", \"graph_steps\": ", g_graph_steps,
                     ", \"ms_per_truncation_graph\": ", r.graph.ms_per_truncation,
                     ", \"ms_per_truncation_eager\": ", r.eager.ms_per_truncation,
                     ", \"truncations_timed_graph\": ", r.graph.truncations,

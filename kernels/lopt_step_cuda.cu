@@ -68,6 +68,12 @@ struct DevArgs {
   int J;
   float step_mult;
   float exp_mult;
+  // Elements per block of each launch: kAccTile, kStatTile, kMlpTile, halved
+  // (to 256, 256, 512) while a launch would have fewer than two blocks an SM
+  // (small optimizees: 8x8 MLP x 16 particles ran 64 MLP blocks on 132 SMs).
+  int acc_tile;
+  int stat_tile;
+  int mlp_tile;
 };
 
 // blockIdx.x -> particle, tensor, tile within the tensor.
@@ -146,8 +152,8 @@ __global__ void __launch_bounds__(kThreads) AccumulateKernel(DevArgs a) {
   int p, j, tile;
   Decode(a.off_acc, a.J, &p, &j, &tile);
   const DevTensor& t = a.t[j];
-  const int e0 = tile * kAccTile;
-  const int e1 = min(t.n, e0 + kAccTile);
+  const int e0 = tile * a.acc_tile;
+  const int e1 = min(t.n, e0 + a.acc_tile);
   const long long base = (long long)p * t.n;
   const float* g = t.g + base;
   const float b0 = kMomB[0], b1 = kMomB[1], b2 = kMomB[2];
@@ -381,8 +387,8 @@ __global__ void __launch_bounds__(kThreads, 4) StatsKernel(DevArgs a) {
   int p, j, tile;
   Decode(a.off_stat, a.J, &p, &j, &tile);
   const DevTensor& t = a.t[j];
-  const int e0 = tile * kStatTile;
-  const int e1 = min(t.n, e0 + kStatTile);
+  const int e0 = tile * a.stat_tile;
+  const int e1 = min(t.n, e0 + a.stat_tile);
   if (t.factored) StatsTile<true>(a, t, p, j, e0, e1);
   else StatsTile<false>(a, t, p, j, e0, e1);
 }
@@ -630,8 +636,8 @@ __global__ void __launch_bounds__(kThreads, 2) MlpKernel(DevArgs a) {
   int p, j, tile;
   Decode(a.off_mlp, a.J, &p, &j, &tile);
   const DevTensor& t = a.t[j];
-  const int e0 = tile * kMlpTile;
-  const int e1 = min(t.n, e0 + kMlpTile);
+  const int e0 = tile * a.mlp_tile;
+  const int e1 = min(t.n, e0 + a.mlp_tile);
   LoadMlp(a, t, p, j, &s);
   __syncthreads();
   if (kMode == LoptCudaMlp::kTf32) {
@@ -777,6 +783,21 @@ const char* StepImpl(const LoptCudaArgs& args, const std::vector<LoptCudaTensor>
   int* off_mlp = off + 2 * (J + 1);
   int* off_tab = off + 3 * (J + 1);
   off_acc[0] = off_stat[0] = off_mlp[0] = off_tab[0] = 0;
+  int sms = 132, dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    sms = 132;
+  auto pick_tile = [&](int tile, int min_tile) {
+    auto blocks = [&](int t) {
+      long long b = 0;
+      for (const auto& x : tensors) b += (x.n + t - 1) / t;
+      return b * P;
+    };
+    while (tile / 2 >= min_tile && blocks(tile) < 2LL * sms) tile /= 2;
+    return tile;
+  };
+  const int acc_tile = pick_tile(kAccTile, 256), stat_tile = pick_tile(kStatTile, 256),
+            mlp_tile = pick_tile(kMlpTile, 512);
   size_t sum_at = 0;
   for (int j = 0; j < J; ++j) {
     const LoptCudaTensor& s = tensors[j];
@@ -810,9 +831,9 @@ const char* StepImpl(const LoptCudaArgs& args, const std::vector<LoptCudaTensor>
     }
     dt[j] = d;
     const int n = d.n;
-    off_acc[j + 1] = off_acc[j] + (n + kAccTile - 1) / kAccTile;
-    off_stat[j + 1] = off_stat[j] + (n + kStatTile - 1) / kStatTile;
-    off_mlp[j + 1] = off_mlp[j] + (n + kMlpTile - 1) / kMlpTile;
+    off_acc[j + 1] = off_acc[j] + (n + acc_tile - 1) / acc_tile;
+    off_stat[j + 1] = off_stat[j] + (n + stat_tile - 1) / stat_tile;
+    off_mlp[j + 1] = off_mlp[j] + (n + mlp_tile - 1) / mlp_tile;
     int tasks = 0;
     if (d.factored)
       tasks = d.mean_outer * d.mean_inner + (d.col.entries + 31) / 32;
@@ -846,6 +867,9 @@ const char* StepImpl(const LoptCudaArgs& args, const std::vector<LoptCudaTensor>
   a.J = J;
   a.step_mult = args.step_mult;
   a.exp_mult = args.exp_mult;
+  a.acc_tile = acc_tile;
+  a.stat_tile = stat_tile;
+  a.mlp_tile = mlp_tile;
 
   auto launch_count = [&](const int* o) { return (long long)o[J] * P; };
   if (launch_count(off_acc) > 0) AccumulateKernel<<<unsigned(launch_count(off_acc)), kThreads, 0, st>>>(a);

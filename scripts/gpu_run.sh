@@ -7,7 +7,11 @@
 # Steps: steptest (the fused LO step against float64), unrollertest (the
 # captured inner step against eager), pes (bench_pes_throughput, graph vs
 # no graph vs JAX), train (`lopt train --device cuda` of the embedded job),
-# vit (the ViT-B/16 optimizer-step bench). "all" = steptest unrollertest pes train.
+# vit (the ViT-B/16 optimizer-step bench), nccl (tests/gpu/nccl_data_parallel_test
+# on every GPU, then on GPU 0 alone, with the ViT-B/16 gradient all-reduce
+# timing), pesgraph (bench_pes_throughput graph-only at 1, 8 and 25 inner steps
+# a replay), profile (ncu kernel durations of two captured 8x8/16-particle
+# inner steps). "all" = steptest unrollertest pes train.
 # Env: LOPT_DATA_DIR (Fashion-MNIST IDX dir; default the job's),
 # LOPT_GPU_BENCH_STEPS (30), LOPT_GPU_JOBS (nproc), LOPT_PES_SECONDS (4),
 # LOPT_TRAIN_ARGS (extra `lopt train` flags).
@@ -29,6 +33,10 @@ grep -q "CUDA step in lopt_common: ON" /tmp/lopt-configure.log ||
   { echo "LibTorch has no CUDA here"; tail -20 /tmp/lopt-configure.log; exit 1; }
 targets="lopt_step_cuda_test elo_unroller_cuda_test bench_pes_throughput lopt"
 case " $steps " in *" vit "*) targets="$targets bench_lopt_step_gpu" ;; esac
+case " $steps " in *" nccl "*)
+  grep "NCCL data parallel" /tmp/lopt-configure.log
+  targets="$targets nccl_data_parallel_test" ;; esac
+export NCCL_NVLS_ENABLE=0  # never NVLink multicast on these shared hosts
 t0=$(date +%s)
 cmake --build "$build" -j"$jobs" --target $targets >"$out/build.log" 2>&1 ||
   { grep -B2 -A12 "error" "$out/build.log" | head -120; exit 1; }
@@ -57,6 +65,38 @@ for s in $steps; do
       tail -30 "$out/train.log"
       echo "train wall (incl. meta-test): $(python3 -c "import time; print(round(time.time() - $t1, 1))") s"
       cp /tmp/lopt-run/summary.json "$out/train_summary.json" 2>/dev/null || true ;;
+    nccl) nvidia-smi topo -m 2>&1 | head -5 >"$out/nccl.log"
+          NCCL_DEBUG=VERSION "$build/tests/gpu/nccl_data_parallel_test" --bench-vit 2>&1 |
+            tee -a "$out/nccl.log" || status=1
+          echo "--- CUDA_VISIBLE_DEVICES=0" | tee -a "$out/nccl.log"
+          CUDA_VISIBLE_DEVICES=0 "$build/tests/gpu/nccl_data_parallel_test" --bench-vit 2>&1 |
+            tee -a "$out/nccl.log" || status=1 ;;
+    pesgraph)
+      for n in ${LOPT_GRAPH_STEPS_LIST:-1 8 25}; do
+        echo "--- --graph-steps $n" | tee -a "$out/pesgraph.log"
+        "$build/bench/bench_pes_throughput" --device cuda ${data:+--data-dir "$data"} --graph-only \
+          --graph-steps "$n" --seconds "${LOPT_PES_SECONDS:-4}" --json "$out/pes_graph_steps_$n.json" 2>&1 |
+          tee -a "$out/pesgraph.log" || status=1
+      done ;;
+    profile)
+      if command -v ncu >/dev/null; then
+        ncu --csv --metrics gpu__time_duration.sum --launch-skip 300 --launch-count 46 \
+          "$build/bench/bench_pes_throughput" --device cuda ${data:+--data-dir "$data"} --graph-only \
+          --graph-steps 1 --configs 8:16 --seconds 0.5 >"$out/ncu_8x8_16.csv" 2>"$out/ncu.err" || status=1
+        python3 - "$out/ncu_8x8_16.csv" <<'PY'
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+h = rows[0]; rows = rows[1:]
+ki, vi, ui = h.index("Kernel Name"), h.index("Metric Value"), h.index("Metric Unit")
+tot = 0.0
+scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}
+for r in rows:
+    v = float(r[vi].replace(",", "")) * scale.get(r[ui], 1.0)
+    tot += v
+    print(f"{v:9.2f} us  {r[ki][:110]}")
+print(f"{len(rows)} kernels (two inner steps), {tot:.1f} us in all, {tot / 2:.1f} us a step")
+PY
+      else echo "no ncu"; fi ;;
     vit) "$build/bench/bench_lopt_step_gpu" --steps "${LOPT_GPU_BENCH_STEPS:-30}" \
            --json "$out/bench_lopt_step_gpu.json" 2>&1 | tee "$out/bench.log" || status=1 ;;
     *) echo "unknown step $s"; status=1 ;;

@@ -65,6 +65,7 @@ EloUnroller::EloUnroller(const v1::JobSpec& job, const Task* task, ReplayBuffer*
   if (!job.elo().buffer().enabled()) buffer_ = nullptr;
   const char* graph = std::getenv("LOPT_CUDA_GRAPH");  // 0: no capture (debugging)
   if (graph && std::string(graph) == "0") use_cuda_graph_ = false;
+  if (const char* n = std::getenv("LOPT_CUDA_GRAPH_STEPS")) set_cuda_graph_steps(std::atoll(n));
 }
 
 int64_t EloUnroller::SampleUnrollLength(torch::Generator& gen) const {
@@ -255,6 +256,11 @@ struct EloUnroller::DeviceSteps {
   std::unique_ptr<at::cuda::CUDAGraph> graph;
   std::vector<torch::Tensor> keep;  // buffers the graph's kernels read
   int64_t nodes = -1, kernel_nodes = -1;
+  // `chunk_steps` inner steps in one graph, reading their batches from
+  // `chunk` (chunk_steps * T rows, copied in before each replay).
+  std::unique_ptr<at::cuda::CUDAGraph> chunk_graph;
+  Batch chunk;
+  int64_t chunk_steps = 0, chunk_nodes = -1;
 #endif
 };
 
@@ -263,6 +269,13 @@ EloUnroller::~EloUnroller() = default;
 int64_t EloUnroller::graph_nodes() const {
 #ifdef LOPT_WITH_CUDA
   if (device_steps_) return device_steps_->nodes;
+#endif
+  return -1;
+}
+
+int64_t EloUnroller::chunk_graph_nodes() const {
+#ifdef LOPT_WITH_CUDA
+  if (device_steps_) return device_steps_->chunk_nodes;
 #endif
   return -1;
 }
@@ -335,6 +348,36 @@ void EloUnroller::CaptureDeviceStep(DeviceSteps* ds) {
 #endif
 }
 
+void EloUnroller::CaptureDeviceChunk(DeviceSteps* ds, int64_t steps) {
+#ifdef LOPT_WITH_CUDA
+  const int64_t T = num_tasks_;
+  ds->chunk_graph = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
+  ds->chunk_steps = steps;
+  LoptStepCudaBeginCapture(device_, std::max<int64_t>(int64_t(1) << 20, steps * (int64_t(64) << 10)));
+  Batch one = ds->batch;
+  ds->chunk_graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+  for (int64_t j = 0; j < steps; ++j) {
+    // Step j reads rows [j T, (j+1) T) of the chunk in place: no copy node.
+    ds->batch.x = ds->chunk.x.narrow(0, j * T, T);
+    if (ds->chunk.y.defined()) ds->batch.y = ds->chunk.y.narrow(0, j * T, T);
+    DeviceStep(ds);
+  }
+  ds->chunk_graph->capture_end();
+  ds->batch = one;
+  ds->keep.push_back(LoptStepCudaFinishCapture());
+  ds->chunk_graph->instantiate();
+  size_t n = 0;
+  TORCH_CHECK(cudaGraphGetNodes(ds->chunk_graph->raw_cuda_graph(), nullptr, &n) == cudaSuccess,
+              "cudaGraphGetNodes");
+  ds->chunk_nodes = int64_t(n);
+  if (std::getenv("LOPT_CUDA_GRAPH_VERBOSE"))
+    std::fprintf(stderr, "captured %lld inner steps in one graph: %zu nodes\n", (long long)steps, n);
+#else
+  (void)ds;
+  (void)steps;
+#endif
+}
+
 TruncationResult EloUnroller::RunTruncationOnDevice(const torch::Tensor& theta, double alpha,
                                                     int64_t outer_step) {
   torch::NoGradGuard no_grad;
@@ -385,7 +428,11 @@ TruncationResult EloUnroller::RunTruncationOnDevice(const torch::Tensor& theta, 
     ds->batch.x = all.x.narrow(0, 0, T).clone();
     if (all.y.defined()) ds->batch.y = all.y.narrow(0, 0, T).clone();
   }
-  for (int64_t k = 0; k < K; ++k) {
+  int64_t C = std::min<int64_t>(graph_steps_, K);
+#ifdef LOPT_WITH_CUDA
+  if (ds->chunk_graph) C = ds->chunk_steps;  // captured for this many
+#endif
+  for (int64_t k = 0; k < K;) {
     bool restarted = false;
     for (int64_t i = 0; i < T; ++i) {
       if (buffer_ && step_[i] == push_at_[i]) {
@@ -401,6 +448,30 @@ TruncationResult EloUnroller::RunTruncationOnDevice(const torch::Tensor& theta, 
       }
     }
     if (restarted) ds->step.copy_(StepTensor());
+#ifdef LOPT_WITH_CUDA
+    // C steps in one replay where no task resets or pushes before step k + C.
+    if (C > 1 && use_cuda_graph_ && device_.is_cuda() && ds->graph) {
+      int64_t free = K - k;
+      for (int64_t i = 0; i < T; ++i) {
+        free = std::min(free, end_[i] - step_[i]);
+        if (buffer_ && push_at_[i] > step_[i]) free = std::min(free, push_at_[i] - step_[i]);
+      }
+      if (free >= C) {
+        if (!ds->chunk.x.defined()) {
+          ds->chunk.x = all.x.narrow(0, k * T, C * T).clone();
+          if (all.y.defined()) ds->chunk.y = all.y.narrow(0, k * T, C * T).clone();
+        }
+        ds->chunk.x.copy_(all.x.narrow(0, k * T, C * T));
+        if (all.y.defined()) ds->chunk.y.copy_(all.y.narrow(0, k * T, C * T));
+        if (!ds->chunk_graph) CaptureDeviceChunk(ds, C);
+        ds->chunk_graph->replay();
+        pes_.CountSteps(C);
+        for (auto& s : step_) s += C;
+        k += C;
+        continue;
+      }
+    }
+#endif
     ds->batch.x.copy_(all.x.narrow(0, k * T, T));
     if (all.y.defined()) ds->batch.y.copy_(all.y.narrow(0, k * T, T));
 #ifdef LOPT_WITH_CUDA
@@ -422,6 +493,7 @@ TruncationResult EloUnroller::RunTruncationOnDevice(const torch::Tensor& theta, 
 #endif
     pes_.CountSteps(1);
     for (auto& s : step_) ++s;
+    ++k;
   }
   r.grad = pes_.EndTruncation().cpu();
   r.task_loss = ds->sum_task.item<double>() / K;

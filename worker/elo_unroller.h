@@ -72,6 +72,13 @@ class EloUnroller {
   // On CUDA (builds with LOPT_WITH_CUDA): capture the inner step once as a
   // CUDA graph and replay it (default on); off, the same kernels run eagerly.
   void set_use_cuda_graph(bool on) { use_cuda_graph_ = on; }
+  // Inner steps a second graph captures back to back (default 8, env
+  // LOPT_CUDA_GRAPH_STEPS; 1: off): replayed wherever that many steps in a row
+  // need no reset or push from the host, which saves a graph launch, two batch
+  // copies and the host's bookkeeping per step. The one-step graph does the rest.
+  void set_cuda_graph_steps(int64_t n) { graph_steps_ = n < 1 ? 1 : n; }
+  // Nodes of the multi-step graph (-1 before its capture).
+  int64_t chunk_graph_nodes() const;
   // Nodes of the captured inner step's graph (-1 before a capture): all of
   // them, and its kernel launches.
   int64_t graph_nodes() const;
@@ -94,6 +101,7 @@ class EloUnroller {
                                          int64_t outer_step);
   void DeviceStep(DeviceSteps* ds);
   void CaptureDeviceStep(DeviceSteps* ds);
+  void CaptureDeviceChunk(DeviceSteps* ds, int64_t steps);
 
   v1::JobSpec job_;
   const Task* task_;
@@ -114,6 +122,7 @@ class EloUnroller {
   PesAccumulator pes_;
   torch::Device device_;
   bool use_cuda_graph_ = true;
+  int64_t graph_steps_ = 8;
   std::unique_ptr<DeviceSteps> device_steps_;  // static buffers, the captured graph
 };
 

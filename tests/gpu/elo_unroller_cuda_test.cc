@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     auto task = lopt::MakeTask(job.task(), 0, torch::Device(torch::kCUDA, 0)).value();
     lopt::EloUnroller graph(job, task.get(), nullptr, "t", 5), eager(job, task.get(), nullptr, "t", 5);
     eager.set_use_cuda_graph(false);
+    graph.set_cuda_graph_steps(4);  // 4 steps a replay where no reset falls in them
     torch::Generator gen = lopt::MakeGenerator(1, 2, 3);
     torch::Tensor theta = lopt::SmallFcLopt(job.lopt()).InitTheta(gen);
     int64_t restarts = 0;
@@ -51,10 +52,12 @@ int main(int argc, char** argv) {
       failures += !ok;
       theta = theta - 1e-3 * a.grad;
     }
-    std::printf("bc %d: captured inner step has %lld kernel launches (%lld nodes); %lld restarts\n",
+    std::printf("bc %d: captured inner step has %lld kernel launches (%lld nodes), the 4-step "
+                "graph %lld nodes; %lld restarts\n",
                 int(bc), (long long)graph.graph_kernel_nodes(), (long long)graph.graph_nodes(),
-                (long long)restarts);
-    if (graph.graph_kernel_nodes() <= 0 || restarts == 0) ++failures;
+                (long long)graph.chunk_graph_nodes(), (long long)restarts);
+    if (graph.graph_kernel_nodes() <= 0 || graph.chunk_graph_nodes() <= 0 || restarts == 0)
+      ++failures;
   }
   std::printf(failures ? "FAILED (%d)\n" : "all ok\n", failures);
   return failures ? 1 : 0;
