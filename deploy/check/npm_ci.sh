@@ -14,6 +14,14 @@ if [ -f "$dir/node_modules/.lopt-lock" ] && cmp -s "$here/package-lock.json" "$d
 fi
 cp "$here/package.json" "$here/package-lock.json" "$dir/"
 cd "$dir"
-npm ci --no-audit --no-fund --loglevel=error --cache "$dir/npm-cache" 2> >(grep -v 'Unknown user config' >&2)
+# Debian's nodejs trusts only its bundled CAs; use the system's store as well,
+# so that a registry reached through a TLS-inspecting proxy the system trusts
+# works (the system bundle is what apt and curl use).
+ca=()
+if [ -r /etc/ssl/certs/ca-certificates.crt ]; then
+  export NODE_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}
+  ca=(--cafile /etc/ssl/certs/ca-certificates.crt)
+fi
+npm ci "${ca[@]}" --no-audit --no-fund --loglevel=error --cache "$dir/npm-cache" 2> >(grep -v 'Unknown user config' >&2)
 cp "$here/package-lock.json" node_modules/.lopt-lock
 echo "npm_ci: installed $(ls node_modules | wc -l) packages into $dir/node_modules"
