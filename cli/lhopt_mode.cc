@@ -24,11 +24,6 @@
 namespace lopt {
 namespace {
 
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
-
 NamedTensors WithPrefix(const NamedTensors& all, const std::string& prefix) {
   NamedTensors out;
   for (const auto& [k, v] : all)
@@ -100,7 +95,7 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
   const std::string ckpt = opt.out_dir + "/checkpoint.pt";
   std::set<std::string> tables;  // baseline curves to checkpoint
   LhoptTrainSummary summary;
-  if (!opt.fresh && Exists(ckpt)) {
+  if (!opt.fresh && FileExists(ckpt)) {
     auto bytes = ReadFile(ckpt);
     if (!bytes.ok()) return bytes.status();
     auto all = DeserializeTensors(*bytes);

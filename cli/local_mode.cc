@@ -27,11 +27,6 @@
 namespace lopt {
 namespace {
 
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
-
 std::string BufferTable(const v1::JobSpec& job, const Task& task) {
   return absl::StrCat(job.name(), "/", task.name());
 }
@@ -97,7 +92,7 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
 
   const std::string ckpt = opt.out_dir + "/checkpoint.pt";
   TrainSummary summary;
-  if (!opt.fresh && Exists(ckpt)) {
+  if (!opt.fresh && FileExists(ckpt)) {
     auto bytes = ReadFile(ckpt);
     if (!bytes.ok()) return bytes.status();
     auto all = DeserializeTensors(*bytes);

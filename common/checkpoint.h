@@ -9,6 +9,9 @@
 
 namespace lopt {
 
+// Whether `path` names an existing file or directory.
+bool FileExists(const std::string& path);
+
 // mkdir -p: creates `dir` and its missing parents.
 absl::Status MakeDirs(const std::string& dir);
 
