@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/flags.h"
+#include "cli/large_eval_mode.h"
 #include "cli/local_mode.h"
 #include "cli/lhopt_mode.h"
 #include "common/lhopt_schedule.h"
@@ -61,6 +62,9 @@ usage:
       Replays the schedule with CIAO (or runs the controller, and its untrained
       policy) on the job's `task` against CIAO's defaults and AdamW, constant
       and cosine-decayed, over the job's eval.adamw_lrs at the same budget.
+  lopt eval-large --optimizer FILE [--gpus N] [--hidden 4096,4096] [--batch 1024] ...
+      Meta-test on one big MLP, on one device or data-parallel over N GPUs
+      (NCCL); see lopt eval-large --help.
   lopt validate FILE         Checks a text-proto job file; prints the filled-in job.
   lopt print-default-job     Prints the embedded default job.
 )";
@@ -285,6 +289,7 @@ int Main(int argc, char** argv) {
     std::printf("wrote %s/schedule.json, schedule.csv, schedule.png\n", out.c_str());
     return 0;
   }
+  if (cmd == "eval-large") return RunEvalLargeCommand(argc, argv);
   if (cmd == "eval") {
     auto f = ParseFlags(argc, argv, 2,
                         {"optimizer", "schedule", "controller", "job", "out", "steps", "seeds", "threads"},

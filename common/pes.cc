@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "common/task.h"
+
 #ifdef LOPT_WITH_CUDA
 #include "kernels/losses_cuda_torch.h"
 #endif
@@ -43,6 +45,27 @@ void PesAccumulator::AddLosses(const torch::Tensor& losses) {
   diff_post_ += torch::where(reset_, diff, torch::zeros_like(diff));
   diff_pre_ += torch::where(reset_, torch::zeros_like(diff), diff);
   ++steps_;
+}
+
+void PesAccumulator::AddBcLossesUncounted(const torch::Tensor& task_losses,
+                                         const torch::Tensor& bc_losses,
+                                         const torch::Tensor& alpha, double max_loss,
+                                         torch::Tensor& sum_meta, torch::Tensor& sum_task,
+                                         torch::Tensor& sum_bc) {
+#ifdef LOPT_WITH_CUDA
+  if (task_losses.is_cuda() && CudaFusedLossesEnabled()) {
+    BcMetaLossesCudaFused(task_losses, bc_losses, max_loss, alpha, reset_, diff_pre_, diff_post_,
+                          sum_meta, sum_task, sum_bc);
+    return;
+  }
+#endif
+  torch::Tensor task = NormalizeMetaLoss(task_losses, max_loss);
+  torch::Tensor bc = NormalizeMetaLoss(bc_losses, max_loss);
+  torch::Tensor meta = (1 - alpha) * bc + alpha * task;
+  // meta is already clipped: AddClippedLossesUncounted's clip is a no-op.
+  AddClippedLossesUncounted(meta, max_loss, sum_meta);
+  sum_task.add_(task.mean());
+  sum_bc.add_(bc.mean());
 }
 
 void PesAccumulator::AddClippedLossesUncounted(const torch::Tensor& losses, double max_loss,

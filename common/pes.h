@@ -41,6 +41,13 @@ class PesAccumulator {
   // replay).
   void AddClippedLossesUncounted(const torch::Tensor& losses, double max_loss,
                                  torch::Tensor& sum);
+  // The same for a behaviour-cloned step: the raw task losses and BC losses
+  // [2T] are each clipped; meta = (1 - alpha) bc + alpha task is recorded and
+  // its mean added to `sum_meta`, the clipped means to `sum_task`, `sum_bc`.
+  // alpha: a float32 scalar tensor. One fused kernel on CUDA.
+  void AddBcLossesUncounted(const torch::Tensor& task_losses, const torch::Tensor& bc_losses,
+                            const torch::Tensor& alpha, double max_loss, torch::Tensor& sum_meta,
+                            torch::Tensor& sum_task, torch::Tensor& sum_bc);
   void CountSteps(int64_t n) { steps_ += n; }
 
   // The accumulated perturbation that produced task i's current state: what

@@ -197,6 +197,14 @@ class FmnistMlpTask : public ImageTaskBase {
     if (act_ == v1::GELU) return ImageTaskBase::LossAndGrad(state, batch, grads);
     torch::NoGradGuard no_grad;
     const auto& p = state.params;
+#ifdef LOPT_WITH_CUDA
+    if (batch.x.is_cuda() && p.size() == 4) {
+      // One hidden layer: one fused kernel for the whole step where it fits.
+      const int code = act_ == v1::TANH ? 1 : act_ == v1::SIGMOID ? 2 : 0;
+      torch::Tensor loss;
+      if (MlpTaskLossAndGradCudaFused(p, batch.x, batch.y, code, &loss, grads)) return loss;
+    }
+#endif
     const int64_t P = state.num_particles(), G = batch.x.size(0), reps = P / G;
     const int64_t B = batch.x.size(1);
     // The first layer reads each group's batch in place, one product per

@@ -730,8 +730,8 @@ size_t LoptStepCudaWorkspaceBytes(const LoptCudaArgs& args,
 LoptCudaMlp& LoptCudaMlpSetting() {
   static LoptCudaMlp mode = [] {
     const char* e = std::getenv("LOPT_CUDA_MLP");
-    if (e && std::strcmp(e, "tf32") == 0) return LoptCudaMlp::kTf32;
-    return LoptCudaMlp::kFp32;
+    if (e && std::strcmp(e, "fp32") == 0) return LoptCudaMlp::kFp32;
+    return LoptCudaMlp::kTf32;
   }();
   return mode;
 }

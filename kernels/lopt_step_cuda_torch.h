@@ -22,8 +22,8 @@ bool LoptStepCudaSupports(const std::vector<torch::Tensor>& params,
 
 // One whole step: folds `grads` into `state` (in place) and returns the
 // updates u (p_new = p - u), as SmallFcLopt::StepReference. Runs on the
-// current CUDA stream; the MLP's precision follows LOPT_CUDA_MLP (fp32
-// default, tf32).
+// current CUDA stream; the MLP's precision follows LOPT_CUDA_MLP (tf32
+// default, fp32).
 std::vector<torch::Tensor> LoptStepCuda(const std::vector<torch::Tensor>& params,
                                         const std::vector<torch::Tensor>& grads, LoptState* state,
                                         const torch::Tensor& step, const torch::Tensor& theta,

@@ -31,7 +31,8 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOPT_CUDA=ON \
   { tail -40 /tmp/lopt-configure.log; exit 1; }
 grep -q "CUDA step in lopt_common: ON" /tmp/lopt-configure.log ||
   { echo "LibTorch has no CUDA here"; tail -20 /tmp/lopt-configure.log; exit 1; }
-targets="lopt_step_cuda_test elo_unroller_cuda_test bench_pes_throughput lopt"
+targets="lopt_step_cuda_test elo_unroller_cuda_test mlp_task_cuda_test bench_pes_throughput lopt"
+case " $steps " in *" services "*) targets="$targets lopt-learner lopt-worker lopt-buffer loptctl" ;; esac
 case " $steps " in *" vit "*) targets="$targets bench_lopt_step_gpu" ;; esac
 case " $steps " in *" nccl "*)
   grep "NCCL data parallel" /tmp/lopt-configure.log
@@ -65,6 +66,40 @@ for s in $steps; do
       tail -30 "$out/train.log"
       echo "train wall (incl. meta-test): $(python3 -c "import time; print(round(time.time() - $t1, 1))") s"
       cp /tmp/lopt-run/summary.json "$out/train_summary.json" 2>/dev/null || true ;;
+    mlptest) "$build/tests/gpu/mlp_task_cuda_test" "$data" 2>&1 | tee "$out/mlptest.log" || status=1 ;;
+    services)
+      d=/tmp/lopt-svc; rm -rf $d; mkdir -p $d
+      job=$d/job.textproto
+      if [ -n "$data" ]; then
+        "$build/cli/lopt" print-default-job | sed "s#fmnist_mlp {#fmnist_mlp { data_dir: \"$data\"#" >"$job"
+      else "$build/cli/lopt" print-default-job >"$job"; fi
+      "$build/buffer_server/lopt-buffer" --listen=127.0.0.1:50061 --metrics-listen=127.0.0.1:0 \
+        --db-path=$d/buffer >"$out/svc_buffer.log" 2>&1 & bpid=$!
+      "$build/learner/lopt-learner" --listen=127.0.0.1:50051 --metrics-listen=127.0.0.1:0 \
+        --state-dir=$d/learner --buffer=127.0.0.1:50061 >"$out/svc_learner.log" 2>&1 & lpid=$!
+      "$build/worker/lopt-worker" --learner=127.0.0.1:50051 --buffer=127.0.0.1:50061 \
+        --device=cuda --name=gpu0 --metrics-listen=127.0.0.1:0 >"$out/svc_worker.log" 2>&1 & wpid=$!
+      sleep 2
+      t1=$(date +%s.%N)
+      "$build/cli/loptctl" --learner=127.0.0.1:50051 submit "$job" --watch --no-progress \
+        >"$out/svc_submit.log" 2>&1 || status=1
+      echo "services wall (submit to succeeded): $(python3 -c "import time; print(round(time.time() - $t1, 1))") s"
+      tail -3 "$out/svc_submit.log"
+      id=$(head -1 "$out/svc_submit.log")
+      "$build/cli/loptctl" --learner=127.0.0.1:50051 export "$id" --out $d/optimizer.lopt || status=1
+      kill $wpid $lpid $bpid 2>/dev/null; wait $wpid $lpid $bpid 2>/dev/null
+      grep -m3 -i "cuda\|device" "$out/svc_worker.log"
+      "$build/cli/lopt" eval --optimizer $d/optimizer.lopt --job "$job" --no-progress \
+        --out "$out/svc_eval" 2>&1 | tail -12 || status=1 ;;
+    evallarge)
+      opt=${LOPT_EVAL_OPTIMIZER:-models/fmnist8_elo.lopt}
+      ngpu=$(nvidia-smi -L | wc -l)
+      for g in $(echo "$ngpu 1" | tr ' ' '\n' | sort -u -r); do
+        echo "--- --gpus $g" | tee -a "$out/evallarge.log"
+        "$build/cli/lopt" eval-large --optimizer "$opt" --gpus "$g" --device cuda \
+          ${data:+--data-dir "$data"} ${LOPT_EVAL_LARGE_ARGS:---hidden 4096,4096 --batch 1024 --steps 300 --adamw-lrs 0.0003,0.001,0.003} \
+          --no-progress --out "$out/evallarge_$g" 2>&1 | tee -a "$out/evallarge.log" || status=1
+      done ;;
     nccl) nvidia-smi topo -m 2>&1 | head -5 >"$out/nccl.log"
           NCCL_DEBUG=VERSION "$build/tests/gpu/nccl_data_parallel_test" --bench-vit 2>&1 |
             tee -a "$out/nccl.log" || status=1

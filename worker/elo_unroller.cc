@@ -18,6 +18,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/lopt_step_cuda_torch.h"
+#include "kernels/losses_cuda_torch.h"
 #endif
 
 namespace lopt {
@@ -296,21 +297,25 @@ void EloUnroller::DeviceStep(DeviceSteps* ds) {
   if (!bc) {
     pes_.AddClippedLossesUncounted(loss, max_loss, ds->sum_task);
   } else {
-    torch::Tensor task_loss = NormalizeMetaLoss(loss, max_loss);
-    std::vector<torch::Tensor> uh =
-        AdamUpdates(state_.params, grads, &adam_state_, ds->teacher_lr, ds->step, teacher_);
-    torch::Tensor bc_loss = torch::zeros({2 * num_tasks_}, loss.options());
-    torch::Tensor one_minus_alpha = 1 - ds->alpha;
-    for (size_t j = 0; j < u.size(); ++j) {
-      bc_loss += (u[j] - uh[j]).square().flatten(1).sum(1);
-      u[j] = uh[j] * one_minus_alpha + u[j] * ds->alpha;
+    torch::Tensor bc_loss;
+#ifdef LOPT_WITH_CUDA
+    // One multi-tensor kernel for the teacher's step, the BC loss and the mix.
+    bc_loss = BehaviorCloningCudaFused(state_.params, grads, adam_state_.m, adam_state_.v, u,
+                                       ds->step, ds->teacher_lr, ds->alpha, teacher_.beta1,
+                                       teacher_.beta2, teacher_.eps, teacher_.weight_decay);
+#endif
+    if (!bc_loss.defined()) {
+      std::vector<torch::Tensor> uh =
+          AdamUpdates(state_.params, grads, &adam_state_, ds->teacher_lr, ds->step, teacher_);
+      bc_loss = torch::zeros({2 * num_tasks_}, loss.options());
+      torch::Tensor one_minus_alpha = 1 - ds->alpha;
+      for (size_t j = 0; j < u.size(); ++j) {
+        bc_loss += (u[j] - uh[j]).square().flatten(1).sum(1);
+        u[j] = uh[j] * one_minus_alpha + u[j] * ds->alpha;
+      }
     }
-    bc_loss = NormalizeMetaLoss(bc_loss, max_loss);
-    torch::Tensor meta = one_minus_alpha * bc_loss + ds->alpha * task_loss;
-    // meta is already clipped: AddClippedLossesUncounted's clip is a no-op.
-    pes_.AddClippedLossesUncounted(meta, max_loss, ds->sum_meta);
-    ds->sum_task.add_(task_loss.mean());
-    ds->sum_bc.add_(bc_loss.mean());
+    pes_.AddBcLossesUncounted(loss, bc_loss, ds->alpha, max_loss, ds->sum_meta, ds->sum_task,
+                              ds->sum_bc);
   }
   at::_foreach_sub_(state_.params, u);
   ds->step.add_(1);

@@ -13,7 +13,24 @@
 #include "common/job_spec.h"
 #include "common/small_fc_lopt.h"
 #include "common/task.h"
+#include "kernels/lopt_step_cuda.h"
 #include "worker/elo_unroller.h"
+
+namespace {
+
+// The 8x8 MLP task, 4 PES pairs, truncations of 10, no buffer; BC on or off.
+lopt::v1::JobSpec Job(const std::string& data_dir, int batch, bool bc) {
+  std::string text = absl::StrCat(
+      "task { fmnist_mlp { image_size: 8 hidden_sizes: 32 batch_size: ", batch,
+      data_dir.empty() ? "" : absl::StrCat(" data_dir: \"", data_dir, "\""), " } }\n",
+      "pes { num_tasks: 4 truncation_length: 10 sigma: 0.01 min_unroll_length: 12 "
+      "max_unroll_length: 25 }\n",
+      "elo { buffer { enabled: false } behavior_cloning { enabled: ", bc ? "true" : "false",
+      " } }\n");
+  return lopt::JobFromText(text, "<test>").value();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::string data_dir = argc > 1 ? argv[1] : "";
@@ -23,14 +40,7 @@ int main(int argc, char** argv) {
   }
   int failures = 0;
   for (bool bc : {false, true}) {
-    std::string text = absl::StrCat(
-        "task { fmnist_mlp { image_size: 8 hidden_sizes: 32 batch_size: 32",
-        data_dir.empty() ? "" : absl::StrCat(" data_dir: \"", data_dir, "\""), " } }\n",
-        "pes { num_tasks: 4 truncation_length: 10 sigma: 0.01 min_unroll_length: 12 "
-        "max_unroll_length: 25 }\n",
-        "elo { buffer { enabled: false } behavior_cloning { enabled: ", bc ? "true" : "false",
-        " } }\n");
-    auto job = lopt::JobFromText(text, "<test>").value();
+    auto job = Job(data_dir, 32, bc);
     auto task = lopt::MakeTask(job.task(), 0, torch::Device(torch::kCUDA, 0)).value();
     lopt::EloUnroller graph(job, task.get(), nullptr, "t", 5), eager(job, task.get(), nullptr, "t", 5);
     eager.set_use_cuda_graph(false);
@@ -58,6 +68,37 @@ int main(int argc, char** argv) {
                 (long long)graph.chunk_graph_nodes(), (long long)restarts);
     if (graph.graph_kernel_nodes() <= 0 || graph.chunk_graph_nodes() <= 0 || restarts == 0)
       ++failures;
+  }
+  // The CUDA unroller (fused task step, fused LO step in FP32, fused BC and
+  // PES bookkeeping, captured) against the CPU unroller from the same seed:
+  // the same draws, so the losses must agree to float rounding accumulated
+  // over the truncation, and the PES gradient (a difference of nearby losses)
+  // loosely. A kernel that drops a term (the BC mix, a bias gradient, the
+  // reset split) is off by far more.
+  lopt::kernels::LoptCudaMlpSetting() = lopt::kernels::LoptCudaMlp::kFp32;
+  for (bool bc : {false, true}) {
+    auto job = Job(data_dir, 64, bc);
+    auto cpu_task = lopt::MakeTask(job.task(), 0, torch::kCPU).value();
+    auto gpu_task = lopt::MakeTask(job.task(), 0, torch::Device(torch::kCUDA, 0)).value();
+    lopt::EloUnroller on_cpu(job, cpu_task.get(), nullptr, "t", 5);
+    lopt::EloUnroller on_gpu(job, gpu_task.get(), nullptr, "t", 5);
+    torch::Generator gen = lopt::MakeGenerator(1, 2, 3);
+    torch::Tensor theta = lopt::SmallFcLopt(job.lopt()).InitTheta(gen);
+    for (int64_t s = 0; s < 4; ++s) {
+      auto a = on_gpu.RunTruncation(theta, 0.3, s);
+      auto b = on_cpu.RunTruncation(theta, 0.3, s);
+      double rel = (a.grad - b.grad).norm().item<double>() / (b.grad.norm().item<double>() + 1e-30);
+      auto close = [](double x, double y) { return std::abs(x - y) <= 1e-4 * (1 + std::abs(y)); };
+      bool ok = close(a.meta_loss, b.meta_loss) && close(a.task_loss, b.task_loss) &&
+                close(a.bc_loss, b.bc_loss) && std::isfinite(rel) && rel < 0.1 &&
+                (!bc || b.bc_loss > 0);
+      std::printf("cpu vs cuda, bc %d truncation %lld: meta %.6f/%.6f task %.6f/%.6f bc %.3e/%.3e "
+                  "|g_cuda - g_cpu|/|g_cpu| %.2e %s\n", int(bc), (long long)s, a.meta_loss,
+                  b.meta_loss, a.task_loss, b.task_loss, a.bc_loss, b.bc_loss, rel,
+                  ok ? "ok" : "FAIL");
+      failures += !ok;
+      theta = theta - 1e-3 * b.grad;
+    }
   }
   std::printf(failures ? "FAILED (%d)\n" : "all ok\n", failures);
   return failures ? 1 : 0;

@@ -20,19 +20,13 @@
 //     per tensor.
 //
 //   nccl_data_parallel_test [--world N] [--steps 20] [--hidden 1024] [--batch 512] [--bench-vit]
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <c10/cuda/CUDAFunctions.h>
@@ -41,6 +35,7 @@
 #include "common/learned_optimizer.h"
 #include "common/small_fc_lopt.h"
 #include "worker/data_parallel.h"
+#include "worker/rank_launch.h"
 
 namespace {
 
@@ -106,14 +101,11 @@ int Rank(const Args& a) {
     auto made = lopt::NcclCommunicator::NewUniqueId();
     CHECK_OK(made.status());
     id = *made;
-    { std::ofstream(a.id_file + ".tmp") << id; }
-    std::rename((a.id_file + ".tmp").c_str(), a.id_file.c_str());
+    CHECK_OK(lopt::PublishRankId(a.id_file, id));
   } else {
-    for (int i = 0; i < 600 && id.empty(); ++i) {
-      std::ifstream f(a.id_file);
-      if (f) std::getline(f, id);
-      if (id.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+    auto got = lopt::WaitForRankId(a.id_file);
+    CHECK_OK(got.status());
+    id = *got;
   }
   auto t_init = std::chrono::steady_clock::now();
   auto comm_or = lopt::NcclCommunicator::Create(id, rank, world, rank);
@@ -261,44 +253,19 @@ int Rank(const Args& a) {
 }
 
 int Launch(Args a, const char* self) {
-  setenv("NCCL_NVLS_ENABLE", "0", 1);  // never NVLink multicast (shared hosts)
   const int gpus = static_cast<int>(torch::cuda::device_count());
   if (a.world <= 0) a.world = gpus;
   if (a.world < 1 || a.world > gpus) {
     std::fprintf(stderr, "world %d, %d GPU(s): one process a GPU\n", a.world, gpus);
     return 1;
   }
-  char dir[] = "/tmp/lopt-nccl-XXXXXX";
-  if (!mkdtemp(dir)) return 1;
-  const std::string id_file = std::string(dir) + "/nccl_id";
-  std::vector<pid_t> pids;
-  for (int r = 0; r < a.world; ++r) {
-    std::vector<std::string> av = {self, "--rank", std::to_string(r), "--world",
-                                   std::to_string(a.world), "--id-file", id_file,
-                                   "--steps", std::to_string(a.steps), "--hidden",
-                                   std::to_string(a.hidden), "--batch", std::to_string(a.batch)};
-    if (a.bench_vit) av.push_back("--bench-vit");
-    pid_t pid = fork();
-    if (pid == 0) {
-      std::vector<char*> cv;
-      for (auto& s : av) cv.push_back(s.data());
-      cv.push_back(nullptr);
-      execv("/proc/self/exe", cv.data());
-      _exit(127);
-    }
-    pids.push_back(pid);
-  }
-  int failed = 0;
-  for (pid_t pid : pids) {
-    int st = 0;
-    waitpid(pid, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) ++failed;
-  }
-  std::remove(id_file.c_str());
-  rmdir(dir);
+  std::vector<std::string> av = {self, "--steps", std::to_string(a.steps), "--hidden",
+                                 std::to_string(a.hidden), "--batch", std::to_string(a.batch)};
+  if (a.bench_vit) av.push_back("--bench-vit");
+  absl::Status s = lopt::LaunchRanks(av, a.world);  // adds --rank, --world, --id-file
   std::printf("nccl_data_parallel_test: world %d, %s\n", a.world,
-              failed ? "FAILED" : "all ranks passed");
-  return failed ? 1 : 0;
+              s.ok() ? "all ranks passed" : ("FAILED: " + s.ToString()).c_str());
+  return s.ok() ? 0 : 1;
 }
 
 }  // namespace
