@@ -46,7 +46,9 @@ absl::StatusOr<ChunkAssembler> ChunkAssembler::Create(int64_t expected_bytes,
     return absl::InvalidArgumentError(absl::StrCat("payload of ", expected_bytes,
                                                    " bytes exceeds the limit of ", max_bytes));
   ChunkAssembler a(expected_bytes, expected_crc32);
-  a.payload_.reserve(expected_bytes);
+  // Memory follows the bytes that arrive: an announcement alone (up to
+  // max_bytes, 1 GiB on the WorkService) reserves at most 64 MiB.
+  a.payload_.reserve(std::min<int64_t>(expected_bytes, int64_t{64} << 20));
   return a;
 }
 

@@ -314,7 +314,7 @@ TEST(Services, TwoWorkersRunAnLhoptJobAndItsControllerExports) {
       lhopt {
         tasks { task { noisy_quadratic { min_dim: 5 max_dim: 10 } } weight: 1 }
         min_inner_steps: 20 max_inner_steps: 30 min_decisions: 2 max_decisions: 4
-        particles: 2 episodes_per_iteration: 4 iterations: 2 hidden_size: 16
+        particles: 2 episodes_per_iteration: 4 iterations: 2 hidden_size: 256
         curve_points: 4 baseline_refresh_iterations: 1 instances_per_task: 2
         checkpoint_every: 1 schedule_decisions: 4
       })";
@@ -333,6 +333,9 @@ TEST(Services, TwoWorkersRunAnLhoptJobAndItsControllerExports) {
   auto loaded = LoadControllerFile(controller);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ(loaded->file.job().name(), "lhopt_services");
+  // The full-size policy (LSTM 256, ~2.5 MB): every unit carried it in
+  // several ~1 MiB chunks.
+  EXPECT_EQ(loaded->file.job().lhopt().hidden_size(), 256);
   std::string job_path = c.dir() + "/job.textproto";
   std::tie(code, text) = RunCommand(absl::StrCat(
       LOPT_LOPT_BINARY, " schedule --controller ", controller, " --job ", job_path, " --out ",
