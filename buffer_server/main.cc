@@ -1,79 +1,45 @@
 // lopt-buffer: the buffer server. Named FIFO tables of replay states and
 // baseline curves in RocksDB, served over gRPC (lopt.v1.BufferService), with
 // grpc.health.v1, reflection and Prometheus /metrics.
-#include <csignal>
-#include <cstdio>
 #include <memory>
 #include <string>
-
-#include <pthread.h>
+#include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "buffer_server/buffer_service.h"
 #include "buffer_server/rocks_store.h"
-#include "common/flags.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
+#include "common/service_main.h"
 
 namespace {
 
-constexpr char kDefaultListen[] = "0.0.0.0:50052";
-constexpr char kDefaultMetricsListen[] = "0.0.0.0:9102";
-constexpr char kDefaultDbPath[] = "/var/lib/lopt/buffer";
+const std::vector<lopt::FlagDef> kFlags = {
+    {"listen", "0.0.0.0:50052", "gRPC address of BufferService (port 0: any free port)"},
+    {"metrics-listen", "0.0.0.0:9102", "address of /metrics for Prometheus (empty: off)"},
+    {"db-path", "/var/lib/lopt/buffer", "RocksDB directory"},
+    {"auth-token-file", "", "require this bearer token (empty: no auth)"},
+    {"max-item-bytes", std::to_string(lopt::BufferServiceOptions().max_item_bytes),
+     "refuse items larger than this many bytes"},
+};
 
-void PrintUsage() {
-  std::printf(
-      "usage: lopt-buffer [flags]\n"
-      "Serves lopt.v1.BufferService: named FIFO tables of tensors in RocksDB;\n"
-      "every acknowledged put is synced to disk.\n\n"
-      "  --listen HOST:PORT          gRPC address (default %s; port 0 picks one)\n"
-      "  --metrics-listen HOST:PORT  Prometheus /metrics address (default %s;\n"
-      "                              empty disables)\n"
-      "  --db-path DIR               RocksDB directory (default %s)\n"
-      "  --auth-token-file FILE      require this bearer token (default: none)\n"
-      "  --max-item-bytes N          refuse items larger than N bytes (default %lld)\n"
-      "  --help                      this text\n",
-      kDefaultListen, kDefaultMetricsListen, kDefaultDbPath,
-      static_cast<long long>(lopt::BufferServiceOptions().max_item_bytes));
-}
-
-int Fail(const absl::Status& s) {
-  lopt::LogError("cannot start", {{"error", s.ToString()}});
-  return 1;
-}
+constexpr char kUsage[] =
+    "usage: lopt-buffer [flags]\n"
+    "Serves lopt.v1.BufferService: named FIFO tables of tensors in RocksDB;\n"
+    "every acknowledged put is synced to disk.";
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  lopt::SetLogComponent("buffer");
-  // Block the stop signals in every thread (gRPC's and RocksDB's inherit the
-  // mask) so that only the sigwait below receives them.
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGTERM);
-  sigaddset(&stop, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-
-  auto flags = lopt::ParseFlags(argc, argv, 1,
-                                {"listen", "metrics-listen", "db-path", "auth-token-file",
-                                 "max-item-bytes"},
-                                {"help"});
-  if (!flags.ok()) {
-    std::fprintf(stderr, "lopt-buffer: %s\n", std::string(flags.status().message()).c_str());
-    return 2;
-  }
-  if (flags->Has("help")) {
-    PrintUsage();
-    return 0;
-  }
-  if (!flags->positional.empty()) {
-    std::fprintf(stderr, "lopt-buffer: unexpected argument '%s' (see --help)\n",
-                 flags->positional[0].c_str());
-    return 2;
-  }
+  const sigset_t stop = lopt::BlockStopSignals();
+  int code = 0;
+  auto flags = lopt::ParseServiceFlags("lopt-buffer", "buffer", kUsage, argc, argv, kFlags, &code);
+  if (!flags) return code;
+  auto Fail = [](const absl::Status& s) { return lopt::ServiceStartFailed("lopt-buffer", s); };
   lopt::BufferServiceOptions options;
   auto max_bytes = flags->GetInt("max-item-bytes", options.max_item_bytes);
   if (!max_bytes.ok()) return Fail(max_bytes.status());
@@ -85,14 +51,14 @@ int main(int argc, char** argv) {
   if (!token.ok()) return Fail(token.status());
   options.auth_token = *token;
 
-  const std::string db_path = flags->Get("db-path", kDefaultDbPath);
+  const std::string db_path = flags->Get("db-path");
   auto store = lopt::RocksReplayStore::Open(db_path);
   if (!store.ok()) return Fail(store.status());
   lopt::StoreTotals totals = (*store)->Totals();
 
   lopt::BufferServiceImpl service(store->get(), options);
   lopt::ServerConfig config;
-  config.listen = flags->Get("listen", kDefaultListen);
+  config.listen = flags->Get("listen");
   config.auth_token = options.auth_token;
   grpc::ServerBuilder builder;
   int grpc_port = 0;
@@ -104,8 +70,7 @@ int main(int argc, char** argv) {
         absl::StrCat("cannot listen on ", config.listen, " (address in use or invalid?)")));
 
   int metrics_port = 0;
-  const std::string metrics_listen = flags->Get("metrics-listen", kDefaultMetricsListen);
-  if (auto s = lopt::StartMetricsServer(metrics_listen, &metrics_port); !s.ok()) {
+  if (auto s = lopt::StartMetricsServer(flags->Get("metrics-listen"), &metrics_port); !s.ok()) {
     server->Shutdown();
     return Fail(s);
   }
@@ -118,13 +83,13 @@ int main(int argc, char** argv) {
                             {"bytes", std::to_string(totals.bytes)},
                             {"auth", options.auth_token.empty() ? "none" : "bearer"}});
 
-  int sig = 0;
-  sigwait(&stop, &sig);
-  lopt::LogInfo("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
-  lopt::SetServing(server.get(), "lopt.v1.BufferService", false);
-  // Calls in flight get a few seconds to finish; the store closes after them.
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  std::thread stopper = lopt::WaitForStopSignal(stop, [&](const std::string&) {
+    lopt::SetServing(server.get(), "lopt.v1.BufferService", false);
+    // Calls in flight get a few seconds to finish; the store closes after them.
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  });
   server->Wait();
+  stopper.join();
   store->reset();
   lopt::LogInfo("stopped");
   return 0;

@@ -2,16 +2,15 @@
 // machine's CPU or GPU and streams the results back over gRPC.
 #include <unistd.h>
 
-#include <csignal>
-#include <cstdio>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/flags.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
 #include "common/runtime.h"
+#include "common/service_main.h"
 #include "common/buffer_client.h"
 #include "worker/worker.h"
 
@@ -36,44 +35,33 @@ const std::vector<lopt::FlagDef> kFlags = {
     {"timeout-ms", "10000", "deadline of each unary call to the buffer server"},
 };
 
-int Fail(const std::string& msg) {
-  fprintf(stderr, "lopt-worker: %s\n", msg.c_str());
-  return 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  lopt::SetLogComponent("worker");
-  auto f = lopt::ParseFlagDefs(argc, argv, 1, kFlags);
-  if (!f.ok()) return Fail(std::string(f.status().message()));
-  if (f->Has("help")) {
-    printf("%s", lopt::FlagsHelp("usage: lopt-worker [flags]", kFlags).c_str());
-    return 0;
-  }
+  // Before any thread starts, so that all of them inherit the mask.
+  const sigset_t stop = lopt::BlockStopSignals();
+  int code = 0;
+  auto f = lopt::ParseServiceFlags("lopt-worker", "worker", "usage: lopt-worker [flags]", argc,
+                                   argv, kFlags, &code);
+  if (!f) return code;
+  auto Fail = [](const absl::Status& s) { return lopt::ServiceStartFailed("lopt-worker", s); };
   auto threads = f->GetInt("threads", 0);
   auto max_particles = f->GetInt("max-particles", 0);
   auto cached = f->GetInt("max-cached-shards", 16);
   auto timeout = f->GetInt("timeout-ms", 10000);
-  for (auto* v : {&threads, &max_particles, &cached, &timeout})
-    if (!v->ok()) return Fail(std::string(v->status().message()));
+  for (const auto* v : {&threads, &max_particles, &cached, &timeout})
+    if (!v->ok()) return Fail(v->status());
   auto device = lopt::ParseDevice(f->Get("device"));
-  if (!device.ok()) return Fail(std::string(device.status().message()));
+  if (!device.ok()) return Fail(device.status());
   // The worker's tasks (and so its unrollers) live on this device.
   lopt::SetDefaultTaskDevice(*device);
   auto token = lopt::ReadTokenFile(f->Get("auth-token-file"));
-  if (!token.ok()) return Fail(std::string(token.status().message()));
+  if (!token.ok()) return Fail(token.status());
   lopt::ConfigureRuntime(static_cast<int>(*threads));
-
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   int metrics_port = 0;
   if (auto s = lopt::StartMetricsServer(f->Get("metrics-listen"), &metrics_port); !s.ok())
-    return Fail(std::string(s.message()));
+    return Fail(s);
 
   lopt::WorkerOptions opt;
   opt.learner = {f->Get("learner"), *token, *timeout};
@@ -89,13 +77,8 @@ int main(int argc, char** argv) {
   lopt::LogInfo("starting", {{"name", opt.name}, {"learner", opt.learner.target},
                              {"buffer", f->Get("buffer").empty() ? "in-process" : f->Get("buffer")},
                              {"metrics_port", absl::StrCat(metrics_port)}});
-  std::thread stopper([&] {
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    lopt::LogInfo("stopping", {{"signal", absl::StrCat(sig)}});
-    worker.Stop();
-  });
-  stopper.detach();
+  std::thread stopper = lopt::WaitForStopSignal(stop, [&](const std::string&) { worker.Stop(); });
   worker.Run();
+  stopper.detach();  // Run returns on Stop, or on an unrecoverable error
   return 0;
 }
