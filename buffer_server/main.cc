@@ -25,6 +25,8 @@ const std::vector<lopt::FlagDef> kFlags = {
     {"auth-token-file", "", "require this bearer token (empty: no auth)"},
     {"max-item-bytes", std::to_string(lopt::BufferServiceOptions().max_item_bytes),
      "refuse items larger than this many bytes"},
+    {"tls-cert-file", "", "PEM certificate chain: serve TLS (with --tls-key-file; empty: plaintext)"},
+    {"tls-key-file", "", "PEM private key of --tls-cert-file"},
 };
 
 constexpr char kUsage[] =
@@ -60,6 +62,9 @@ int main(int argc, char** argv) {
   lopt::ServerConfig config;
   config.listen = flags->Get("listen");
   config.auth_token = options.auth_token;
+  if (auto s = lopt::LoadServerTls(flags->Get("tls-cert-file"), flags->Get("tls-key-file"), &config);
+      !s.ok())
+    return Fail(s);
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   lopt::ConfigureServer(builder, config, &grpc_port);
@@ -81,7 +86,8 @@ int main(int argc, char** argv) {
                             {"tables", std::to_string(totals.tables)},
                             {"items", std::to_string(totals.items)},
                             {"bytes", std::to_string(totals.bytes)},
-                            {"auth", options.auth_token.empty() ? "none" : "bearer"}});
+                            {"auth", options.auth_token.empty() ? "none" : "bearer"},
+                            {"tls", config.tls_cert_pem.empty() ? "off" : "on"}});
 
   std::thread stopper = lopt::WaitForStopSignal(stop, [&](const std::string&) {
     lopt::SetServing(server.get(), "lopt.v1.BufferService", false);

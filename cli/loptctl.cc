@@ -23,6 +23,7 @@ const std::vector<lopt::FlagDef> kFlags = {
     {"learner", "localhost:50051", "learner host:port"},
     {"auth-token-file", "", "file with the learner's bearer token"},
     {"timeout-ms", "10000", "deadline of each call (watch: of each status)"},
+    {"tls-ca-file", "", "PEM roots that sign the learner's certificate: talk TLS (empty: plaintext)"},
     {"out", "", "export: where to write the optimizer file"},
     {"watch", "", "submit: then watch the job until it ends", true},
     {"no-progress", "", "watch: print a line per change instead of a progress bar", true},
@@ -110,6 +111,8 @@ int main(int argc, char** argv) {
   auto token = lopt::ReadTokenFile(f->Get("auth-token-file"));
   if (!token.ok()) return Fail(std::string(token.status().message()), 2);
   lopt::ClientConfig cfg{f->Get("learner"), *token, *timeout};
+  if (auto s = lopt::LoadClientTls(f->Get("tls-ca-file"), &cfg); !s.ok())
+    return Fail(std::string(s.message()), 2);
   auto channel = lopt::MakeChannel(cfg);
   auto stub = JobService::NewStub(channel);
   const std::string cmd = f->positional[0];

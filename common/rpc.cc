@@ -24,10 +24,54 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   return token;
 }
 
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string pem = ss.str();
+  if (pem.find("-----BEGIN ") == std::string::npos)
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " is not PEM"));
+  return pem;
+}
+
+}  // namespace
+
+absl::Status LoadServerTls(const std::string& cert_file, const std::string& key_file,
+                           ServerConfig* config) {
+  if (cert_file.empty() && key_file.empty()) return absl::OkStatus();
+  if (cert_file.empty() || key_file.empty())
+    return absl::InvalidArgumentError("--tls-cert-file and --tls-key-file go together");
+  auto cert = ReadPem("tls-cert-file", cert_file);
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPem("tls-key-file", key_file);
+  if (!key.ok()) return key.status();
+  config->tls_cert_pem = std::move(*cert);
+  config->tls_key_pem = std::move(*key);
+  return absl::OkStatus();
+}
+
+absl::Status LoadClientTls(const std::string& ca_file, ClientConfig* config) {
+  if (ca_file.empty()) return absl::OkStatus();
+  auto ca = ReadPem("tls-ca-file", ca_file);
+  if (!ca.ok()) return ca.status();
+  config->tls = true;
+  config->tls_ca_pem = std::move(*ca);
+  return absl::OkStatus();
+}
+
 void ConfigureServer(grpc::ServerBuilder& builder, const ServerConfig& config, int* bound_port) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), bound_port);
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!config.tls_cert_pem.empty()) {
+    grpc::SslServerCredentialsOptions opts;
+    opts.pem_key_cert_pairs.push_back({config.tls_key_pem, config.tls_cert_pem});
+    creds = grpc::SslServerCredentials(opts);
+  }
+  builder.AddListeningPort(config.listen, creds, bound_port);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 2 * kKeepaliveTimeMs);
@@ -73,7 +117,13 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientConfig& config) {
   // Reconnect quickly after a server restart.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  return grpc::CreateCustomChannel(config.target, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (config.tls) {
+    grpc::SslCredentialsOptions opts;
+    opts.pem_root_certs = config.tls_ca_pem;
+    creds = grpc::SslCredentials(opts);
+  }
+  return grpc::CreateCustomChannel(config.target, creds, args);
 }
 
 std::unique_ptr<grpc::ClientContext> MakeContext(const ClientConfig& config, int64_t timeout_ms) {

@@ -32,7 +32,14 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 struct ServerConfig {
   std::string listen = "0.0.0.0:0";  // host:port; port 0 picks a free one
   std::string auth_token;            // empty: no authentication
+  // PEM certificate chain and private key: TLS when set, plaintext when empty.
+  std::string tls_cert_pem, tls_key_pem;
 };
+
+// Reads --tls-cert-file and --tls-key-file into `config` (both or neither;
+// errors name the file). Both empty: the server stays plaintext.
+absl::Status LoadServerTls(const std::string& cert_file, const std::string& key_file,
+                           ServerConfig* config);
 
 // Adds lopt's settings, health and reflection to `builder`, listening on
 // config.listen. `*bound_port` receives the port once the server starts.
@@ -50,7 +57,13 @@ struct ClientConfig {
   std::string target;       // host:port
   std::string auth_token;   // sent as a bearer token when not empty
   int64_t timeout_ms = 10000;
+  bool tls = false;         // TLS, verifying the server against tls_ca_pem
+  std::string tls_ca_pem;   // PEM roots to trust (empty with tls: the system's)
 };
+
+// Reads --tls-ca-file into `config` and turns TLS on; an empty path leaves
+// the channel plaintext. Errors name the file.
+absl::Status LoadClientTls(const std::string& ca_file, ClientConfig* config);
 
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientConfig& config);
 

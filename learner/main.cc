@@ -24,6 +24,9 @@ const std::vector<lopt::FlagDef> kFlags = {
     {"heartbeat-interval-ms", "1000", "how often workers are told to send heartbeats"},
     {"metrics-retention-ms", "600000", "how long a finished job's labelled series stay exported"},
     {"threads", "0", "LibTorch threads (0: all cores)"},
+    {"tls-cert-file", "", "PEM certificate chain: serve TLS (with --tls-key-file; empty: plaintext)"},
+    {"tls-key-file", "", "PEM private key of --tls-cert-file"},
+    {"tls-ca-file", "", "PEM roots that sign the buffer server's certificate: talk TLS to it (empty: plaintext)"},
 };
 
 }  // namespace
@@ -53,6 +56,11 @@ int main(int argc, char** argv) {
   if (!token.ok()) return Fail(token.status());
   opt.buffer.target = f->Get("buffer");
   opt.buffer.auth_token = *token;
+  if (auto s = lopt::LoadClientTls(f->Get("tls-ca-file"), &opt.buffer); !s.ok()) return Fail(s);
+  lopt::ServerConfig server_config{f->Get("listen"), *token};
+  if (auto s = lopt::LoadServerTls(f->Get("tls-cert-file"), f->Get("tls-key-file"), &server_config);
+      !s.ok())
+    return Fail(s);
   int metrics_port = 0;
   if (auto s = lopt::StartMetricsServer(f->Get("metrics-listen"), &metrics_port); !s.ok())
     return Fail(s);
@@ -65,7 +73,7 @@ int main(int argc, char** argv) {
   lopt::WorkServiceImpl work(manager->get(), *token, opt.heartbeat_interval_ms);
   grpc::ServerBuilder builder;
   int port = 0;
-  lopt::ConfigureServer(builder, {f->Get("listen"), *token}, &port);
+  lopt::ConfigureServer(builder, server_config, &port);
   builder.RegisterService(&jobs);
   builder.RegisterService(&work);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -76,7 +84,8 @@ int main(int argc, char** argv) {
   lopt::LogInfo("serving", {{"grpc_port", absl::StrCat(port)},
                             {"metrics_port", absl::StrCat(metrics_port)},
                             {"state_dir", opt.state_dir},
-                            {"auth", token->empty() ? "off" : "bearer"}});
+                            {"auth", token->empty() ? "off" : "bearer"},
+                            {"tls", server_config.tls_cert_pem.empty() ? "off" : "on"}});
 
   std::thread stopper = lopt::WaitForStopSignal(stop, [&](const std::string&) {
     lopt::SetServing(server.get(), "lopt.v1.JobService", false);

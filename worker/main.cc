@@ -33,6 +33,7 @@ const std::vector<lopt::FlagDef> kFlags = {
     {"max-cached-shards", "16", "shards whose inner states stay in memory between units"},
     {"auth-token-file", "", "file with the bearer token of the learner and the buffer server"},
     {"timeout-ms", "10000", "deadline of each unary call to the buffer server"},
+    {"tls-ca-file", "", "PEM roots that sign the learner's and the buffer's certificates: talk TLS (empty: plaintext)"},
 };
 
 }  // namespace
@@ -65,12 +66,14 @@ int main(int argc, char** argv) {
 
   lopt::WorkerOptions opt;
   opt.learner = {f->Get("learner"), *token, *timeout};
+  if (auto s = lopt::LoadClientTls(f->Get("tls-ca-file"), &opt.learner); !s.ok()) return Fail(s);
   opt.name = f->Get("name").empty() ? Hostname() : f->Get("name");
   opt.device = f->Get("device");
   opt.max_particles = *max_particles;
   opt.max_cached_shards = static_cast<int32_t>(*cached);
   if (!f->Get("buffer").empty()) {
-    lopt::ClientConfig buffer{f->Get("buffer"), *token, *timeout};
+    lopt::ClientConfig buffer = opt.learner;  // token, deadline and TLS roots
+    buffer.target = f->Get("buffer");
     opt.make_buffer = [buffer] { return std::make_unique<lopt::RemoteReplayBuffer>(buffer); };
   }
   lopt::Worker worker(opt);

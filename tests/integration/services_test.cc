@@ -69,15 +69,46 @@ std::string Scrape(int port) {
   return "";
 }
 
+// A test CA and a server certificate it signs for localhost and 127.0.0.1
+// (openssl, which Debian's ca-certificates depends on), plus an unrelated CA.
+struct TlsFiles {
+  std::string ca, cert, key, other_ca;
+};
+TlsFiles MakeTlsFiles(const std::string& dir) {
+  const std::string d = dir + "/tls";
+  auto [code, out] = RunCommand(absl::StrCat(
+      "set -e; mkdir -p ", d, "; cd ", d, "; ",
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=lopt-test-ca "
+      "-keyout ca.key -out ca.pem; ",
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
+      "-keyout other.key -out other_ca.pem; ",
+      "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key "
+      "-out server.csr; ",
+      "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf; ",
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+      "-extfile ext.cnf -out server.pem"));
+  EXPECT_EQ(code, 0) << out;
+  return {d + "/ca.pem", d + "/server.pem", d + "/server.key", d + "/other_ca.pem"};
+}
+
 class Cluster {
  public:
   explicit Cluster(std::string name) : dir_(TempDir(name)) {}
 
+  // Every process after this serves (and talks) TLS with a fresh test CA.
+  const TlsFiles& EnableTls() {
+    tls_ = MakeTlsFiles(dir_);
+    return tls_;
+  }
+
   void StartBuffer() {
-    auto p = ChildProcess::Start("buffer", {LOPT_BUFFER_BINARY, "--listen=127.0.0.1:0",
-                                            "--metrics-listen=127.0.0.1:0",
-                                            "--db-path=" + dir_ + "/buffer"},
-                                 "msg=serving");
+    std::vector<std::string> args = {LOPT_BUFFER_BINARY, "--listen=127.0.0.1:0",
+                                     "--metrics-listen=127.0.0.1:0",
+                                     "--db-path=" + dir_ + "/buffer"};
+    if (!tls_.ca.empty())
+      for (std::string a : {"--tls-cert-file=" + tls_.cert, "--tls-key-file=" + tls_.key})
+        args.push_back(a);
+    auto p = ChildProcess::Start("buffer", args, "msg=serving");
     ASSERT_TRUE(p.ok()) << p.status();
     buffer_ = std::move(*p);
   }
@@ -92,6 +123,10 @@ class Cluster {
                                      "--heartbeat-interval-ms=200",
                                      "--threads=1"};
     if (buffer_) args.push_back(absl::StrCat("--buffer=127.0.0.1:", buffer_->grpc_port()));
+    if (!tls_.ca.empty())
+      for (std::string a : {"--tls-cert-file=" + tls_.cert, "--tls-key-file=" + tls_.key,
+                            "--tls-ca-file=" + tls_.ca})
+        args.push_back(a);
     auto p = ChildProcess::Start("learner", args, "msg=serving");
     ASSERT_TRUE(p.ok()) << p.status();
     learner_ = std::move(*p);
@@ -102,6 +137,7 @@ class Cluster {
                                      "--metrics-listen=127.0.0.1:0", "--name=" + name,
                                      "--threads=1"};
     if (buffer_) args.push_back(absl::StrCat("--buffer=127.0.0.1:", buffer_->grpc_port()));
+    if (!tls_.ca.empty()) args.push_back("--tls-ca-file=" + tls_.ca);
     auto p = ChildProcess::Start(name, args, "msg=connected");
     ASSERT_TRUE(p.ok()) << p.status();
     workers_[name] = std::move(*p);
@@ -109,7 +145,8 @@ class Cluster {
 
   std::string learner_target() const { return absl::StrCat("127.0.0.1:", learner_port_); }
   std::string Ctl(const std::string& args) const {
-    return absl::StrCat(LOPT_LOPTCTL_BINARY, " --learner=", learner_target(), " ", args);
+    return absl::StrCat(LOPT_LOPTCTL_BINARY, " --learner=", learner_target(),
+                        tls_.ca.empty() ? "" : " --tls-ca-file=" + tls_.ca, " ", args);
   }
   // Submits a job file with loptctl; returns its id.
   std::string Submit(const std::string& job_text, bool watch = false,
@@ -133,6 +170,7 @@ class Cluster {
 
  private:
   std::string dir_;
+  TlsFiles tls_;
   int learner_port_ = 0;
   std::unique_ptr<ChildProcess> buffer_, learner_;
   std::map<std::string, std::unique_ptr<ChildProcess>> workers_;
@@ -301,6 +339,33 @@ TEST(Services, PrometheusScrapesAllThreeProcesses) {
   ASSERT_TRUE(buf.ok());
   EXPECT_NE(buf->find("lopt_buffer_puts_total"), std::string::npos) << *buf;
   (*p)->Stop();
+}
+
+TEST(Services, TlsClusterRunsAJobAndRefusesPlaintextAndStrangers) {
+  Cluster c("tls");
+  const TlsFiles tls = c.EnableTls();
+  c.StartBuffer();
+  c.StartLearner();
+  c.StartWorker("w1");
+  EXPECT_TRUE(c.learner().WaitForLine("tls=on", 1s));
+  std::string out;
+  std::string id = c.Submit(JobText("tls_job", 4, 1, 0), /*watch=*/true, &out);
+  EXPECT_NE(out.find(absl::StrCat("job ", id, " succeeded at outer step 4/4")), std::string::npos)
+      << out;
+  // The worker kept its replay states in the TLS buffer server.
+  EXPECT_GT(MetricValue(Scrape(c.buffer().metrics_port()), "lopt_buffer_puts_total", ""), 0);
+  const std::string plain = absl::StrCat(LOPT_LOPTCTL_BINARY, " --learner=", c.learner_target(),
+                                         " --timeout-ms=3000 ");
+  auto [code, text] = RunCommand(plain + "health");
+  EXPECT_NE(code, 0) << "a plaintext client reached a TLS learner: " << text;
+  std::tie(code, text) = RunCommand(plain + "--tls-ca-file=" + tls.other_ca + " health");
+  EXPECT_NE(code, 0) << "a client that does not trust the learner's CA reached it: " << text;
+  std::tie(code, text) = RunCommand(plain + "--tls-ca-file=" + tls.ca + " health");
+  EXPECT_EQ(code, 0) << text;
+  EXPECT_NE(text.find("SERVING"), std::string::npos) << text;
+  std::tie(code, text) = RunCommand(plain + "--tls-ca-file=/nonexistent.pem health");
+  EXPECT_EQ(code, 2) << text;
+  EXPECT_NE(text.find("--tls-ca-file: cannot read /nonexistent.pem"), std::string::npos) << text;
 }
 
 TEST(Services, TwoWorkersRunAnLhoptJobAndItsControllerExports) {
