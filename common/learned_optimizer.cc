@@ -53,7 +53,11 @@ torch::Tensor LearnedOptimizer::step(LossClosure closure) {
     which.push_back(i);
   }
   if (params.empty()) return loss;
-  torch::Tensor theta = theta_.to(params[0].device(), params[0].scalar_type());
+  // theta on the parameters' device, copied once (not a host-to-device copy a step).
+  if (!theta_here_.defined() || theta_here_.device() != params[0].device() ||
+      theta_here_.scalar_type() != params[0].scalar_type())
+    theta_here_ = theta_.to(params[0].device(), params[0].scalar_type());
+  const torch::Tensor& theta = theta_here_;
   torch::Tensor t = torch::full({1}, iteration_, torch::TensorOptions(torch::kInt64).device(params[0].device()));
   std::vector<torch::Tensor> u = lopt_.Step(params, grads, &sub, t, theta);
   double scale = defaults_->get_lr();
@@ -80,6 +84,7 @@ void LearnedOptimizer::load(torch::serialize::InputArchive& archive) {
   archive.read("num_state", n);
   TORCH_CHECK(theta.numel() == theta_.numel(), "saved theta has the wrong size");
   theta_ = theta;
+  theta_here_ = torch::Tensor();
   iteration_ = it.item<int64_t>();
   std::vector<torch::Tensor> flat(n.item<int64_t>());
   for (size_t i = 0; i < flat.size(); ++i) archive.read(absl::StrCat("state/", i), flat[i]);

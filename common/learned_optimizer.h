@@ -48,6 +48,7 @@ class LearnedOptimizer : public torch::optim::Optimizer {
  private:
   SmallFcLopt lopt_;
   torch::Tensor theta_;
+  torch::Tensor theta_here_;  // theta_ on the parameters' device and dtype (a cache)
   std::vector<LoptTensorState> states_;  // one per parameter, in param order
   int64_t iteration_ = 0;
 };
