@@ -68,29 +68,7 @@ for s in $steps; do
       cp /tmp/lopt-run/summary.json "$out/train_summary.json" 2>/dev/null || true ;;
     mlptest) "$build/tests/gpu/mlp_task_cuda_test" "$data" 2>&1 | tee "$out/mlptest.log" || status=1 ;;
     services)
-      d=/tmp/lopt-svc; rm -rf $d; mkdir -p $d
-      job=$d/job.textproto
-      if [ -n "$data" ]; then
-        "$build/cli/lopt" print-default-job | sed "s#fmnist_mlp {#fmnist_mlp { data_dir: \"$data\"#" >"$job"
-      else "$build/cli/lopt" print-default-job >"$job"; fi
-      "$build/buffer_server/lopt-buffer" --listen=127.0.0.1:50061 --metrics-listen=127.0.0.1:0 \
-        --db-path=$d/buffer >"$out/svc_buffer.log" 2>&1 & bpid=$!
-      "$build/learner/lopt-learner" --listen=127.0.0.1:50051 --metrics-listen=127.0.0.1:0 \
-        --state-dir=$d/learner --buffer=127.0.0.1:50061 >"$out/svc_learner.log" 2>&1 & lpid=$!
-      "$build/worker/lopt-worker" --learner=127.0.0.1:50051 --buffer=127.0.0.1:50061 \
-        --device=cuda --name=gpu0 --metrics-listen=127.0.0.1:0 >"$out/svc_worker.log" 2>&1 & wpid=$!
-      sleep 2
-      t1=$(date +%s.%N)
-      "$build/cli/loptctl" --learner=127.0.0.1:50051 submit "$job" --watch --no-progress \
-        >"$out/svc_submit.log" 2>&1 || status=1
-      echo "services wall (submit to succeeded): $(python3 -c "import time; print(round(time.time() - $t1, 1))") s"
-      tail -3 "$out/svc_submit.log"
-      id=$(head -1 "$out/svc_submit.log")
-      "$build/cli/loptctl" --learner=127.0.0.1:50051 export "$id" --out $d/optimizer.lopt || status=1
-      kill $wpid $lpid $bpid 2>/dev/null; wait $wpid $lpid $bpid 2>/dev/null
-      grep -m3 -i "cuda\|device" "$out/svc_worker.log"
-      "$build/cli/lopt" eval --optimizer $d/optimizer.lopt --job "$job" --no-progress \
-        --out "$out/svc_eval" 2>&1 | tail -12 || status=1 ;;
+      LOPT_JOB_DATA_DIR="$data" scripts/services_run.sh "$build" cuda "$out" || status=1 ;;
     evallarge)
       opt=${LOPT_EVAL_OPTIMIZER:-models/fmnist8_elo.lopt}
       ngpu=$(nvidia-smi -L | wc -l)

@@ -39,6 +39,7 @@ const std::vector<lopt::FlagDef> kFlags = {
 }  // namespace
 
 int main(int argc, char** argv) {
+  lopt::PreferPassiveOpenMpWait(argv);  // first: it may re-execute the program
   // Before any thread starts, so that all of them inherit the mask.
   const sigset_t stop = lopt::BlockStopSignals();
   int code = 0;
