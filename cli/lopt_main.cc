@@ -334,11 +334,6 @@ int Main(int argc, char** argv) {
 }  // namespace lopt
 
 int main(int argc, char** argv) {
-  // The commands that compute; not `validate` or `print-default-job`, which
-  // would only pay the re-execution's start-up.
-  const std::string cmd = argc > 1 ? argv[1] : "";
-  if (cmd == "train" || cmd == "eval" || cmd == "eval-large" || cmd == "schedule")
-    lopt::PreferPassiveOpenMpWait(argv);  // first: it may re-execute the program
   try {
     return lopt::Main(argc, argv);
   } catch (const std::exception& e) {

@@ -10,14 +10,23 @@ namespace lopt {
 void ConfigureRuntime(int threads = 0);
 
 // LibTorch's OpenMP threads spin while they wait for work (libgomp's default
-// spin count). On a machine with more busy threads than cores (a worker
-// beside a learner on a small box, other jobs) the spinning threads steal the
-// cores the others need: 20 outer steps of the services' default job took
-// 80-97 s that way on the loaded 2-core development machine, 5.7 s with
-// OMP_WAIT_POLICY=PASSIVE. libgomp reads its environment once, when it is
-// loaded, before main; so when the variable is unset this sets it and
-// re-executes the program (same pid, same arguments). Call it first in main.
-// A policy already in the environment is kept. Returns only if no re-exec.
+// spin count). Where there are more busy threads than cores, as when a learner
+// and workers share a host, the spinning threads steal the cores the others
+// need. Measured on the 2-core development machine with two single-thread
+// trainings beside: the services' default job (scripts/services_run.sh, 20
+// outer steps, one CPU worker) 97 s spinning, 30 s (and 5.7 s in a quieter
+// minute) with OMP_WAIT_POLICY=PASSIVE; bench_inner_step, 2 threads, P=128:
+// 515 vs 4,854 inner particle-steps/s. On the same machine idle, PASSIVE costs
+// 30% at P=16 (7,500 -> 5,250) and 10% at P=128 (7,700 -> 6,900): the waiters'
+// wake-ups. So the services' processes, which share hosts (Compose, a dev box;
+// the learner idles between outer steps), set it; local mode (`lopt train`,
+// one process owning its machine) keeps the default.
+// libgomp reads its environment once, when it is loaded, before main (an ELF
+// .preinit_array setenv came too late: the spin count stayed 300,000); so when
+// the variable is unset this sets it and re-executes the program (same pid,
+// same arguments; ~0.5 s). Call it first in main. A policy already in the
+// environment (OMP_WAIT_POLICY=ACTIVE on a dedicated worker) is kept.
+// Returns only if it did not re-execute.
 void PreferPassiveOpenMpWait(char** argv);
 
 }  // namespace lopt
