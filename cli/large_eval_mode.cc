@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/flags.h"
 #include "common/progress.h"
@@ -146,6 +147,12 @@ int RunEvalLargeCommand(int argc, char** argv) {
     if (!d.ok()) return Fail(d.status());
     device = *d;
   }
+  if (col.rank == 0)
+    std::fprintf(stderr,
+                 "lopt eval-large: MLP 784-%s-10, global batch %lld over %d rank(s) on %s, %lld "
+                 "steps for the trained optimizer and each AdamW learning rate\n",
+                 absl::StrJoin(cfg.hidden, "-").c_str(), (long long)cfg.batch, world,
+                 world > 1 ? "cuda" : device.str().c_str(), (long long)cfg.steps);
   std::unique_ptr<ProgressBar> bar;
   const bool show = col.rank == 0 && !f->Has("no-progress");
   auto report = RunLargeEval(cfg, device, col, [&](int64_t done, int64_t total) {
