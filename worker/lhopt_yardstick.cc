@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/lhopt_unit.h"
 #include "worker/lhopt_episode.h"
 
 namespace lopt {
@@ -180,6 +181,22 @@ absl::StatusOr<YardstickResult> LhoptYardstick::Evaluate(LhoptPolicyImpl& policy
   out.wall_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
+}
+
+absl::StatusOr<YardstickResult> LhoptYardstick::EvaluateShipped(const NamedTensors& shipped,
+                                                                int64_t iteration) {
+  LhoptPolicy policy(LhoptPolicyOptionsFor(job_));
+  if (absl::Status s = SetPolicyWeights(*policy, shipped, "policy/"); !s.ok())
+    return absl::InvalidArgumentError(absl::StrCat("yardstick: ", s.message()));
+  EwmaNormalizer norm(kNumLhoptFeatures);
+  std::vector<torch::Tensor> ns;
+  for (const char* k : {"normalizer/weight", "normalizer/sum", "normalizer/sum_sq"}) {
+    auto t = Find(shipped, k);
+    if (!t.ok()) return absl::InvalidArgumentError("yardstick: the weights lack their normaliser");
+    ns.push_back(*t);
+  }
+  norm.set_state(ns);
+  return Evaluate(*policy, norm, iteration);
 }
 
 std::string YardstickCsvHeader(const v1::JobSpec& job) {

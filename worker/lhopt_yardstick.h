@@ -36,6 +36,7 @@
 #include "common/lhopt_features.h"
 #include "common/lhopt_policy.h"
 #include "common/power_law.h"
+#include "common/replay_buffer.h"
 #include "common/task.h"
 #include "lopt/v1/job.pb.h"
 
@@ -95,6 +96,10 @@ class LhoptYardstick {
   // that cannot be built, a failing run.
   absl::StatusOr<YardstickResult> Evaluate(LhoptPolicyImpl& policy,
                                            const EwmaNormalizer& normalizer, int64_t iteration);
+  // The same for weights as a unit ships them ("policy/..." and
+  // "normalizer/...", LhoptJob::ShippedPolicy). INVALID_ARGUMENT for weights
+  // that are not this job's policy.
+  absl::StatusOr<YardstickResult> EvaluateShipped(const NamedTensors& shipped, int64_t iteration);
 
  private:
   struct Reference {
