@@ -31,13 +31,17 @@ def main():
         y = []
     tasks = [k[len("score_"):] for k in (y[0].keys() if y else []) if k.startswith("score_")]
     head = "| iterations | mean reward | entropy | yardstick (mean) | " + " | ".join(
-        f"yardstick {t}" for t in tasks) + " | wall (min) |"
+        f"yardstick {t}" for t in tasks) + " | " + " | ".join(
+        f"final eval loss {t}" for t in tasks) + " | wall (min) |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     if y and int(y[0]["iteration"]) == 0:
         r = y[0]
         print(f"| start (policy at init) | | | {float(r['score']):+.3f} | " +
-              " | ".join(f"{float(r['score_' + t]):+.3f}" for t in tasks) + " | 0 |")
+              " | ".join(f"{float(r['score_' + t]):+.3f}" for t in tasks) + " | " +
+              " | ".join(f"{float(r['final_loss_' + t]):.4g}" for t in tasks) + " | 0 |")
+        print("| reference (CIAO constant) | | | 0 by construction | " + " | ".join("" for t in tasks) +
+              " | " + " | ".join(f"{float(r['reference_final_loss_' + t]):.4g}" for t in tasks) + " | |")
     n = len(m)
     for b in range(0, n, block):
         chunk = m[b:b + block]
@@ -45,9 +49,11 @@ def main():
         ys = [r for r in y if lo + 1 <= int(r["iteration"]) <= hi + 1]
         ysc = mean([float(r["score"]) for r in ys])
         per = [mean([float(r["score_" + t]) for r in ys]) for t in tasks]
+        fin = [mean([float(r["final_loss_" + t]) for r in ys]) for t in tasks]
         print(f"| {lo}–{hi} | {mean([float(r['mean_reward']) for r in chunk]):+.3f} | "
               f"{mean([float(r['entropy']) for r in chunk]):.2f} | {ysc:+.3f} ({len(ys)} evals) | " +
-              " | ".join(f"{v:+.3f}" for v in per) + f" | {float(chunk[-1]['wall_s']) / 60:.1f} |")
+              " | ".join(f"{v:+.3f}" for v in per) + " | " + " | ".join(f"{v:.4g}" for v in fin) +
+              f" | {float(chunk[-1]['wall_s']) / 60:.1f} |")
 
 
 if __name__ == "__main__":
