@@ -20,6 +20,7 @@
 #include "common/progress.h"
 #include "common/replay_buffer.h"
 #include "learner/lhopt_job.h"
+#include "worker/lhopt_yardstick.h"
 
 namespace lopt {
 namespace {
@@ -78,6 +79,30 @@ double MeanOf(const std::vector<double>& v, size_t begin, size_t end) {
   return std::accumulate(v.begin() + begin, v.begin() + end, 0.0) / double(end - begin);
 }
 
+// A resumed run recomputes what came after its checkpoint: the rows of the
+// CSV at `path` (header kept) whose first column is >= first_stale are
+// dropped, else a run killed between a row and its next checkpoint would
+// repeat them. A missing file is fine.
+absl::Status DropRowsFrom(const std::string& path, int64_t first_stale) {
+  if (!FileExists(path)) return absl::OkStatus();
+  auto text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  std::string kept;
+  size_t at = 0;
+  bool header = true;
+  while (at < text->size()) {
+    size_t end = text->find('\n', at);
+    if (end == std::string::npos) end = text->size();  // a torn last line: dropped
+    else ++end;
+    const std::string line = text->substr(at, end - at);
+    at = end;
+    if (line.empty() || line.back() != '\n') continue;
+    if (header || std::atoll(line.c_str()) < first_stale) kept += line;
+    header = false;
+  }
+  return WriteFileAtomically(path, kept);
+}
+
 bool Gnuplot(const std::string& script_path, const std::string& script) {
   if (!WriteFileAtomically(script_path, script).ok()) return false;
   return std::system(absl::StrCat("gnuplot '", script_path, "' 2>/dev/null").c_str()) == 0;
@@ -118,12 +143,47 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
     summary.resumed_from = job.version();
   }
 
+  if (summary.resumed_from > 0) {
+    // metrics.csv row i: the update to version i + 1; yardstick.csv row v: version v.
+    if (auto s = DropRowsFrom(opt.out_dir + "/metrics.csv", summary.resumed_from); !s.ok()) return s;
+    if (auto s = DropRowsFrom(opt.out_dir + "/yardstick.csv", summary.resumed_from + 1); !s.ok())
+      return s;
+  }
   std::ofstream metrics(opt.out_dir + "/metrics.csv",
                         summary.resumed_from > 0 ? std::ios::app : std::ios::trunc);
   if (summary.resumed_from == 0)
     metrics << "iteration,mean_reward,mean_episode_length,entropy,approx_kl,value_loss,"
                "policy_loss,clip_fraction,grad_norm,episodes,dropped_stale,mean_final_eval_loss,"
                "baseline_runs,register_saves,register_loads,inner_particle_steps_per_s,wall_s\n";
+
+  // The fixed yardstick (lhopt.yardstick): its row for a version is written
+  // before that version's checkpoint, so a resumed run does not repeat it.
+  LhoptYardstick yardstick(spec);
+  std::ofstream yardstick_csv;
+  double yardstick_seconds = 0;
+  std::vector<double> yardstick_scores;
+  auto run_yardstick = [&]() -> absl::Status {
+    if (!yardstick.Due(job.version())) return absl::OkStatus();
+    auto r = yardstick.Evaluate(*job.policy(), job.normalizer(), job.version());
+    if (!r.ok()) return r.status();
+    yardstick_csv << YardstickCsvRow(*r) << std::flush;
+    yardstick_seconds += r->wall_seconds;
+    yardstick_scores.push_back(r->score);
+    std::string per_task;
+    for (double v : r->task_score) absl::StrAppend(&per_task, absl::StrFormat(" %+.3f", v));
+    std::fprintf(stderr, "lhopt yardstick @%lld: score %+.4f (per task:%s), %lld/%lld diverged, %.1f s\n",
+                 (long long)r->iteration, r->score, per_task.c_str(), (long long)r->diverged,
+                 (long long)r->runs, r->wall_seconds);
+    return absl::OkStatus();
+  };
+  if (yardstick.enabled()) {
+    yardstick_csv.open(opt.out_dir + "/yardstick.csv",
+                       summary.resumed_from > 0 ? std::ios::app : std::ios::trunc);
+    if (summary.resumed_from == 0) {
+      yardstick_csv << YardstickCsvHeader(spec);
+      if (auto s = run_yardstick(); !s.ok()) return s;
+    }
+  }
 
   ProgressBar bar("lhopt", job.iterations(), opt.progress);
   bar.Update(job.version(), "");
@@ -156,10 +216,16 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
                absl::StrFormat("reward %+.3f len %.1f H %.2f KL %.4f VL %.3f", rec.mean_reward,
                                rec.mean_episode_length, rec.ppo.entropy, rec.ppo.approx_kl,
                                rec.ppo.value_loss));
+    if (auto s = run_yardstick(); !s.ok()) return s;
+    ts = std::chrono::steady_clock::now();  // the next rate leaves the yardstick out
     int64_t every = spec.lhopt().checkpoint_every();
     if (every > 0 && job.version() % every == 0 && !job.done()) {
       PruneBaselineTables(job, runner, buffer, &tables);
       if (auto s = SaveCheckpoint(ckpt, spec, job, tables, buffer); !s.ok()) return s;
+      // The latest policy as a controller file too, usable before the run ends.
+      auto file = job.MakeControllerFile();
+      if (!file.ok()) return file.status();
+      if (auto s = SaveControllerFile(opt.out_dir + "/controller.lhopt", *file); !s.ok()) return s;
     }
   }
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -187,6 +253,19 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
                        "set xlabel 'PPO iteration'\nset ylabel 'mean reward (log speed-up over the EMA baseline)'\n",
                        "plot '", opt.out_dir, "/metrics.csv' using 1:2 with linespoints title 'mean reward', ",
                        "'' using 1:2 smooth bezier lw 3 title 'smoothed'\n"));
+  if (yardstick.enabled()) {
+    yardstick_csv.close();
+    const size_t T = spec.lhopt().tasks_size();
+    std::string gp = absl::StrCat(
+        "set terminal pngcairo size 1000,600 noenhanced\nset output '", opt.out_dir,
+        "/yardstick.png'\nset datafile separator ','\nset key top left\n",
+        "set title 'LHOPT ", spec.name(), ": fixed yardstick (greedy policy, held-out instances)'\n",
+        "set xlabel 'PPO iteration'\nset ylabel 'log speed-up over CIAO constant (reference fit)'\n",
+        "plot '", opt.out_dir, "/yardstick.csv' using 1:2 with linespoints lw 3 title 'mean'");
+    for (size_t t = 0; t < T; ++t)
+      absl::StrAppend(&gp, ", '' using 1:", 3 + t, " with linespoints title columnheader(", 3 + t, ")");
+    Gnuplot(opt.out_dir + "/yardstick.gp", gp + "\n");
+  }
   std::string json = absl::StrCat(
       "{\n  \"job\": ", JsonString(spec.name()), ",\n  \"iterations\": ", summary.iterations,
       ",\n  \"resumed_from\": ", summary.resumed_from,
@@ -196,6 +275,9 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
       ",\n  \"baseline_memo_hits\": ", runner.baseline_memo_hits(),
       ",\n  \"inner_particle_steps_per_second\": ", JsonNumber(summary.inner_particle_steps_per_second),
       ",\n  \"wall_seconds\": ", JsonNumber(wall),
+      ",\n  \"yardstick_seconds\": ", JsonNumber(yardstick_seconds),
+      ",\n  \"yardstick_first\": ", JsonNumber(yardstick_scores.empty() ? NAN : yardstick_scores.front()),
+      ",\n  \"yardstick_last\": ", JsonNumber(yardstick_scores.empty() ? NAN : yardstick_scores.back()),
       ",\n  \"controller\": ", JsonString(summary.controller_path), "\n}\n");
   if (auto s = WriteFileAtomically(opt.out_dir + "/summary.json", json); !s.ok()) return s;
   return summary;

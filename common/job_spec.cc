@@ -220,6 +220,10 @@ absl::Status ValidateLhopt(const v1::LhoptSpec& l) {
   LOPT_CHECK(InRange("lhopt.baseline_refresh_iterations", l.baseline_refresh_iterations(), 1, 1 << 30));
   LOPT_CHECK(InRange("lhopt.instances_per_task", l.instances_per_task(), 1, 1 << 20));
   LOPT_CHECK(InRange("lhopt.schedule_decisions", l.schedule_decisions(), 1, 1 << 20));
+  const auto& y = l.yardstick();
+  LOPT_CHECK(InRange("lhopt.yardstick.every", y.every(), 0, 100000));
+  LOPT_CHECK(InRange("lhopt.yardstick.instances_per_task", y.instances_per_task(), 1, 1 << 10));
+  LOPT_CHECK(InRange("lhopt.yardstick.particles", y.particles(), 1, 4096));
   return absl::OkStatus();
 }
 }  // namespace

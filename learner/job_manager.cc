@@ -18,6 +18,7 @@
 #include "common/optimizer_file.h"
 #include "common/tensor_codec.h"
 #include "learner/lhopt_job.h"
+#include "worker/lhopt_yardstick.h"
 #include "lopt/v1/buffer_service.grpc.pb.h"
 
 namespace lopt {
@@ -88,6 +89,12 @@ struct Families {
       "lopt_lhopt_value_loss", "LHOPT: value loss of the latest PPO update");
   prometheus::Family<prometheus::Gauge>& lhopt_length = GaugeFamily(
       "lopt_lhopt_episode_length", "LHOPT: mean episode length (decisions) of the latest PPO iteration");
+  prometheus::Family<prometheus::Gauge>& lhopt_yardstick = GaugeFamily(
+      "lopt_lhopt_yardstick_score",
+      "LHOPT: the latest fixed-yardstick score (mean log speed-up of the greedy policy over "
+      "CIAO-constant reference fits on held-out instances; lhopt.yardstick)");
+  prometheus::Family<prometheus::Gauge>& lhopt_yardstick_iteration = GaugeFamily(
+      "lopt_lhopt_yardstick_iteration", "LHOPT: the PPO iteration the latest yardstick score is of");
 };
 Families& F() {
   static Families* f = new Families();
@@ -143,6 +150,8 @@ struct JobManager::Job {
   prometheus::Gauge* m_kl = nullptr;
   prometheus::Gauge* m_vloss = nullptr;
   prometheus::Gauge* m_eplen = nullptr;
+  prometheus::Gauge* m_yardstick = nullptr;  // jobs with lhopt.yardstick.every > 0
+  prometheus::Gauge* m_yardstick_iteration = nullptr;
   std::map<std::string, prometheus::Counter*> m_rejected;
 
   // Outer steps (ELO) or PPO iterations (LHOPT) done, and their total.
@@ -180,6 +189,12 @@ struct JobManager::Job {
       m_kl = &F().lhopt_kl.Add(l);
       m_vloss = &F().lhopt_value_loss.Add(l);
       m_eplen = &F().lhopt_length.Add(l);
+      if (spec.lhopt().yardstick().every() > 0) {
+        m_yardstick = &F().lhopt_yardstick.Add(l);
+        m_yardstick_iteration = &F().lhopt_yardstick_iteration.Add(l);
+        m_yardstick->Set(NAN);
+        m_yardstick_iteration->Set(-1);
+      }
     }
   }
   prometheus::Counter& Rejected(const std::string& reason) {
@@ -208,6 +223,11 @@ struct JobManager::Job {
       F().lhopt_value_loss.Remove(m_vloss);
       F().lhopt_length.Remove(m_eplen);
     }
+    if (m_yardstick) {
+      F().lhopt_yardstick.Remove(m_yardstick);
+      F().lhopt_yardstick_iteration.Remove(m_yardstick_iteration);
+      m_yardstick = m_yardstick_iteration = nullptr;
+    }
     for (auto& [r, c] : m_rejected) F().rejected.Remove(c);
     m_rejected.clear();
   }
@@ -228,12 +248,61 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const LearnerOpti
     m->UpdateJobGauges();
   }
   m->janitor_ = std::thread([p = m.get()] { p->JanitorLoop(); });
+  m->yardstick_thread_ = std::thread([p = m.get()] { p->YardstickLoop(); });
   return m;
 }
 
 JobManager::~JobManager() {
   Shutdown();
   if (janitor_.joinable()) janitor_.join();
+  if (yardstick_thread_.joinable()) yardstick_thread_.join();
+}
+
+void JobManager::QueueYardstick(Job& job) {
+  const auto& y = job.spec.lhopt().yardstick();
+  const int64_t v = job.lhopt->version();
+  if (y.every() <= 0 || (v % y.every() != 0 && v != job.lhopt->iterations())) return;
+  yardstick_queue_.push_back({job.id, job.spec, v, job.lhopt->ShippedPolicy()});
+  cv_.notify_all();
+}
+
+// Scores run here, outside mu_: an evaluation trains optimizees for seconds
+// to minutes, and the RPC doors must not wait for it. One job's
+// LhoptYardstick (its reference fits) lives as long as the job runs.
+void JobManager::YardstickLoop() {
+  std::map<std::string, std::unique_ptr<LhoptYardstick>> sticks;
+  std::unique_lock<std::mutex> l(mu_);
+  while (true) {
+    cv_.wait(l, [&] { return shutdown_ || !yardstick_queue_.empty(); });
+    if (shutdown_) break;
+    YardstickRequest req = std::move(yardstick_queue_.front());
+    yardstick_queue_.pop_front();
+    l.unlock();
+    auto& stick = sticks[req.job_id];
+    if (!stick) stick = std::make_unique<LhoptYardstick>(req.spec);
+    auto r = stick->EvaluateShipped(req.policy, req.version);
+    l.lock();
+    auto it = jobs_.find(req.job_id);
+    if (it == jobs_.end() || Terminal(it->second->state)) sticks.erase(req.job_id);
+    if (!r.ok()) {
+      LogError("LHOPT yardstick failed", {{"job", req.job_id}, {"error", std::string(r.status().message())}});
+      continue;
+    }
+    if (it != jobs_.end() && it->second->m_yardstick) {
+      it->second->m_yardstick->Set(r->score);
+      it->second->m_yardstick_iteration->Set(double(r->iteration));
+    }
+    // yardstick.csv in the job's directory, as local mode writes it.
+    const std::string path = JobDir(req.job_id) + "/yardstick.csv";
+    std::string text = FileExists(path) ? ReadFile(path).value_or("") : YardstickCsvHeader(req.spec);
+    text += YardstickCsvRow(*r);
+    if (auto s = WriteFileAtomically(path, text); !s.ok())
+      LogError("cannot write yardstick.csv", {{"job", req.job_id}, {"error", std::string(s.message())}});
+    LogInfo("LHOPT yardstick", {{"job", req.job_id}, {"iteration", absl::StrCat(r->iteration)},
+                                {"score", absl::StrFormat("%.4g", r->score)},
+                                {"diverged", absl::StrCat(r->diverged, "/", r->runs)},
+                                {"seconds", absl::StrFormat("%.1f", r->wall_seconds)}});
+  }
 }
 
 void JobManager::Shutdown() {
@@ -386,6 +455,7 @@ absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
                             {"total_steps", absl::StrCat(job->Total())},
                             {"shards", absl::StrCat(job->NumShards())},
                             {"algorithm", job->lhopt ? "lhopt_ppo" : "elo_pes"}});
+  if (job->lhopt) QueueYardstick(*job);  // the policy before training
   jobs_[id] = std::move(job);
   UpdateJobGauges();
   cv_.notify_all();
@@ -815,6 +885,7 @@ v1::ResultAck JobManager::HandleLhoptResult(Job& job, const std::string& worker_
     job.m_kl->Set(rec.ppo.approx_kl);
     job.m_vloss->Set(rec.ppo.value_loss);
     job.m_eplen->Set(rec.mean_episode_length);
+    QueueYardstick(job);
     LogInfo("PPO iteration", {{"job", job.id}, {"iteration", absl::StrCat(rec.iteration)},
                               {"mean_reward", absl::StrFormat("%.5g", rec.mean_reward)},
                               {"entropy", absl::StrFormat("%.4g", rec.ppo.entropy)},

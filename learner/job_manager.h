@@ -114,6 +114,19 @@ class JobManager {
   void DropWorker(Worker& w, const std::string& why);  // REQUIRES mu_
   void UpdateJobGauges();                            // REQUIRES mu_
   void JanitorLoop();
+  // LHOPT jobs with lhopt.yardstick.every > 0: the policy's weights at each
+  // due version are queued (REQUIRES mu_) and scored by yardstick_thread_,
+  // which sets lopt_lhopt_yardstick_score and appends to the job's
+  // yardstick.csv. A request in flight delays the manager's destruction
+  // until its evaluation ends.
+  void QueueYardstick(Job& job);
+  void YardstickLoop();
+  struct YardstickRequest {
+    std::string job_id;
+    v1::JobSpec spec;
+    int64_t version = 0;
+    NamedTensors policy;
+  };
   std::string JobDir(const std::string& id) const;
 
   const LearnerOptions options_;
@@ -127,6 +140,8 @@ class JobManager {
   std::vector<std::string> cleanup_prefixes_;              // guarded by mu_
   bool shutdown_ = false;                                  // guarded by mu_
   std::thread janitor_;
+  std::deque<YardstickRequest> yardstick_queue_;           // guarded by mu_
+  std::thread yardstick_thread_;
 };
 
 }  // namespace lopt

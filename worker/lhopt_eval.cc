@@ -1,5 +1,6 @@
 #include "worker/lhopt_eval.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <torch/torch.h>
@@ -59,13 +60,21 @@ absl::StatusOr<HparamEvalReport> RunHparamEval(const Task& task, const HparamEva
     report.arms.push_back(ArmOf(nc.name, 0, *run, 0, S));
   }
 
-  // Fixed arms, replica r of one batched run: [schedule], ciao_default,
-  // adamw x grid, adamw_cosine x grid.
+  // Fixed arms, replica r of one batched run: [schedule, schedule_peak x
+  // grid], ciao_default, adamw x grid, adamw_cosine x grid.
   std::vector<std::pair<std::string, double>> arms;
-  if (schedule) arms.push_back({"schedule", 0});
+  if (schedule) {
+    arms.push_back({"schedule", 0});
+    for (float lr : c.adamw_lrs) arms.push_back({"schedule_peak", lr});
+  }
   arms.push_back({"ciao_default", 0});
   for (float lr : c.adamw_lrs) arms.push_back({"adamw", lr});
   for (float lr : c.adamw_lrs) arms.push_back({"adamw_cosine", lr});
+  // schedule_peak replays the schedule's lr relative to its peak, times the
+  // arm's grid lr (as adamw_cosine's grid lr is its peak).
+  double schedule_peak_lr = 0;
+  if (schedule)
+    for (const auto& p : schedule->points()) schedule_peak_lr = std::max(schedule_peak_lr, p.lr());
   const int64_t R = int64_t(arms.size()), P = R * S;
   // Constant parts, and the cosine factor's mask.
   std::vector<CiaoHyperparameters> per_replica;
@@ -104,17 +113,21 @@ absl::StatusOr<HparamEvalReport> RunHparamEval(const Task& task, const HparamEva
     CiaoHparamTensors h = base;
     const double progress = double(step) / double(steps);
     if (schedule) {
-      CiaoHyperparameters s = ScheduleAt(*schedule, progress);
-      auto set = [&](torch::Tensor& t, double v) {
-        t = t.clone();
-        t.narrow(0, 0, S).fill_(v);
-      };
-      set(h.lr, s.lr);
-      set(h.one_minus_beta1, s.one_minus_beta1);
-      set(h.one_minus_beta2, s.one_minus_beta2);
-      set(h.eps, s.eps);
-      set(h.weight_decay, s.weight_decay);
-      set(h.clip_fraction, s.clip_fraction);
+      const CiaoHyperparameters s = ScheduleAt(*schedule, progress);
+      for (auto* t : {&h.lr, &h.one_minus_beta1, &h.one_minus_beta2, &h.eps, &h.weight_decay,
+                      &h.clip_fraction})
+        *t = t->clone();
+      for (int64_t r = 0; r < R; ++r) {
+        const bool absolute = arms[r].first == "schedule";
+        if (!absolute && arms[r].first != "schedule_peak") continue;
+        auto set = [&](torch::Tensor& t, double v) { t.narrow(0, r * S, S).fill_(v); };
+        set(h.lr, absolute ? s.lr : arms[r].second * s.lr / schedule_peak_lr);
+        set(h.one_minus_beta1, s.one_minus_beta1);
+        set(h.one_minus_beta2, s.one_minus_beta2);
+        set(h.eps, s.eps);
+        set(h.weight_decay, s.weight_decay);
+        set(h.clip_fraction, s.clip_fraction);
+      }
     }
     const double f = 0.5 * (1 + std::cos(M_PI * progress));
     h.lr = h.lr * (1 - cos_mask + cos_mask * f);

@@ -2,7 +2,14 @@
 // `lopt eval --schedule`, `lopt schedule`): fresh optimizees of one task
 // trained for the same budget with
 //   * each controller acting greedily (from CIAO's default hyperparameters),
-//   * a fixed schedule replayed with CIAO,
+//   * a fixed schedule replayed with CIAO: as recorded ("schedule", absolute
+//     values), and "schedule_peak" over the AdamW grid: the schedule's lr
+//     divided by its peak, times the grid lr, the other hyperparameters as
+//     recorded. A recorded lr is tuned to the task it was recorded on (and
+//     CIAO's weight decay acts through the lr); the shape over progress is
+//     what transfers, and its peak is chosen per task by the same grid as
+//     AdamW's lr and cosine decay's peak, so that the three shapes get the
+//     same tuning budget,
 //   * CIAO at its default hyperparameters, constant,
 //   * AdamW over a learning-rate grid, constant and with cosine decay to 0,
 // on the same initial weights and data order per seed. The fixed-schedule
@@ -42,8 +49,9 @@ struct NamedController {
 };
 
 struct HparamEvalArm {
-  std::string name;    // "controller", "schedule", "ciao_default", "adamw", "adamw_cosine"
-  double lr = 0;       // AdamW's (peak) learning rate; 0 for the others
+  // "controller", "schedule", "schedule_peak", "ciao_default", "adamw", "adamw_cosine"
+  std::string name;
+  double lr = 0;       // the grid's (peak) learning rate; 0 for arms without a grid
   torch::Tensor final_train_loss;  // [seeds] mean over the last 10% of the steps
   torch::Tensor test_loss;         // [seeds]
   torch::Tensor test_accuracy;     // [seeds]

@@ -10,12 +10,15 @@
 #include <map>
 
 #include <gtest/gtest.h>
+
+#include <sstream>
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint.h"
 #include "common/job_spec.h"
 #include "common/lhopt_wire.h"
+#include "common/metrics.h"
 #include "common/rpc.h"
 #include "common/tensor_codec.h"
 #include "learner/job_manager.h"
@@ -59,6 +62,7 @@ class LearnerServer {
     return {absl::StrCat("127.0.0.1:", port_), token, 5000};
   }
   JobManager& manager() { return *manager_; }
+  const std::string& dir() const { return dir_; }
 
  private:
   static inline int counter_ = 0;
@@ -437,6 +441,48 @@ v1::JobStatus RunWorkerUntil(LearnerServer& s, const std::string& id,
   worker.Stop();
   t.join();
   return st;
+}
+
+// The value of gauge `name` for the job, or NaN where it has none.
+double JobGauge(const std::string& name, const std::string& job_id) {
+  for (const auto& family : MetricsRegistry().Collect()) {
+    if (family.name != name) continue;
+    for (const auto& m : family.metric)
+      for (const auto& l : m.label)
+        if (l.name == "job_id" && l.value == job_id) return m.gauge.value;
+  }
+  return NAN;
+}
+
+TEST(LearnerService, LhoptYardstickIsScoredOffTheDoorsAndExported) {
+  LearnerServer s;
+  std::string text = kLhoptJob;
+  text.insert(text.rfind('}'), " yardstick { every: 1 instances_per_task: 1 particles: 1 } ");
+  std::string id = Submit(s, text);
+  v1::JobStatus st = RunWorkerUntil(s, id, [](const v1::JobStatus&) { return false; });
+  EXPECT_EQ(st.state(), v1::SUCCEEDED) << st.error();
+  // Versions 0, 1 and 2 are scored by the manager's yardstick thread, in
+  // order; the gauges follow the latest.
+  const std::string path = s.dir() + "/jobs/" + id + "/yardstick.csv";
+  std::vector<int64_t> iterations;
+  for (int i = 0; i < 300 && iterations.size() < 3; ++i) {
+    std::this_thread::sleep_for(100ms);
+    iterations.clear();
+    auto csv = ReadFile(path);
+    if (!csv.ok()) continue;
+    std::istringstream in(*csv);
+    std::string line;
+    std::getline(in, line);
+    EXPECT_EQ(line.rfind("iteration,score,score_t0_noisy_quadratic,", 0), 0u) << line;
+    while (std::getline(in, line)) iterations.push_back(std::stoll(line));
+  }
+  EXPECT_EQ(iterations, (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(JobGauge("lopt_lhopt_yardstick_iteration", id), 2.0);
+  EXPECT_TRUE(std::isfinite(JobGauge("lopt_lhopt_yardstick_score", id)));
+  // A job without a yardstick has no such series.
+  std::string plain = Submit(s, kLhoptJob);
+  EXPECT_TRUE(std::isnan(JobGauge("lopt_lhopt_yardstick_score", plain)));
+  s.manager().Cancel(plain).IgnoreError();
 }
 
 TEST(LearnerService, LhoptJobResumesFromItsCheckpointAfterARestart) {

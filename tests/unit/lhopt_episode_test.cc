@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
 #include "common/lhopt_actions.h"
 #include "common/lhopt_schedule.h"
@@ -241,6 +242,40 @@ TEST(LhoptSchedule, ExportThenReplayGivesTheSameHyperparametersAndTheSameRun) {
   EXPECT_EQ(replay_lr, controller_lr);
   EXPECT_GT(controller_lr.back(), controller_lr.front());
   EXPECT_TRUE(torch::equal(replay->test_loss, again->test_loss)) << replay->test_loss << again->test_loss;
+}
+
+TEST(LhoptSchedule, PeakArmsReplayTheShapeScaledToEachGridLr) {
+  // lr 2e-3 for the first half, then its peak 8e-3; the grid holds the peak
+  // itself and half of it.
+  v1::LhoptSchedule s;
+  CiaoHyperparameters h;
+  h.lr = 2e-3;
+  *s.add_points() = SchedulePoint(0, h);
+  h.lr = 8e-3;
+  h.one_minus_beta1 = 0.2;
+  *s.add_points() = SchedulePoint(0.5, h);
+  ASSERT_TRUE(ValidateSchedule(s).ok());
+  auto task = MakeTask(TestJob().task(), 3).value();
+  HparamEvalConfig c;
+  c.steps = 40;
+  c.seeds = 2;
+  c.record_every = 10;
+  c.seed = 4;
+  c.adamw_lrs = {8e-3f, 4e-3f};
+  auto report = RunHparamEval(*task, c, {}, &s);
+  ASSERT_TRUE(report.ok()) << report.status();
+  std::vector<std::string> names;
+  for (const auto& a : report->arms) names.push_back(absl::StrCat(a.name, "@", a.lr));
+  const std::vector<std::string> want = {"schedule@0", "schedule_peak@0.008", "schedule_peak@0.004",
+                                         "ciao_default@0", "adamw@0.008", "adamw@0.004",
+                                         "adamw_cosine@0.008", "adamw_cosine@0.004"};
+  ASSERT_EQ(names, want);
+  const auto& absolute = report->arms[0];
+  const auto& at_peak = report->arms[1];  // grid lr = the schedule's peak: the same values
+  const auto& half = report->arms[2];
+  EXPECT_TRUE(torch::allclose(at_peak.train_curve, absolute.train_curve, 1e-9, 0));
+  EXPECT_TRUE(torch::allclose(at_peak.test_loss, absolute.test_loss, 1e-9, 0));
+  EXPECT_FALSE(torch::allclose(half.train_curve, absolute.train_curve, 1e-6, 0));
 }
 
 TEST(LhoptSchedule, RejectsMalformedSchedules) {

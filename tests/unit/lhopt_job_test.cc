@@ -242,6 +242,13 @@ TEST(LhoptJobSpec, ValidationNamesTheField) {
             "job.textproto: lhopt.baseline_polyak must be in [0, 1], got 1.2");
   EXPECT_EQ(err(R"(lhopt { tasks { task { noisy_quadratic {} } random_activation: true } })"),
             "job.textproto: lhopt.tasks[0].random_activation applies to fmnist_mlp and fmnist_cnn only");
+  EXPECT_EQ(err(head + "yardstick { every: -1 } }"),
+            "job.textproto: lhopt.yardstick.every must be in [0, 100000], got -1");
+  EXPECT_EQ(err(head + "yardstick { every: 5 instances_per_task: 0 } }"),
+            "job.textproto: lhopt.yardstick.instances_per_task must be in [1, 1024], got 0");
+  EXPECT_EQ(err(head + "yardstick { every: 5 particles: 0 } }"),
+            "job.textproto: lhopt.yardstick.particles must be in [1, 4096], got 0");
+  EXPECT_EQ(err(head + "yardstick { every: 5 perturbed_start: true } }"), "ok");
   // The defaults are REFERENCE.md section 4's.
   auto j = JobFromText(head + "}", "x").value();
   EXPECT_FLOAT_EQ(j.lhopt().ppo().clip(), 0.2f);
@@ -249,6 +256,7 @@ TEST(LhoptJobSpec, ValidationNamesTheField) {
   EXPECT_FLOAT_EQ(j.lhopt().ppo().lr(), 2e-4f);
   EXPECT_FLOAT_EQ(j.lhopt().ppo().gae_lambda(), 0.95f);
   EXPECT_EQ(j.lhopt().ppo().max_staleness(), 4);
+  EXPECT_EQ(j.lhopt().yardstick().every(), 0);  // off unless asked for
   EXPECT_EQ(j.lhopt().min_decisions(), 2);
   EXPECT_EQ(j.lhopt().max_decisions(), 128);
   EXPECT_FLOAT_EQ(j.lhopt().baseline_polyak(), 0.99f);
