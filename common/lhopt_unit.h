@@ -32,6 +32,21 @@ inline LhoptPolicyOptions LhoptPolicyOptionsFor(const v1::JobSpec& job) {
   return o;
 }
 
+// One task instance of an LHOPT mixture entry drawn from `g`: the
+// generator's seed names it (MakeTask's seed, init, data, initial hparams);
+// inner steps and decisions are log-uniform in the job's ranges (decisions <
+// inner steps); an entry with random_activation gets one of ReLU, tanh, GELU,
+// sigmoid. Training (LhoptJob) and the yardstick (worker/lhopt_yardstick.h)
+// both draw theirs with it, from different random streams.
+struct LhoptInstance {
+  int32_t task_index = 0;  // into lhopt.tasks
+  v1::TaskSpec task;       // with its activation drawn
+  uint64_t task_seed = 0;
+  int64_t inner_steps = 0;
+  int64_t decisions = 0;
+};
+LhoptInstance DrawLhoptInstance(const v1::LhoptSpec& l, int32_t task_index, torch::Generator& g);
+
 // Weights as shipped: "policy/<name>" parameters and buffers and
 // "normalizer/{weight,sum,sum_sq}".
 struct LhoptUnit {

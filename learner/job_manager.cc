@@ -259,9 +259,8 @@ JobManager::~JobManager() {
 }
 
 void JobManager::QueueYardstick(Job& job) {
-  const auto& y = job.spec.lhopt().yardstick();
   const int64_t v = job.lhopt->version();
-  if (y.every() <= 0 || (v % y.every() != 0 && v != job.lhopt->iterations())) return;
+  if (!YardstickDue(job.spec.lhopt(), v)) return;
   yardstick_queue_.push_back({job.id, job.spec, v, job.lhopt->ShippedPolicy()});
   cv_.notify_all();
 }

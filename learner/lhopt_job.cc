@@ -18,12 +18,6 @@ enum : uint64_t { kStreamUnit = 0x1b01, kStreamInstance = 0x1b02 };
 
 double Uniform(torch::Generator& g) { return torch::rand({1}, g, torch::kFloat64).item<double>(); }
 
-int64_t LogUniformInt(torch::Generator& g, int64_t lo, int64_t hi) {
-  double u = Uniform(g);
-  double v = std::exp(std::log(double(lo)) + u * (std::log(double(hi)) - std::log(double(lo))));
-  return std::min(hi, std::max(lo, int64_t(std::llround(v))));
-}
-
 // Pads a segment of t < T steps to T with masked steps that end episodes.
 PpoSegment Pad(const PpoSegment& s, int64_t T) {
   const int64_t t = s.rewards.size(0);
@@ -152,18 +146,12 @@ LhoptUnit LhoptJob::Start() {
           uint64_t(l.instances_per_task()) +
       uint64_t(instance);
   torch::Generator ig = MakeGenerator(job_.seed(), kStreamInstance, index);
-  u.task_index = choice;
-  u.task = l.tasks(choice).task();
-  u.task_seed = ig.current_seed();
-  u.inner_steps = LogUniformInt(ig, l.min_inner_steps(), l.max_inner_steps());
-  u.decisions = std::min<int64_t>(LogUniformInt(ig, l.min_decisions(), l.max_decisions()),
-                                  u.inner_steps - 1);
-  if (l.tasks(choice).random_activation()) {
-    static const v1::Activation kActs[] = {v1::RELU, v1::TANH, v1::GELU, v1::SIGMOID};
-    v1::Activation a = kActs[std::min<int64_t>(3, int64_t(Uniform(ig) * 4))];
-    if (u.task.has_fmnist_mlp()) u.task.mutable_fmnist_mlp()->set_activation(a);
-    if (u.task.has_fmnist_cnn()) u.task.mutable_fmnist_cnn()->set_activation(a);
-  }
+  const LhoptInstance in = DrawLhoptInstance(l, choice, ig);
+  u.task_index = in.task_index;
+  u.task = in.task;
+  u.task_seed = in.task_seed;
+  u.inner_steps = in.inner_steps;
+  u.decisions = in.decisions;
   u.task_key = absl::StrCat("g", snapshot_generation_, "/t", choice, "/i", instance);
   return u;
 }

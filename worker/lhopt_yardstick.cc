@@ -18,15 +18,20 @@ namespace {
 // this one is the yardstick's alone.
 constexpr uint64_t kStreamYardstick = 0x1b03;
 
-double Uniform(torch::Generator& g) { return torch::rand({1}, g, torch::kFloat64).item<double>(); }
-
-int64_t LogUniformInt(torch::Generator& g, int64_t lo, int64_t hi) {
-  double u = Uniform(g);
-  double v = std::exp(std::log(double(lo)) + u * (std::log(double(hi)) - std::log(double(lo))));
-  return std::min(hi, std::max(lo, int64_t(std::llround(v))));
-}
-
 double MeanOrNan(double sum, int64_t n) { return n > 0 ? sum / double(n) : NAN; }
+
+// The run of instance `y` that its reference and the policy share.
+ControlledRunConfig RunConfig(const YardstickInstance& y, int64_t particles,
+                              int64_t curve_points, bool perturbed) {
+  ControlledRunConfig c;
+  c.groups = particles;
+  c.inner_steps = y.inner_steps;
+  c.decisions = y.decisions;
+  c.curve_points = curve_points;
+  c.task_seed = y.task_seed;
+  c.random_initial_hparams = perturbed;
+  return c;
+}
 
 }  // namespace
 
@@ -38,20 +43,7 @@ std::vector<YardstickInstance> YardstickInstances(const v1::JobSpec& job) {
   for (int32_t t = 0; t < l.tasks_size(); ++t) {
     for (int64_t i = 0; i < per; ++i) {
       torch::Generator g = MakeGenerator(seed, kStreamYardstick, uint64_t(t * per + i));
-      YardstickInstance y;
-      y.task_index = t;
-      y.task = l.tasks(t).task();
-      y.task_seed = g.current_seed();
-      y.inner_steps = LogUniformInt(g, l.min_inner_steps(), l.max_inner_steps());
-      y.decisions = std::min<int64_t>(LogUniformInt(g, l.min_decisions(), l.max_decisions()),
-                                      y.inner_steps - 1);
-      if (l.tasks(t).random_activation()) {
-        static const v1::Activation kActs[] = {v1::RELU, v1::TANH, v1::GELU, v1::SIGMOID};
-        v1::Activation a = kActs[std::min<int64_t>(3, int64_t(Uniform(g) * 4))];
-        if (y.task.has_fmnist_mlp()) y.task.mutable_fmnist_mlp()->set_activation(a);
-        if (y.task.has_fmnist_cnn()) y.task.mutable_fmnist_cnn()->set_activation(a);
-      }
-      out.push_back(std::move(y));
+      out.push_back(DrawLhoptInstance(l, t, g));
     }
   }
   return out;
@@ -76,10 +68,13 @@ LhoptYardstick::LhoptYardstick(const v1::JobSpec& job)
   if (every_ > 0) instances_ = YardstickInstances(job);
 }
 
-bool LhoptYardstick::Due(int64_t version) const {
-  if (every_ <= 0) return false;
-  return version % every_ == 0 || version == job_.lhopt().iterations();
+bool YardstickDue(const v1::LhoptSpec& l, int64_t version) {
+  const int64_t every = l.yardstick().every();
+  if (every <= 0) return false;
+  return version % every == 0 || version == l.iterations();
 }
+
+bool LhoptYardstick::Due(int64_t version) const { return YardstickDue(job_.lhopt(), version); }
 
 absl::StatusOr<const Task*> LhoptYardstick::GetTask(size_t i) {
   auto it = tasks_.find(i);
@@ -94,14 +89,9 @@ absl::StatusOr<const LhoptYardstick::Reference*> LhoptYardstick::GetReference(si
   if (it != references_.end()) return &it->second;
   auto task = GetTask(i);
   if (!task.ok()) return task.status();
-  const YardstickInstance& y = instances_[i];
-  ControlledRunConfig c;
-  c.groups = particles_;
-  c.inner_steps = y.inner_steps;
+  ControlledRunConfig c =
+      RunConfig(instances_[i], particles_, job_.lhopt().curve_points(), perturbed_);
   c.decisions = 0;  // no controller: the initial hyperparameters throughout
-  c.curve_points = job_.lhopt().curve_points();
-  c.task_seed = y.task_seed;
-  c.random_initial_hparams = perturbed_;
   auto run = RunControlled(**task, c, nullptr, nullptr, nullptr, nullptr);
   if (!run.ok()) return run.status();
   ++reference_runs_;
@@ -128,14 +118,8 @@ absl::StatusOr<YardstickResult> LhoptYardstick::Evaluate(LhoptPolicyImpl& policy
     if (!ref.ok()) return ref.status();
     auto task = GetTask(i);
     if (!task.ok()) return task.status();
-    ControlledRunConfig c;
-    c.groups = particles_;
-    c.inner_steps = y.inner_steps;
-    c.decisions = y.decisions;
-    c.curve_points = job_.lhopt().curve_points();
-    c.task_seed = y.task_seed;
+    ControlledRunConfig c = RunConfig(y, particles_, job_.lhopt().curve_points(), perturbed_);
     c.mode = ActMode::kGreedy;
-    c.random_initial_hparams = perturbed_;
     c.reward_clip = clip;
     auto run = RunControlled(**task, c, &policy, &normalizer, nullptr, nullptr);
     if (!run.ok()) return run.status();

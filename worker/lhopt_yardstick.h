@@ -35,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "common/lhopt_features.h"
 #include "common/lhopt_policy.h"
+#include "common/lhopt_unit.h"
 #include "common/power_law.h"
 #include "common/replay_buffer.h"
 #include "common/task.h"
@@ -42,13 +43,12 @@
 
 namespace lopt {
 
-struct YardstickInstance {
-  int32_t task_index = 0;  // into lhopt.tasks
-  v1::TaskSpec task;       // with its activation drawn
-  uint64_t task_seed = 0;
-  int64_t inner_steps = 0;
-  int64_t decisions = 0;
-};
+using YardstickInstance = LhoptInstance;  // common/lhopt_unit.h
+
+// Whether the yardstick scores the policy of `version`: every
+// lhopt.yardstick.every iterations (0 included) and after the last; never
+// when every is 0.
+bool YardstickDue(const v1::LhoptSpec& l, int64_t version);
 
 // The held-out instances of a job, in order (entry 0's, then entry 1's, ...),
 // drawn from lhopt.yardstick.seed (else job.seed). A function of the job
@@ -87,7 +87,7 @@ class LhoptYardstick {
   bool enabled() const { return every_ > 0; }
   // Whether to evaluate after `version` PPO updates: at 0, every
   // yardstick.every, and at the last.
-  bool Due(int64_t version) const;
+  bool Due(int64_t version) const;  // YardstickDue(job.lhopt(), version)
   const std::vector<YardstickInstance>& instances() const { return instances_; }
   // Reference runs done so far (each instance's at most once).
   int64_t reference_runs() const { return reference_runs_; }
