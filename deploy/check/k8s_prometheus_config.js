@@ -37,8 +37,10 @@ for (const sc of cfg.scrape_configs || []) {
   // Debian's promtool is built without Kubernetes discovery and rejects the
   // block checked above; hand it a static target in its place so that it can
   // check the rest of the scrape config (relabelling, intervals) as written.
+  // The file goes only to `promtool check config`, never to a server: the
+  // target is in the reserved .invalid domain and is never scraped.
   delete sc.kubernetes_sd_configs;
-  sc.static_configs = [...(sc.static_configs || []), { targets: ["kubernetes-sd-placeholder:9100"] }];
+  sc.static_configs = [...(sc.static_configs || []), { targets: ["discovered-by-kubernetes-sd.invalid:9100"] }];
 }
 if (problems.length) { console.error(problems.join("\n")); process.exit(1); }
 fs.writeFileSync(output, YAML.stringify(cfg));
