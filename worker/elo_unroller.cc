@@ -192,6 +192,10 @@ TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double a
       torch::full({2 * T}, double(job_.elo().behavior_cloning().teacher_lr()));
   double sum_meta = 0, sum_task = 0, sum_bc = 0;
   std::vector<torch::Tensor> grads;
+  // The truncation's K batches, drawn at once as the device path draws them,
+  // so that the CPU and a GPU unroller from the same seed see the same data
+  // and the same resets (tests/gpu/elo_unroller_cuda_test compares them).
+  Batch all = task_->SampleBatch(T * K, gen);
   for (int64_t k = 0; k < K; ++k) {
     for (int64_t i = 0; i < T; ++i) {
       if (buffer_ && step_[i] == push_at_[i]) {
@@ -205,7 +209,8 @@ TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double a
         r.unroll_starts.push_back(u);
       }
     }
-    Batch batch = task_->SampleBatch(T, gen);
+    Batch batch{all.x.narrow(0, k * T, T),
+                all.y.defined() ? all.y.narrow(0, k * T, T) : torch::Tensor()};
     torch::Tensor loss = task_->LossAndGrad(state_, batch, &grads);
     torch::Tensor step = StepTensor();
     std::vector<torch::Tensor> u = lopt_.Step(state_.params, grads, &lopt_state_, step, theta_p);
