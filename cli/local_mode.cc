@@ -117,7 +117,7 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
                         summary.resumed_from > 0 ? std::ios::app : std::ios::trunc);
   if (summary.resumed_from == 0)
     metrics << "outer_step,meta_loss,task_loss,bc_loss,alpha,outer_lr,fresh_starts,restores,"
-               "pushes,particle_steps_per_s\n";
+               "pushes,particle_steps_per_s,wall_s\n";
 
   const int64_t T = job.total_steps();
   ProgressBar bar("meta-train", T, opt.progress);
@@ -142,10 +142,11 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
       double dt = std::chrono::duration<double>(now - ts).count();
       ts = now;
       rate = particle_steps / std::chrono::duration<double>(now - t0).count();
-      metrics << absl::StrFormat("%d,%.6g,%.6g,%.6g,%.4f,%.6g,%d,%d,%d,%.1f\n", rec.outer_step,
-                                 rec.meta_loss, rec.task_loss, rec.bc_loss, rec.alpha,
-                                 rec.outer_lr, rec.fresh_starts, rec.restores, rec.pushes,
-                                 rec.particle_steps / dt)
+      metrics << absl::StrFormat("%d,%.6g,%.6g,%.6g,%.4f,%.6g,%d,%d,%d,%.1f,%.3f\n",
+                                 rec.outer_step, rec.meta_loss, rec.task_loss, rec.bc_loss,
+                                 rec.alpha, rec.outer_lr, rec.fresh_starts, rec.restores,
+                                 rec.pushes, rec.particle_steps / dt,
+                                 std::chrono::duration<double>(now - t0).count())
               << std::flush;  // followable while it runs
       ++ran;
       bar.Update(job.outer_step(),
