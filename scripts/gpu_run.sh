@@ -14,7 +14,7 @@
 # inner steps). "all" = steptest unrollertest pes train.
 # Env: LOPT_DATA_DIR (Fashion-MNIST IDX dir; default the job's),
 # LOPT_GPU_BENCH_STEPS (30), LOPT_GPU_JOBS (nproc), LOPT_PES_SECONDS (4),
-# LOPT_TRAIN_ARGS (extra `lopt train` flags).
+# LOPT_TRAIN_ARGS (extra `lopt train` flags), LOPT_TRAIN_REPEATS (1).
 set -uo pipefail
 build=${1:-build-gpu}
 shift || true
@@ -59,13 +59,20 @@ for s in $steps; do
       else
         "$build/cli/lopt" print-default-job >"$job"
       fi
-      t1=$(date +%s.%N)
-      rm -rf /tmp/lopt-run
-      "$build/cli/lopt" train --device cuda --job "$job" --out /tmp/lopt-run --no-progress \
-        ${LOPT_TRAIN_ARGS:-} >"$out/train.log" 2>&1 || status=1
-      tail -30 "$out/train.log"
-      echo "train wall (incl. meta-test): $(python3 -c "import time; print(round(time.time() - $t1, 1))") s"
-      cp /tmp/lopt-run/summary.json "$out/train_summary.json" 2>/dev/null || true ;;
+      # LOPT_TRAIN_REPEATS runs of the same job (the same seed: on the GPU
+      # they differ only by float rounding, atomics and TF32), to show the
+      # spread of the meta-trained result.
+      for rep in $(seq "${LOPT_TRAIN_REPEATS:-1}"); do
+        t1=$(date +%s.%N)
+        rm -rf /tmp/lopt-run
+        "$build/cli/lopt" train --device cuda --job "$job" --out /tmp/lopt-run --no-progress \
+          ${LOPT_TRAIN_ARGS:-} >"$out/train_$rep.log" 2>&1 || status=1
+        tail -30 "$out/train_$rep.log"
+        echo "train wall (incl. meta-test): $(python3 -c "import time; print(round(time.time() - $t1, 1))") s"
+        cp /tmp/lopt-run/summary.json "$out/train_summary_$rep.json" 2>/dev/null || true
+        cp /tmp/lopt-run/metrics.csv "$out/train_metrics_$rep.csv" 2>/dev/null || true
+        cp /tmp/lopt-run/eval/report.json "$out/train_eval_$rep.json" 2>/dev/null || true
+      done ;;
     mlptest) "$build/tests/gpu/mlp_task_cuda_test" "$data" 2>&1 | tee "$out/mlptest.log" || status=1 ;;
     services)
       LOPT_JOB_DATA_DIR="$data" scripts/services_run.sh "$build" cuda "$out" || status=1 ;;
@@ -92,23 +99,37 @@ for s in $steps; do
           tee -a "$out/pesgraph.log" || status=1
       done ;;
     profile)
+      # ncu over two captured inner steps (graph replays) of the 8x8 MLP task
+      # at 16 and at 128 particles: the kernels a step launches, and their
+      # durations (ncu serialises kernels and flushes caches, so its sum is
+      # an upper bound on the replay's time).
       if command -v ncu >/dev/null; then
-        ncu --csv --metrics gpu__time_duration.sum --launch-skip 300 --launch-count 46 \
-          "$build/bench/bench_pes_throughput" --device cuda ${data:+--data-dir "$data"} --graph-only \
-          --graph-steps 1 --configs 8:16 --seconds 0.5 >"$out/ncu_8x8_16.csv" 2>"$out/ncu.err" || status=1
-        python3 - "$out/ncu_8x8_16.csv" <<'PY'
+        for P in 16 128; do
+          ncu --csv --metrics gpu__time_duration.sum --launch-skip 300 --launch-count 46 \
+            "$build/bench/bench_pes_throughput" --device cuda ${data:+--data-dir "$data"} --graph-only \
+            --graph-steps 1 --configs 8:$P --seconds 0.5 >"$out/ncu_8x8_$P.csv" 2>>"$out/ncu.err" || status=1
+          echo "--- 8x8 MLP, $P particles" | tee -a "$out/profile.log"
+          python3 - "$out/ncu_8x8_$P.csv" <<'PY' | tee -a "$out/profile.log"
 import csv, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
 h = rows[0]; rows = rows[1:]
 ki, vi, ui = h.index("Kernel Name"), h.index("Metric Value"), h.index("Metric Unit")
-tot = 0.0
-scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}
-for r in rows:
-    v = float(r[vi].replace(",", "")) * scale.get(r[ui], 1.0)
-    tot += v
-    print(f"{v:9.2f} us  {r[ki][:110]}")
-print(f"{len(rows)} kernels (two inner steps), {tot:.1f} us in all, {tot / 2:.1f} us a step")
+scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
+# One step starts at the task's kernel; report the first whole step.
+names = [r[ki] for r in rows]
+starts = [i for i, n in enumerate(names) if "MlpTaskKernel" in n]
+if len(starts) >= 2:
+    step = rows[starts[0]:starts[1]]
+    tot = 0.0
+    for r in step:
+        v = float(r[vi].replace(",", "")) * scale[r[ui]]
+        tot += v
+        print(f"{v:8.2f} us  {r[ki][:100]}")
+    print(f"{len(step)} kernel launches an inner step, {tot:.1f} us in all (under ncu)")
+else:
+    print(f"{len(rows)} kernels profiled; no two task kernels to delimit a step")
 PY
+        done
       else echo "no ncu"; fi ;;
     vit) "$build/bench/bench_lopt_step_gpu" --steps "${LOPT_GPU_BENCH_STEPS:-30}" \
            --json "$out/bench_lopt_step_gpu.json" 2>&1 | tee "$out/bench.log" || status=1 ;;
