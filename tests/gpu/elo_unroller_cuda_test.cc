@@ -6,11 +6,13 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
+#include "common/replay_buffer.h"
 #include "common/small_fc_lopt.h"
 #include "common/task.h"
 #include "kernels/lopt_step_cuda.h"
@@ -18,14 +20,16 @@
 
 namespace {
 
-// The 8x8 MLP task, 4 PES pairs, truncations of 10, no buffer; BC on or off.
-lopt::v1::JobSpec Job(const std::string& data_dir, int batch, bool bc) {
+// The 8x8 MLP task, 4 PES pairs, truncations of 10; BC on or off, the replay
+// buffer off or on (the embedded job's settings: 4 states, fresh starts 20%).
+lopt::v1::JobSpec Job(const std::string& data_dir, int batch, bool bc, bool buffer = false) {
   std::string text = absl::StrCat(
       "task { fmnist_mlp { image_size: 8 hidden_sizes: 32 batch_size: ", batch,
       data_dir.empty() ? "" : absl::StrCat(" data_dir: \"", data_dir, "\""), " } }\n",
       "pes { num_tasks: 4 truncation_length: 10 sigma: 0.01 min_unroll_length: 12 "
       "max_unroll_length: 25 }\n",
-      "elo { buffer { enabled: false } behavior_cloning { enabled: ", bc ? "true" : "false",
+      "elo { buffer { enabled: ", buffer ? "true capacity: 4 fresh_start_probability: 0.2" : "false",
+      " } behavior_cloning { enabled: ", bc ? "true" : "false",
       " } }\n");
   return lopt::JobFromText(text, "<test>").value();
 }
@@ -74,30 +78,42 @@ int main(int argc, char** argv) {
   // the same draws, so the losses must agree to float rounding accumulated
   // over the truncation, and the PES gradient (a difference of nearby losses)
   // loosely. A kernel that drops a term (the BC mix, a bias gradient, the
-  // reset split) is off by far more.
+  // reset split) is off by far more. The third case adds the replay buffer
+  // (pushes of device state, restores into the captured buffers): both must
+  // push and restore the same states at the same steps.
   lopt::kernels::LoptCudaMlpSetting() = lopt::kernels::LoptCudaMlp::kFp32;
-  for (bool bc : {false, true}) {
-    auto job = Job(data_dir, 64, bc);
+  for (auto [bc, buffered] : {std::pair{false, false}, {true, false}, {true, true}}) {
+    auto job = Job(data_dir, 64, bc, buffered);
     auto cpu_task = lopt::MakeTask(job.task(), 0, torch::kCPU).value();
     auto gpu_task = lopt::MakeTask(job.task(), 0, torch::Device(torch::kCUDA, 0)).value();
-    lopt::EloUnroller on_cpu(job, cpu_task.get(), nullptr, "t", 5);
-    lopt::EloUnroller on_gpu(job, gpu_task.get(), nullptr, "t", 5);
+    lopt::InMemoryReplayBuffer cpu_buffer, gpu_buffer;
+    lopt::EloUnroller on_cpu(job, cpu_task.get(), buffered ? &cpu_buffer : nullptr, "t", 5);
+    lopt::EloUnroller on_gpu(job, gpu_task.get(), buffered ? &gpu_buffer : nullptr, "t", 5);
     torch::Generator gen = lopt::MakeGenerator(1, 2, 3);
     torch::Tensor theta = lopt::SmallFcLopt(job.lopt()).InitTheta(gen);
-    for (int64_t s = 0; s < 4; ++s) {
+    int64_t restores = 0;
+    for (int64_t s = 0; s < (buffered ? 8 : 4); ++s) {
       auto a = on_gpu.RunTruncation(theta, 0.3, s);
       auto b = on_cpu.RunTruncation(theta, 0.3, s);
       double rel = (a.grad - b.grad).norm().item<double>() / (b.grad.norm().item<double>() + 1e-30);
       auto close = [](double x, double y) { return std::abs(x - y) <= 1e-4 * (1 + std::abs(y)); };
       bool ok = close(a.meta_loss, b.meta_loss) && close(a.task_loss, b.task_loss) &&
                 close(a.bc_loss, b.bc_loss) && std::isfinite(rel) && rel < 0.1 &&
-                (!bc || b.bc_loss > 0);
-      std::printf("cpu vs cuda, bc %d truncation %lld: meta %.6f/%.6f task %.6f/%.6f bc %.3e/%.3e "
-                  "|g_cuda - g_cpu|/|g_cpu| %.2e %s\n", int(bc), (long long)s, a.meta_loss,
+                (!bc || b.bc_loss > 0) && a.pushes == b.pushes && a.restores == b.restores &&
+                a.fresh_starts == b.fresh_starts;
+      restores += b.restores;
+      std::printf("cpu vs cuda, bc %d buffer %d truncation %lld: meta %.6f/%.6f task %.6f/%.6f "
+                  "bc %.3e/%.3e |g_cuda - g_cpu|/|g_cpu| %.2e pushes %lld/%lld restores "
+                  "%lld/%lld %s\n", int(bc), int(buffered), (long long)s, a.meta_loss,
                   b.meta_loss, a.task_loss, b.task_loss, a.bc_loss, b.bc_loss, rel,
-                  ok ? "ok" : "FAIL");
+                  (long long)a.pushes, (long long)b.pushes, (long long)a.restores,
+                  (long long)b.restores, ok ? "ok" : "FAIL");
       failures += !ok;
       theta = theta - 1e-3 * b.grad;
+    }
+    if (buffered && restores == 0) {
+      std::printf("cpu vs cuda, buffer on: no restore in 8 truncations, FAIL\n");
+      ++failures;
     }
   }
   std::printf(failures ? "FAILED (%d)\n" : "all ok\n", failures);
