@@ -16,8 +16,8 @@ absl::StatusOr<NamedTensors> Decode(const StoredItem& item) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RocksReplayBuffer>> RocksReplayBuffer::Open(
-    const std::string& path) {
-  auto store = RocksReplayStore::Open(path);
+    const std::string& path, bool sync_writes) {
+  auto store = RocksReplayStore::Open(path, sync_writes);
   if (!store.ok()) return store.status();
   return std::make_unique<RocksReplayBuffer>(std::shared_ptr<RocksReplayStore>(std::move(*store)));
 }

@@ -14,8 +14,10 @@ namespace lopt {
 
 class RocksReplayBuffer : public ReplayBuffer {
  public:
-  // Opens (or creates) the store at `path`; errors as RocksReplayStore::Open.
-  static absl::StatusOr<std::unique_ptr<RocksReplayBuffer>> Open(const std::string& path);
+  // Opens (or creates) the store at `path`; errors and sync_writes as
+  // RocksReplayStore::Open.
+  static absl::StatusOr<std::unique_ptr<RocksReplayBuffer>> Open(const std::string& path,
+                                                                 bool sync_writes = true);
   // Shares `store` with other users (a server in the same process).
   explicit RocksReplayBuffer(std::shared_ptr<RocksReplayStore> store);
 

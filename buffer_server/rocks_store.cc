@@ -132,13 +132,15 @@ absl::Status CheckItemHeader(const v1::ItemHeader& h) {
   return absl::OkStatus();
 }
 
-RocksReplayStore::RocksReplayStore(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+RocksReplayStore::RocksReplayStore(std::unique_ptr<rocksdb::DB> db, bool sync_writes)
+    : db_(std::move(db)), sync_writes_(sync_writes) {}
 
 RocksReplayStore::~RocksReplayStore() {
   if (db_) db_->Close().PermitUncheckedError();
 }
 
-absl::StatusOr<std::unique_ptr<RocksReplayStore>> RocksReplayStore::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<RocksReplayStore>> RocksReplayStore::Open(const std::string& path,
+                                                                         bool sync_writes) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   if (ec)
@@ -162,7 +164,8 @@ absl::StatusOr<std::unique_ptr<RocksReplayStore>> RocksReplayStore::Open(const s
           " (is another lopt-buffer using it?): ", s.ToString()));
     return FromRocks(s, absl::StrCat("cannot open the buffer database at ", path));
   }
-  std::unique_ptr<RocksReplayStore> store(new RocksReplayStore(std::unique_ptr<rocksdb::DB>(raw)));
+  std::unique_ptr<RocksReplayStore> store(
+      new RocksReplayStore(std::unique_ptr<rocksdb::DB>(raw), sync_writes));
   if (auto st = store->Load(); !st.ok()) return st;
   return store;
 }
@@ -267,7 +270,7 @@ absl::StatusOr<PutResult> RocksReplayStore::Put(const v1::ItemHeader& header,
   batch.Put(TableKey(table), tmeta.SerializeAsString()).PermitUncheckedError();
 
   rocksdb::WriteOptions wo;
-  wo.sync = true;
+  wo.sync = sync_writes_;
   rocksdb::Status s = db_->Write(wo, &batch);
   absl::MutexLock l(&mu_);
   Table& t = tables_[table];
@@ -408,7 +411,7 @@ absl::StatusOr<DeleteResult> RocksReplayStore::DeleteNamed(const std::vector<std
     batch.DeleteRange(ItemPrefix('d', name), ItemPrefixEnd('d', name)).PermitUncheckedError();
   }
   rocksdb::WriteOptions wo;
-  wo.sync = true;
+  wo.sync = sync_writes_;
   rocksdb::Status s = db_->Write(wo, &batch);
   if (!s.ok()) {
     absl::MutexLock l(&mu_);

@@ -8,6 +8,9 @@
 // atomic RocksDB WriteBatch written with sync = true. When a method returns
 // OK, its effect survives kill -9 and power loss; when it fails or the process
 // dies first, none of it is visible after reopening (never a torn item).
+// Opened with sync_writes = false (local mode, whose checkpoint holds the
+// buffer's items) a mutation is still atomic and survives kill -9 of the
+// process (it is in the OS's page cache), not power loss.
 //
 // Thread safety: every method may be called concurrently from any thread.
 // Mutations are serialised; reads run concurrently with them and see a
@@ -84,7 +87,8 @@ class RocksReplayStore {
   // at `path` and rebuilds the tables' indexes by scanning the item metadata
   // (not the payloads). UNAVAILABLE if the directory cannot be created or the
   // database is locked by another process; DATA_LOSS if it is corrupt.
-  static absl::StatusOr<std::unique_ptr<RocksReplayStore>> Open(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<RocksReplayStore>> Open(const std::string& path,
+                                                                bool sync_writes = true);
 
   // Closes the database. REQUIRES: no call is in progress.
   ~RocksReplayStore();
@@ -151,7 +155,7 @@ class RocksReplayStore {
     int64_t table_size;
   };
 
-  explicit RocksReplayStore(std::unique_ptr<rocksdb::DB> db);
+  RocksReplayStore(std::unique_ptr<rocksdb::DB> db, bool sync_writes);
   absl::Status Load();
   // Reads the item `pick` names from a snapshot taken by the caller under mu_.
   absl::StatusOr<StoredItem> ReadItem(const std::string& table, const Pick& pick,
@@ -161,6 +165,7 @@ class RocksReplayStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   const std::unique_ptr<rocksdb::DB> db_;
+  const bool sync_writes_;
 
   // Serialises mutations: a writer decides its evictions and writes them
   // without another writer changing the table in between.

@@ -79,7 +79,8 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
   // The replay buffer in RocksDB under the run's directory, as the buffer
   // server keeps it; the checkpoint holds its items, so a resume rewrites the
   // table from there (the store may hold puts made after the checkpoint).
-  auto store = RocksReplayBuffer::Open(opt.out_dir + "/buffer");
+  // So its writes need not be synced to disk one by one (an fsync a push).
+  auto store = RocksReplayBuffer::Open(opt.out_dir + "/buffer", /*sync_writes=*/false);
   if (!store.ok()) return store.status();
   ReplayBuffer& buffer = **store;
   const std::string table = BufferTable(spec, task);

@@ -39,9 +39,34 @@ torch::Tensor PairIndex(int64_t i, int64_t T, torch::Device device) {
   return torch::tensor({i, T + i}, torch::kInt64).to(device);
 }
 
-// Those rows, on the CPU (what the replay buffer keeps).
-torch::Tensor Rows(const torch::Tensor& t, int64_t i, int64_t T) {
-  return t.index_select(0, PairIndex(i, T, t.device())).clone().cpu();
+// Rows `idx` of each tensor, on the CPU (what the replay buffer keeps). The
+// rows of every tensor of the first one's dtype are gathered into one buffer
+// and copied back at once: on a GPU one transfer and one wait a push, not one
+// a tensor (a state is ~30 small tensors). Another dtype goes on its own.
+std::vector<torch::Tensor> GatherRows(const std::vector<torch::Tensor>& ts,
+                                      const torch::Tensor& idx) {
+  std::vector<torch::Tensor> out(ts.size());
+  if (ts.empty()) return out;
+  const auto dtype = ts[0].scalar_type();
+  std::vector<torch::Tensor> flat;
+  std::vector<size_t> batched;
+  for (size_t j = 0; j < ts.size(); ++j) {
+    out[j] = ts[j].index_select(0, idx);
+    if (out[j].scalar_type() == dtype) {
+      flat.push_back(out[j].reshape({-1}));
+      batched.push_back(j);
+    } else {
+      out[j] = out[j].cpu();
+    }
+  }
+  torch::Tensor host = torch::cat(flat).cpu();  // a new tensor on the CPU too
+  int64_t off = 0;
+  for (size_t j : batched) {
+    const int64_t n = out[j].numel();
+    out[j] = host.narrow(0, off, n).view(out[j].sizes());
+    off += n;
+  }
+  return out;
 }
 
 }  // namespace
@@ -86,7 +111,28 @@ torch::Tensor EloUnroller::StepTensor() const {
 void EloUnroller::WriteRows(int64_t i, const std::vector<torch::Tensor>& src,
                             std::vector<torch::Tensor>& dst) {
   torch::Tensor idx = PairIndex(i, num_tasks_, device_);
-  for (size_t j = 0; j < dst.size(); ++j) dst[j].index_copy_(0, idx, src[j].to(device_));
+  if (dst.empty()) return;
+  // One host-to-device transfer for every source of the first destination's
+  // dtype (GatherRows's counterpart), then one row copy a tensor on the device.
+  const auto dtype = dst[0].scalar_type();
+  std::vector<torch::Tensor> flat;
+  std::vector<size_t> batched;
+  for (size_t j = 0; j < dst.size(); ++j) {
+    if (src[j].scalar_type() == dtype && dst[j].scalar_type() == dtype) {
+      flat.push_back(src[j].reshape({-1}));
+      batched.push_back(j);
+    } else {
+      dst[j].index_copy_(0, idx, src[j].to(device_));
+    }
+  }
+  if (flat.empty()) return;
+  torch::Tensor dev = torch::cat(flat).to(device_);
+  int64_t off = 0;
+  for (size_t j : batched) {
+    const int64_t n = src[j].numel();
+    dst[j].index_copy_(0, idx, dev.narrow(0, off, n).view(src[j].sizes()));
+    off += n;
+  }
 }
 
 void EloUnroller::InitAll(torch::Generator& gen) {
@@ -122,28 +168,31 @@ UnrollStart EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t o
     if (!item.ok()) restore = false;
     if (restore) {
       auto get = [&](const std::string& name) { return Find(*item, name).value(); };
-      std::vector<torch::Tensor> params, aux, lo, am, av;
+      // Every saved row into its place in one WriteRows (one transfer).
+      std::vector<torch::Tensor> src, dst;
+      auto add = [&](const std::string& name, const torch::Tensor& to) {
+        src.push_back(get(name));
+        dst.push_back(to);  // a handle: writing it writes the state
+      };
       for (size_t j = 0; j < state_.params.size(); ++j) {
-        params.push_back(get(absl::StrCat("params/", j)));
-        am.push_back(get(absl::StrCat("adam_m/", j)));
-        av.push_back(get(absl::StrCat("adam_v/", j)));
+        add(absl::StrCat("params/", j), state_.params[j]);
+        add(absl::StrCat("adam_m/", j), adam_state_.m[j]);
+        add(absl::StrCat("adam_v/", j), adam_state_.v[j]);
       }
-      for (size_t j = 0; j < state_.aux.size(); ++j) aux.push_back(get(absl::StrCat("aux/", j)));
-      std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);
-      for (size_t j = 0; j < lo_flat.size(); ++j) lo.push_back(get(absl::StrCat("lopt/", j)));
-      WriteRows(i, params, state_.params);
-      WriteRows(i, aux, state_.aux);
-      WriteRows(i, lo, lo_flat);  // lo_flat aliases lopt_state_'s tensors
-      WriteRows(i, am, adam_state_.m);
-      WriteRows(i, av, adam_state_.v);
+      for (size_t j = 0; j < state_.aux.size(); ++j) add(absl::StrCat("aux/", j), state_.aux[j]);
+      std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);  // aliases the state
+      for (size_t j = 0; j < lo_flat.size(); ++j) add(absl::StrCat("lopt/", j), lo_flat[j]);
+      WriteRows(i, src, dst);
       step_[i] = get("step").item<int64_t>();
       xi_restored = get("xi");
     }
   }
   if (!restore) {
     TaskState fresh = task_->Init(1, 2, gen);
-    WriteRows(i, fresh.params, state_.params);
-    WriteRows(i, fresh.aux, state_.aux);
+    std::vector<torch::Tensor> src = fresh.params, dst = state_.params;
+    src.insert(src.end(), fresh.aux.begin(), fresh.aux.end());
+    dst.insert(dst.end(), state_.aux.begin(), state_.aux.end());
+    WriteRows(i, src, dst);
     torch::Tensor idx = PairIndex(i, num_tasks_, device_);
     std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);
     for (auto& t : lo_flat) t.index_fill_(0, idx, 0);
@@ -159,18 +208,23 @@ UnrollStart EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t o
 }
 
 void EloUnroller::Push(int64_t i) {
-  NamedTensors item;
-  int64_t T = num_tasks_;
+  std::vector<std::string> names;
+  std::vector<torch::Tensor> tensors;
+  auto add = [&](std::string name, const torch::Tensor& t) {
+    names.push_back(std::move(name));
+    tensors.push_back(t);
+  };
   for (size_t j = 0; j < state_.params.size(); ++j) {
-    item.emplace_back(absl::StrCat("params/", j), Rows(state_.params[j], i, T));
-    item.emplace_back(absl::StrCat("adam_m/", j), Rows(adam_state_.m[j], i, T));
-    item.emplace_back(absl::StrCat("adam_v/", j), Rows(adam_state_.v[j], i, T));
+    add(absl::StrCat("params/", j), state_.params[j]);
+    add(absl::StrCat("adam_m/", j), adam_state_.m[j]);
+    add(absl::StrCat("adam_v/", j), adam_state_.v[j]);
   }
-  for (size_t j = 0; j < state_.aux.size(); ++j)
-    item.emplace_back(absl::StrCat("aux/", j), Rows(state_.aux[j], i, T));
+  for (size_t j = 0; j < state_.aux.size(); ++j) add(absl::StrCat("aux/", j), state_.aux[j]);
   std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);
-  for (size_t j = 0; j < lo_flat.size(); ++j)
-    item.emplace_back(absl::StrCat("lopt/", j), Rows(lo_flat[j], i, T));
+  for (size_t j = 0; j < lo_flat.size(); ++j) add(absl::StrCat("lopt/", j), lo_flat[j]);
+  std::vector<torch::Tensor> rows = GatherRows(tensors, PairIndex(i, num_tasks_, device_));
+  NamedTensors item;
+  for (size_t k = 0; k < rows.size(); ++k) item.emplace_back(names[k], rows[k]);
   item.emplace_back("step", torch::tensor(step_[i], torch::kInt64));
   item.emplace_back("xi", pes_.CurrentXi(i).clone().cpu());
   (void)buffer_->Put(buffer_table_, job_.elo().buffer().capacity(), std::move(item));

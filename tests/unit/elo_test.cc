@@ -171,6 +171,101 @@ TEST(EloBehaviorCloning, TrajectoryFollowsTeacherAtAlphaZero) {
   EXPECT_FALSE(torch::allclose(a0, a1, 0, 1e-7));
 }
 
+// The rows [i, T + i] (task i's antithetic pair) of every state tensor.
+NamedTensors PairRows(const NamedTensors& state, int64_t i, int64_t T) {
+  NamedTensors out;
+  torch::Tensor idx = torch::tensor({i, T + i}, torch::kInt64);
+  for (const auto& [k, v] : state)
+    if (k.rfind("params/", 0) == 0 || k.rfind("aux/", 0) == 0 || k.rfind("adam_", 0) == 0 ||
+        k.rfind("lopt/", 0) == 0)
+      out.emplace_back(k, v.index_select(0, idx));
+  return out;
+}
+
+// A push stores exactly one task's rows of the state as it was when the push
+// fell due (with truncations of one step: the state before the truncation),
+// every tensor under its own name, the rows of one antithetic pair (i, T + i).
+TEST(EloBuffer, PushStoresExactlyOneTasksRows) {
+  v1::JobSpec job = QuadraticJob(
+      "pes { num_tasks: 4 truncation_length: 1 min_unroll_length: 2 max_unroll_length: 2 }\n"
+      "elo { behavior_cloning { enabled: false } buffer { capacity: 1 "
+      "fresh_start_probability: 1 } }");
+  auto task = MakeTask(job.task(), job.seed()).value();
+  torch::Generator gen = MakeGenerator(0, 0, 0);
+  torch::Tensor theta = SmallFcLopt(job.lopt()).InitTheta(gen);
+  InMemoryReplayBuffer buffer;
+  EloUnroller u(job, task.get(), &buffer, "t", 3);
+  u.RunTruncation(theta, 1.0, 0);
+  int checked = 0;
+  for (int64_t s = 1; s < 60 && checked < 5; ++s) {
+    NamedTensors before = u.SaveState();
+    for (auto& [k, v] : before) v = v.clone();  // on the CPU SaveState aliases the live state
+    TruncationResult r = u.RunTruncation(theta, 1.0, s);
+    if (r.pushes != 1) continue;
+    NamedTensors item = buffer.Items("t").value().at(0);
+    torch::Tensor steps = Find(before, "step").value();
+    int matches = 0;
+    for (int64_t i = 0; i < 4; ++i) {
+      bool all = Find(item, "step").value().item<int64_t>() == steps[i].item<int64_t>();
+      for (const auto& [k, v] : PairRows(before, i, 4)) {
+        auto got = Find(item, k);
+        ASSERT_TRUE(got.ok()) << k;
+        all = all && torch::equal(*got, v);
+      }
+      matches += all;
+    }
+    EXPECT_EQ(matches, 1) << "outer step " << s;
+    ++checked;
+  }
+  EXPECT_GE(checked, 3);
+}
+
+// A restore writes the sampled item into the restoring task's rows: with BC
+// off the teacher's moments are not stepped, so they must read back exactly;
+// the parameters move by one small learned-optimizer step; the step counter
+// continues from the item's.
+TEST(EloBuffer, RestoreWritesTheItemIntoTheTasksRows) {
+  v1::JobSpec job = QuadraticJob(
+      "pes { num_tasks: 4 truncation_length: 1 min_unroll_length: 2 max_unroll_length: 2 }\n"
+      "elo { behavior_cloning { enabled: false } buffer { capacity: 1 "
+      "fresh_start_probability: 0 } }");
+  auto task = MakeTask(job.task(), job.seed()).value();
+  torch::Generator gen = MakeGenerator(0, 0, 0);
+  torch::Tensor theta = SmallFcLopt(job.lopt()).InitTheta(gen);
+  InMemoryReplayBuffer buffer;
+  EloUnroller u(job, task.get(), &buffer, "t", 3);
+  u.RunTruncation(theta, 1.0, 0);
+  // A recognisable state, shaped as a pair's rows.
+  NamedTensors crafted;
+  for (const auto& [k, v] : PairRows(u.SaveState(), 0, 4)) {
+    double fill = k.rfind("params/", 0) == 0 ? 7 : k.rfind("adam_m/", 0) == 0 ? 5
+                  : k.rfind("adam_v/", 0) == 0 ? 6 : 3;
+    crafted.emplace_back(k, torch::full_like(v, fill));
+  }
+  crafted.emplace_back("step", torch::tensor(int64_t(10)));
+  crafted.emplace_back("xi", torch::zeros({SmallFcLopt(job.lopt()).theta_size()}));
+  int checked = 0;
+  for (int64_t s = 1; s < 60 && checked < 5; ++s) {
+    ASSERT_TRUE(buffer.Put("t", 1, crafted).ok());
+    TruncationResult r = u.RunTruncation(theta, 1.0, s);
+    if (r.pushes != 0 || r.restores == 0) continue;  // a push would replace the crafted item
+    NamedTensors after = u.SaveState();
+    for (const UnrollStart& start : r.unroll_starts) {
+      ASSERT_TRUE(start.restored);
+      EXPECT_EQ(start.start_step, 10);
+      EXPECT_EQ(Find(after, "step").value()[start.task].item<int64_t>(), 11);
+      for (const auto& [k, v] : PairRows(after, start.task, 4)) {
+        if (k.rfind("adam_m/", 0) == 0) EXPECT_TRUE(torch::equal(v, torch::full_like(v, 5))) << k;
+        if (k.rfind("adam_v/", 0) == 0) EXPECT_TRUE(torch::equal(v, torch::full_like(v, 6))) << k;
+        if (k.rfind("params/", 0) == 0)
+          EXPECT_LT((v - 7).abs().max().item<double>(), 0.1) << k;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 3);
+}
+
 TEST(EloUnroller, SaveAndLoadContinueBitIdentically) {
   v1::JobSpec job = QuadraticJob(
       "pes { num_tasks: 4 truncation_length: 3 min_unroll_length: 3 max_unroll_length: 9 }");
