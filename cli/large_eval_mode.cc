@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "cli/exit_code.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/flags.h"
@@ -38,10 +39,7 @@ constexpr char kUsage[] = R"(usage:
       curves.csv and table.txt (default runs/eval-large).
 )";
 
-int Fail(const absl::Status& s) {
-  std::fprintf(stderr, "lopt eval-large: %s\n", std::string(s.message()).c_str());
-  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-}
+int Fail(const absl::Status& s) { return FailCommand("lopt eval-large", s); }
 
 template <typename T>
 absl::StatusOr<std::vector<T>> ParseList(const std::string& flag, const std::string& text) {

@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "cli/exit_code.h"
 #include "absl/strings/str_format.h"
 #include "common/flags.h"
 #include "cli/large_eval_mode.h"
@@ -69,10 +70,7 @@ usage:
   lopt print-default-job     Prints the embedded default job.
 )";
 
-int Fail(const absl::Status& s) {
-  std::fprintf(stderr, "lopt: %s\n", std::string(s.message()).c_str());
-  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-}
+int Fail(const absl::Status& s) { return FailCommand("lopt", s); }
 
 absl::StatusOr<v1::JobSpec> JobFromFlags(const Flags& f) {
   absl::StatusOr<v1::JobSpec> job = f.Has("job") ? LoadJobFile(f.Get("job"))
