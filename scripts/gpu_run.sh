@@ -4,14 +4,20 @@
 # checks and benchmarks. Logs and bench JSON go to $OUT (else ./gpu-out).
 #
 #   scripts/gpu_run.sh [build-dir] [steps...]      (default build-gpu; steps: all)
-# Steps: steptest (the fused LO step against float64), unrollertest (the
-# captured inner step against eager), pes (bench_pes_throughput, graph vs
+# Steps: steptest (the fused LO step against float64), mlptest (the fused
+# MLP-task kernel against the CPU task), unrollertest (the captured inner step
+# against eager, and the CUDA unroller against the CPU one from the same seed,
+# BC and the replay buffer on and off), pes (bench_pes_throughput, graph vs
 # no graph vs JAX), train (`lopt train --device cuda` of the embedded job),
-# vit (the ViT-B/16 optimizer-step bench), nccl (tests/gpu/nccl_data_parallel_test
-# on every GPU, then on GPU 0 alone, with the ViT-B/16 gradient all-reduce
-# timing), pesgraph (bench_pes_throughput graph-only at 1, 8 and 25 inner steps
-# a replay), profile (ncu kernel durations of two captured 8x8/16-particle
-# inner steps). "all" = steptest unrollertest pes train.
+# services (lopt-buffer, lopt-learner and a CUDA lopt-worker run the embedded
+# job: scripts/services_run.sh), evallarge (`lopt eval-large` on every GPU,
+# then on one), vit (the ViT-B/16 optimizer-step bench), nccl
+# (tests/gpu/nccl_data_parallel_test on every GPU, then on GPU 0 alone, with
+# the ViT-B/16 gradient all-reduce timing), pesgraph (bench_pes_throughput
+# graph-only at 1, 8 and 25 inner steps a replay), profile (ncu: the kernels
+# of one captured 8x8 inner step at 16 and at 128 particles, and their
+# durations). "all" = steptest mlptest unrollertest pes train.
+# bench/gpu/e2e_breakdown.sh splits the embedded job's GPU time further.
 # Env: LOPT_DATA_DIR (Fashion-MNIST IDX dir; default the job's),
 # LOPT_GPU_BENCH_STEPS (30), LOPT_GPU_JOBS (nproc), LOPT_PES_SECONDS (4),
 # LOPT_TRAIN_ARGS (extra `lopt train` flags), LOPT_TRAIN_REPEATS (1).
@@ -19,7 +25,7 @@ set -uo pipefail
 build=${1:-build-gpu}
 shift || true
 steps=${*:-all}
-[ "$steps" = all ] && steps="steptest unrollertest pes train"
+[ "$steps" = all ] && steps="steptest mlptest unrollertest pes train"
 out=${OUT:-gpu-out}
 mkdir -p "$out"
 jobs=${LOPT_GPU_JOBS:-$(nproc)}
