@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <mutex>
+#include <vector>
 #include <sys/time.h>
 
 namespace lopt {
@@ -57,6 +58,10 @@ void SetLogLevel(LogLevel level) {
 }
 
 void Log(LogLevel level, const std::string& msg, std::initializer_list<LogField> fields) {
+  Log(level, msg, std::vector<LogField>(fields));
+}
+
+void Log(LogLevel level, const std::string& msg, const std::vector<LogField>& fields) {
   std::lock_guard<std::mutex> l(g_mu);
   if (level < g_level) return;
   timeval tv;

@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -20,6 +21,8 @@ void SetLogLevel(LogLevel level);
 
 using LogField = std::pair<std::string, std::string>;
 void Log(LogLevel level, const std::string& msg, std::initializer_list<LogField> fields = {});
+// Fields gathered at run time.
+void Log(LogLevel level, const std::string& msg, const std::vector<LogField>& fields);
 
 inline void LogInfo(const std::string& msg, std::initializer_list<LogField> f = {}) {
   Log(LogLevel::kInfo, msg, f);

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <tuple>
 
 #include <torch/torch.h>
 
@@ -15,9 +16,8 @@
 #include "common/lhopt_wire.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "common/optimizer_file.h"
 #include "common/tensor_codec.h"
-#include "learner/lhopt_job.h"
+#include "learner/job_core.h"
 #include "worker/lhopt_yardstick.h"
 #include "lopt/v1/buffer_service.grpc.pb.h"
 
@@ -78,23 +78,6 @@ struct Families {
       "lopt_units_reassigned_total", "Work units given back to the pool after their worker left");
   prometheus::Family<prometheus::Histogram>& staleness = HistogramFamily(
       "lopt_result_staleness_steps", "Outer steps between a result's theta and the current one");
-  // LHOPT jobs, per PPO iteration.
-  prometheus::Family<prometheus::Gauge>& lhopt_reward = GaugeFamily(
-      "lopt_lhopt_mean_reward", "LHOPT: mean episode reward of the latest PPO iteration");
-  prometheus::Family<prometheus::Gauge>& lhopt_entropy = GaugeFamily(
-      "lopt_lhopt_policy_entropy", "LHOPT: policy entropy of the latest PPO update");
-  prometheus::Family<prometheus::Gauge>& lhopt_kl = GaugeFamily(
-      "lopt_lhopt_approx_kl", "LHOPT: approximate KL(old || new) of the latest PPO update");
-  prometheus::Family<prometheus::Gauge>& lhopt_value_loss = GaugeFamily(
-      "lopt_lhopt_value_loss", "LHOPT: value loss of the latest PPO update");
-  prometheus::Family<prometheus::Gauge>& lhopt_length = GaugeFamily(
-      "lopt_lhopt_episode_length", "LHOPT: mean episode length (decisions) of the latest PPO iteration");
-  prometheus::Family<prometheus::Gauge>& lhopt_yardstick = GaugeFamily(
-      "lopt_lhopt_yardstick_score",
-      "LHOPT: the latest fixed-yardstick score (mean log speed-up of the greedy policy over "
-      "CIAO-constant reference fits on held-out instances; lhopt.yardstick)");
-  prometheus::Family<prometheus::Gauge>& lhopt_yardstick_iteration = GaugeFamily(
-      "lopt_lhopt_yardstick_iteration", "LHOPT: the PPO iteration the latest yardstick score is of");
 };
 Families& F() {
   static Families* f = new Families();
@@ -112,30 +95,26 @@ struct JobManager::Worker {
   uint64_t unit_id = 0;
   std::string unit_job;
   int32_t unit_shard = -1;
-  int64_t unit_lhopt_id = -1;  // LHOPT units: the job's unit id
+  int64_t unit_token = -1;  // the job core's own id of the unit (JobCore::Start)
 };
 
 struct JobManager::Job {
   std::string id;
   v1::JobSpec spec;
-  // Exactly one of core (ELO) and lhopt (jobs with an lhopt section) is set.
-  std::unique_ptr<EloJob> core;
-  std::unique_ptr<LhoptJob> lhopt;
-  LhoptIterationRecord last_lhopt;
+  std::unique_ptr<JobCore> core;  // the algorithm: MakeJobCore(spec)
   v1::JobState state = v1::QUEUED;
   std::string error;
   int64_t submitted_ms = 0;
   int64_t updated_ms = 0;
   int64_t version = 0;  // bumped on every status change
-  std::vector<std::string> shard_owner;  // worker name per shard
   int64_t accepted = 0, dropped_stale = 0, rejected = 0;
   int consecutive_worker_errors = 0;
-  EloStepRecord last;
+  double last_meta = 0, last_task = 0;  // the latest update's (CoreVerdict)
   std::deque<std::pair<Clock::time_point, int64_t>> recent;  // (time, particle steps)
   double rate = 0;
   Clock::time_point finished_at;
   bool series_removed = false;
-  // Metrics series of this job.
+  // Metrics series of this job (the core adds its own).
   prometheus::Counter* m_outer = nullptr;
   prometheus::Counter* m_inner = nullptr;
   prometheus::Counter* m_accepted = nullptr;
@@ -145,30 +124,7 @@ struct JobManager::Job {
   prometheus::Gauge* m_step = nullptr;
   prometheus::Gauge* m_rate = nullptr;
   prometheus::Gauge* m_budget = nullptr;
-  prometheus::Gauge* m_reward = nullptr;
-  prometheus::Gauge* m_entropy = nullptr;
-  prometheus::Gauge* m_kl = nullptr;
-  prometheus::Gauge* m_vloss = nullptr;
-  prometheus::Gauge* m_eplen = nullptr;
-  prometheus::Gauge* m_yardstick = nullptr;  // jobs with lhopt.yardstick.every > 0
-  prometheus::Gauge* m_yardstick_iteration = nullptr;
   std::map<std::string, prometheus::Counter*> m_rejected;
-
-  // Outer steps (ELO) or PPO iterations (LHOPT) done, and their total.
-  int64_t Step() const { return lhopt ? lhopt->version() : core->outer_step(); }
-  int64_t Total() const { return lhopt ? lhopt->iterations() : core->total_steps(); }
-  bool Done() const { return lhopt ? lhopt->done() : core->done(); }
-  void MakeCore() {
-    if (IsLhoptJob(spec))
-      lhopt = std::make_unique<LhoptJob>(spec);
-    else
-      core = std::make_unique<EloJob>(spec);
-  }
-  NamedTensors SaveState() const { return lhopt ? lhopt->SaveState() : core->SaveState(); }
-  absl::Status LoadState(const NamedTensors& st) {
-    return lhopt ? lhopt->LoadState(st) : core->LoadState(st);
-  }
-  int32_t NumShards() const { return lhopt ? 0 : core->num_shards(); }
 
   void AddSeries() {
     std::map<std::string, std::string> l = {{"job_id", id}};
@@ -181,21 +137,9 @@ struct JobManager::Job {
     m_step = &F().outer_step.Add(l);
     m_rate = &F().rate.Add(l);
     m_budget = &F().budget.Add(l);
-    m_step->Set(Step());
-    m_budget->Set(Total());
-    if (lhopt) {
-      m_reward = &F().lhopt_reward.Add(l);
-      m_entropy = &F().lhopt_entropy.Add(l);
-      m_kl = &F().lhopt_kl.Add(l);
-      m_vloss = &F().lhopt_value_loss.Add(l);
-      m_eplen = &F().lhopt_length.Add(l);
-      if (spec.lhopt().yardstick().every() > 0) {
-        m_yardstick = &F().lhopt_yardstick.Add(l);
-        m_yardstick_iteration = &F().lhopt_yardstick_iteration.Add(l);
-        m_yardstick->Set(NAN);
-        m_yardstick_iteration->Set(-1);
-      }
-    }
+    m_step->Set(core->Step());
+    m_budget->Set(core->Total());
+    core->AddSeries(id);
   }
   prometheus::Counter& Rejected(const std::string& reason) {
     auto it = m_rejected.find(reason);
@@ -216,18 +160,7 @@ struct JobManager::Job {
     F().outer_step.Remove(m_step);
     F().rate.Remove(m_rate);
     F().budget.Remove(m_budget);
-    if (m_reward) {
-      F().lhopt_reward.Remove(m_reward);
-      F().lhopt_entropy.Remove(m_entropy);
-      F().lhopt_kl.Remove(m_kl);
-      F().lhopt_value_loss.Remove(m_vloss);
-      F().lhopt_length.Remove(m_eplen);
-    }
-    if (m_yardstick) {
-      F().lhopt_yardstick.Remove(m_yardstick);
-      F().lhopt_yardstick_iteration.Remove(m_yardstick_iteration);
-      m_yardstick = m_yardstick_iteration = nullptr;
-    }
+    core->RemoveSeries();
     for (auto& [r, c] : m_rejected) F().rejected.Remove(c);
     m_rejected.clear();
   }
@@ -259,9 +192,9 @@ JobManager::~JobManager() {
 }
 
 void JobManager::QueueYardstick(Job& job) {
-  const int64_t v = job.lhopt->version();
-  if (!YardstickDue(job.spec.lhopt(), v)) return;
-  yardstick_queue_.push_back({job.id, job.spec, v, job.lhopt->ShippedPolicy()});
+  auto due = job.core->DueYardstick();
+  if (!due) return;
+  yardstick_queue_.push_back({job.id, job.spec, due->first, std::move(due->second)});
   cv_.notify_all();
 }
 
@@ -287,10 +220,7 @@ void JobManager::YardstickLoop() {
       LogError("LHOPT yardstick failed", {{"job", req.job_id}, {"error", std::string(r.status().message())}});
       continue;
     }
-    if (it != jobs_.end() && it->second->m_yardstick) {
-      it->second->m_yardstick->Set(r->score);
-      it->second->m_yardstick_iteration->Set(double(r->iteration));
-    }
+    if (it != jobs_.end()) it->second->core->SetYardstick(r->score, r->iteration);
     // yardstick.csv in the job's directory, as local mode writes it.
     const std::string path = JobDir(req.job_id) + "/yardstick.csv";
     std::string text = FileExists(path) ? ReadFile(path).value_or("") : YardstickCsvHeader(req.spec);
@@ -324,7 +254,7 @@ absl::Status JobManager::Checkpoint(Job& job) {
   st.set_results_accepted(job.accepted);
   st.set_results_dropped_stale(job.dropped_stale);
   all.emplace_back("status", StringTensor(st.SerializeAsString()));
-  for (auto& [k, v] : job.SaveState()) all.emplace_back("core/" + k, v);
+  for (auto& [k, v] : job.core->SaveState()) all.emplace_back("core/" + k, v);
   auto bytes = SerializeTensors(all);
   if (!bytes.ok()) return bytes.status();
   return WriteFileAtomically(JobDir(job.id) + "/checkpoint.pt", *bytes);
@@ -363,11 +293,11 @@ absl::Status JobManager::LoadAll() {
       LogWarning("skipping a checkpoint without its job spec", {{"job", id}});
       continue;
     }
-    job->MakeCore();
+    job->core = MakeJobCore(job->spec);
     NamedTensors core;
     for (auto& [k, v] : *all)
       if (k.rfind("core/", 0) == 0) core.emplace_back(k.substr(5), v);
-    if (auto s = job->LoadState(core); !s.ok()) {
+    if (auto s = job->core->LoadState(core); !s.ok()) {
       LogWarning("skipping a checkpoint that does not load",
                  {{"job", id}, {"error", std::string(s.message())}});
       continue;
@@ -378,18 +308,12 @@ absl::Status JobManager::LoadAll() {
     job->accepted = st.results_accepted();
     job->dropped_stale = st.results_dropped_stale();
     job->updated_ms = NowUnixMs();
-    job->shard_owner.assign(job->NumShards(), "");
-    if (job->lhopt && !job->lhopt->mean_rewards().empty())
-      job->last.meta_loss = job->last_lhopt.mean_reward = job->lhopt->mean_rewards().back();
-    if (job->core && !job->core->meta_losses().empty()) {
-      job->last.meta_loss = job->core->meta_losses().back();
-      job->last.task_loss = job->core->task_losses().back();
-    }
+    if (auto last = job->core->LastLosses()) std::tie(job->last_meta, job->last_task) = *last;
     if (!Terminal(job->state)) {
       job->AddSeries();
       LogInfo("resuming job from its checkpoint",
-              {{"job", id}, {"outer_step", absl::StrCat(job->Step())},
-               {"total_steps", absl::StrCat(job->Total())}});
+              {{"job", id}, {"outer_step", absl::StrCat(job->core->Step())},
+               {"total_steps", absl::StrCat(job->core->Total())}});
     } else {
       job->finished_at = Clock::now() - std::chrono::hours(1);
       job->series_removed = true;
@@ -417,13 +341,13 @@ v1::JobStatus JobManager::StatusOf(const Job& job) const {
   s.set_job_id(job.id);
   s.set_name(job.spec.name());
   s.set_state(job.state);
-  s.set_outer_step(job.Step());
-  s.set_total_steps(job.Total());
+  s.set_outer_step(job.core->Step());
+  s.set_total_steps(job.core->Total());
   // LHOPT: meta_loss is the latest iteration's mean reward, task_loss its
   // mean final eval loss (job_service.proto).
-  s.set_meta_loss(job.last.meta_loss);
-  s.set_task_loss(job.last.task_loss);
-  if (job.core) s.set_alpha(job.core->learner().Alpha());
+  s.set_meta_loss(job.last_meta);
+  s.set_task_loss(job.last_task);
+  s.set_alpha(job.core->Alpha());
   s.set_inner_particle_steps_per_second(job.rate);
   int running = 0;
   for (const auto& [wid, w] : workers_)
@@ -440,9 +364,8 @@ v1::JobStatus JobManager::StatusOf(const Job& job) const {
 absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
   auto job = std::make_unique<Job>();
   job->spec = spec;
-  job->MakeCore();
+  job->core = MakeJobCore(spec);
   job->submitted_ms = job->updated_ms = NowUnixMs();
-  job->shard_owner.assign(job->NumShards(), "");
   std::lock_guard<std::mutex> l(mu_);
   do job->id = NewJobId(spec.name());
   while (jobs_.count(job->id));
@@ -451,10 +374,10 @@ absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
   job->AddSeries();
   std::string id = job->id;
   LogInfo("job submitted", {{"job", id},
-                            {"total_steps", absl::StrCat(job->Total())},
-                            {"shards", absl::StrCat(job->NumShards())},
-                            {"algorithm", job->lhopt ? "lhopt_ppo" : "elo_pes"}});
-  if (job->lhopt) QueueYardstick(*job);  // the policy before training
+                            {"total_steps", absl::StrCat(job->core->Total())},
+                            {"shards", absl::StrCat(job->core->NumShards())},
+                            {"algorithm", job->core->algorithm()}});
+  QueueYardstick(*job);  // LHOPT's yardstick of the policy before training
   jobs_[id] = std::move(job);
   UpdateJobGauges();
   cv_.notify_all();
@@ -490,26 +413,20 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
       w->unit_id = 0;
       w->unit_job.clear();
       w->unit_shard = -1;
-      w->unit_lhopt_id = -1;
+      w->unit_token = -1;
     }
   if (auto s = Checkpoint(job); !s.ok())
     LogError("cannot checkpoint a finished job", {{"job", job.id}, {"error", std::string(s.message())}});
-  if (state == v1::SUCCEEDED && job.lhopt) {
-    auto file = job.lhopt->MakeControllerFile();
-    auto s = file.ok() ? SaveControllerFile(JobDir(job.id) + "/controller.lhopt", *file)
-                       : file.status();
-    if (!s.ok())
-      LogError("cannot write the trained controller", {{"job", job.id}, {"error", std::string(s.message())}});
-  } else if (state == v1::SUCCEEDED) {
-    auto s = SaveOptimizerFile(JobDir(job.id) + "/optimizer.lopt",
-                               job.core->learner().MakeOptimizerFile(), job.core->learner().theta());
-    if (!s.ok())
-      LogError("cannot write the trained optimizer", {{"job", job.id}, {"error", std::string(s.message())}});
+  if (state == v1::SUCCEEDED) {
+    const std::string path = JobDir(job.id) + "/" + job.core->TrainedFileName(false);
+    if (auto s = job.core->WriteTrainedFile(path); !s.ok())
+      LogError("cannot write the trained file",
+               {{"job", job.id}, {"path", path}, {"error", std::string(s.message())}});
   }
   cleanup_prefixes_.push_back(job.id + "/");
   LogInfo("job finished", {{"job", job.id}, {"state", v1::JobState_Name(state)},
-                           {"outer_step", absl::StrCat(job.Step())},
-                           {"meta_loss", absl::StrFormat("%.5g", job.last.meta_loss)},
+                           {"outer_step", absl::StrCat(job.core->Step())},
+                           {"meta_loss", absl::StrFormat("%.5g", job.last_meta)},
                            {"error", error}});
   UpdateJobGauges();
   Touch(job);
@@ -549,22 +466,10 @@ absl::StatusOr<std::string> JobManager::ExportOptimizer(const std::string& id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
   Job& job = *it->second;
-  if (job.lhopt) {
-    std::string path = JobDir(id) + "/controller.lhopt";
-    if (job.state != v1::SUCCEEDED) {
-      path = JobDir(id) + "/controller.partial.lhopt";
-      auto file = job.lhopt->MakeControllerFile();
-      if (!file.ok()) return file.status();
-      if (auto s = SaveControllerFile(path, *file); !s.ok()) return s;
-    }
-    return ReadFile(path);
-  }
-  std::string path = JobDir(id) + "/optimizer.lopt";
-  if (job.state != v1::SUCCEEDED) {
-    path = JobDir(id) + "/optimizer.partial.lopt";
-    auto s = SaveOptimizerFile(path, job.core->learner().MakeOptimizerFile(),
-                               job.core->learner().theta());
-    if (!s.ok()) return s;
+  const bool partial = job.state != v1::SUCCEEDED;
+  const std::string path = JobDir(id) + "/" + job.core->TrainedFileName(partial);
+  if (partial) {
+    if (auto s = job.core->WriteTrainedFile(path); !s.ok()) return s;
   }
   return ReadFile(path);
 }
@@ -595,12 +500,7 @@ void JobManager::DropWorker(Worker& w, const std::string& why) {
   if (w.unit_id != 0) {
     auto it = jobs_.find(w.unit_job);
     if (it != jobs_.end() && !Terminal(it->second->state)) {
-      if (it->second->lhopt)
-        it->second->lhopt->Abandon(w.unit_lhopt_id);
-      else
-        it->second->core->Abandon(w.unit_shard);
-      if (w.unit_shard >= 0 && w.unit_shard < int(it->second->shard_owner.size()))
-        it->second->shard_owner[w.unit_shard].clear();
+      it->second->core->Abandon(w.unit_shard, w.unit_token, /*worker_gone=*/true);
       F().reassigned.Add({}).Increment();
       Touch(*it->second);
     }
@@ -642,68 +542,30 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
       for (auto it = jobs_.begin(); it != start; ++it) order.push_back(it->second.get());
       for (Job* job : order) {
         if (Terminal(job->state)) continue;
-        auto hand_out = [&](v1::WorkUnit u, int32_t shard, int64_t lhopt_id) {
-          w.unit_id = u.unit_id();
-          w.unit_job = job->id;
-          w.unit_shard = shard;
-          w.unit_lhopt_id = lhopt_id;
-          if (job->state == v1::QUEUED) {
-            job->state = v1::RUNNING;
-            UpdateJobGauges();
-          }
-          rr_cursor_ = job->id;
-          Touch(*job);
-          return std::optional<v1::WorkUnit>(std::move(u));
-        };
-        if (job->lhopt) {
-          if (!payload) continue;  // the caller cannot send a payload
-          if (w.info.max_particles() > 0 && job->spec.lhopt().particles() > w.info.max_particles())
-            continue;
-          if (!job->lhopt->CanStart()) continue;
-          LhoptUnit lu = job->lhopt->Start();
-          v1::WorkUnit u;
-          u.set_unit_id(next_unit_id_++);
-          u.set_job_id(job->id);
-          u.set_algorithm(v1::LHOPT_PPO);
-          *u.mutable_job() = job->spec;
-          u.set_shard(0);
-          u.set_buffer_prefix(job->id + "/");
-          NamedTensors tensors;
-          EncodeLhoptUnit(lu, u.mutable_lhopt(), &tensors);
-          *u.mutable_payload() = EncodePayload(tensors, payload);
-          return hand_out(std::move(u), 0, lu.unit_id);
-        }
-        int64_t particles = 2 * int64_t(job->spec.pes().num_tasks());
-        if (w.info.max_particles() > 0 && particles > w.info.max_particles()) continue;
-        // Prefer the shards this worker owns (their inner states live there),
-        // then free ones: unowned or owned by a worker that is gone.
         auto connected = [&](const std::string& name) {
           for (const auto& [id, o] : workers_)
             if (o->alive && o->info.name() == name) return true;
           return false;
         };
-        int32_t pick = -1;
-        for (int32_t s = 0; s < job->core->num_shards() && pick < 0; ++s)
-          if (job->shard_owner[s] == w.info.name() && job->core->CanStart(s)) pick = s;
-        for (int32_t s = 0; s < job->core->num_shards() && pick < 0; ++s)
-          if ((job->shard_owner[s].empty() || !connected(job->shard_owner[s])) &&
-              job->core->CanStart(s))
-            pick = s;
-        if (pick < 0) continue;
-        EloUnit unit = job->core->Start(pick);
-        job->shard_owner[pick] = w.info.name();
-        v1::WorkUnit u;
+        std::optional<CoreUnit> start = job->core->Start(w.info, payload != nullptr, connected);
+        if (!start) continue;
+        v1::WorkUnit u = std::move(start->unit);
         u.set_unit_id(next_unit_id_++);
         u.set_job_id(job->id);
-        u.set_algorithm(v1::ELO_PES);
         *u.mutable_job() = job->spec;
-        u.set_shard(pick);
-        u.set_theta_version(unit.theta_version);
-        *u.mutable_theta() = EncodeTensor(unit.theta, "theta");
-        u.set_alpha(unit.alpha);
         u.set_buffer_prefix(job->id + "/");
-        u.set_truncation(unit.truncation);
-        return hand_out(std::move(u), pick, -1);
+        if (start->has_payload) *u.mutable_payload() = EncodePayload(start->payload, payload);
+        w.unit_id = u.unit_id();
+        w.unit_job = job->id;
+        w.unit_shard = start->shard;
+        w.unit_token = start->token;
+        if (job->state == v1::QUEUED) {
+          job->state = v1::RUNNING;
+          UpdateJobGauges();
+        }
+        rr_cursor_ = job->id;
+        Touch(*job);
+        return std::optional<v1::WorkUnit>(std::move(u));
       }
     }
     if (cv_.wait_until(l, deadline) == std::cv_status::timeout)
@@ -740,16 +602,13 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
                                " is not running on this worker (reassigned, or the job ended)"));
   }
   // From here on the unit is over, whatever the verdict.
-  const int64_t lhopt_id = w.unit_lhopt_id;
+  const int64_t token = w.unit_token;
   w.unit_id = 0;
   w.unit_job.clear();
   w.unit_shard = -1;
-  w.unit_lhopt_id = -1;
+  w.unit_token = -1;
   auto fail = [&](const std::string& reason, absl::StatusCode code, const std::string& msg) {
-    if (job.lhopt)
-      job.lhopt->Abandon(lhopt_id);
-    else
-      job.core->Abandon(r.shard());
+    job.core->Abandon(r.shard(), token, /*worker_gone=*/false);
     ++job.rejected;
     job.Rejected(reason).Increment();
     LogWarning("result rejected", {{"job", job.id}, {"worker", worker_id},
@@ -768,49 +627,41 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
     return ack;
   }
   job.consecutive_worker_errors = 0;
-  if (job.lhopt) return HandleLhoptResult(job, worker_id, r, lhopt_id, payload, fail, ack);
-  auto grad = DecodeFloatTensor(r.grad(), {job.core->learner().theta().numel()}, "gradient");
-  if (!grad.ok())
-    return fail("bad_tensor", grad.status().code(), std::string(grad.status().message()));
-  EloShardResult res{r.shard(),       r.theta_version(), *grad,         r.meta_loss(),
-                     r.task_loss(),   r.bc_loss(),       r.particle_steps(), r.fresh_starts(),
-                     r.restores(),    r.pushes()};
-  int64_t staleness = job.core->staleness_of(r.theta_version());
-  EloStepRecord rec;
-  auto outcome = job.core->Accept(res, &rec);
-  if (!outcome.ok())
-    return fail(std::string(outcome.status().message()).find("non-finite") != std::string::npos
-                    ? "non_finite"
-                    : "invalid",
-                outcome.status().code(), std::string(outcome.status().message()));
-  RecordParticleSteps(job, r.particle_steps());
-  if (*outcome == EloAcceptOutcome::kDroppedStale) {
+  CoreVerdict v = job.core->Accept(r, token, payload);
+  if (v.kind == CoreVerdict::kRejected)
+    return fail(v.reason, v.error.code(), std::string(v.error.message()));
+  RecordParticleSteps(job, v.particle_steps);
+  if (v.kind == CoreVerdict::kDroppedStale) {
     ++job.dropped_stale;
     job.m_stale->Increment();
     ack.set_dropped_stale(true);
     Touch(job);
     return ack;
   }
-  F().staleness.Add({}, prometheus::Histogram::BucketBoundaries{0, 1, 2, 4, 8, 16, 32, 64, 128})
-      .Observe(static_cast<double>(staleness));
+  if (v.staleness >= 0)
+    F().staleness.Add({}, prometheus::Histogram::BucketBoundaries{0, 1, 2, 4, 8, 16, 32, 64, 128})
+        .Observe(static_cast<double>(v.staleness));
   ++job.accepted;
   job.m_accepted->Increment();
   ack.set_accepted(true);
-  if (*outcome == EloAcceptOutcome::kStepApplied) {
-    job.last = rec;
+  if (v.kind == CoreVerdict::kUpdated) {
+    job.last_meta = v.meta_loss;
+    job.last_task = v.task_loss;
     job.m_outer->Increment();
-    job.m_step->Set(job.core->outer_step());
-    job.m_meta->Set(rec.meta_loss);
-    job.m_task->Set(rec.task_loss);
-    LogInfo("outer step", {{"job", job.id}, {"step", absl::StrCat(rec.outer_step)},
-                           {"meta_loss", absl::StrFormat("%.5g", rec.meta_loss)},
-                           {"results", absl::StrCat(rec.results)}});
-    if (job.core->done()) {
+    job.m_step->Set(job.core->Step());
+    job.m_meta->Set(v.meta_loss);
+    job.m_task->Set(v.task_loss);
+    std::vector<LogField> fields = {{"job", job.id}};
+    fields.insert(fields.end(), v.log_fields.begin(), v.log_fields.end());
+    fields.emplace_back("worker", worker_id);
+    Log(LogLevel::kInfo, v.log_message, fields);
+    QueueYardstick(job);
+    if (job.core->Done()) {
       Finish(job, v1::SUCCEEDED, "");
       return ack;
     }
-    int64_t every = job.spec.budget().checkpoint_every();
-    if (every > 0 && job.core->outer_step() % every == 0) {
+    int64_t every = job.core->CheckpointEvery();
+    if (every > 0 && job.core->Step() % every == 0) {
       if (auto s = Checkpoint(job); !s.ok())
         LogError("checkpoint failed", {{"job", job.id}, {"error", std::string(s.message())}});
     }
@@ -832,77 +683,6 @@ void JobManager::RecordParticleSteps(Job& job, int64_t steps) {
     job.rate = dt > 0 ? n / dt : 0;
     job.m_rate->Set(job.rate);
   }
-}
-
-v1::ResultAck JobManager::HandleLhoptResult(Job& job, const std::string& worker_id,
-                                            const v1::WorkResult& r, int64_t lhopt_id,
-                                            const absl::StatusOr<NamedTensors>& payload,
-                                            const RejectFn& fail, v1::ResultAck ack) {
-  if (!payload.ok())
-    return fail(payload.status().code() == absl::StatusCode::kDataLoss ? "corrupt_payload"
-                                                                      : "bad_payload",
-                payload.status().code(),
-                absl::StrCat("the result's payload is unusable: ", payload.status().message()));
-  if (!r.has_lhopt())
-    return fail("invalid", absl::StatusCode::kInvalidArgument,
-                "an LHOPT_PPO result must carry lhopt (LhoptResultInfo)");
-  if (r.lhopt().lhopt_unit_id() != lhopt_id)
-    return fail("invalid", absl::StatusCode::kInvalidArgument,
-                absl::StrCat("the result is for LHOPT unit ", r.lhopt().lhopt_unit_id(),
-                             " but unit ", lhopt_id, " was sent"));
-  auto res = DecodeLhoptResult(r.lhopt(), *payload);
-  if (!res.ok())
-    return fail("bad_payload", res.status().code(), std::string(res.status().message()));
-  LhoptIterationRecord rec;
-  auto outcome = job.lhopt->Accept(*res, &rec);
-  if (!outcome.ok())
-    return fail(std::string(outcome.status().message()).find("finite") != std::string::npos
-                    ? "non_finite"
-                    : "invalid",
-                outcome.status().code(), std::string(outcome.status().message()));
-  RecordParticleSteps(job, res->inner_particle_steps);
-  if (*outcome == LhoptAcceptOutcome::kDroppedStale) {
-    ++job.dropped_stale;
-    job.m_stale->Increment();
-    ack.set_dropped_stale(true);
-    Touch(job);
-    return ack;
-  }
-  ++job.accepted;
-  job.m_accepted->Increment();
-  ack.set_accepted(true);
-  if (*outcome == LhoptAcceptOutcome::kUpdated) {
-    job.last_lhopt = rec;
-    job.last.meta_loss = rec.mean_reward;
-    job.last.task_loss = rec.mean_final_eval_loss;
-    job.m_outer->Increment();
-    job.m_step->Set(job.Step());
-    job.m_meta->Set(rec.mean_reward);
-    job.m_task->Set(rec.mean_final_eval_loss);
-    job.m_reward->Set(rec.mean_reward);
-    job.m_entropy->Set(rec.ppo.entropy);
-    job.m_kl->Set(rec.ppo.approx_kl);
-    job.m_vloss->Set(rec.ppo.value_loss);
-    job.m_eplen->Set(rec.mean_episode_length);
-    QueueYardstick(job);
-    LogInfo("PPO iteration", {{"job", job.id}, {"iteration", absl::StrCat(rec.iteration)},
-                              {"mean_reward", absl::StrFormat("%.5g", rec.mean_reward)},
-                              {"entropy", absl::StrFormat("%.4g", rec.ppo.entropy)},
-                              {"approx_kl", absl::StrFormat("%.4g", rec.ppo.approx_kl)},
-                              {"episodes", absl::StrCat(rec.episodes)},
-                              {"worker", worker_id}});
-    if (job.Done()) {
-      Finish(job, v1::SUCCEEDED, "");
-      return ack;
-    }
-    int64_t every = job.spec.lhopt().checkpoint_every();
-    if (every > 0 && job.Step() % every == 0) {
-      if (auto s = Checkpoint(job); !s.ok())
-        LogError("checkpoint failed", {{"job", job.id}, {"error", std::string(s.message())}});
-    }
-  }
-  Touch(job);
-  return ack;
 }
 
 void JobManager::JanitorLoop() {

@@ -1,5 +1,6 @@
-// The learner's state: every job (its core: an EloJob, or an LhoptJob for
-// jobs with an lhopt section; its status and checkpoint file), every connected worker, and which worker runs which shard. The gRPC
+// The learner's state: every job (its core, learner/job_core.h: ELO's or
+// LHOPT's algorithm; its status and checkpoint file), every connected worker,
+// and which worker runs which unit. The gRPC
 // services (learner/job_service.h, learner/work_service.h) are thin doors
 // onto it.
 //
@@ -24,7 +25,6 @@
 #include "absl/status/statusor.h"
 #include "common/rpc.h"
 #include "common/replay_buffer.h"
-#include "learner/elo_job.h"
 #include "lopt/v1/job_service.pb.h"
 #include "lopt/v1/work_service.pb.h"
 
@@ -104,13 +104,6 @@ class JobManager {
   v1::JobStatus StatusOf(const Job& job) const;      // REQUIRES mu_
   void Touch(Job& job);                              // REQUIRES mu_
   void RecordParticleSteps(Job& job, int64_t steps);  // REQUIRES mu_
-  using RejectFn = std::function<v1::ResultAck(const std::string& reason, absl::StatusCode code,
-                                               const std::string& message)>;
-  // The rest of HandleResult for an LHOPT job's result. REQUIRES mu_
-  v1::ResultAck HandleLhoptResult(Job& job, const std::string& worker_id,
-                                  const v1::WorkResult& r, int64_t lhopt_id,
-                                  const absl::StatusOr<NamedTensors>& payload,
-                                  const RejectFn& fail, v1::ResultAck ack);
   void DropWorker(Worker& w, const std::string& why);  // REQUIRES mu_
   void UpdateJobGauges();                            // REQUIRES mu_
   void JanitorLoop();

@@ -1,0 +1,306 @@
+#include "learner/job_core.h"
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/job_spec.h"
+#include "common/lhopt_wire.h"
+#include "common/metrics.h"
+#include "common/optimizer_file.h"
+#include "learner/elo_job.h"
+#include "learner/lhopt_job.h"
+#include "worker/lhopt_yardstick.h"
+
+namespace lopt {
+namespace {
+
+CoreVerdict Rejected(std::string reason, absl::Status error) {
+  CoreVerdict v;
+  v.kind = CoreVerdict::kRejected;
+  v.reason = std::move(reason);
+  v.error = std::move(error);
+  return v;
+}
+
+// A job's Accept refusing a result: non-finite values have their own reason.
+CoreVerdict RefusedByJob(const absl::Status& s, const char* non_finite_marker) {
+  return Rejected(std::string(s.message()).find(non_finite_marker) != std::string::npos
+                      ? "non_finite"
+                      : "invalid",
+                  s);
+}
+
+// --- ELO: PES meta-training of small_fc_lopt over shards --------------------
+
+class EloCore : public JobCore {
+ public:
+  explicit EloCore(const v1::JobSpec& spec) : job_(spec), owner_(job_.num_shards()) {}
+
+  const char* algorithm() const override { return "elo_pes"; }
+  int64_t Step() const override { return job_.outer_step(); }
+  int64_t Total() const override { return job_.total_steps(); }
+  bool Done() const override { return job_.done(); }
+  int32_t NumShards() const override { return job_.num_shards(); }
+  int64_t CheckpointEvery() const override { return job_.spec().budget().checkpoint_every(); }
+  double Alpha() const override { return job_.learner().Alpha(); }
+  std::optional<std::pair<double, double>> LastLosses() const override {
+    if (job_.meta_losses().empty()) return std::nullopt;
+    return std::make_pair(job_.meta_losses().back(), job_.task_losses().back());
+  }
+  NamedTensors SaveState() const override { return job_.SaveState(); }
+  absl::Status LoadState(const NamedTensors& s) override { return job_.LoadState(s); }
+
+  std::string TrainedFileName(bool partial) const override {
+    return partial ? "optimizer.partial.lopt" : "optimizer.lopt";
+  }
+  absl::Status WriteTrainedFile(const std::string& path) const override {
+    return SaveOptimizerFile(path, job_.learner().MakeOptimizerFile(), job_.learner().theta());
+  }
+
+  std::optional<CoreUnit> Start(const v1::WorkerInfo& worker, bool,
+                                const std::function<bool(const std::string&)>& connected) override {
+    const int64_t particles = 2 * int64_t(job_.spec().pes().num_tasks());
+    if (worker.max_particles() > 0 && particles > worker.max_particles()) return std::nullopt;
+    // Prefer the shards this worker owns (their inner states live there),
+    // then free ones: unowned or owned by a worker that is gone.
+    int32_t pick = -1;
+    for (int32_t s = 0; s < job_.num_shards() && pick < 0; ++s)
+      if (owner_[s] == worker.name() && job_.CanStart(s)) pick = s;
+    for (int32_t s = 0; s < job_.num_shards() && pick < 0; ++s)
+      if ((owner_[s].empty() || !connected(owner_[s])) && job_.CanStart(s)) pick = s;
+    if (pick < 0) return std::nullopt;
+    EloUnit unit = job_.Start(pick);
+    owner_[pick] = worker.name();
+    CoreUnit out;
+    out.shard = pick;
+    v1::WorkUnit& u = out.unit;
+    u.set_algorithm(v1::ELO_PES);
+    u.set_shard(pick);
+    u.set_theta_version(unit.theta_version);
+    *u.mutable_theta() = EncodeTensor(unit.theta, "theta");
+    u.set_alpha(unit.alpha);
+    u.set_truncation(unit.truncation);
+    return out;
+  }
+
+  void Abandon(int32_t shard, int64_t, bool worker_gone) override {
+    job_.Abandon(shard);
+    if (worker_gone && shard >= 0 && shard < int32_t(owner_.size())) owner_[shard].clear();
+  }
+
+  CoreVerdict Accept(const v1::WorkResult& r, int64_t,
+                     const absl::StatusOr<NamedTensors>&) override {
+    auto grad = DecodeFloatTensor(r.grad(), {job_.learner().theta().numel()}, "gradient");
+    if (!grad.ok()) return Rejected("bad_tensor", grad.status());
+    EloShardResult res{r.shard(),     r.theta_version(), *grad,         r.meta_loss(),
+                       r.task_loss(), r.bc_loss(),       r.particle_steps(), r.fresh_starts(),
+                       r.restores(),  r.pushes()};
+    const int64_t staleness = job_.staleness_of(r.theta_version());
+    EloStepRecord rec;
+    auto outcome = job_.Accept(res, &rec);
+    if (!outcome.ok()) return RefusedByJob(outcome.status(), "non-finite");
+    CoreVerdict v;
+    v.particle_steps = r.particle_steps();
+    if (*outcome == EloAcceptOutcome::kDroppedStale) {
+      v.kind = CoreVerdict::kDroppedStale;
+      return v;
+    }
+    v.staleness = staleness;
+    v.kind = CoreVerdict::kAccepted;
+    if (*outcome == EloAcceptOutcome::kStepApplied) {
+      v.kind = CoreVerdict::kUpdated;
+      v.meta_loss = rec.meta_loss;
+      v.task_loss = rec.task_loss;
+      v.log_message = "outer step";
+      v.log_fields = {{"step", absl::StrCat(rec.outer_step)},
+                      {"meta_loss", absl::StrFormat("%.5g", rec.meta_loss)},
+                      {"results", absl::StrCat(rec.results)}};
+    }
+    return v;
+  }
+
+ private:
+  EloJob job_;
+  std::vector<std::string> owner_;  // the worker (by name) a shard last ran on
+};
+
+// --- LHOPT: PPO training of the hyperparameter controller --------------------
+
+struct LhoptFamilies {
+  prometheus::Family<prometheus::Gauge>& reward = GaugeFamily(
+      "lopt_lhopt_mean_reward", "LHOPT: mean episode reward of the latest PPO iteration");
+  prometheus::Family<prometheus::Gauge>& entropy = GaugeFamily(
+      "lopt_lhopt_policy_entropy", "LHOPT: policy entropy of the latest PPO update");
+  prometheus::Family<prometheus::Gauge>& kl = GaugeFamily(
+      "lopt_lhopt_approx_kl", "LHOPT: approximate KL(old || new) of the latest PPO update");
+  prometheus::Family<prometheus::Gauge>& value_loss = GaugeFamily(
+      "lopt_lhopt_value_loss", "LHOPT: value loss of the latest PPO update");
+  prometheus::Family<prometheus::Gauge>& length = GaugeFamily(
+      "lopt_lhopt_episode_length", "LHOPT: mean episode length (decisions) of the latest PPO iteration");
+  prometheus::Family<prometheus::Gauge>& yardstick = GaugeFamily(
+      "lopt_lhopt_yardstick_score",
+      "LHOPT: the latest fixed-yardstick score (mean log speed-up of the greedy policy over "
+      "CIAO-constant reference fits on held-out instances; lhopt.yardstick)");
+  prometheus::Family<prometheus::Gauge>& yardstick_iteration = GaugeFamily(
+      "lopt_lhopt_yardstick_iteration", "LHOPT: the PPO iteration the latest yardstick score is of");
+};
+LhoptFamilies& LF() {
+  static LhoptFamilies* f = new LhoptFamilies();
+  return *f;
+}
+
+class LhoptCore : public JobCore {
+ public:
+  explicit LhoptCore(const v1::JobSpec& spec) : job_(spec) {}
+
+  const char* algorithm() const override { return "lhopt_ppo"; }
+  int64_t Step() const override { return job_.version(); }
+  int64_t Total() const override { return job_.iterations(); }
+  bool Done() const override { return job_.done(); }
+  int32_t NumShards() const override { return 0; }
+  int64_t CheckpointEvery() const override { return job_.spec().lhopt().checkpoint_every(); }
+  // LHOPT's status: meta_loss is the latest iteration's mean reward, task_loss
+  // its mean final eval loss (job_service.proto); a restored job shows its
+  // last reward.
+  std::optional<std::pair<double, double>> LastLosses() const override {
+    if (job_.mean_rewards().empty()) return std::nullopt;
+    return std::make_pair(job_.mean_rewards().back(), 0.0);
+  }
+  NamedTensors SaveState() const override { return job_.SaveState(); }
+  absl::Status LoadState(const NamedTensors& s) override { return job_.LoadState(s); }
+
+  std::string TrainedFileName(bool partial) const override {
+    return partial ? "controller.partial.lhopt" : "controller.lhopt";
+  }
+  absl::Status WriteTrainedFile(const std::string& path) const override {
+    auto file = job_.MakeControllerFile();
+    if (!file.ok()) return file.status();
+    return SaveControllerFile(path, *file);
+  }
+
+  std::optional<CoreUnit> Start(const v1::WorkerInfo& worker, bool can_take_payload,
+                                const std::function<bool(const std::string&)>&) override {
+    if (!can_take_payload) return std::nullopt;
+    if (worker.max_particles() > 0 && job_.spec().lhopt().particles() > worker.max_particles())
+      return std::nullopt;
+    if (!job_.CanStart()) return std::nullopt;
+    LhoptUnit lu = job_.Start();
+    CoreUnit out;
+    out.shard = 0;
+    out.token = lu.unit_id;
+    out.has_payload = true;
+    out.unit.set_algorithm(v1::LHOPT_PPO);
+    out.unit.set_shard(0);
+    EncodeLhoptUnit(lu, out.unit.mutable_lhopt(), &out.payload);
+    return out;
+  }
+
+  void Abandon(int32_t, int64_t token, bool) override { job_.Abandon(token); }
+
+  CoreVerdict Accept(const v1::WorkResult& r, int64_t token,
+                     const absl::StatusOr<NamedTensors>& payload) override {
+    if (!payload.ok())
+      return Rejected(payload.status().code() == absl::StatusCode::kDataLoss ? "corrupt_payload"
+                                                                             : "bad_payload",
+                      absl::Status(payload.status().code(),
+                                   absl::StrCat("the result's payload is unusable: ",
+                                                payload.status().message())));
+    if (!r.has_lhopt())
+      return Rejected("invalid", absl::InvalidArgumentError(
+                                     "an LHOPT_PPO result must carry lhopt (LhoptResultInfo)"));
+    if (r.lhopt().lhopt_unit_id() != token)
+      return Rejected("invalid", absl::InvalidArgumentError(absl::StrCat(
+                                     "the result is for LHOPT unit ", r.lhopt().lhopt_unit_id(),
+                                     " but unit ", token, " was sent")));
+    auto res = DecodeLhoptResult(r.lhopt(), *payload);
+    if (!res.ok()) return Rejected("bad_payload", res.status());
+    LhoptIterationRecord rec;
+    auto outcome = job_.Accept(*res, &rec);
+    if (!outcome.ok()) return RefusedByJob(outcome.status(), "finite");
+    CoreVerdict v;
+    v.particle_steps = res->inner_particle_steps;
+    if (*outcome == LhoptAcceptOutcome::kDroppedStale) {
+      v.kind = CoreVerdict::kDroppedStale;
+      return v;
+    }
+    v.kind = CoreVerdict::kAccepted;
+    if (*outcome == LhoptAcceptOutcome::kUpdated) {
+      v.kind = CoreVerdict::kUpdated;
+      v.meta_loss = rec.mean_reward;
+      v.task_loss = rec.mean_final_eval_loss;
+      if (reward_) {
+        reward_->Set(rec.mean_reward);
+        entropy_->Set(rec.ppo.entropy);
+        kl_->Set(rec.ppo.approx_kl);
+        value_loss_->Set(rec.ppo.value_loss);
+        length_->Set(rec.mean_episode_length);
+      }
+      v.log_message = "PPO iteration";
+      v.log_fields = {{"iteration", absl::StrCat(rec.iteration)},
+                      {"mean_reward", absl::StrFormat("%.5g", rec.mean_reward)},
+                      {"entropy", absl::StrFormat("%.4g", rec.ppo.entropy)},
+                      {"approx_kl", absl::StrFormat("%.4g", rec.ppo.approx_kl)},
+                      {"episodes", absl::StrCat(rec.episodes)}};
+    }
+    return v;
+  }
+
+  void AddSeries(const std::string& job_id) override {
+    std::map<std::string, std::string> l = {{"job_id", job_id}};
+    reward_ = &LF().reward.Add(l);
+    entropy_ = &LF().entropy.Add(l);
+    kl_ = &LF().kl.Add(l);
+    value_loss_ = &LF().value_loss.Add(l);
+    length_ = &LF().length.Add(l);
+    if (job_.spec().lhopt().yardstick().every() > 0) {
+      yardstick_ = &LF().yardstick.Add(l);
+      yardstick_iteration_ = &LF().yardstick_iteration.Add(l);
+      yardstick_->Set(NAN);
+      yardstick_iteration_->Set(-1);
+    }
+  }
+  void RemoveSeries() override {
+    if (reward_) {
+      LF().reward.Remove(reward_);
+      LF().entropy.Remove(entropy_);
+      LF().kl.Remove(kl_);
+      LF().value_loss.Remove(value_loss_);
+      LF().length.Remove(length_);
+      reward_ = entropy_ = kl_ = value_loss_ = length_ = nullptr;
+    }
+    if (yardstick_) {
+      LF().yardstick.Remove(yardstick_);
+      LF().yardstick_iteration.Remove(yardstick_iteration_);
+      yardstick_ = yardstick_iteration_ = nullptr;
+    }
+  }
+
+  std::optional<std::pair<int64_t, NamedTensors>> DueYardstick() const override {
+    const int64_t v = job_.version();
+    if (!YardstickDue(job_.spec().lhopt(), v)) return std::nullopt;
+    return std::make_pair(v, job_.ShippedPolicy());
+  }
+  void SetYardstick(double score, int64_t iteration) override {
+    if (!yardstick_) return;
+    yardstick_->Set(score);
+    yardstick_iteration_->Set(double(iteration));
+  }
+
+ private:
+  LhoptJob job_;
+  prometheus::Gauge *reward_ = nullptr, *entropy_ = nullptr, *kl_ = nullptr,
+                    *value_loss_ = nullptr, *length_ = nullptr;
+  prometheus::Gauge *yardstick_ = nullptr, *yardstick_iteration_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<JobCore> MakeJobCore(const v1::JobSpec& spec) {
+  if (IsLhoptJob(spec)) return std::make_unique<LhoptCore>(spec);
+  return std::make_unique<EloCore>(spec);
+}
+
+}  // namespace lopt

@@ -1,0 +1,114 @@
+// A job's algorithm as the learner's JobManager sees it: its progress, its
+// state for checkpoints, the units it hands to workers, what it makes of their
+// results, the file it exports and its own metrics. One implementation a kind
+// of job: ELO meta-training with PES (EloJob) and LHOPT's PPO (LhoptJob);
+// MakeJobCore picks it from the spec. JobManager does what every kind shares
+// (workers, statuses, checkpoint files, the common metrics, logging) and never
+// asks which kind a job is.
+//
+// Not thread-safe: JobManager calls it under its mutex.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/tensor_codec.h"
+#include "lopt/v1/job.pb.h"
+#include "lopt/v1/work_service.pb.h"
+
+namespace lopt {
+
+// A unit for a worker. JobManager sets its unit id, job id, spec and buffer
+// prefix, and sends `payload` (when `has_payload`) as chunks after it.
+struct CoreUnit {
+  v1::WorkUnit unit;
+  bool has_payload = false;
+  NamedTensors payload;
+  int32_t shard = -1;  // the shard the result must name (0 where there are none)
+  int64_t token = -1;  // the core's own id of the unit, handed back with its result
+};
+
+// What a result did.
+struct CoreVerdict {
+  enum Kind { kRejected, kDroppedStale, kAccepted, kUpdated };
+  Kind kind = kRejected;
+  // kRejected: the lopt_results_rejected_total reason and the error.
+  std::string reason;
+  absl::Status error;
+  // Not kRejected: the inner particle-steps the result did.
+  int64_t particle_steps = 0;
+  // kAccepted and kUpdated on an ELO job: the result's staleness (-1: none).
+  int64_t staleness = -1;
+  // kUpdated: the job's update (an outer step, a PPO iteration), its status
+  // losses and the log line's message and fields.
+  double meta_loss = 0, task_loss = 0;
+  std::string log_message;
+  std::vector<std::pair<std::string, std::string>> log_fields;
+};
+
+class JobCore {
+ public:
+  virtual ~JobCore() = default;
+
+  // The "algorithm" log label: elo_pes, lhopt_ppo.
+  virtual const char* algorithm() const = 0;
+  // Updates done (outer steps, PPO iterations) and the budget of them.
+  virtual int64_t Step() const = 0;
+  virtual int64_t Total() const = 0;
+  virtual bool Done() const = 0;
+  virtual int32_t NumShards() const = 0;
+  // The job's checkpoint period in updates (0: none but at the end).
+  virtual int64_t CheckpointEvery() const = 0;
+  // ELO's alpha_t for the status (0 where it has none).
+  virtual double Alpha() const { return 0; }
+  // The latest update's status losses (meta, task), if there was one: what a
+  // job restored from its checkpoint shows before its next update.
+  virtual std::optional<std::pair<double, double>> LastLosses() const = 0;
+
+  virtual NamedTensors SaveState() const = 0;
+  virtual absl::Status LoadState(const NamedTensors& state) = 0;
+
+  // The trained file in the job's directory ("optimizer.lopt",
+  // "controller.lhopt"), its name while the job runs, and writing it.
+  virtual std::string TrainedFileName(bool partial) const = 0;
+  virtual absl::Status WriteTrainedFile(const std::string& path) const = 0;
+
+  // A unit for the worker, or none. `can_take_payload`: the caller can send
+  // payload chunks. `connected`: whether a worker of that name is connected.
+  virtual std::optional<CoreUnit> Start(const v1::WorkerInfo& worker, bool can_take_payload,
+                                        const std::function<bool(const std::string&)>& connected) = 0;
+  // The unit (shard, token) will not return a result: rejected, or its worker
+  // gone (`worker_gone`: it loses what it owned too).
+  virtual void Abandon(int32_t shard, int64_t token, bool worker_gone) = 0;
+  // The result of unit (result.shard(), token), with the payload its message
+  // announced (or the error of receiving it).
+  virtual CoreVerdict Accept(const v1::WorkResult& result, int64_t token,
+                             const absl::StatusOr<NamedTensors>& payload) = 0;
+
+  // The kind's own metrics series (beside the common ones), labelled job_id.
+  virtual void AddSeries(const std::string& job_id) { (void)job_id; }
+  virtual void RemoveSeries() {}
+
+  // LHOPT's fixed yardstick: the version due for scoring now and its shipped
+  // policy (asked at submission and after each update), and its score.
+  virtual std::optional<std::pair<int64_t, NamedTensors>> DueYardstick() const {
+    return std::nullopt;
+  }
+  virtual void SetYardstick(double score, int64_t iteration) {
+    (void)score;
+    (void)iteration;
+  }
+};
+
+// The core of a validated spec: LHOPT's for specs with an lhopt section,
+// ELO's for the rest.
+std::unique_ptr<JobCore> MakeJobCore(const v1::JobSpec& spec);
+
+}  // namespace lopt
