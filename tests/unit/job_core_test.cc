@@ -1,0 +1,121 @@
+// The job cores behind the learner's JobManager (learner/job_core.h): which
+// kind a spec gets, ELO's shard ownership across workers, and LHOPT's units,
+// which need a payload and must come back with their own id.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "common/job_spec.h"
+#include "learner/job_core.h"
+
+namespace lopt {
+namespace {
+
+v1::JobSpec EloSpec() {
+  auto job = JobFromText(
+      "name: \"core\" task { noisy_quadratic { min_dim: 4 max_dim: 4 } }\n"
+      "pes { num_tasks: 2 truncation_length: 2 min_unroll_length: 2 max_unroll_length: 4 }\n"
+      "cluster { shards: 2 }\n budget { outer_steps: 5 }",
+      "test");
+  EXPECT_TRUE(job.ok()) << job.status();
+  return *job;
+}
+
+v1::JobSpec LhoptSpec() {
+  auto job = JobFromText(
+      "name: \"core\" task { noisy_quadratic { min_dim: 5 max_dim: 10 } }\n"
+      "lhopt { tasks { task { noisy_quadratic { min_dim: 5 max_dim: 10 } } weight: 1 }\n"
+      "  min_inner_steps: 20 max_inner_steps: 30 min_decisions: 2 max_decisions: 4\n"
+      "  particles: 2 episodes_per_iteration: 2 iterations: 2 hidden_size: 8 }",
+      "test");
+  EXPECT_TRUE(job.ok()) << job.status();
+  return *job;
+}
+
+v1::WorkerInfo Worker(const std::string& name) {
+  v1::WorkerInfo w;
+  w.set_name(name);
+  return w;
+}
+
+TEST(JobCore, TheSpecPicksTheKind) {
+  auto elo = MakeJobCore(EloSpec());
+  auto lhopt = MakeJobCore(LhoptSpec());
+  EXPECT_STREQ(elo->algorithm(), "elo_pes");
+  EXPECT_STREQ(lhopt->algorithm(), "lhopt_ppo");
+  EXPECT_EQ(elo->NumShards(), 2);
+  EXPECT_EQ(elo->Total(), 5);
+  EXPECT_EQ(lhopt->Total(), 2);
+  EXPECT_EQ(elo->TrainedFileName(false), "optimizer.lopt");
+  EXPECT_EQ(lhopt->TrainedFileName(true), "controller.partial.lhopt");
+  EXPECT_FALSE(elo->LastLosses().has_value());
+}
+
+// A shard stays with the worker that ran it (its inner states live there)
+// while that worker is connected; a rejected result does not free it, a
+// worker that is gone does.
+TEST(JobCore, EloShardsStayWithTheirWorkerUntilItIsGone) {
+  auto core = MakeJobCore(EloSpec());
+  std::set<std::string> disconnected;
+  auto connected = [&](const std::string& name) { return disconnected.count(name) == 0; };
+  auto a = core->Start(Worker("a"), false, connected);
+  auto b = core->Start(Worker("b"), false, connected);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->shard, 0);
+  EXPECT_EQ(b->shard, 1);
+  EXPECT_EQ(a->unit.algorithm(), v1::ELO_PES);
+  EXPECT_EQ(a->unit.shard(), 0);
+  EXPECT_FALSE(a->has_payload);
+  EXPECT_FALSE(core->Start(Worker("c"), false, connected)) << "both shards are running";
+
+  core->Abandon(a->shard, a->token, /*worker_gone=*/false);  // a's result was rejected
+  EXPECT_FALSE(core->Start(Worker("c"), false, connected)) << "shard 0 is still a's";
+  auto again = core->Start(Worker("a"), false, connected);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->shard, 0);
+
+  core->Abandon(again->shard, again->token, /*worker_gone=*/true);
+  auto c = core->Start(Worker("c"), false, connected);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->shard, 0) << "a is gone: its shard is free";
+
+  core->Abandon(c->shard, c->token, false);
+  EXPECT_FALSE(core->Start(Worker("d"), false, connected)) << "shard 0 is c's";
+  disconnected.insert("c");  // its owner no longer connected: free again
+  auto d = core->Start(Worker("d"), false, connected);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->shard, 0);
+}
+
+// LHOPT units carry a payload; a caller that cannot send one gets none; a
+// result must name the unit it was sent, or it is rejected as invalid and
+// the unit can be handed out again.
+TEST(JobCore, LhoptUnitsNeedAPayloadAndTheirOwnId) {
+  auto core = MakeJobCore(LhoptSpec());
+  auto any = [](const std::string&) { return true; };
+  EXPECT_FALSE(core->Start(Worker("a"), /*can_take_payload=*/false, any));
+  auto u = core->Start(Worker("a"), true, any);
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->unit.algorithm(), v1::LHOPT_PPO);
+  EXPECT_TRUE(u->has_payload);
+  EXPECT_FALSE(u->payload.empty());
+  EXPECT_GE(u->token, 0);
+
+  v1::WorkResult r;
+  r.mutable_lhopt()->set_lhopt_unit_id(u->token + 1);
+  CoreVerdict v = core->Accept(r, u->token, NamedTensors{});
+  EXPECT_EQ(v.kind, CoreVerdict::kRejected);
+  EXPECT_EQ(v.reason, "invalid");
+  EXPECT_EQ(v.error.code(), absl::StatusCode::kInvalidArgument);
+
+  v = core->Accept(r, u->token, absl::DataLossError("chunk 2 fails its checksum"));
+  EXPECT_EQ(v.kind, CoreVerdict::kRejected);
+  EXPECT_EQ(v.reason, "corrupt_payload");
+  EXPECT_EQ(core->Step(), 0);
+}
+
+}  // namespace
+}  // namespace lopt
