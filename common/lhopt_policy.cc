@@ -216,4 +216,26 @@ absl::Status SetPolicyWeights(LhoptPolicyImpl& policy, const NamedTensors& weigh
   return absl::OkStatus();
 }
 
+NamedTensors NormalizerTensors(const EwmaNormalizer& n, const std::string& prefix) {
+  std::vector<torch::Tensor> s = n.state();
+  return {{prefix + "weight", s[0].clone()}, {prefix + "sum", s[1].clone()},
+          {prefix + "sum_sq", s[2].clone()}};
+}
+
+absl::Status SetNormalizer(EwmaNormalizer& n, const NamedTensors& weights,
+                           const std::string& prefix) {
+  const std::vector<torch::Tensor> now = n.state();
+  std::vector<torch::Tensor> s;
+  int i = 0;
+  for (const char* k : {"weight", "sum", "sum_sq"}) {
+    auto t = Find(weights, prefix + k);
+    if (!t.ok()) return absl::DataLossError(absl::StrCat("missing ", prefix, k));
+    if (t->numel() != now[i++].numel())
+      return absl::DataLossError(absl::StrCat(prefix, k, " has the wrong size"));
+    s.push_back(t->clone());
+  }
+  n.set_state(s);
+  return absl::OkStatus();
+}
+
 }  // namespace lopt

@@ -23,6 +23,7 @@
 #include <torch/types.h>
 
 #include "absl/status/status.h"
+#include "common/lhopt_features.h"
 #include "common/replay_buffer.h"
 
 namespace lopt {
@@ -143,5 +144,12 @@ NamedTensors PolicyWeights(const LhoptPolicyImpl& policy, const std::string& pre
 // when a parameter or buffer is missing or has another shape.
 absl::Status SetPolicyWeights(LhoptPolicyImpl& policy, const NamedTensors& weights,
                               const std::string& prefix = "");
+
+// The feature normaliser's state beside them: "<prefix>weight", "sum" and
+// "sum_sq" (cloned), and back. SetNormalizer: DATA_LOSS when one is missing
+// or has another size.
+NamedTensors NormalizerTensors(const EwmaNormalizer& n, const std::string& prefix);
+absl::Status SetNormalizer(EwmaNormalizer& n, const NamedTensors& weights,
+                           const std::string& prefix);
 
 }  // namespace lopt

@@ -46,23 +46,6 @@ std::string NowRfc3339() {
   return buf;
 }
 
-NamedTensors NormalizerTensors(const EwmaNormalizer& n, const std::string& prefix) {
-  std::vector<torch::Tensor> s = n.state();
-  return {{prefix + "weight", s[0].clone()}, {prefix + "sum", s[1].clone()},
-          {prefix + "sum_sq", s[2].clone()}};
-}
-
-absl::Status SetNormalizer(EwmaNormalizer& n, const NamedTensors& all, const std::string& prefix) {
-  std::vector<torch::Tensor> s;
-  for (const char* k : {"weight", "sum", "sum_sq"}) {
-    auto t = Find(all, prefix + k);
-    if (!t.ok()) return absl::DataLossError(absl::StrCat("missing ", prefix, k));
-    s.push_back(t->clone());
-  }
-  n.set_state(s);
-  return absl::OkStatus();
-}
-
 NamedTensors WithPrefix(const NamedTensors& all, const std::string& prefix) {
   NamedTensors out;
   for (const auto& [k, v] : all)

@@ -383,13 +383,8 @@ absl::StatusOr<std::vector<PowerLawFit>> LhoptEpisodeRunner::BaselineFits(const 
     if (absl::Status s = SetPolicyWeights(*baseline, u.baseline_policy, "policy/"); !s.ok())
       return s;
     EwmaNormalizer norm(kNumLhoptFeatures);
-    std::vector<torch::Tensor> ns;
-    for (const char* k : {"normalizer/weight", "normalizer/sum", "normalizer/sum_sq"}) {
-      auto t = Find(u.baseline_policy, k);
-      if (!t.ok()) return absl::InvalidArgumentError("baseline policy lacks its normaliser");
-      ns.push_back(*t);
-    }
-    norm.set_state(ns);
+    if (absl::Status s = SetNormalizer(norm, u.baseline_policy, "normalizer/"); !s.ok())
+      return absl::InvalidArgumentError(absl::StrCat("baseline policy: ", s.message()));
     ControlledRunConfig c;
     c.groups = u.particles;
     c.inner_steps = u.inner_steps;
@@ -430,15 +425,8 @@ absl::StatusOr<LhoptUnitResult> LhoptEpisodeRunner::Run(const LhoptUnit& u) {
   LhoptPolicy policy(LhoptPolicyOptionsFor(job_));
   if (absl::Status s = SetPolicyWeights(*policy, u.policy, "policy/"); !s.ok()) return s;
   EwmaNormalizer norm(kNumLhoptFeatures);
-  {
-    std::vector<torch::Tensor> ns;
-    for (const char* k : {"normalizer/weight", "normalizer/sum", "normalizer/sum_sq"}) {
-      auto t = Find(u.policy, k);
-      if (!t.ok()) return absl::InvalidArgumentError("unit policy lacks its normaliser");
-      ns.push_back(*t);
-    }
-    norm.set_state(ns);
-  }
+  if (absl::Status s = SetNormalizer(norm, u.policy, "normalizer/"); !s.ok())
+    return absl::InvalidArgumentError(absl::StrCat("unit policy: ", s.message()));
 
   LhoptUnitResult res;
   res.unit_id = u.unit_id;

@@ -173,13 +173,8 @@ absl::StatusOr<YardstickResult> LhoptYardstick::EvaluateShipped(const NamedTenso
   if (absl::Status s = SetPolicyWeights(*policy, shipped, "policy/"); !s.ok())
     return absl::InvalidArgumentError(absl::StrCat("yardstick: ", s.message()));
   EwmaNormalizer norm(kNumLhoptFeatures);
-  std::vector<torch::Tensor> ns;
-  for (const char* k : {"normalizer/weight", "normalizer/sum", "normalizer/sum_sq"}) {
-    auto t = Find(shipped, k);
-    if (!t.ok()) return absl::InvalidArgumentError("yardstick: the weights lack their normaliser");
-    ns.push_back(*t);
-  }
-  norm.set_state(ns);
+  if (absl::Status s = SetNormalizer(norm, shipped, "normalizer/"); !s.ok())
+    return absl::InvalidArgumentError(absl::StrCat("yardstick: ", s.message()));
   return Evaluate(*policy, norm, iteration);
 }
 
