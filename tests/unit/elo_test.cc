@@ -182,27 +182,40 @@ NamedTensors PairRows(const NamedTensors& state, int64_t i, int64_t T) {
   return out;
 }
 
+// Four tasks on the quadratic, truncations of one step, unrolls of two, BC
+// off, a buffer of one state; after its first truncation.
+struct OneStepBufferedUnroller {
+  explicit OneStepBufferedUnroller(double fresh_start_probability)
+      : job(QuadraticJob(absl::StrCat(
+            "pes { num_tasks: 4 truncation_length: 1 min_unroll_length: 2 max_unroll_length: 2 }\n"
+            "elo { behavior_cloning { enabled: false } buffer { capacity: 1 "
+            "fresh_start_probability: ", fresh_start_probability, " } }"))),
+        task(MakeTask(job.task(), job.seed()).value()),
+        unroller(job, task.get(), &buffer, "t", 3) {
+    torch::Generator gen = MakeGenerator(0, 0, 0);
+    theta = SmallFcLopt(job.lopt()).InitTheta(gen);
+    unroller.RunTruncation(theta, 1.0, 0);
+  }
+  v1::JobSpec job;
+  std::unique_ptr<Task> task;
+  InMemoryReplayBuffer buffer;
+  EloUnroller unroller;
+  torch::Tensor theta;
+};
+
 // A push stores exactly one task's rows of the state as it was when the push
 // fell due (with truncations of one step: the state before the truncation),
 // every tensor under its own name, the rows of one antithetic pair (i, T + i).
 TEST(EloBuffer, PushStoresExactlyOneTasksRows) {
-  v1::JobSpec job = QuadraticJob(
-      "pes { num_tasks: 4 truncation_length: 1 min_unroll_length: 2 max_unroll_length: 2 }\n"
-      "elo { behavior_cloning { enabled: false } buffer { capacity: 1 "
-      "fresh_start_probability: 1 } }");
-  auto task = MakeTask(job.task(), job.seed()).value();
-  torch::Generator gen = MakeGenerator(0, 0, 0);
-  torch::Tensor theta = SmallFcLopt(job.lopt()).InitTheta(gen);
-  InMemoryReplayBuffer buffer;
-  EloUnroller u(job, task.get(), &buffer, "t", 3);
-  u.RunTruncation(theta, 1.0, 0);
+  OneStepBufferedUnroller f(/*fresh_start_probability=*/1);
+  EloUnroller& u = f.unroller;
   int checked = 0;
   for (int64_t s = 1; s < 60 && checked < 5; ++s) {
     NamedTensors before = u.SaveState();
     for (auto& [k, v] : before) v = v.clone();  // on the CPU SaveState aliases the live state
-    TruncationResult r = u.RunTruncation(theta, 1.0, s);
+    TruncationResult r = u.RunTruncation(f.theta, 1.0, s);
     if (r.pushes != 1) continue;
-    NamedTensors item = buffer.Items("t").value().at(0);
+    NamedTensors item = f.buffer.Items("t").value().at(0);
     torch::Tensor steps = Find(before, "step").value();
     int matches = 0;
     for (int64_t i = 0; i < 4; ++i) {
@@ -225,16 +238,8 @@ TEST(EloBuffer, PushStoresExactlyOneTasksRows) {
 // the parameters move by one small learned-optimizer step; the step counter
 // continues from the item's.
 TEST(EloBuffer, RestoreWritesTheItemIntoTheTasksRows) {
-  v1::JobSpec job = QuadraticJob(
-      "pes { num_tasks: 4 truncation_length: 1 min_unroll_length: 2 max_unroll_length: 2 }\n"
-      "elo { behavior_cloning { enabled: false } buffer { capacity: 1 "
-      "fresh_start_probability: 0 } }");
-  auto task = MakeTask(job.task(), job.seed()).value();
-  torch::Generator gen = MakeGenerator(0, 0, 0);
-  torch::Tensor theta = SmallFcLopt(job.lopt()).InitTheta(gen);
-  InMemoryReplayBuffer buffer;
-  EloUnroller u(job, task.get(), &buffer, "t", 3);
-  u.RunTruncation(theta, 1.0, 0);
+  OneStepBufferedUnroller f(/*fresh_start_probability=*/0);
+  EloUnroller& u = f.unroller;
   // A recognisable state, shaped as a pair's rows.
   NamedTensors crafted;
   for (const auto& [k, v] : PairRows(u.SaveState(), 0, 4)) {
@@ -243,11 +248,11 @@ TEST(EloBuffer, RestoreWritesTheItemIntoTheTasksRows) {
     crafted.emplace_back(k, torch::full_like(v, fill));
   }
   crafted.emplace_back("step", torch::tensor(int64_t(10)));
-  crafted.emplace_back("xi", torch::zeros({SmallFcLopt(job.lopt()).theta_size()}));
+  crafted.emplace_back("xi", torch::zeros({f.theta.numel()}));
   int checked = 0;
   for (int64_t s = 1; s < 60 && checked < 5; ++s) {
-    ASSERT_TRUE(buffer.Put("t", 1, crafted).ok());
-    TruncationResult r = u.RunTruncation(theta, 1.0, s);
+    ASSERT_TRUE(f.buffer.Put("t", 1, crafted).ok());
+    TruncationResult r = u.RunTruncation(f.theta, 1.0, s);
     if (r.pushes != 0 || r.restores == 0) continue;  // a push would replace the crafted item
     NamedTensors after = u.SaveState();
     for (const UnrollStart& start : r.unroll_starts) {
