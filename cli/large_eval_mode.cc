@@ -10,9 +10,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "cli/exit_code.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "cli/exit_code.h"
 #include "common/flags.h"
 #include "common/progress.h"
 #include "common/runtime.h"

@@ -142,12 +142,12 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
       auto now = std::chrono::steady_clock::now();
       double dt = std::chrono::duration<double>(now - ts).count();
       ts = now;
-      rate = particle_steps / std::chrono::duration<double>(now - t0).count();
+      const double elapsed = std::chrono::duration<double>(now - t0).count();
+      rate = particle_steps / elapsed;
       metrics << absl::StrFormat("%d,%.6g,%.6g,%.6g,%.4f,%.6g,%d,%d,%d,%.1f,%.3f\n",
                                  rec.outer_step, rec.meta_loss, rec.task_loss, rec.bc_loss,
                                  rec.alpha, rec.outer_lr, rec.fresh_starts, rec.restores,
-                                 rec.pushes, rec.particle_steps / dt,
-                                 std::chrono::duration<double>(now - t0).count())
+                                 rec.pushes, rec.particle_steps / dt, elapsed)
               << std::flush;  // followable while it runs
       ++ran;
       bar.Update(job.outer_step(),

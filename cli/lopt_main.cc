@@ -13,8 +13,8 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "cli/exit_code.h"
 #include "absl/strings/str_format.h"
+#include "cli/exit_code.h"
 #include "common/flags.h"
 #include "cli/large_eval_mode.h"
 #include "cli/local_mode.h"
