@@ -3,11 +3,8 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
-#include <cmath>
 #include <random>
 #include <tuple>
-
-#include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
