@@ -135,7 +135,7 @@ void MomRmsEmaInPlace(const torch::Tensor& g, torch::Tensor& mom, torch::Tensor&
     b[k] = float(kMomDecays[k]);
     one_minus_b[k] = 1.0f - b[k];
   }
-  const float rb = float(kRmsDecay), one_minus_rb = float(1 - kRmsDecay);
+  const float rb = float(kRmsDecay), one_minus_rb = 1.0f - rb;
   const int64_t n = g.numel();
   for (int64_t i = 0; i < n; ++i) {
     float gi = gp[i];
@@ -153,7 +153,8 @@ void SmallFcLopt::Accumulate(const torch::Tensor& raw_g, LoptTensorState* st) {
     MomRmsEmaInPlace(g, st->mom, st->rms);
   } else {
     Ema3(st->mom, g, kMomDecays);
-    st->rms.mul_(kRmsDecay).add_(g.square().unsqueeze(-1) * (1 - kRmsDecay));
+    // 1 - float32(0.999), as the reference computes it, not float32(1 - 0.999).
+    st->rms.mul_(kRmsDecay).add_(g.square().unsqueeze(-1) * double(1.0f - float(kRmsDecay)));
   }
   torch::Tensor g2 = g.square() + 1e-30;
   FactoredDims f = FactoredDimsOf(PerParticleShape(g));

@@ -173,7 +173,7 @@ __global__ void __launch_bounds__(kThreads) AccumulateKernel(DevArgs a) {
       if (v) v[f] = v[f] * beta + (gi * gi + 1e-30f) * omb;
     }
   }
-  const float rb = 0.999f, orb = float(1.0 - 0.999);
+  const float rb = 0.999f, orb = 1.0f - rb;  // 1 - float32(0.999), as the reference
   float* rms = t.rms + base;
   if (!t.factored) {
     for (int e = e0 + threadIdx.x; e < e1; e += kThreads) {
