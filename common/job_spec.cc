@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "common/job_spec.h"
 
 #include <cmath>
@@ -142,6 +143,13 @@ absl::Status ValidateTask(const v1::TaskSpec& t, absl::string_view prefix = "tas
       return Invalid(
           absl::StrCat(prefix, " must set one family: fmnist_mlp, fmnist_cnn, noisy_quadratic or byte_lm"));
   }
+  if (t.parameterization() == v1::PARAMETERIZATION_UNSPECIFIED)
+    return Invalid(absl::StrCat(F("parameterization must be STANDARD or MUP")));
+  if (t.parameterization() == v1::MUP) {
+    if (!t.has_fmnist_mlp())
+      return Invalid(absl::StrCat(F("parameterization MUP is implemented for fmnist_mlp only")));
+    LOPT_CHECK(InRange(F("mup_base_width"), t.mup_base_width(), 1, 1 << 20));
+  }
   if (t.has_param_scale() && t.param_scale().enabled()) {
     const auto& s = t.param_scale();
     LOPT_CHECK(Positive(F("param_scale.min_scale"), s.min_scale()));
@@ -247,7 +255,12 @@ absl::StatusOr<v1::JobSpec> ParseJobText(absl::string_view text,
 }
 
 void FillJobDefaults(v1::JobSpec* job) {
+  // An ELO task distribution without a meta-test task meta-tests on its first entry.
+  if (!job->has_task() && job->elo().tasks_size() > 0 && job->elo().tasks(0).has_task())
+    *job->mutable_task() = job->elo().tasks(0).task();
   FillTaskDefaults(job->mutable_task());
+  for (auto& c : *job->mutable_elo()->mutable_tasks())
+    if (c.has_task()) FillTaskDefaults(c.mutable_task());
   if (job->has_lhopt())
     for (auto& c : *job->mutable_lhopt()->mutable_tasks())
       if (c.has_task()) FillTaskDefaults(c.mutable_task());
@@ -263,6 +276,28 @@ absl::Status ValidateJob(const v1::JobSpec& job) {
   LOPT_CHECK(InRange("lopt.hidden_size", lo.hidden_size(), 1, 1024));
   LOPT_CHECK(Positive("lopt.step_mult", lo.step_mult()));
   LOPT_CHECK(NonNegative("lopt.exp_mult", lo.exp_mult()));
+  LOPT_CHECK(InRange("lopt.warmup_fraction", lo.warmup_fraction(), 0, 1));
+  if (lo.step_mult_schedule() == v1::LR_SCHEDULE_UNSPECIFIED)
+    return Invalid("lopt.step_mult_schedule must be CONSTANT or COSINE");
+  LOPT_CHECK(NonNegative("lopt.min_step_mult", lo.min_step_mult()));
+  LOPT_CHECK(NonNegative("lopt.weight_decay", lo.weight_decay()));
+  if (lo.parameterization() == v1::PARAMETERIZATION_UNSPECIFIED)
+    return Invalid("lopt.parameterization must be STANDARD or MUP");
+  // A muLO learns updates that the task's muP scaling will divide; meta-
+  // training it on STANDARD tasks (or the reverse) trains something else.
+  if (!IsLhoptJob(job)) {
+    auto check_param = [&](const v1::TaskSpec& t, const std::string& at) -> absl::Status {
+      if (t.parameterization() != lo.parameterization())
+        return Invalid(absl::StrCat(at, ".parameterization (",
+                                    v1::Parameterization_Name(t.parameterization()),
+                                    ") must match lopt.parameterization (",
+                                    v1::Parameterization_Name(lo.parameterization()), ")"));
+      return absl::OkStatus();
+    };
+    LOPT_CHECK(check_param(job.task(), "task"));
+    for (int i = 0; i < job.elo().tasks_size(); ++i)
+      LOPT_CHECK(check_param(job.elo().tasks(i).task(), absl::StrCat("elo.tasks[", i, "].task")));
+  }
 
   const auto& pes = job.pes();
   LOPT_CHECK(InRange("pes.num_tasks", pes.num_tasks(), 1, 1 << 16));
@@ -281,6 +316,31 @@ absl::Status ValidateJob(const v1::JobSpec& job) {
   if (pes.unroll_length_distribution() ==
       v1::UNROLL_LENGTH_DISTRIBUTION_UNSPECIFIED)
     return Invalid("pes.unroll_length_distribution must be LOG_UNIFORM or UNIFORM");
+  if (pes.curriculum_final_max_unroll_length() != 0 &&
+      (pes.curriculum_final_max_unroll_length() < pes.max_unroll_length() ||
+       pes.curriculum_final_max_unroll_length() > (1 << 24)))
+    return Invalid(absl::StrCat(
+        "pes.curriculum_final_max_unroll_length must be 0 (no curriculum) or in [",
+        "pes.max_unroll_length (", pes.max_unroll_length(), "), ", 1 << 24, "], got ",
+        pes.curriculum_final_max_unroll_length()));
+
+  const auto& mix = job.elo().tasks();
+  if (!mix.empty()) {
+    if (IsLhoptJob(job)) return Invalid("elo.tasks is for ELO jobs; an LHOPT job names lhopt.tasks");
+    if (mix.size() > pes.num_tasks())
+      return Invalid(absl::StrCat("elo.tasks has ", mix.size(),
+                                  " entries but pes.num_tasks is ", pes.num_tasks(),
+                                  ": every entry needs at least one PES task"));
+    double total = 0;
+    for (int i = 0; i < mix.size(); ++i) {
+      const std::string at = absl::StrCat("elo.tasks[", i, "]");
+      if (!mix[i].has_task()) return Invalid(absl::StrCat(at, ".task must be set"));
+      LOPT_CHECK(ValidateTask(mix[i].task(), at + ".task"));
+      LOPT_CHECK(Positive(at + ".weight", mix[i].weight()));
+      total += mix[i].weight();
+    }
+    if (!std::isfinite(total)) return Invalid("elo.tasks weights must sum to a finite number");
+  }
 
   const auto& buf = job.elo().buffer();
   if (buf.enabled()) {
@@ -321,6 +381,7 @@ absl::Status ValidateJob(const v1::JobSpec& job) {
     LOPT_CHECK(Positive(absl::StrCat("eval.adamw_lrs[", i, "]"), e.adamw_lrs(i)));
   LOPT_CHECK(NonNegative("eval.adamw_weight_decay", e.adamw_weight_decay()));
   LOPT_CHECK(InRange("eval.record_every", e.record_every(), 1, 1 << 30));
+  LOPT_CHECK(InRange("eval.test_every", e.test_every(), 0, 1 << 30));
 
   const auto& c = job.cluster();
   LOPT_CHECK(InRange("cluster.shards", c.shards(), 1, 4096));
@@ -350,7 +411,40 @@ absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path) {
 }
 
 int64_t MetaTrainingHorizon(const v1::JobSpec& job) {
-  return job.pes().max_unroll_length();
+  return std::max(job.pes().max_unroll_length(), job.pes().curriculum_final_max_unroll_length());
+}
+
+int64_t MaxUnrollLengthAt(const v1::JobSpec& job, int64_t outer_step) {
+  const auto& p = job.pes();
+  const int64_t lo = p.max_unroll_length(), hi = p.curriculum_final_max_unroll_length();
+  if (hi <= lo) return lo;
+  const int64_t T = job.budget().outer_steps();
+  const double frac = T <= 1 ? 1.0 : std::clamp(double(outer_step) / double(T - 1), 0.0, 1.0);
+  return lo + int64_t(std::llround(frac * double(hi - lo)));
+}
+
+std::vector<int32_t> MixtureTaskCounts(const v1::JobSpec& job) {
+  const auto& mix = job.elo().tasks();
+  const int32_t T = job.pes().num_tasks();
+  if (mix.empty()) return {T};
+  const int n = mix.size();
+  double total = 0;
+  for (const auto& c : mix) total += c.weight();
+  // One each, then the rest by largest remainder of the weights' shares.
+  std::vector<int32_t> counts(n, 1);
+  const int32_t rest = T - n;
+  std::vector<std::pair<double, int>> remainders;
+  int32_t given = 0;
+  for (int i = 0; i < n; ++i) {
+    const double share = rest * mix[i].weight() / total;
+    const int32_t whole = int32_t(std::floor(share));
+    counts[i] += whole;
+    given += whole;
+    remainders.push_back({-(share - whole), i});  // larger remainder first, then lower index
+  }
+  std::sort(remainders.begin(), remainders.end());
+  for (int k = 0; given < rest; ++k, ++given) ++counts[remainders[k % n].second];
+  return counts;
 }
 
 uint64_t ShardSeed(const v1::JobSpec& job, int32_t shard) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 #include <string>
 #include "absl/strings/string_view.h"
 
@@ -42,8 +43,18 @@ absl::Status ValidateJob(const v1::JobSpec& job);
 std::vector<float> DefaultAdamwLrGrid();
 
 // Meta-training horizon: the longest unroll an inner state sees from a fresh
-// start (pes.max_unroll_length).
+// start (pes.max_unroll_length, or the curriculum's final maximum).
 int64_t MetaTrainingHorizon(const v1::JobSpec& job);
+
+// The maximum unroll length at `outer_step`: pes.max_unroll_length, or with
+// a curriculum (pes.curriculum_final_max_unroll_length > 0) linear from it at
+// step 0 to the final maximum at step budget.outer_steps - 1.
+int64_t MaxUnrollLengthAt(const v1::JobSpec& job, int64_t outer_step);
+
+// How a shard's pes.num_tasks PES tasks are split over elo.tasks (the task
+// distribution): one each, the rest in proportion to the weights by largest
+// remainder (ties to the earlier entry). {num_tasks} without a distribution.
+std::vector<int32_t> MixtureTaskCounts(const v1::JobSpec& job);
 
 // The seed of a shard's unroller: shard 0 uses the job's seed, so that a
 // one-shard job is the same run in local mode and on the services; the
