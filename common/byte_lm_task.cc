@@ -38,9 +38,10 @@ torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& gain,
 
 class ByteLmTask : public Task {
  public:
-  ByteLmTask(const v1::ByteLmSpec& spec, ByteCorpus corpus)
+  ByteLmTask(const v1::ByteLmSpec& spec, ByteCorpus corpus, torch::Device device)
       : spec_(spec),
         corpus_(std::move(corpus)),
+        device_(device),
         d_(spec.model_dim()),
         ctx_(spec.context_length()),
         heads_(spec.num_heads()),
@@ -58,8 +59,13 @@ class ByteLmTask : public Task {
     // Fixed evaluation windows, evenly spaced over the test split.
     const int64_t max_start = corpus_.test.size(0) - ctx_ - 1;
     eval_starts_ = torch::linspace(0, static_cast<double>(max_start), std::min<int64_t>(64, max_start + 1))
-                       .to(torch::kInt64);
+                       .to(torch::kInt64).to(device_);
+    // The text lives where the model does: windows are gathered there.
+    corpus_.train = corpus_.train.to(device_);
+    corpus_.test = corpus_.test.to(device_);
   }
+
+  torch::Device device() const override { return device_; }
 
   std::string name() const override {
     return absl::StrCat("byte_lm_d", d_, "_l", layers_, "_ctx", ctx_);
@@ -70,11 +76,11 @@ class ByteLmTask : public Task {
     TaskState s;
     auto normal = [&](std::vector<int64_t> shape, double sd) {
       shape.insert(shape.begin(), groups);
-      return RepeatGroups(torch::randn(shape, gen) * sd, replicas);
+      return RepeatGroups(torch::randn(shape, gen) * sd, replicas).to(device_);
     };
     auto constant = [&](std::vector<int64_t> shape, double v) {
       shape.insert(shape.begin(), groups * replicas);
-      return torch::full(shape, v);
+      return torch::full(shape, v, torch::TensorOptions().device(device_));
     };
     const double w = 1.0 / std::sqrt(static_cast<double>(d_));
     // Residual branches' outputs scaled down by depth (GPT-2's init).
@@ -103,7 +109,8 @@ class ByteLmTask : public Task {
   // x: [groups, batch, ctx + 1] int64 windows of the train split.
   Batch SampleBatch(int64_t groups, torch::Generator& gen) const override {
     const int64_t n = groups * spec_.batch_size();
-    torch::Tensor starts = torch::randint(corpus_.train.size(0) - ctx_ - 1, {n}, gen);
+    // Drawn on the CPU generator, as every family: a CUDA task draws the same windows.
+    torch::Tensor starts = torch::randint(corpus_.train.size(0) - ctx_ - 1, {n}, gen).to(device_);
     return Batch{Windows(corpus_.train, starts).view({groups, spec_.batch_size(), ctx_ + 1}), {}};
   }
 
@@ -138,7 +145,8 @@ class ByteLmTask : public Task {
  private:
   static torch::Tensor Windows(const torch::Tensor& text, const torch::Tensor& starts,
                                int64_t len) {
-    torch::Tensor idx = starts.unsqueeze(1) + torch::arange(len, torch::kInt64).unsqueeze(0);
+    torch::Tensor idx =
+        starts.unsqueeze(1) + torch::arange(len, starts.options().dtype(torch::kInt64)).unsqueeze(0);
     return text.index_select(0, idx.reshape({-1})).view({starts.size(0), len}).to(torch::kInt64);
   }
   torch::Tensor Windows(const torch::Tensor& text, const torch::Tensor& starts) const {
@@ -190,6 +198,7 @@ class ByteLmTask : public Task {
 
   v1::ByteLmSpec spec_;
   ByteCorpus corpus_;
+  torch::Device device_;
   int64_t d_, ctx_, heads_, layers_;
   std::vector<std::vector<int64_t>> shapes_;
   torch::Tensor eval_starts_;
@@ -227,8 +236,9 @@ absl::StatusOr<ByteCorpus> LoadByteCorpus(const std::string& path, int64_t min_b
   return ByteCorpus{all.slice(0, 0, total - test).clone(), all.slice(0, total - test).clone()};
 }
 
-std::unique_ptr<Task> MakeByteLmTask(const v1::ByteLmSpec& spec, ByteCorpus corpus) {
-  return std::make_unique<ByteLmTask>(spec, std::move(corpus));
+std::unique_ptr<Task> MakeByteLmTask(const v1::ByteLmSpec& spec, ByteCorpus corpus,
+                                     torch::Device device) {
+  return std::make_unique<ByteLmTask>(spec, std::move(corpus), device);
 }
 
 }  // namespace lopt

@@ -34,6 +34,9 @@ absl::StatusOr<ByteCorpus> LoadByteCorpus(const std::string& path, int64_t min_b
 
 // The task on an already loaded corpus (REQUIRES: a spec that passes
 // ValidateJob and a corpus with more than context_length + 1 bytes a split).
-std::unique_ptr<Task> MakeByteLmTask(const v1::ByteLmSpec& spec, ByteCorpus corpus);
+// On `device` (the corpus is uploaded once; random draws stay on the CPU
+// generators, so a CUDA task draws the same windows as a CPU one).
+std::unique_ptr<Task> MakeByteLmTask(const v1::ByteLmSpec& spec, ByteCorpus corpus,
+                                     torch::Device device = torch::kCPU);
 
 }  // namespace lopt

@@ -60,8 +60,12 @@ torch::Tensor LearnedOptimizer::step(LossClosure closure) {
   const torch::Tensor& theta = theta_here_;
   torch::Tensor t = torch::full({1}, iteration_, torch::TensorOptions(torch::kInt64).device(params[0].device()));
   std::vector<torch::Tensor> u = lopt_.Step(params, grads, &sub, t, theta);
+  if (HasStepMultSchedule(lopt_.spec()))
+    ApplyStepMultSchedule(lopt_.spec(), StepMultFactor(lopt_.spec(), iteration_, total_steps_),
+                          params, &u);
   double scale = defaults_->get_lr();
   for (size_t k = 0; k < which.size(); ++k) {
+    if (which[k] < update_scales_.size()) u[k].mul_(update_scales_[which[k]]);
     all[which[k]].detach().sub_(u[k].squeeze(0), scale);
     states_[which[k]] = sub[k];
   }

@@ -42,6 +42,15 @@ class LearnedOptimizer : public torch::optim::Optimizer {
 
   int64_t iteration() const { return iteration_; }
 
+  // The run's length in steps, for the file's step-multiplier schedule
+  // (LearnedOptimizerSpec.warmup_fraction / step_mult_schedule; its weight
+  // decay applies whatever the length). 0 (default): no schedule.
+  void set_total_steps(int64_t steps) { total_steps_ = steps; }
+  // muP (a MUP optimizer on a muP model): one factor per parameter, in
+  // parameter order, by which its update is multiplied: 1 / width multiplier
+  // for hidden matrices, 1 elsewhere (as mup's MuAdam). Empty: all 1.
+  void set_update_scales(std::vector<double> scales) { update_scales_ = std::move(scales); }
+
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
 
@@ -51,6 +60,8 @@ class LearnedOptimizer : public torch::optim::Optimizer {
   torch::Tensor theta_here_;  // theta_ on the parameters' device and dtype (a cache)
   std::vector<LoptTensorState> states_;  // one per parameter, in param order
   int64_t iteration_ = 0;
+  int64_t total_steps_ = 0;
+  std::vector<double> update_scales_;
 };
 
 }  // namespace lopt

@@ -296,4 +296,32 @@ LoptState UnflattenLoptState(const std::vector<torch::Tensor>& flat) {
   return state;
 }
 
+bool HasStepMultSchedule(const v1::LearnedOptimizerSpec& spec) {
+  return spec.warmup_fraction() > 0 || spec.step_mult_schedule() == v1::COSINE ||
+         spec.weight_decay() > 0;
+}
+
+double StepMultFactor(const v1::LearnedOptimizerSpec& spec, int64_t t, int64_t total_steps) {
+  if (total_steps <= 0) return 1.0;
+  const double it = double(t), n = double(total_steps);
+  // A whole number of warm-up steps (0.05 is not exact in float32).
+  const double warmup = std::max(1.0, std::round(double(spec.warmup_fraction()) * n));
+  if (spec.warmup_fraction() > 0 && it < warmup) return it / warmup;  // from 0, as ELO's code
+  if (spec.step_mult_schedule() != v1::COSINE) return 1.0;
+  const double frac = std::clamp(it / std::max(n - 1, 1.0), 0.0, 1.0);
+  const double lo = double(spec.min_step_mult()), hi = double(spec.step_mult());
+  return (lo + (hi - lo) * 0.5 * (1.0 + std::cos(M_PI * frac))) / hi;
+}
+
+void ApplyStepMultSchedule(const v1::LearnedOptimizerSpec& spec, double factor,
+                           const std::vector<torch::Tensor>& params,
+                           std::vector<torch::Tensor>* updates) {
+  const double wd = double(spec.step_mult()) * double(spec.weight_decay());
+  for (size_t j = 0; j < updates->size(); ++j) {
+    torch::Tensor& u = (*updates)[j];
+    if (wd > 0) u.add_(params[j], wd);
+    if (factor != 1.0) u.mul_(factor);
+  }
+}
+
 }  // namespace lopt

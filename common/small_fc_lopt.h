@@ -94,6 +94,20 @@ class SmallFcLopt {
   v1::LearnedOptimizerSpec spec_;
 };
 
+// ELO's inference schedule of the step multiplier (LearnedOptimizerSpec's
+// warmup_fraction, step_mult_schedule, min_step_mult): the scheduled
+// multiplier over step_mult at step t (0 on the first step) of a run of
+// total_steps. Exactly 1 when the spec sets no schedule or total_steps <= 0.
+double StepMultFactor(const v1::LearnedOptimizerSpec& spec, int64_t t, int64_t total_steps);
+// Whether the spec asks for a schedule or weight decay at all.
+bool HasStepMultSchedule(const v1::LearnedOptimizerSpec& spec);
+// u <- factor * (u + step_mult * weight_decay * p) for each tensor: ELO's
+// p <- p - s_t * (d * exp(exp_mult * m) + weight_decay * p) with s_t =
+// factor * step_mult, given small_fc_lopt's u = step_mult * d * exp(...).
+void ApplyStepMultSchedule(const v1::LearnedOptimizerSpec& spec, double factor,
+                           const std::vector<torch::Tensor>& params,
+                           std::vector<torch::Tensor>* updates);
+
 // Flattens a LoptState into 4 tensors a parameter tensor (mom, rms, fac_a,
 // fac_b) and back: what the replay buffer and checkpoints store.
 std::vector<torch::Tensor> FlattenLoptState(const LoptState& state);

@@ -421,6 +421,7 @@ class ParamScaledTask : public Task {
   const std::vector<std::vector<int64_t>>& param_shapes() const override {
     return inner_->param_shapes();
   }
+  std::vector<double> UpdateScales() const override { return inner_->UpdateScales(); }
   TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
     TaskState s = inner_->Init(groups, replicas, gen);
     int64_t n = s.params.size();
@@ -464,7 +465,74 @@ class ParamScaledTask : public Task {
   v1::ParamScaleAugmentation spec_;
 };
 
+// muP (as the `mup` package and muLO use it) on top of a STANDARD MLP: the
+// task stores q and computes with p = c * q, c = 1 / m for the readout's
+// weight (MuReadout divides the readout's input by the width multiplier m),
+// 1 elsewhere; the readout's stored weight starts sqrt(m) times the standard
+// draw (mup's rescaling), so its effective scale falls as 1/sqrt(m); hidden
+// matrices report an update scale of 1 / m (MuAdam's lr / width_mult).
+class MupMlpTask : public Task {
+ public:
+  MupMlpTask(std::unique_ptr<Task> inner, int64_t base_width)
+      : inner_(std::move(inner)) {
+    const auto& shapes = inner_->param_shapes();  // [in, out], [out], ...
+    const int64_t L = int64_t(shapes.size() / 2);
+    mult_.assign(shapes.size(), 1.0);
+    scales_.assign(shapes.size(), 1.0);
+    for (int64_t l = 1; l < L; ++l) {
+      const double m = double(shapes[2 * l][0]) / double(base_width);  // fan_in's multiplier
+      if (l < L - 1) scales_[2 * l] = 1.0 / m;  // hidden matrix: both dims grow with width
+      else readout_m_ = m;
+    }
+    if (L >= 2) mult_[2 * (L - 1)] = 1.0 / readout_m_;
+  }
+  std::string name() const override { return inner_->name() + "_mup"; }
+  torch::Device device() const override { return inner_->device(); }
+  const std::vector<std::vector<int64_t>>& param_shapes() const override {
+    return inner_->param_shapes();
+  }
+  std::vector<double> UpdateScales() const override { return scales_; }
+  TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
+    TaskState s = inner_->Init(groups, replicas, gen);
+    for (size_t i = 0; i < s.params.size(); ++i)
+      if (mult_[i] != 1.0) s.params[i] = s.params[i] * std::sqrt(readout_m_);
+    return s;
+  }
+  Batch SampleBatch(int64_t groups, torch::Generator& gen) const override {
+    return inner_->SampleBatch(groups, gen);
+  }
+  torch::Tensor LossAndGrad(const TaskState& s, const Batch& batch,
+                            std::vector<torch::Tensor>* grads) const override {
+    torch::Tensor loss = inner_->LossAndGrad(Effective(s), batch, grads);
+    if (grads)
+      for (size_t i = 0; i < grads->size(); ++i)
+        if (mult_[i] != 1.0) (*grads)[i].mul_(mult_[i]);
+    return loss;
+  }
+  EvalResult Evaluate(const TaskState& s) const override {
+    return inner_->Evaluate(Effective(s));
+  }
+  double MaxMetaLoss() const override { return inner_->MaxMetaLoss(); }
+
+ private:
+  TaskState Effective(const TaskState& s) const {
+    TaskState p;
+    p.aux = s.aux;
+    for (size_t i = 0; i < s.params.size(); ++i)
+      p.params.push_back(mult_[i] == 1.0 ? s.params[i] : s.params[i] * mult_[i]);
+    return p;
+  }
+  std::unique_ptr<Task> inner_;
+  std::vector<double> mult_, scales_;
+  double readout_m_ = 1.0;
+};
+
 }  // namespace
+
+void ScaleUpdates(const std::vector<double>& scales, std::vector<torch::Tensor>* updates) {
+  for (size_t j = 0; j < scales.size() && j < updates->size(); ++j)
+    if (scales[j] != 1.0) (*updates)[j].mul_(scales[j]);
+}
 
 namespace {
 torch::Device& DefaultDevice() {
@@ -526,16 +594,19 @@ absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_
       task = std::make_unique<NoisyQuadraticTask>(spec.noisy_quadratic(), seed, device);
       break;
     case v1::TaskSpec::kByteLm: {
-      if (!device.is_cpu())
-        return absl::UnimplementedError("the byte_lm task family runs on the CPU only");
       auto corpus = LoadByteCorpus(spec.byte_lm().data_path(),
                                    int64_t{spec.byte_lm().context_length()} + 2);
       if (!corpus.ok()) return corpus.status();
-      task = MakeByteLmTask(spec.byte_lm(), *std::move(corpus));
+      task = MakeByteLmTask(spec.byte_lm(), *std::move(corpus), device);
       break;
     }
     case v1::TaskSpec::FAMILY_NOT_SET:
       return absl::InvalidArgumentError("task must set one family");
+  }
+  if (spec.parameterization() == v1::MUP) {
+    if (spec.family_case() != v1::TaskSpec::kFmnistMlp)
+      return absl::InvalidArgumentError("task.parameterization MUP is for fmnist_mlp only");
+    task = std::make_unique<MupMlpTask>(std::move(task), spec.mup_base_width());
   }
   if (spec.has_param_scale() && spec.param_scale().enabled())
     task = std::make_unique<ParamScaledTask>(std::move(task), spec.param_scale());

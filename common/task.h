@@ -64,6 +64,12 @@ class Task {
   // Test-split loss and accuracy of every particle.
   virtual EvalResult Evaluate(const TaskState& state) const = 0;
 
+  // Per trainable tensor, the factor by which an optimizer that follows the
+  // task's parameterisation scales its update of that tensor: 1 / (width
+  // multiplier) for the hidden matrices of a MUP task (muP, as muLO and
+  // mup's MuAdam), 1 elsewhere. Empty: 1 for every tensor (STANDARD).
+  virtual std::vector<double> UpdateScales() const { return {}; }
+
   // The meta-loss normaliser's ceiling: losses are clipped to it and NaN maps
   // to it (learned_optimization: 1.5 * ln(num_classes) for classifiers).
   virtual double MaxMetaLoss() const = 0;
@@ -73,8 +79,7 @@ class Task {
 // the quadratic's dimension). Its data is uploaded to `device` once and its
 // states, batches and losses live there; random draws stay on the CPU
 // generators, so a CUDA task draws the same numbers as a CPU one. Errors:
-// data that cannot be read, a family with no path for `device` (byte_lm is
-// CPU only).
+// data that cannot be read, a parameterisation the family does not have.
 absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_t seed,
                                                torch::Device device);
 // The same on DefaultTaskDevice().
@@ -89,6 +94,9 @@ void SetDefaultTaskDevice(torch::Device device);
 // Parses a --device flag: "cpu", "cuda" or "cuda:N". Errors name what is
 // missing: a build without LOPT_CUDA, or no visible GPU.
 absl::StatusOr<torch::Device> ParseDevice(const std::string& name);
+
+// Multiplies each update by the task's UpdateScales() (no-op for STANDARD).
+void ScaleUpdates(const std::vector<double>& scales, std::vector<torch::Tensor>* updates);
 
 // Repeats a [G, ...] tensor to [R * G, ...] (particle r * G + g).
 torch::Tensor RepeatGroups(const torch::Tensor& t, int64_t replicas);
