@@ -29,7 +29,8 @@ namespace {
 constexpr char kUsage[] = R"(usage:
   lopt eval-large --optimizer FILE [--gpus N] [--device cpu|cuda[:N]] [--hidden 4096,4096]
                   [--batch 1024] [--steps 300] [--adamw-lrs 1e-3,3e-3] [--seed N]
-                  [--data-dir DIR] [--out DIR] [--threads N] [--no-progress]
+                  [--data-dir DIR] [--out DIR] [--threads N] [--lopt-options TEXT]
+                  [--no-progress]
       Trains one ReLU MLP 784-hidden-10 on Fashion-MNIST 28x28 with the trained
       optimizer and with AdamW (default: the optimizer's job's learning-rate
       grid) from the same start, and prints final train loss, test loss and
@@ -37,6 +38,12 @@ constexpr char kUsage[] = R"(usage:
       each trains on 1/N of every global batch and the gradients are averaged
       with NCCL (builds with LOPT_CUDA and NCCL). Writes DIR/report.json,
       curves.csv and table.txt (default runs/eval-large).
+      A muLO (an optimizer whose lopt.parameterization is MUP) trains the MLP
+      in muP (mup's MuReadout and init, hidden updates / width multiplier,
+      base width from its job); AdamW trains the standard MLP.
+      --lopt-options 'warmup_fraction: 0.05 step_mult_schedule: COSINE' merges
+      a text LearnedOptimizerSpec into the file's (ELO's step-multiplier
+      schedule over --steps, weight decay).
 )";
 
 int Fail(const absl::Status& s) { return FailCommand("lopt eval-large", s); }
@@ -64,7 +71,7 @@ int RunEvalLargeCommand(int argc, char** argv) {
   auto f = ParseFlags(argc, argv, 2,
                       {"optimizer", "gpus", "device", "hidden", "batch", "steps", "adamw-lrs",
                        "seed", "data-dir", "out", "threads", "record-every", "rank", "world",
-                       "id-file"},
+                       "id-file", "lopt-options"},
                       {"no-progress", "help"});
   if (!f.ok()) return Fail(f.status());
   if (f->Has("help")) return std::printf("%s", kUsage), 0;
@@ -72,6 +79,7 @@ int RunEvalLargeCommand(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("needs --optimizer FILE (see lopt eval-large --help)"));
   LargeEvalConfig cfg;
   cfg.optimizer_path = f->Get("optimizer");
+  cfg.lopt_options = f->Get("lopt-options", "");
   if (f->Has("data-dir")) cfg.data_dir = f->Get("data-dir");
   auto gpus = f->GetInt("gpus", 1);
   auto batch = f->GetInt("batch", cfg.batch);

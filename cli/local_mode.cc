@@ -22,30 +22,33 @@
 #include "common/replay_buffer.h"
 #include "common/task.h"
 #include "learner/elo_job.h"
-#include "worker/elo_unroller.h"
+#include "worker/elo_shard.h"
 
 namespace lopt {
 namespace {
 
-std::string BufferTable(const v1::JobSpec& job, const Task& task) {
-  return absl::StrCat(job.name(), "/", task.name());
-}
+// Where table k's items live in the checkpoint ("buffer/" for the first, as
+// before task distributions, "buffer/g<k>/" for the others).
+std::string BufferPrefix(size_t k) { return k == 0 ? "buffer/" : absl::StrCat("buffer/g", k, "/"); }
 
 // One file holds the job's, every shard's unroller's and the buffer's state.
 absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, const EloJob& job,
-                            const std::vector<std::unique_ptr<EloUnroller>>& unrollers,
-                            ReplayBuffer& buffer, const std::string& table) {
+                            const std::vector<std::unique_ptr<EloShard>>& unrollers,
+                            ReplayBuffer& buffer, const std::vector<std::string>& tables) {
   NamedTensors all;
   all.emplace_back("job", StringTensor(spec.SerializeAsString()));
   for (auto& [k, v] : job.SaveState()) all.emplace_back("learner/" + k, v);
   for (size_t s = 0; s < unrollers.size(); ++s)
     for (auto& [k, v] : unrollers[s]->SaveState())
       all.emplace_back(absl::StrCat("worker/", s, "/", k), v);
-  auto items = buffer.Items(table);
-  if (!items.ok()) return items.status();
-  all.emplace_back("buffer/size", torch::tensor(int64_t(items->size()), torch::kInt64));
-  for (size_t i = 0; i < items->size(); ++i)
-    for (auto& [k, v] : (*items)[i]) all.emplace_back(absl::StrCat("buffer/", i, "/", k), v);
+  for (size_t t = 0; t < tables.size(); ++t) {
+    auto items = buffer.Items(tables[t]);
+    if (!items.ok()) return items.status();
+    const std::string prefix = BufferPrefix(t);
+    all.emplace_back(prefix + "size", torch::tensor(int64_t(items->size()), torch::kInt64));
+    for (size_t i = 0; i < items->size(); ++i)
+      for (auto& [k, v] : (*items)[i]) all.emplace_back(absl::StrCat(prefix, i, "/", k), v);
+  }
   auto bytes = SerializeTensors(all);
   if (!bytes.ok()) return bytes.status();
   return WriteFileAtomically(path, *bytes);
@@ -70,9 +73,16 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
   if (absl::Status s = MakeDirs(opt.out_dir); !s.ok()) return s;
   auto device = ParseDevice(opt.device);
   if (!device.ok()) return device.status();
-  auto task_or = MakeTask(spec.task(), spec.seed(), *device);
-  if (!task_or.ok()) return task_or.status();
-  const Task& task = **task_or;
+  // The shards share their tasks (and so the data), built once.
+  std::map<std::string, std::shared_ptr<const Task>> tasks;
+  TaskFactory make_task = [&](const v1::TaskSpec& ts,
+                              uint64_t seed) -> absl::StatusOr<std::shared_ptr<const Task>> {
+    const std::string key = absl::StrCat(ts.SerializeAsString(), "@", seed);
+    if (auto it = tasks.find(key); it != tasks.end()) return it->second;
+    auto t = MakeTask(ts, seed, *device);
+    if (!t.ok()) return t.status();
+    return tasks[key] = std::shared_ptr<const Task>(std::move(*t));
+  };
 
   // The learner's job core and one unroller a shard, as the services wire
   // them, with the shards run one after another.
@@ -83,13 +93,17 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
   auto store = RocksReplayBuffer::Open(opt.out_dir + "/buffer", /*sync_writes=*/false);
   if (!store.ok()) return store.status();
   ReplayBuffer& buffer = **store;
-  const std::string table = BufferTable(spec, task);
-  if (auto s = buffer.DeleteTable(table); !s.ok() && !absl::IsNotFound(s)) return s;
   EloJob job(spec);
-  std::vector<std::unique_ptr<EloUnroller>> unrollers;
-  for (int32_t s = 0; s < job.num_shards(); ++s)
-    unrollers.push_back(
-        std::make_unique<EloUnroller>(spec, &task, &buffer, table, ShardSeed(spec, s)));
+  std::vector<std::unique_ptr<EloShard>> unrollers;
+  for (int32_t s = 0; s < job.num_shards(); ++s) {
+    auto shard = EloShard::Create(spec, make_task, &buffer, spec.name() + "/", ShardSeed(spec, s));
+    if (!shard.ok()) return shard.status();
+    unrollers.push_back(*std::move(shard));
+  }
+  // Every shard's group k uses table k.
+  const std::vector<std::string> tables = unrollers[0]->buffer_tables();
+  for (const auto& table : tables)
+    if (auto s = buffer.DeleteTable(table); !s.ok() && !absl::IsNotFound(s)) return s;
 
   const std::string ckpt = opt.out_dir + "/checkpoint.pt";
   TrainSummary summary;
@@ -107,10 +121,17 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
       if (auto st = unrollers[s]->LoadState(WithPrefix(*all, absl::StrCat("worker/", s, "/")));
           !st.ok())
         return st;
-    int64_t n = Find(*all, "buffer/size").value().item<int64_t>();
-    for (int64_t i = 0; i < n; ++i)
-      (void)buffer.Put(table, spec.elo().buffer().capacity(),
-                       WithPrefix(*all, absl::StrCat("buffer/", i, "/")));
+    for (size_t t = 0; t < tables.size(); ++t) {
+      const std::string prefix = BufferPrefix(t);
+      auto size = Find(*all, prefix + "size");
+      if (!size.ok()) return size.status();
+      const int64_t n = size->item<int64_t>();
+      for (int64_t i = 0; i < n; ++i)
+        if (auto st = buffer.Put(tables[t], spec.elo().buffer().capacity(),
+                                 WithPrefix(*all, absl::StrCat(prefix, i, "/")));
+            !st.ok())
+          return st;
+    }
     summary.resumed_from = job.outer_step();
   }
 
@@ -155,7 +176,7 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
                                  rec.meta_loss, rec.task_loss, rec.alpha, rate));
       int64_t every = spec.budget().checkpoint_every();
       if (every > 0 && job.outer_step() % every == 0 && !job.done()) {
-        if (auto st = SaveCheckpoint(ckpt, spec, job, unrollers, buffer, table); !st.ok())
+        if (auto st = SaveCheckpoint(ckpt, spec, job, unrollers, buffer, tables); !st.ok())
           return st;
       }
       if (opt.stop_after >= 0 && ran >= opt.stop_after) break;
@@ -165,7 +186,7 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
   const EloLearner& learner = job.learner();
   bar.Finish(absl::StrFormat("meta-loss %.4f, %.0f particle-steps/s", learner.last_meta_loss(), rate));
   metrics.close();
-  if (auto s = SaveCheckpoint(ckpt, spec, job, unrollers, buffer, table); !s.ok()) return s;
+  if (auto s = SaveCheckpoint(ckpt, spec, job, unrollers, buffer, tables); !s.ok()) return s;
 
   summary.outer_steps = learner.outer_step();
   const std::vector<double>& meta = job.meta_losses();
@@ -241,6 +262,15 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
                       ",", r.seed, ",", (k + 1) * report.record_every, ",",
                       absl::StrFormat("%.6g", r.curve[k]), "\n");
   if (auto s = WriteFileAtomically(dir + "/curves.csv", csv); !s.ok()) return s;
+  if (report.test_every > 0) {  // test_curves.csv: the test split along the run
+    std::string tcsv = "optimizer,lr,seed,step,test_loss,test_accuracy\n";
+    for (const auto& r : report.runs)
+      for (size_t k = 0; k < r.test_curve.size(); ++k)
+        absl::StrAppend(&tcsv, r.optimizer, ",", r.optimizer == "adamw" ? absl::StrCat(r.lr) : "",
+                        ",", r.seed, ",", (k + 1) * report.test_every, ",",
+                        absl::StrFormat("%.6g,%.6g", r.test_curve[k], r.test_acc_curve[k]), "\n");
+    if (auto s = WriteFileAtomically(dir + "/test_curves.csv", tcsv); !s.ok()) return s;
+  }
   std::string dat = "step";
   for (const auto& g : groups) absl::StrAppend(&dat, "\t\"", g.label, "\"");
   dat += "\n";

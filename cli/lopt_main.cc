@@ -46,11 +46,15 @@ usage:
       checkpoint it resumes from; then runs `lopt eval` into DIR/eval.
       DIR defaults to runs/<job name>.
   lopt eval --optimizer FILE [--job FILE] [--out DIR] [--steps N] [--seeds N]
-            [--threads N] [--no-progress]
+            [--threads N] [--device cpu|cuda[:N]] [--lopt-options TEXT] [--no-progress]
       Meta-test: trains fresh optimizees of the job's task (default: the job
       the optimizer was trained with) with the trained optimizer, the
       untrained one, and AdamW over the learning-rate grid; writes
       report.json, curves.csv, curves.png and prints a table.
+      --lopt-options 'warmup_fraction: 0.05 step_mult_schedule: COSINE'
+      (a text LearnedOptimizerSpec merged into the file's) adds the trained
+      optimizer with those options as "lopt_scheduled": ELO's step-multiplier
+      schedule and weight decay at inference.
   lopt train --job LHOPT_JOB [--out DIR] [--iterations N] ...
       A job with an `lhopt` section trains an LHOPT controller with PPO:
       DIR/controller.lhopt, metrics.csv, rewards.png, summary.json, a
@@ -110,7 +114,9 @@ absl::Status Eval(const v1::JobSpec& job_in, const std::string& optimizer_path,
   if (!seeds.ok()) return seeds.status();
   if (*steps <= 0 || *seeds <= 0)
     return absl::InvalidArgumentError("--steps and --seeds must be > 0");
-  auto task = MakeTask(job.task(), job.seed());
+  auto device = ParseDevice(f.Get("device", "cpu"));
+  if (!device.ok()) return device.status();
+  auto task = MakeTask(job.task(), job.seed(), *device);
   if (!task.ok()) return task.status();
 
   MetaTestConfig c;
@@ -119,12 +125,32 @@ absl::Status Eval(const v1::JobSpec& job_in, const std::string& optimizer_path,
   c.adamw_lrs.assign(job.eval().adamw_lrs().begin(), job.eval().adamw_lrs().end());
   c.adamw_weight_decay = job.eval().adamw_weight_decay();
   c.record_every = std::min<int64_t>(job.eval().record_every(), c.steps);
+  c.test_every = job.eval().test_every();
   c.seed = job.seed() + 1000003;  // fresh optimizees, not meta-training's
 
   // The untrained optimizer is the theta meta-training started from.
   std::vector<NamedLopt> lopts = {
       {"lopt", trained->file.options(), trained->theta},
       {"lopt_untrained", trained->file.options(), InitialTheta(trained->file.job())}};
+  if (f.Has("lopt-options")) {
+    v1::LearnedOptimizerSpec spec = trained->file.options();
+    v1::LearnedOptimizerSpec extra;
+    if (!google::protobuf::TextFormat::ParseFromString(f.Get("lopt-options"), &extra))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--lopt-options must be a text LearnedOptimizerSpec (e.g. 'warmup_fraction: 0.05 "
+          "step_mult_schedule: COSINE'), got '", f.Get("lopt-options"), "'"));
+    if (extra.has_hidden_size() && extra.hidden_size() != spec.hidden_size())
+      return absl::InvalidArgumentError("--lopt-options cannot change hidden_size: theta has its shape");
+    spec.MergeFrom(extra);
+    // The options are checked as a job's: the meta-test job with them.
+    v1::JobSpec check = job;
+    *check.mutable_lopt() = spec;
+    check.mutable_lopt()->set_parameterization(job.task().parameterization());
+    check.mutable_elo()->clear_tasks();
+    if (auto s = ValidateJob(check); !s.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--lopt-options: ", s.message()));
+    lopts.push_back({"lopt_scheduled", spec, trained->theta});
+  }
   // RunMetaTest trains every optimizer in turn: (learned optimizers + AdamW) x steps.
   ProgressBar bar("meta-test", c.steps * int64_t(lopts.size() + 1), !f.Has("no-progress"));
   MetaTestReport report = RunMetaTest(**task, c, lopts, [&](int64_t done, int64_t) {
@@ -290,7 +316,8 @@ int Main(int argc, char** argv) {
   if (cmd == "eval-large") return RunEvalLargeCommand(argc, argv);
   if (cmd == "eval") {
     auto f = ParseFlags(argc, argv, 2,
-                        {"optimizer", "schedule", "controller", "job", "out", "steps", "seeds", "threads"},
+                        {"optimizer", "schedule", "controller", "job", "out", "steps", "seeds", "threads",
+                         "device", "lopt-options"},
                         {"no-progress", "help"});
     if (!f.ok()) return Fail(f.status());
     if (f->Has("help")) return std::printf("%s", kUsage), 0;

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/job_spec.h"
 
 #ifdef LOPT_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -89,14 +90,21 @@ EloUnroller::EloUnroller(const v1::JobSpec& job, const Task* task, ReplayBuffer*
   teacher_.eps = bc.teacher_eps();
   teacher_.weight_decay = 0;
   if (!job.elo().buffer().enabled()) buffer_ = nullptr;
+  // A muLO's (and its Adam teacher's) updates follow the task's muP scales.
+  if (job.lopt().parameterization() == v1::MUP) {
+    update_scales_ = task->UpdateScales();
+    bool all_one = true;
+    for (double x : update_scales_) all_one = all_one && x == 1.0;
+    if (all_one) update_scales_.clear();
+  }
   const char* graph = std::getenv("LOPT_CUDA_GRAPH");  // 0: no capture (debugging)
   if (graph && std::string(graph) == "0") use_cuda_graph_ = false;
   if (const char* n = std::getenv("LOPT_CUDA_GRAPH_STEPS")) set_cuda_graph_steps(std::atoll(n));
 }
 
-int64_t EloUnroller::SampleUnrollLength(torch::Generator& gen) const {
+int64_t EloUnroller::SampleUnrollLength(torch::Generator& gen, int64_t outer_step) const {
   const auto& p = job_.pes();
-  double lo = p.min_unroll_length(), hi = p.max_unroll_length();
+  double lo = p.min_unroll_length(), hi = double(MaxUnrollLengthAt(job_, outer_step));
   double u = Uniform01(gen);
   if (p.unroll_length_distribution() == v1::LOG_UNIFORM)
     return int64_t(std::lround(std::exp(std::log(lo) + u * (std::log(hi) - std::log(lo)))));
@@ -135,7 +143,7 @@ void EloUnroller::WriteRows(int64_t i, const std::vector<torch::Tensor>& src,
   }
 }
 
-void EloUnroller::InitAll(torch::Generator& gen) {
+void EloUnroller::InitAll(torch::Generator& gen, int64_t outer_step) {
   device_steps_.reset();  // its static buffers were the old state's
   state_ = task_->Init(num_tasks_, 2, gen);
   lopt_state_ = lopt_.InitState(state_.params);
@@ -144,7 +152,7 @@ void EloUnroller::InitAll(torch::Generator& gen) {
   end_.assign(num_tasks_, 0);
   push_at_.assign(num_tasks_, -1);
   for (int64_t i = 0; i < num_tasks_; ++i) {
-    int64_t n = SampleUnrollLength(gen);
+    int64_t n = SampleUnrollLength(gen, outer_step);
     // A random initial offset shortens each task's first unroll by a random
     // amount, so that the tasks' resets do not fall on the same outer step.
     int64_t offset = job_.pes().random_initial_offset() ? UniformInt(gen, 0, n - 1) : 0;
@@ -200,7 +208,7 @@ UnrollStart EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t o
     for (auto& t : adam_state_.v) t.index_fill_(0, idx, 0);
     step_[i] = 0;
   }
-  int64_t n = SampleUnrollLength(gen);
+  int64_t n = SampleUnrollLength(gen, outer_step);
   end_[i] = step_[i] + n;
   push_at_[i] = buffer_ ? UniformInt(gen, step_[i], end_[i]) : -1;
   pes_.Reset(i, xi_restored);
@@ -230,78 +238,13 @@ void EloUnroller::Push(int64_t i) {
   (void)buffer_->Put(buffer_table_, job_.elo().buffer().capacity(), std::move(item));
 }
 
-TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double alpha,
-                                            int64_t outer_step) {
-  if (!device_.is_cpu()) return RunTruncationOnDevice(theta, alpha, outer_step);
-  torch::NoGradGuard no_grad;
-  torch::Generator gen = MakeGenerator(seed_, kStreamUnroll, uint64_t(outer_step));
-  if (!initialized_) InitAll(gen);
-  const bool bc = job_.elo().behavior_cloning().enabled();
-  const double max_loss = task_->MaxMetaLoss();
-  const int64_t T = num_tasks_, K = job_.pes().truncation_length();
-
-  TruncationResult r;
-  torch::Tensor theta_p = pes_.BeginTruncation(theta, gen);
-  torch::Tensor teacher_lr =
-      torch::full({2 * T}, double(job_.elo().behavior_cloning().teacher_lr()));
-  double sum_meta = 0, sum_task = 0, sum_bc = 0;
-  std::vector<torch::Tensor> grads;
-  // The truncation's K batches, drawn at once as the device path draws them,
-  // so that the CPU and a GPU unroller from the same seed see the same data
-  // and the same resets (tests/gpu/elo_unroller_cuda_test compares them).
-  Batch all = task_->SampleBatch(T * K, gen);
-  for (int64_t k = 0; k < K; ++k) {
-    for (int64_t i = 0; i < T; ++i) {
-      if (buffer_ && step_[i] == push_at_[i]) {
-        Push(i);
-        push_at_[i] = -1;
-        ++r.pushes;
-      }
-      if (step_[i] >= end_[i]) {
-        UnrollStart u = StartUnroll(i, gen, outer_step);
-        if (u.restored) ++r.restores; else ++r.fresh_starts;
-        r.unroll_starts.push_back(u);
-      }
-    }
-    Batch batch{all.x.narrow(0, k * T, T),
-                all.y.defined() ? all.y.narrow(0, k * T, T) : torch::Tensor()};
-    torch::Tensor loss = task_->LossAndGrad(state_, batch, &grads);
-    torch::Tensor step = StepTensor();
-    std::vector<torch::Tensor> u = lopt_.Step(state_.params, grads, &lopt_state_, step, theta_p);
-    torch::Tensor task_loss = NormalizeMetaLoss(loss, max_loss);
-    torch::Tensor meta = task_loss;
-    if (bc) {
-      std::vector<torch::Tensor> uh =
-          AdamUpdates(state_.params, grads, &adam_state_, teacher_lr, step, teacher_);
-      torch::Tensor bc_loss = torch::zeros({2 * T});
-      for (size_t j = 0; j < u.size(); ++j) {
-        bc_loss += (u[j] - uh[j]).square().flatten(1).sum(1);
-        u[j] = (1 - alpha) * uh[j] + alpha * u[j];
-      }
-      bc_loss = NormalizeMetaLoss(bc_loss, max_loss);
-      meta = (1 - alpha) * bc_loss + alpha * task_loss;
-      sum_bc += bc_loss.mean().item<double>();
-    }
-    for (size_t j = 0; j < u.size(); ++j) state_.params[j].sub_(u[j]);
-    for (auto& s : step_) ++s;
-    pes_.AddLosses(meta);
-    sum_meta += meta.mean().item<double>();
-    sum_task += task_loss.mean().item<double>();
-  }
-  r.grad = pes_.EndTruncation();
-  r.meta_loss = sum_meta / K;
-  r.task_loss = sum_task / K;
-  r.bc_loss = sum_bc / K;
-  r.particle_steps = 2 * T * K;
-  return r;
-}
-
 // ---------------------------------------------------------------------------
-// The device path. One inner step's device work reads and writes only
-// buffers whose addresses never change (the state, the accumulators and the
-// DeviceSteps below), so that on CUDA it is captured once as a graph and
-// replayed; the host keeps the per-task counters and does the rare resets
-// and pushes between replays, writing the static buffers in place.
+// The truncation loop, one for every device. One inner step's work reads and
+// writes only tensors whose addresses never change (the state, the
+// accumulators and the DeviceSteps below), so that on CUDA it is captured
+// once as a graph and replayed; on the CPU the same step runs eagerly. The
+// host keeps the per-task counters and does the rare resets and pushes
+// between steps, writing the static tensors in place.
 
 struct EloUnroller::DeviceSteps {
   Batch batch;            // this step's batch, copied in before each step
@@ -353,19 +296,23 @@ void EloUnroller::DeviceStep(DeviceSteps* ds) {
   std::vector<torch::Tensor> grads;
   torch::Tensor loss = task_->LossAndGrad(state_, ds->batch, &grads);
   std::vector<torch::Tensor> u = lopt_.Step(state_.params, grads, &lopt_state_, ds->step, ds->theta);
+  ScaleUpdates(update_scales_, &u);
   if (!bc) {
     pes_.AddClippedLossesUncounted(loss, max_loss, ds->sum_task);
   } else {
     torch::Tensor bc_loss;
 #ifdef LOPT_WITH_CUDA
     // One multi-tensor kernel for the teacher's step, the BC loss and the mix.
-    bc_loss = BehaviorCloningCudaFused(state_.params, grads, adam_state_.m, adam_state_.v, u,
-                                       ds->step, ds->teacher_lr, ds->alpha, teacher_.beta1,
-                                       teacher_.beta2, teacher_.eps, teacher_.weight_decay);
+    // (Its teacher has no per-tensor update scales: a MUP task takes the op path.)
+    if (update_scales_.empty())
+      bc_loss = BehaviorCloningCudaFused(state_.params, grads, adam_state_.m, adam_state_.v, u,
+                                         ds->step, ds->teacher_lr, ds->alpha, teacher_.beta1,
+                                         teacher_.beta2, teacher_.eps, teacher_.weight_decay);
 #endif
     if (!bc_loss.defined()) {
       std::vector<torch::Tensor> uh =
           AdamUpdates(state_.params, grads, &adam_state_, ds->teacher_lr, ds->step, teacher_);
+      ScaleUpdates(update_scales_, &uh);
       bc_loss = torch::zeros({2 * num_tasks_}, loss.options());
       torch::Tensor one_minus_alpha = 1 - ds->alpha;
       for (size_t j = 0; j < u.size(); ++j) {
@@ -442,11 +389,11 @@ void EloUnroller::CaptureDeviceChunk(DeviceSteps* ds, int64_t steps) {
 #endif
 }
 
-TruncationResult EloUnroller::RunTruncationOnDevice(const torch::Tensor& theta, double alpha,
-                                                    int64_t outer_step) {
+TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double alpha,
+                                            int64_t outer_step) {
   torch::NoGradGuard no_grad;
   torch::Generator gen = MakeGenerator(seed_, kStreamUnroll, uint64_t(outer_step));
-  if (!initialized_) InitAll(gen);
+  if (!initialized_) InitAll(gen, outer_step);
   const bool bc = job_.elo().behavior_cloning().enabled();
   const int64_t T = num_tasks_, K = job_.pes().truncation_length();
   auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(device_);
@@ -607,7 +554,7 @@ absl::Status EloUnroller::LoadState(const NamedTensors& s) {
   }
   // Shapes come from a fresh init; the saved tensors must match them.
   torch::Generator gen = MakeGenerator(seed_, kStreamUnroll, 0);
-  InitAll(gen);
+  InitAll(gen, 0);
   auto load = [&](const std::string& name, torch::Tensor& dst) -> absl::Status {
     auto t = Find(s, name);
     if (!t.ok()) return t.status();

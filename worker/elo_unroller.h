@@ -85,20 +85,18 @@ class EloUnroller {
   int64_t graph_kernel_nodes() const;
 
  private:
-  void InitAll(torch::Generator& gen);
+  void InitAll(torch::Generator& gen, int64_t outer_step);
   UnrollStart StartUnroll(int64_t i, torch::Generator& gen, int64_t outer_step);
   void Push(int64_t i);
-  int64_t SampleUnrollLength(torch::Generator& gen) const;
+  int64_t SampleUnrollLength(torch::Generator& gen, int64_t outer_step) const;
   void WriteRows(int64_t i, const std::vector<torch::Tensor>& src,
                  std::vector<torch::Tensor>& dst);
   torch::Tensor StepTensor() const;
   NamedTensors SaveStateOnDevice() const;
 
-  // Non-CPU devices: the truncation with every inner step's work on the
-  // device, through static buffers (a CUDA graph's inputs and outputs).
+  // The truncation's static tensors (on CUDA a graph's inputs and outputs)
+  // and one inner step over them, on every device.
   struct DeviceSteps;
-  TruncationResult RunTruncationOnDevice(const torch::Tensor& theta, double alpha,
-                                         int64_t outer_step);
   void DeviceStep(DeviceSteps* ds);
   void CaptureDeviceStep(DeviceSteps* ds);
   void CaptureDeviceChunk(DeviceSteps* ds, int64_t steps);
@@ -112,6 +110,7 @@ class EloUnroller {
   SmallFcLopt lopt_;
   AdamOptions teacher_;
   bool initialized_ = false;
+  std::vector<double> update_scales_;  // MUP: the task's; empty: all 1
 
   TaskState state_;                // 2T particles
   LoptState lopt_state_;

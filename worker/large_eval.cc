@@ -16,12 +16,17 @@
 #include "common/learned_optimizer.h"
 #include "common/optimizer_file.h"
 #include "common/task.h"
+#include "google/protobuf/text_format.h"
+#include "lopt/v1/job.pb.h"
 
 namespace lopt {
 namespace {
 
+// mup_base_width > 0: muP as the `mup` package has it (MuReadout divides
+// the readout's input by its width multiplier m and starts its weight and
+// bias sqrt(m) times larger); the other layers as PyTorch's.
 torch::nn::Sequential MakeMlp(const std::vector<int64_t>& hidden, int64_t in, int64_t classes,
-                              uint64_t seed, torch::Device device) {
+                              uint64_t seed, torch::Device device, int64_t mup_base_width = 0) {
   // torch.nn.Linear's init (uniform +-1/sqrt(fan_in)) drawn on the CPU from
   // the seed's own generator: every rank and every arm starts from the same
   // weights whatever the device, and no global RNG is touched.
@@ -31,12 +36,17 @@ torch::nn::Sequential MakeMlp(const std::vector<int64_t>& hidden, int64_t in, in
   sizes.push_back(classes);
   for (size_t i = 0; i < sizes.size(); ++i) {
     torch::nn::Linear layer(in, sizes[i]);
+    const bool readout = mup_base_width > 0 && i + 1 == sizes.size() && i > 0;
+    const double width_mult = readout ? double(in) / double(mup_base_width) : 1.0;
     {
       torch::NoGradGuard no_grad;
       const double bound = 1.0 / std::sqrt(double(in));
       layer->weight.uniform_(-bound, bound, gen);
       layer->bias.uniform_(-bound, bound, gen);
+      if (readout) layer->weight.mul_(std::sqrt(width_mult));
     }
+    if (readout)
+      m->push_back(torch::nn::Functional([width_mult](const torch::Tensor& x) { return x / width_mult; }));
     m->push_back(layer);
     if (i + 1 < sizes.size()) m->push_back(torch::nn::ReLU());
     in = sizes[i];
@@ -60,11 +70,12 @@ absl::StatusOr<LargeEvalArm> TrainArm(const std::string& name, const LargeEvalCo
                                       const Collectives& col,
                                       const std::function<std::unique_ptr<torch::optim::Optimizer>(
                                           std::vector<torch::Tensor>)>& make_opt,
-                                      const std::function<void()>& on_step) {
+                                      const std::function<void()>& on_step,
+                                      int64_t mup_base_width = 0) {
   LargeEvalArm arm;
   arm.name = name;
   torch::nn::Sequential model =
-      MakeMlp(cfg.hidden, data.train_x.size(1), data.classes, cfg.seed, device);
+      MakeMlp(cfg.hidden, data.train_x.size(1), data.classes, cfg.seed, device, mup_base_width);
   std::unique_ptr<torch::optim::Optimizer> opt = make_opt(model->parameters());
   std::vector<torch::Tensor> params = model->parameters();
   const int64_t local = cfg.batch / col.world;
@@ -180,13 +191,41 @@ absl::StatusOr<LargeEvalReport> RunLargeEval(const LargeEvalConfig& cfg, torch::
     if (progress && col.rank == 0) progress(done, total);
   };
   const auto& file = *trained;
+  v1::LearnedOptimizerSpec spec = file.file.options();
+  if (!cfg.lopt_options.empty()) {
+    v1::LearnedOptimizerSpec extra;
+    if (!google::protobuf::TextFormat::ParseFromString(cfg.lopt_options, &extra) ||
+        (extra.has_hidden_size() && extra.hidden_size() != spec.hidden_size()))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--lopt-options must be a text LearnedOptimizerSpec that keeps hidden_size, got '",
+          cfg.lopt_options, "'"));
+    spec.MergeFrom(extra);
+  }
+  // A muLO trains the muP MLP; the base width is its meta-training tasks'.
+  int64_t base = 0;
+  if (spec.parameterization() == v1::MUP) {
+    const v1::JobSpec& job = file.file.job();
+    base = job.elo().tasks_size() > 0 ? job.elo().tasks(0).task().mup_base_width()
+                                      : job.task().mup_base_width();
+    if (base <= 0) base = 128;
+  }
+  // Hidden matrices (Linear layers 1 .. L-2: both dimensions grow with width)
+  // take updates / (fan_in / base), as MuAdam; params are [w0, b0, w1, b1, ...].
+  std::vector<double> scales;
+  if (base > 0) {
+    const size_t L = cfg.hidden.size() + 1;
+    scales.assign(2 * L, 1.0);
+    for (size_t l = 1; l + 1 < L; ++l) scales[2 * l] = double(base) / double(cfg.hidden[l - 1]);
+  }
   auto lopt_arm = TrainArm(
-      "lopt", cfg, data, device, col,
+      base > 0 ? "lopt (muP MLP)" : "lopt", cfg, data, device, col,
       [&](std::vector<torch::Tensor> params) -> std::unique_ptr<torch::optim::Optimizer> {
-        return std::make_unique<LearnedOptimizer>(std::move(params), file.file.options(),
-                                                  file.theta);
+        auto opt = std::make_unique<LearnedOptimizer>(std::move(params), spec, file.theta);
+        opt->set_total_steps(cfg.steps);
+        opt->set_update_scales(scales);
+        return opt;
       },
-      on_step);
+      on_step, base);
   if (!lopt_arm.ok()) return lopt_arm.status();
   report.arms.push_back(std::move(*lopt_arm));
   for (double lr : lrs) {

@@ -30,6 +30,9 @@ struct LargeEvalConfig {
   std::vector<double> adamw_lrs;  // empty: the optimizer file's job's eval grid
   int64_t record_every = 10;
   uint64_t seed = 0;
+  // A text LearnedOptimizerSpec merged into the file's options (e.g. ELO's
+  // step-multiplier schedule: 'warmup_fraction: 0.05'); empty: none.
+  std::string lopt_options;
 };
 
 // What data parallelism needs from the outside; the defaults are one process.

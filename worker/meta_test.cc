@@ -12,14 +12,16 @@ namespace {
 constexpr uint64_t kStreamEvalInit = 10;
 constexpr uint64_t kStreamEvalData = 11;
 
+// (state, grads, step [P] on the task's device, the same step as a number).
 using UpdateFn = std::function<std::vector<torch::Tensor>(
-    const TaskState&, const std::vector<torch::Tensor>&, const torch::Tensor& step)>;
+    const TaskState&, const std::vector<torch::Tensor>&, const torch::Tensor& step, int64_t s)>;
 
 // Trains P = replicas * seeds particles for config.steps steps; returns the
 // per-particle loss curve [windows, P], the final-window loss [P] and the
 // final state.
 struct Trained {
   torch::Tensor curve, final_loss;
+  torch::Tensor test_curve, test_acc_curve;  // [points, P]
   TaskState state;
 };
 
@@ -32,25 +34,36 @@ Trained Train(const Task& task, const MetaTestConfig& c, int64_t replicas, const
   t.state = task.Init(c.seeds, replicas, init_gen);
   int64_t P = t.state.num_particles();
   int64_t window = std::max<int64_t>(1, std::min<int64_t>(50, c.steps / 10));
-  torch::Tensor acc = torch::zeros({P}, torch::kFloat64);
-  torch::Tensor final_acc = torch::zeros({P}, torch::kFloat64);
-  std::vector<torch::Tensor> curve;
+  // Everything per step stays on the task's device: one host sync a window.
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(task.device());
+  torch::Tensor acc = torch::zeros({P}, f64);
+  torch::Tensor final_acc = torch::zeros({P}, f64);
+  torch::Tensor step = torch::zeros({P}, torch::TensorOptions().dtype(torch::kInt64).device(task.device()));
+  std::vector<torch::Tensor> curve, test_curve, test_acc;
   std::vector<torch::Tensor> grads;
   for (int64_t s = 0; s < c.steps; ++s) {
     Batch b = task.SampleBatch(c.seeds, data_gen);
     torch::Tensor loss = task.LossAndGrad(t.state, b, &grads).to(torch::kFloat64);
     acc += loss;
     if (s >= c.steps - window) final_acc += loss;
-    std::vector<torch::Tensor> u = update(t.state, grads, torch::full({P}, s, torch::kInt64));
+    std::vector<torch::Tensor> u = update(t.state, grads, step, s);
     for (size_t j = 0; j < u.size(); ++j) t.state.params[j].sub_(u[j]);
+    step.add_(1);
     if ((s + 1) % c.record_every == 0) {
       curve.push_back(acc / double(c.record_every));
       acc.zero_();
       if (tick) tick(c.record_every);
     }
+    if (c.test_every > 0 && (s + 1) % c.test_every == 0) {
+      EvalResult ev = task.Evaluate(t.state);
+      test_curve.push_back(ev.loss.cpu());
+      test_acc.push_back(ev.accuracy.cpu());
+    }
   }
-  t.curve = curve.empty() ? torch::zeros({0, P}) : torch::stack(curve);
-  t.final_loss = final_acc / double(window);
+  t.test_curve = test_curve.empty() ? torch::zeros({0, P}) : torch::stack(test_curve);
+  t.test_acc_curve = test_acc.empty() ? torch::zeros({0, P}) : torch::stack(test_acc);
+  t.curve = curve.empty() ? torch::zeros({0, P}) : torch::stack(curve).cpu();
+  t.final_loss = (final_acc / double(window)).cpu();
   return t;
 }
 
@@ -70,6 +83,10 @@ void Collect(const Task& task, const Trained& t, const std::string& name,
     if (r.diverged) r.final_train_loss = INFINITY;
     torch::Tensor col = t.curve.select(1, p).to(torch::kFloat32).contiguous();
     r.curve.assign(col.data_ptr<float>(), col.data_ptr<float>() + col.numel());
+    torch::Tensor tc = t.test_curve.select(1, p).to(torch::kFloat32).contiguous();
+    r.test_curve.assign(tc.data_ptr<float>(), tc.data_ptr<float>() + tc.numel());
+    torch::Tensor ta = t.test_acc_curve.select(1, p).to(torch::kFloat32).contiguous();
+    r.test_acc_curve.assign(ta.data_ptr<float>(), ta.data_ptr<float>() + ta.numel());
     report->runs.push_back(std::move(r));
   }
 }
@@ -83,6 +100,7 @@ MetaTestReport RunMetaTest(const Task& task, const MetaTestConfig& c,
   report.task = task.name();
   report.steps = c.steps;
   report.record_every = c.record_every;
+  report.test_every = c.test_every;
   report.final_window = std::max<int64_t>(1, std::min<int64_t>(50, c.steps / 10));
   int64_t total = c.steps * int64_t(lopts.size() + 1), done = 0;
   auto tick = [&](int64_t n) {
@@ -90,13 +108,22 @@ MetaTestReport RunMetaTest(const Task& task, const MetaTestConfig& c,
     if (progress) progress(done, total);
   };
 
+  // A MUP task's update scales apply to a muLO and, as MuAdam's, to AdamW.
+  const std::vector<double> scales = task.UpdateScales();
   for (const NamedLopt& nl : lopts) {
     SmallFcLopt lopt(nl.spec);
     LoptState state;
+    const bool scaled = nl.spec.parameterization() == v1::MUP;
+    const bool scheduled = HasStepMultSchedule(nl.spec);
+    torch::Tensor theta = nl.theta.to(task.device());
     UpdateFn update = [&](const TaskState& s, const std::vector<torch::Tensor>& g,
-                          const torch::Tensor& step) {
+                          const torch::Tensor& step, int64_t t) {
       if (state.empty()) state = lopt.InitState(s.params);
-      return lopt.Step(s.params, g, &state, step, nl.theta);
+      std::vector<torch::Tensor> u = lopt.Step(s.params, g, &state, step, theta);
+      if (scheduled)  // every particle is at step t
+        ApplyStepMultSchedule(nl.spec, StepMultFactor(nl.spec, t, c.steps), s.params, &u);
+      if (scaled) ScaleUpdates(scales, &u);
+      return u;
     };
     Trained t = Train(task, c, 1, update, tick);
     Collect(task, t, nl.name, {0.0}, c.seeds, &report);
@@ -105,14 +132,16 @@ MetaTestReport RunMetaTest(const Task& task, const MetaTestConfig& c,
   // Every learning rate of the grid is a replica: particle r * seeds + s.
   int64_t R = c.adamw_lrs.size();
   std::vector<double> lrs(c.adamw_lrs.begin(), c.adamw_lrs.end());
-  torch::Tensor lr = torch::tensor(lrs, torch::kFloat64).repeat_interleave(c.seeds);
+  torch::Tensor lr = torch::tensor(lrs, torch::kFloat64).repeat_interleave(c.seeds).to(task.device());
   AdamState adam;
   AdamOptions opt;
   opt.weight_decay = c.adamw_weight_decay;
   UpdateFn update = [&](const TaskState& s, const std::vector<torch::Tensor>& g,
-                        const torch::Tensor& step) {
+                        const torch::Tensor& step, int64_t) {
     if (adam.m.empty()) adam = InitAdamState(s.params);
-    return AdamUpdates(s.params, g, &adam, lr, step, opt);
+    std::vector<torch::Tensor> u = AdamUpdates(s.params, g, &adam, lr, step, opt);
+    ScaleUpdates(scales, &u);
+    return u;
   };
   Trained t = Train(task, c, R, update, tick);
   Collect(task, t, "adamw", lrs, c.seeds, &report);

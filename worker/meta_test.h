@@ -24,6 +24,8 @@ struct MetaTestConfig {
   std::vector<float> adamw_lrs;
   double adamw_weight_decay = 1e-4;
   int64_t record_every = 10;
+  // Evaluate on the test split every this many steps (0: only at the end).
+  int64_t test_every = 0;
   uint64_t seed = 0;
 };
 
@@ -42,6 +44,8 @@ struct MetaTestRun {
   double test_accuracy = 0;     // NaN for tasks without labels
   bool diverged = false;
   std::vector<float> curve;     // mean batch loss of each record_every window
+  std::vector<float> test_curve;      // test loss every test_every steps
+  std::vector<float> test_acc_curve;  // and test accuracy
 };
 
 struct MetaTestReport {
@@ -49,6 +53,7 @@ struct MetaTestReport {
   int64_t steps = 0;
   int64_t record_every = 0;
   int64_t final_window = 0;  // steps averaged into final_train_loss
+  int64_t test_every = 0;    // steps between the points of test_curve
   std::vector<MetaTestRun> runs;
 };
 

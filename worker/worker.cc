@@ -63,17 +63,30 @@ absl::StatusOr<Worker::Shard*> Worker::ShardFor(const v1::WorkUnit& unit) {
   if (auto s = ValidateJob(spec); !s.ok()) return s;
   if (unit.shard() < 0 || unit.shard() >= spec.cluster().shards())
     return absl::InvalidArgumentError(absl::StrCat("shard ", unit.shard(), " is out of range"));
-  // Shards of one job share its task (data) and its buffer client.
-  std::shared_ptr<Task> task;
+  // Shards of one job share its tasks (data) and its buffer client.
+  std::vector<std::shared_ptr<const Task>> shared;
   for (auto& [k, s] : shards_)
-    if (k.first == unit.job_id() && s.job_bytes == bytes) task = s.task;
-  if (!task) {
-    auto t = MakeTask(spec.task(), spec.seed());
+    if (k.first == unit.job_id() && s.job_bytes == bytes)
+      shared.insert(shared.end(), s.tasks.begin(), s.tasks.end());
+  std::vector<std::shared_ptr<const Task>> used;
+  TaskFactory make_task = [&](const v1::TaskSpec& ts,
+                              uint64_t seed) -> absl::StatusOr<std::shared_ptr<const Task>> {
+    // Shards build their groups in the same order, so the k-th task of
+    // another shard of the job is this one's k-th.
+    if (used.size() < shared.size()) {
+      used.push_back(shared[used.size()]);
+      return used.back();
+    }
+    auto t = MakeTask(ts, seed);
     if (!t.ok()) return t.status();
-    task = std::shared_ptr<Task>(std::move(*t));
-  }
+    used.push_back(std::shared_ptr<const Task>(std::move(*t)));
+    return used.back();
+  };
   auto& buffer = buffers_[unit.job_id()];
   if (!buffer) buffer = std::shared_ptr<ReplayBuffer>(options_.make_buffer());
+  auto elo = EloShard::Create(spec, make_task, buffer.get(), unit.buffer_prefix(),
+                              ShardSeed(spec, unit.shard()));
+  if (!elo.ok()) return elo.status();
   // Evict the least recently used shard beyond the cache's size.
   if (it == shards_.end() && int32_t(shards_.size()) >= options_.max_cached_shards) {
     auto lru = shards_.begin();
@@ -83,11 +96,9 @@ absl::StatusOr<Worker::Shard*> Worker::ShardFor(const v1::WorkUnit& unit) {
   }
   Shard& sh = shards_[key];
   sh.job_bytes = bytes;
-  sh.task = task;
+  sh.tasks = used;
   sh.buffer = buffer;
-  sh.unroller = std::make_unique<EloUnroller>(spec, task.get(), buffer.get(),
-                                              unit.buffer_prefix() + task->name(),
-                                              ShardSeed(spec, unit.shard()));
+  sh.unroller = *std::move(elo);
   sh.last_used = ++use_counter_;
   return &sh;
 }

@@ -22,7 +22,7 @@
 #include "common/rpc.h"
 #include "common/task.h"
 #include "lopt/v1/work_service.grpc.pb.h"
-#include "worker/elo_unroller.h"
+#include "worker/elo_shard.h"
 #include "worker/lhopt_episode.h"
 
 namespace lopt {
@@ -65,9 +65,9 @@ class Worker {
  private:
   struct Shard {
     std::string job_bytes;  // the spec the unroller was built for
-    std::shared_ptr<Task> task;
+    std::vector<std::shared_ptr<const Task>> tasks;  // one per group
     std::shared_ptr<ReplayBuffer> buffer;
-    std::unique_ptr<EloUnroller> unroller;
+    std::unique_ptr<EloShard> unroller;
     uint64_t last_used = 0;
   };
   absl::StatusOr<Shard*> ShardFor(const v1::WorkUnit& unit);
