@@ -153,6 +153,12 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
       if (!job.CanStart(s)) continue;
       EloUnit unit = job.Start(s);
       TruncationResult r = unrollers[s]->RunTruncation(unit.theta, unit.alpha, unit.truncation);
+      // Local mode's buffer is a RocksDB beside the checkpoint: a failing one
+      // (a full disk, say) stops the run, which resumes from its checkpoint.
+      if (r.buffer_failures > 0)
+        return absl::UnavailableError(absl::StrCat(
+            "the replay buffer in ", opt.out_dir, "/buffer failed (", r.buffer_error,
+            "); free the space or fix the directory and run the same command to resume"));
       particle_steps += r.particle_steps;
       EloShardResult res{s, unit.theta_version, r.grad, r.meta_loss, r.task_loss, r.bc_loss,
                          r.particle_steps, r.fresh_starts, r.restores, r.pushes};
@@ -180,6 +186,11 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
           return st;
       }
       if (opt.stop_after >= 0 && ran >= opt.stop_after) break;
+      if (opt.stop && opt.stop->load()) break;
+    }
+    if (opt.stop && opt.stop->load()) {
+      summary.stopped_early = !job.done();
+      break;
     }
   }
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -214,6 +225,7 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
       ",\n  \"task_loss_end\": ", JsonNumber(summary.task_loss_end),
       ",\n  \"inner_particle_steps_per_second\": ", JsonNumber(rate),
       ",\n  \"wall_seconds\": ", JsonNumber(wall),
+      ",\n  \"stopped_early\": ", summary.stopped_early ? "true" : "false",
       ",\n  \"optimizer\": ", JsonString(summary.optimizer_path), "\n}\n");
   if (auto s = WriteFileAtomically(opt.out_dir + "/summary.json", json); !s.ok()) return s;
   return summary;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <atomic>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -17,6 +18,10 @@ struct LocalTrainOptions {
   bool fresh = false;         // ignore an existing checkpoint
   int64_t stop_after = -1;    // stop (with a checkpoint) after this many outer steps; -1: run to the end
   std::string device = "cpu"; // where the inner loops run: cpu, cuda, cuda:N
+  // Set (e.g. by a SIGINT/SIGTERM handler): stop after the outer step under
+  // way, checkpoint, and write optimizer.lopt and summary.json of what was
+  // trained, so that a stopped run is usable and resumes where it stopped.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 struct TrainSummary {
@@ -29,6 +34,7 @@ struct TrainSummary {
   double particle_steps_per_second = 0;
   double wall_seconds = 0;
   std::string optimizer_path;
+  bool stopped_early = false;       // options.stop ended it before the budget
 };
 
 // Runs (or resumes) meta-training of `job` in `options.out_dir`.

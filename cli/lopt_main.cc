@@ -6,6 +6,8 @@
 //   lopt eval --schedule|--controller FILE --job FILE   LHOPT against AdamW, cosine
 //   lopt validate FILE                          check a job file
 //   lopt print-default-job                      the embedded default job
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -269,8 +271,24 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "lopt train: job '%s', %d outer steps, %d tasks x 2 particles, truncation %d, out %s\n",
                  job->name().c_str(), job->budget().outer_steps(), job->pes().num_tasks(),
                  job->pes().truncation_length(), o.out_dir.c_str());
+    // Ctrl-C or SIGTERM stops after the outer step under way, with a
+    // checkpoint and a usable optimizer file; the same command resumes.
+    static std::atomic<bool> stop{false};
+    o.stop = &stop;
+    auto on_signal = [](int) { stop.store(true); };
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
     auto summary = RunLocalTraining(*job, o);
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
     if (!summary.ok()) return Fail(summary.status());
+    if (summary->stopped_early) {
+      std::printf("stopped at outer step %lld of %d; %s holds theta of that step; run the same "
+                  "command to resume\n",
+                  (long long)summary->outer_steps, job->budget().outer_steps(),
+                  summary->optimizer_path.c_str());
+      return 0;
+    }
     std::printf("trained %lld outer steps in %s (%.0f inner particle-steps/s)\n"
                 "meta-loss %.4f -> %.4f, task loss %.4f -> %.4f\noptimizer: %s\n",
                 (long long)summary->outer_steps, FormatDuration(summary->wall_seconds).c_str(),

@@ -56,9 +56,14 @@ std::string StateName(lopt::v1::JobState s) {
 }
 
 std::string Line(const lopt::v1::JobStatus& s) {
-  return absl::StrFormat("%-28s %-10s %7d/%-7d meta-loss %-9.5g %9.0f particle-steps/s  workers %d",
-                         s.job_id(), StateName(s.state()), s.outer_step(), s.total_steps(),
-                         s.meta_loss(), s.inner_particle_steps_per_second(), s.workers());
+  std::string line =
+      absl::StrFormat("%-28s %-10s %7d/%-7d meta-loss %-9.5g %9.0f particle-steps/s  workers %d",
+                      s.job_id(), StateName(s.state()), s.outer_step(), s.total_steps(),
+                      s.meta_loss(), s.inner_particle_steps_per_second(), s.workers());
+  if (s.buffer_failures() > 0)  // ELO running without (part of) its replay buffer
+    absl::StrAppendFormat(&line, "  BUFFER FAILING (%d calls; last: %s)", s.buffer_failures(),
+                          s.buffer_error());
+  return line;
 }
 
 bool Terminal(lopt::v1::JobState s) {

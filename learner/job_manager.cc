@@ -75,6 +75,9 @@ struct Families {
       "lopt_units_reassigned_total", "Work units given back to the pool after their worker left");
   prometheus::Family<prometheus::Histogram>& staleness = HistogramFamily(
       "lopt_result_staleness_steps", "Outer steps between a result's theta and the current one");
+  prometheus::Family<prometheus::Counter>& buffer_failures = CounterFamily(
+      "lopt_buffer_failures_total",
+      "Replay-buffer calls that failed on the workers (lost puts, samples fallen back to fresh starts)");
 };
 Families& F() {
   static Families* f = new Families();
@@ -106,6 +109,8 @@ struct JobManager::Job {
   int64_t version = 0;  // bumped on every status change
   int64_t accepted = 0, dropped_stale = 0, rejected = 0;
   int consecutive_worker_errors = 0;
+  int64_t buffer_failures = 0;  // reported by the workers' results
+  std::string buffer_error;     // the last of them
   double last_meta = 0, last_task = 0;  // the latest update's (CoreVerdict)
   std::deque<std::pair<Clock::time_point, int64_t>> recent;  // (time, particle steps)
   double rate = 0;
@@ -355,6 +360,8 @@ v1::JobStatus JobManager::StatusOf(const Job& job) const {
   s.set_submitted_unix_ms(job.submitted_ms);
   s.set_updated_unix_ms(job.updated_ms);
   s.set_error(job.error);
+  s.set_buffer_failures(job.buffer_failures);
+  s.set_buffer_error(job.buffer_error);
   return s;
 }
 
@@ -624,6 +631,15 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
     return ack;
   }
   job.consecutive_worker_errors = 0;
+  if (r.buffer_failures() > 0) {
+    // The unit ran (with fresh starts where the buffer failed): its result
+    // counts, and the job's status says the buffer is failing.
+    job.buffer_failures += r.buffer_failures();
+    job.buffer_error = r.buffer_error().substr(0, 1024);
+    F().buffer_failures.Add({}).Increment(static_cast<double>(r.buffer_failures()));
+    LogWarning("replay buffer failing on a worker", {{"job", job.id}, {"worker", worker_id},
+                                                    {"error", job.buffer_error}});
+  }
   CoreVerdict v = job.core->Accept(r, token, payload);
   if (v.kind == CoreVerdict::kRejected)
     return fail(v.reason, v.error.code(), std::string(v.error.message()));

@@ -72,6 +72,8 @@ TruncationResult EloShard::RunTruncation(const torch::Tensor& theta, double alph
     r.fresh_starts += t.fresh_starts;
     r.restores += t.restores;
     r.pushes += t.pushes;
+    r.buffer_failures += t.buffer_failures;
+    if (!t.buffer_error.empty()) r.buffer_error = t.buffer_error;
     for (UnrollStart u : t.unroll_starts) {
       u.task += g.first_task;
       r.unroll_starts.push_back(u);

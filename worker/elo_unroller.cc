@@ -168,12 +168,19 @@ UnrollStart EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t o
   double u = Uniform01(gen);
   if (buffer_ && outer_step > 0 && u > bcfg.fresh_start_probability()) {
     auto size = buffer_->Size(buffer_table_);
+    if (!size.ok()) BufferFailed("size", size.status());
     restore = size.ok() && *size > 0;
   }
   torch::Tensor xi_restored = torch::zeros({lopt_.theta_size()});
   if (restore) {
     auto item = buffer_->Sample(buffer_table_, Uniform01(gen) * 0.999999999);
-    if (!item.ok()) restore = false;
+    if (!item.ok()) {
+      BufferFailed("sample", item.status());
+      restore = false;
+    } else if (absl::Status st = CheckItem(*item); !st.ok()) {
+      BufferFailed("sample", st);
+      restore = false;
+    }
     if (restore) {
       auto get = [&](const std::string& name) { return Find(*item, name).value(); };
       // Every saved row into its place in one WriteRows (one transfer).
@@ -215,7 +222,45 @@ UnrollStart EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t o
   return UnrollStart{i, step_[i], n, push_at_[i], restore};
 }
 
-void EloUnroller::Push(int64_t i) {
+void EloUnroller::BufferFailed(const char* op, const absl::Status& status) {
+  ++buffer_failures_;
+  buffer_error_ = absl::StrCat(op, " on table ", buffer_table_, ": ", status.ToString());
+}
+
+absl::Status EloUnroller::CheckItem(const NamedTensors& item) const {
+  // The names and shapes a restore writes: an item from another job or a
+  // damaged one is a failure the result reports, never an abort.
+  auto check = [&](const std::string& name, const torch::Tensor& like) -> absl::Status {
+    auto t = Find(item, name);
+    if (!t.ok()) return t.status();
+    std::vector<int64_t> want = like.sizes().vec();
+    want[0] = 2;
+    if (t->sizes().vec() != want)
+      return absl::InvalidArgumentError(absl::StrCat("buffered item's ", name, " has shape ",
+                                                     c10::str(t->sizes()), ", expected ",
+                                                     c10::str(c10::IntArrayRef(want))));
+    return absl::OkStatus();
+  };
+  for (size_t j = 0; j < state_.params.size(); ++j) {
+    if (auto s = check(absl::StrCat("params/", j), state_.params[j]); !s.ok()) return s;
+    if (auto s = check(absl::StrCat("adam_m/", j), adam_state_.m[j]); !s.ok()) return s;
+    if (auto s = check(absl::StrCat("adam_v/", j), adam_state_.v[j]); !s.ok()) return s;
+  }
+  for (size_t j = 0; j < state_.aux.size(); ++j)
+    if (auto s = check(absl::StrCat("aux/", j), state_.aux[j]); !s.ok()) return s;
+  std::vector<torch::Tensor> lo_flat = FlattenLoptState(lopt_state_);
+  for (size_t j = 0; j < lo_flat.size(); ++j)
+    if (auto s = check(absl::StrCat("lopt/", j), lo_flat[j]); !s.ok()) return s;
+  auto step = Find(item, "step");
+  if (!step.ok()) return step.status();
+  auto xi = Find(item, "xi");
+  if (!xi.ok()) return xi.status();
+  if (xi->numel() != lopt_.theta_size())
+    return absl::InvalidArgumentError("buffered item's xi has the wrong size");
+  return absl::OkStatus();
+}
+
+bool EloUnroller::Push(int64_t i) {
   std::vector<std::string> names;
   std::vector<torch::Tensor> tensors;
   auto add = [&](std::string name, const torch::Tensor& t) {
@@ -235,7 +280,9 @@ void EloUnroller::Push(int64_t i) {
   for (size_t k = 0; k < rows.size(); ++k) item.emplace_back(names[k], rows[k]);
   item.emplace_back("step", torch::tensor(step_[i], torch::kInt64));
   item.emplace_back("xi", pes_.CurrentXi(i).clone().cpu());
-  (void)buffer_->Put(buffer_table_, job_.elo().buffer().capacity(), std::move(item));
+  absl::Status st = buffer_->Put(buffer_table_, job_.elo().buffer().capacity(), std::move(item));
+  if (!st.ok()) BufferFailed("put", st);
+  return st.ok();
 }
 
 // ---------------------------------------------------------------------------
@@ -426,6 +473,8 @@ TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double a
 #endif
 
   TruncationResult r;
+  buffer_failures_ = 0;
+  buffer_error_.clear();
   ds->theta.copy_(pes_.BeginTruncation(theta, gen));
   ds->alpha.fill_(alpha);
   ds->sum_meta.zero_();
@@ -447,9 +496,8 @@ TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double a
     bool restarted = false;
     for (int64_t i = 0; i < T; ++i) {
       if (buffer_ && step_[i] == push_at_[i]) {
-        Push(i);
+        if (Push(i)) ++r.pushes;
         push_at_[i] = -1;
-        ++r.pushes;
       }
       if (step_[i] >= end_[i]) {
         UnrollStart u = StartUnroll(i, gen, outer_step);
@@ -511,6 +559,8 @@ TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double a
   r.meta_loss = bc ? ds->sum_meta.item<double>() / K : r.task_loss;
   r.bc_loss = bc ? ds->sum_bc.item<double>() / K : 0;
   r.particle_steps = 2 * T * K;
+  r.buffer_failures = buffer_failures_;
+  r.buffer_error = buffer_error_;
 #ifdef LOPT_WITH_CUDA
   if (ds->stream) {
     at::cuda::CUDAEvent done;

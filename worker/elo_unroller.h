@@ -40,7 +40,12 @@ struct TruncationResult {
   int64_t particle_steps = 0;
   int64_t fresh_starts = 0;  // unroll starts from step 0
   int64_t restores = 0;      // unroll starts from a replay-buffer state
-  int64_t pushes = 0;        // states pushed to the replay buffer
+  int64_t pushes = 0;        // states pushed to the replay buffer (stored)
+  // Replay-buffer calls that failed (a put lost, a sample or size that fell
+  // back to a fresh start) and the last one's error: a job whose buffer is
+  // unreachable says so instead of silently running without it.
+  int64_t buffer_failures = 0;
+  std::string buffer_error;
   std::vector<UnrollStart> unroll_starts;
 };
 
@@ -87,7 +92,9 @@ class EloUnroller {
  private:
   void InitAll(torch::Generator& gen, int64_t outer_step);
   UnrollStart StartUnroll(int64_t i, torch::Generator& gen, int64_t outer_step);
-  void Push(int64_t i);
+  bool Push(int64_t i);  // false: the put failed (counted)
+  void BufferFailed(const char* op, const absl::Status& status);
+  absl::Status CheckItem(const NamedTensors& item) const;
   int64_t SampleUnrollLength(torch::Generator& gen, int64_t outer_step) const;
   void WriteRows(int64_t i, const std::vector<torch::Tensor>& src,
                  std::vector<torch::Tensor>& dst);
@@ -110,6 +117,8 @@ class EloUnroller {
   SmallFcLopt lopt_;
   AdamOptions teacher_;
   bool initialized_ = false;
+  int64_t buffer_failures_ = 0;  // in this truncation
+  std::string buffer_error_;
   std::vector<double> update_scales_;  // MUP: the task's; empty: all 1
 
   TaskState state_;                // 2T particles

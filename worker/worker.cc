@@ -29,6 +29,10 @@ struct WorkerMetrics {
   prometheus::Gauge& connected =
       GaugeFamily("lopt_worker_connected", "1 while the worker holds a stream to the learner")
           .Add({});
+  prometheus::Counter& buffer_failures =
+      CounterFamily("lopt_worker_buffer_failures_total",
+                    "Replay-buffer calls that failed (lost puts, samples that fell back to fresh starts)")
+          .Add({});
 };
 WorkerMetrics& M() {
   static WorkerMetrics* m = new WorkerMetrics();
@@ -142,6 +146,14 @@ v1::WorkResult Worker::RunUnit(const v1::WorkUnit& unit) {
   r.set_fresh_starts(tr.fresh_starts);
   r.set_restores(tr.restores);
   r.set_pushes(tr.pushes);
+  if (tr.buffer_failures > 0) {
+    r.set_buffer_failures(tr.buffer_failures);
+    r.set_buffer_error(tr.buffer_error.substr(0, 1024));
+    M().buffer_failures.Increment(static_cast<double>(tr.buffer_failures));
+    LogWarning("replay buffer calls failed; the unit ran on with fresh starts",
+               {{"job", unit.job_id()}, {"failures", absl::StrCat(tr.buffer_failures)},
+                {"error", r.buffer_error()}});
+  }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.set_seconds(secs);
   M().units.Add({{"result", "ok"}}).Increment();

@@ -273,6 +273,25 @@ TEST(LearnerService, DropsStaleResultsAndCountsThem) {
   EXPECT_EQ(w.NextUnit().theta_version(), 1);
 }
 
+TEST(LearnerService, BufferFailuresOnWorkersShowInTheJobsStatus) {
+  LearnerServer s;
+  std::string id = Submit(s, kJob);
+  FakeWorker w(s.client());
+  ASSERT_TRUE(w.Register());
+  v1::WorkUnit u = w.NextUnit();
+  EXPECT_EQ(s.manager().Get(id, false)->buffer_failures(), 0);
+  // The unit ran with fresh starts where the buffer failed: its result still
+  // counts, and the job's status says that the buffer is failing.
+  v1::WorkResult r = GoodResult(u);
+  r.set_buffer_failures(3);
+  r.set_buffer_error("put on table x: UNAVAILABLE: failed to connect to all addresses");
+  EXPECT_TRUE(w.Send(r).accepted());
+  auto st = s.manager().Get(id, false);
+  EXPECT_EQ(st->results_accepted(), 1);
+  EXPECT_EQ(st->buffer_failures(), 3);
+  EXPECT_NE(st->buffer_error().find("UNAVAILABLE"), std::string::npos);
+}
+
 TEST(LearnerService, ReassignsTheUnitOfAWorkerThatWentAway) {
   LearnerServer s;
   std::string id = Submit(s, kJob);

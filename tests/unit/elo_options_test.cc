@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "common/buffer_client.h"
 #include "common/job_spec.h"
 #include "common/learned_optimizer.h"
 #include "common/replay_buffer.h"
@@ -309,6 +310,46 @@ TEST(Mup, JobsMustAgreeOnTheParameterization) {
   v1::JobSpec cnn = Job("task { fmnist_cnn { } }");
   cnn.mutable_task()->set_parameterization(v1::MUP);
   EXPECT_NE(std::string(ValidateJob(cnn).message()).find("fmnist_mlp only"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace lopt
+
+namespace lopt {
+namespace {
+
+// A worker whose buffer server is unreachable runs on (fresh starts), but
+// says so: its results count the failed calls and carry the error, and no
+// push is counted that was not stored.
+TEST(EloBufferFailures, UnreachableBufferIsCountedNotHidden) {
+  v1::JobSpec job = Job(
+      "task { noisy_quadratic { min_dim: 4 max_dim: 4 noise_stddev: 0 } }\n"
+      "pes { num_tasks: 4 truncation_length: 3 min_unroll_length: 3 max_unroll_length: 6 }\n"
+      "elo { buffer { capacity: 2 fresh_start_probability: 0 } }");
+  auto task = MakeTask(job.task(), job.seed()).value();
+  ClientConfig cfg;
+  cfg.target = "127.0.0.1:1";  // nothing listens on port 1
+  cfg.timeout_ms = 200;
+  RemoteReplayBufferOptions opts;
+  opts.max_attempts = 1;
+  RemoteReplayBuffer dead(cfg, opts);
+  EloUnroller u(job, task.get(), &dead, "t", 3);
+  torch::Generator gen = MakeGenerator(0, 0, 0);
+  torch::Tensor theta = SmallFcLopt(job.lopt()).InitTheta(gen);
+  int64_t failures = 0, pushes = 0, restores = 0;
+  std::string error;
+  for (int64_t s = 0; s < 6; ++s) {
+    TruncationResult r = u.RunTruncation(theta, 1.0, s);
+    failures += r.buffer_failures;
+    pushes += r.pushes;
+    restores += r.restores;
+    if (!r.buffer_error.empty()) error = r.buffer_error;
+  }
+  EXPECT_GT(failures, 0);
+  EXPECT_EQ(pushes, 0);
+  EXPECT_EQ(restores, 0);
+  EXPECT_NE(error.find("table t"), std::string::npos) << error;
+  EXPECT_NE(error.find("UNAVAILABLE"), std::string::npos) << error;
 }
 
 }  // namespace
