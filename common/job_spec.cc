@@ -142,6 +142,19 @@ absl::Status ValidateTask(const v1::TaskSpec& t, absl::string_view prefix = "tas
       return Invalid(
           absl::StrCat(prefix, " must set one family: fmnist_mlp, fmnist_cnn, noisy_quadratic or byte_lm"));
   }
+  if (t.has_augmentation() && t.augmentation().enabled()) {
+    const auto& a = t.augmentation();
+    const int image_size = t.has_fmnist_mlp()   ? t.fmnist_mlp().image_size()
+                           : t.has_fmnist_cnn() ? t.fmnist_cnn().image_size()
+                                                : 0;
+    if (image_size == 0)
+      return Invalid(
+          F("augmentation applies to the image families (fmnist_mlp, fmnist_cnn) only; "
+            "remove it or set augmentation.enabled: false"));
+    LOPT_CHECK(InRange(F("augmentation.crop_padding"), a.crop_padding(), 0, image_size / 2));
+    LOPT_CHECK(InRange(F("augmentation.max_translation"), a.max_translation(), 0,
+                       image_size / 2));
+  }
   if (t.has_param_scale() && t.param_scale().enabled()) {
     const auto& s = t.param_scale();
     LOPT_CHECK(Positive(F("param_scale.min_scale"), s.min_scale()));

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/byte_lm_task.h"
 #include "common/idx_dataset.h"
+#include "common/image_augmentation.h"
 #ifdef LOPT_WITH_CUDA
 #include "kernels/losses_cuda_torch.h"
 #endif
@@ -464,6 +465,39 @@ class ParamScaledTask : public Task {
   v1::ParamScaleAugmentation spec_;
 };
 
+// v1::ImageAugmentation on every batch SampleBatch draws; Evaluate's test
+// split is the inner task's, untouched.
+class AugmentedImageTask : public Task {
+ public:
+  AugmentedImageTask(std::unique_ptr<Task> inner, int64_t image_size,
+                     const v1::ImageAugmentation& spec)
+      : inner_(std::move(inner)), image_size_(image_size), spec_(spec) {}
+  std::string name() const override { return inner_->name() + "_augmented"; }
+  torch::Device device() const override { return inner_->device(); }
+  const std::vector<std::vector<int64_t>>& param_shapes() const override {
+    return inner_->param_shapes();
+  }
+  TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
+    return inner_->Init(groups, replicas, gen);
+  }
+  Batch SampleBatch(int64_t groups, torch::Generator& gen) const override {
+    Batch b = inner_->SampleBatch(groups, gen);
+    b.x = AugmentImages(b.x, image_size_, spec_, gen);
+    return b;
+  }
+  torch::Tensor LossAndGrad(const TaskState& s, const Batch& batch,
+                            std::vector<torch::Tensor>* grads) const override {
+    return inner_->LossAndGrad(s, batch, grads);
+  }
+  EvalResult Evaluate(const TaskState& s) const override { return inner_->Evaluate(s); }
+  double MaxMetaLoss() const override { return inner_->MaxMetaLoss(); }
+
+ private:
+  std::unique_ptr<Task> inner_;
+  int64_t image_size_;
+  v1::ImageAugmentation spec_;
+};
+
 }  // namespace
 
 namespace {
@@ -536,6 +570,15 @@ absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_
     }
     case v1::TaskSpec::FAMILY_NOT_SET:
       return absl::InvalidArgumentError("task must set one family");
+  }
+  if (spec.has_augmentation() && spec.augmentation().enabled()) {
+    const int64_t size = spec.has_fmnist_mlp()   ? spec.fmnist_mlp().image_size()
+                         : spec.has_fmnist_cnn() ? spec.fmnist_cnn().image_size()
+                                                 : 0;
+    if (size == 0)
+      return absl::InvalidArgumentError(
+          "task.augmentation applies to the image families only (fmnist_mlp, fmnist_cnn)");
+    task = std::make_unique<AugmentedImageTask>(std::move(task), size, spec.augmentation());
   }
   if (spec.has_param_scale() && spec.param_scale().enabled())
     task = std::make_unique<ParamScaledTask>(std::move(task), spec.param_scale());

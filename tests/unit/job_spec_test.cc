@@ -67,6 +67,31 @@ TEST(JobSpec, SyntaxErrorsGiveLineAndColumn) {
   EXPECT_EQ(e.rfind("job.textproto:1:", 0), 0u) << e;
 }
 
+TEST(JobSpec, AugmentationIsForImageFamiliesWithinHalfTheImage) {
+  auto job = JobFromText("task { fmnist_cnn { image_size: 14 } augmentation { enabled: true } }",
+                         "aug");
+  ASSERT_TRUE(job.ok()) << job.status();
+  const auto& a = job->task().augmentation();
+  EXPECT_TRUE(a.horizontal_flip());
+  EXPECT_EQ(a.crop_padding(), 2);
+  EXPECT_EQ(a.max_translation(), 0);
+  EXPECT_TRUE(JobFromText("task { fmnist_mlp { image_size: 8 } augmentation { enabled: true "
+                          "crop_padding: 4 max_translation: 4 } }", "aug").ok());
+  EXPECT_EQ(ErrorOf("task { fmnist_mlp { image_size: 8 } augmentation { enabled: true "
+                    "crop_padding: 5 } }"),
+            "job.textproto: task.augmentation.crop_padding must be in [0, 4], got 5");
+  EXPECT_EQ(ErrorOf("task { fmnist_cnn { image_size: 28 } augmentation { enabled: true "
+                    "max_translation: -1 } }"),
+            "job.textproto: task.augmentation.max_translation must be in [0, 14], got -1");
+  std::string e = ErrorOf("task { noisy_quadratic {} augmentation { enabled: true } }");
+  EXPECT_NE(e.find("task.augmentation applies to the image families"), std::string::npos) << e;
+  e = ErrorOf("lhopt { tasks { task { byte_lm {} augmentation { enabled: true } } } }");
+  EXPECT_NE(e.find("lhopt.tasks[0].task.augmentation applies to the image families"),
+            std::string::npos) << e;
+  // Switched off, it is ignored wherever it is.
+  EXPECT_TRUE(JobFromText("task { noisy_quadratic {} augmentation { crop_padding: 99 } }", "off").ok());
+}
+
 TEST(JobSpec, MissingFileIsNotFound) {
   auto job = LoadJobFile("/nonexistent/job.textproto");
   EXPECT_EQ(job.status().code(), absl::StatusCode::kNotFound);
