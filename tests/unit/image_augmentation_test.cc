@@ -182,7 +182,8 @@ TEST_P(AugmentedTaskFamily, AugmentsTrainingBatchesOnly) {
 INSTANTIATE_TEST_SUITE_P(
     ImageFamilies, AugmentedTaskFamily,
     ::testing::Values("fmnist_mlp { image_size: 8 batch_size: 16 }",
-                      "fmnist_cnn { image_size: 14 channels: 4 batch_size: 16 }"));
+                      "fmnist_cnn { image_size: 14 channels: 4 batch_size: 16 }",
+                      "fmnist_resnet { image_size: 8 channels: 4 batch_size: 16 }"));
 
 }  // namespace
 }  // namespace lopt

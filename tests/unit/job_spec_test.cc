@@ -67,6 +67,24 @@ TEST(JobSpec, SyntaxErrorsGiveLineAndColumn) {
   EXPECT_EQ(e.rfind("job.textproto:1:", 0), 0u) << e;
 }
 
+TEST(JobSpec, ResnetDefaultsAndRanges) {
+  auto job = JobFromText("task { fmnist_resnet {} }", "resnet");
+  ASSERT_TRUE(job.ok()) << job.status();
+  const auto& r = job->task().fmnist_resnet();
+  EXPECT_EQ(std::vector<int>(r.channels().begin(), r.channels().end()), (std::vector<int>{16, 32}));
+  EXPECT_EQ(r.image_size(), 28);
+  EXPECT_EQ(r.batch_size(), 128);
+  EXPECT_EQ(r.activation(), v1::RELU);
+  EXPECT_EQ(ErrorOf("task { fmnist_resnet { image_size: 9 } }"),
+            "job.textproto: task.fmnist_resnet.image_size must be 8, 14 or 28, got 9");
+  EXPECT_EQ(ErrorOf("task { fmnist_resnet { channels: 8 channels: 0 } }"),
+            "job.textproto: task.fmnist_resnet.channels[1] must be in [1, 4096], got 0");
+  EXPECT_EQ(ErrorOf("task { fmnist_resnet { batch_size: 0 } }"),
+            "job.textproto: task.fmnist_resnet.batch_size must be in [1, 60000], got 0");
+  EXPECT_EQ(ErrorOf("task { fmnist_resnet { data_dir: \"\" } }"),
+            "job.textproto: task.fmnist_resnet.data_dir must not be empty");
+}
+
 TEST(JobSpec, AugmentationIsForImageFamiliesWithinHalfTheImage) {
   auto job = JobFromText("task { fmnist_cnn { image_size: 14 } augmentation { enabled: true } }",
                          "aug");
@@ -80,7 +98,7 @@ TEST(JobSpec, AugmentationIsForImageFamiliesWithinHalfTheImage) {
   EXPECT_EQ(ErrorOf("task { fmnist_mlp { image_size: 8 } augmentation { enabled: true "
                     "crop_padding: 5 } }"),
             "job.textproto: task.augmentation.crop_padding must be in [0, 4], got 5");
-  EXPECT_EQ(ErrorOf("task { fmnist_cnn { image_size: 28 } augmentation { enabled: true "
+  EXPECT_EQ(ErrorOf("task { fmnist_resnet { image_size: 28 } augmentation { enabled: true "
                     "max_translation: -1 } }"),
             "job.textproto: task.augmentation.max_translation must be in [0, 14], got -1");
   std::string e = ErrorOf("task { noisy_quadratic {} augmentation { enabled: true } }");
