@@ -109,6 +109,21 @@ absl::Status ValidateTask(const v1::TaskSpec& t, absl::string_view prefix = "tas
       LOPT_CHECK(InRange(F("fmnist_cnn.batch_size"), c.batch_size(), 1, 60000));
       break;
     }
+    case v1::TaskSpec::kFmnistResnet: {
+      const auto& r = t.fmnist_resnet();
+      LOPT_CHECK(ValidateDataDir(F("fmnist_resnet.data_dir"), r.data_dir()));
+      if (r.image_size() != 8 && r.image_size() != 28 && r.image_size() != 14)
+        return Invalid(absl::StrCat(
+            F("fmnist_resnet.image_size must be 8, 14 or 28, got "), r.image_size()));
+      if (r.channels_size() == 0)
+        return Invalid(F("fmnist_resnet.channels must not be empty"));
+      for (int i = 0; i < r.channels_size(); ++i)
+        LOPT_CHECK(InRange(absl::StrCat(F("fmnist_resnet.channels["), i, "]"),
+                           r.channels(i), 1, 4096));
+      LOPT_CHECK(ValidateActivation(F("fmnist_resnet.activation"), r.activation()));
+      LOPT_CHECK(InRange(F("fmnist_resnet.batch_size"), r.batch_size(), 1, 60000));
+      break;
+    }
     case v1::TaskSpec::kNoisyQuadratic: {
       const auto& q = t.noisy_quadratic();
       LOPT_CHECK(InRange(F("noisy_quadratic.min_dim"), q.min_dim(), 1, 1 << 24));
@@ -140,8 +155,23 @@ absl::Status ValidateTask(const v1::TaskSpec& t, absl::string_view prefix = "tas
       break;
     }
     case v1::TaskSpec::FAMILY_NOT_SET:
+      return Invalid(absl::StrCat(prefix,
+                                  " must set one family: fmnist_mlp, fmnist_cnn, fmnist_resnet, "
+                                  "noisy_quadratic or byte_lm"));
+  }
+  if (t.has_augmentation() && t.augmentation().enabled()) {
+    const auto& a = t.augmentation();
+    const int image_size = t.has_fmnist_mlp()   ? t.fmnist_mlp().image_size()
+                           : t.has_fmnist_cnn() ? t.fmnist_cnn().image_size()
+                           : t.has_fmnist_resnet() ? t.fmnist_resnet().image_size()
+                                                   : 0;
+    if (image_size == 0)
       return Invalid(
-          absl::StrCat(prefix, " must set one family: fmnist_mlp, fmnist_cnn, noisy_quadratic or byte_lm"));
+          F("augmentation applies to the image families (fmnist_mlp, fmnist_cnn, "
+            "fmnist_resnet) only; remove it or set augmentation.enabled: false"));
+    LOPT_CHECK(InRange(F("augmentation.crop_padding"), a.crop_padding(), 0, image_size / 2));
+    LOPT_CHECK(InRange(F("augmentation.max_translation"), a.max_translation(), 0,
+                       image_size / 2));
   }
   if (t.parameterization() == v1::PARAMETERIZATION_UNSPECIFIED)
     return Invalid(absl::StrCat(F("parameterization must be STANDARD or MUP")));
@@ -169,6 +199,10 @@ void FillTaskDefaults(v1::TaskSpec* task) {
   if (task->has_fmnist_cnn() && task->fmnist_cnn().channels_size() == 0) {
     task->mutable_fmnist_cnn()->add_channels(8);
     task->mutable_fmnist_cnn()->add_channels(16);
+  }
+  if (task->has_fmnist_resnet() && task->fmnist_resnet().channels_size() == 0) {
+    task->mutable_fmnist_resnet()->add_channels(16);
+    task->mutable_fmnist_resnet()->add_channels(32);
   }
 }
 

@@ -1,7 +1,9 @@
 #include "common/task.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <numeric>
 #include <random>
 
 #include <torch/torch.h>
@@ -9,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/byte_lm_task.h"
 #include "common/idx_dataset.h"
+#include "common/image_augmentation.h"
 #ifdef LOPT_WITH_CUDA
 #include "kernels/losses_cuda_torch.h"
 #endif
@@ -127,7 +130,8 @@ class ImageTaskBase : public Task {
     torch::NoGradGuard no_grad;
     int64_t P = state.num_particles();
     int64_t n = data_->test_x.size(0);
-    const int64_t chunk = std::max<int64_t>(1, (1 << 22) / (P * data_->test_x.size(1)));
+    const int64_t chunk = std::max<int64_t>(
+        1, (1 << 22) / (P * data_->test_x.size(1) * ActivationsPerPixel()));
     auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(device_);
     torch::Tensor loss_sum = torch::zeros({P}, f64);
     torch::Tensor correct = torch::zeros({P}, f64);
@@ -152,6 +156,10 @@ class ImageTaskBase : public Task {
   // logits [P, B, C] from parameters and inputs x [P, B, H*W].
   virtual torch::Tensor Forward(const std::vector<torch::Tensor>& p,
                                 const torch::Tensor& x) const = 0;
+
+  // The widest layer's activations an input pixel makes: Evaluate sizes its
+  // test-set chunks so that they stay near 16 MiB a tensor.
+  virtual int64_t ActivationsPerPixel() const { return 1; }
 
   // The dataset on `device` (the CPU one itself on the CPU): uploaded once.
   static std::shared_ptr<const ImageDataset> OnDevice(std::shared_ptr<const ImageDataset> d,
@@ -357,6 +365,105 @@ class FmnistCnnTask : public ImageTaskBase {
   std::vector<std::vector<int64_t>> shapes_;
 };
 
+// v1::FmnistResnetSpec: a stem conv, one residual basic block a stage, global
+// average pooling, a linear head; every conv is followed by a group norm.
+// As in the CNN, the P particles' convolutions run as one grouped convolution
+// (groups = P) on [B, P * channels, H, W] activations, and the group norm's
+// P * groups groups never straddle two particles. Autograd differentiates it.
+class FmnistResnetTask : public ImageTaskBase {
+ public:
+  FmnistResnetTask(const v1::FmnistResnetSpec& spec, std::shared_ptr<const ImageDataset> data,
+                   torch::Device device)
+      : ImageTaskBase(std::move(data), spec.batch_size(), device), act_(spec.activation()) {
+    // Each conv is [out, in, k, k] followed by the norm's scale and shift
+    // [out]; the order is the one Forward consumes them in.
+    auto conv_norm = [&](int64_t out, int64_t in, int64_t k) {
+      shapes_.push_back({out, in, k, k});
+      shapes_.push_back({out});
+      shapes_.push_back({out});
+    };
+    int64_t in = spec.channels(0);
+    conv_norm(in, 1, 3);  // the stem
+    for (int s = 0; s < spec.channels_size(); ++s) {
+      int64_t c = spec.channels(s);
+      conv_norm(c, in, 3);
+      conv_norm(c, c, 3);
+      if (s > 0) conv_norm(c, in, 1);  // the projection shortcut
+      in = c;
+    }
+    shapes_.push_back({in, data_->num_classes});
+    shapes_.push_back({data_->num_classes});
+    widest_ = *std::max_element(spec.channels().begin(), spec.channels().end());
+  }
+  std::string name() const override {
+    return absl::StrCat("fmnist_resnet_", data_->image_size);
+  }
+  const std::vector<std::vector<int64_t>>& param_shapes() const override { return shapes_; }
+
+  // Convs uniform +-1/sqrt(fan_in) (torch.nn.Conv2d's bound), norms scale 1
+  // and shift 0 (torch.nn.GroupNorm's), the head as the CNN's.
+  TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
+    TaskState s;
+    for (size_t i = 0; i + 2 < shapes_.size(); i += 3) {
+      const auto& w = shapes_[i];
+      s.params.push_back(FanInUniform(w, w[1] * w[2] * w[3], groups, replicas, gen));
+      s.params.push_back(torch::ones({groups * replicas, w[0]}));
+      s.params.push_back(torch::zeros({groups * replicas, w[0]}));
+    }
+    const auto& head = shapes_[shapes_.size() - 2];
+    s.params.push_back(FanInUniform(head, head[0], groups, replicas, gen));
+    s.params.push_back(FanInUniform(shapes_.back(), head[0], groups, replicas, gen));
+    for (auto& p : s.params) p = p.to(device_);
+    return s;
+  }
+
+  // The norm's groups of a layer of `channels`: groups of channels / 8
+  // channels where 8 divides them, fewer and larger groups otherwise.
+  static int64_t NormGroups(int64_t channels) { return std::gcd<int64_t>(channels, 8); }
+
+ protected:
+  torch::Tensor Forward(const std::vector<torch::Tensor>& p,
+                        const torch::Tensor& x) const override {
+    const int64_t P = x.size(0), B = x.size(1), S = data_->image_size;
+    size_t next = 0;  // the next conv's weight in p
+    // Conv (no bias: the norm's shift plays its part) and group norm, all particles.
+    auto conv_norm = [&](const torch::Tensor& in, int64_t stride) {
+      const torch::Tensor& w = p[next];  // [P, out, in, k, k]
+      const int64_t out = w.size(1), k = w.size(3);
+      // NCHW throughout: channels-last makes oneDNN's grouped convolution twice
+      // as fast but LibTorch 1.13's group norm three times as slow, and the
+      // whole step slower (measured on the CPU, P = 16).
+      torch::Tensor y = torch::conv2d(in, w.reshape({P * out, w.size(2), k, k}), {}, stride,
+                                      /*padding=*/k / 2, /*dilation=*/1, /*groups=*/P);
+      y = torch::group_norm(y, P * NormGroups(out), p[next + 1].reshape({P * out}),
+                            p[next + 2].reshape({P * out}), kNormEps);
+      next += 3;
+      return y;
+    };
+    // [P, B, S*S] -> [B, P * 1, S, S]
+    torch::Tensor h = x.view({P, B, 1, S, S}).transpose(0, 1).reshape({B, P, S, S});
+    h = Activate(conv_norm(h, 1), act_);
+    for (int64_t s = 0; next + 2 < p.size(); ++s) {
+      const int64_t stride = s == 0 ? 1 : 2;
+      torch::Tensor main = Activate(conv_norm(h, stride), act_);
+      main = conv_norm(main, 1);
+      torch::Tensor shortcut = s == 0 ? h : conv_norm(h, stride);
+      h = Activate(main + shortcut, act_);
+    }
+    const int64_t c = h.size(1) / P;
+    torch::Tensor feat = h.mean({2, 3}).view({B, P, c}).transpose(0, 1);  // [P, B, c]
+    return torch::baddbmm(p.back().unsqueeze(1), feat, p[p.size() - 2]);
+  }
+
+  int64_t ActivationsPerPixel() const override { return widest_; }
+
+ private:
+  static constexpr double kNormEps = 1e-5;
+  v1::Activation act_;
+  std::vector<std::vector<int64_t>> shapes_;
+  int64_t widest_ = 1;
+};
+
 // 0.5 * mean_i h_i (x_i - c_i - noise_i)^2; h and c are drawn per task
 // (stored in aux), noise per step.
 class NoisyQuadraticTask : public Task {
@@ -527,6 +634,40 @@ class MupMlpTask : public Task {
   double readout_m_ = 1.0;
 };
 
+// v1::ImageAugmentation on every batch SampleBatch draws; Evaluate's test
+// split is the inner task's, untouched.
+class AugmentedImageTask : public Task {
+ public:
+  AugmentedImageTask(std::unique_ptr<Task> inner, int64_t image_size,
+                     const v1::ImageAugmentation& spec)
+      : inner_(std::move(inner)), image_size_(image_size), spec_(spec) {}
+  std::string name() const override { return inner_->name() + "_augmented"; }
+  torch::Device device() const override { return inner_->device(); }
+  const std::vector<std::vector<int64_t>>& param_shapes() const override {
+    return inner_->param_shapes();
+  }
+  std::vector<double> UpdateScales() const override { return inner_->UpdateScales(); }
+  TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
+    return inner_->Init(groups, replicas, gen);
+  }
+  Batch SampleBatch(int64_t groups, torch::Generator& gen) const override {
+    Batch b = inner_->SampleBatch(groups, gen);
+    b.x = AugmentImages(b.x, image_size_, spec_, gen);
+    return b;
+  }
+  torch::Tensor LossAndGrad(const TaskState& s, const Batch& batch,
+                            std::vector<torch::Tensor>* grads) const override {
+    return inner_->LossAndGrad(s, batch, grads);
+  }
+  EvalResult Evaluate(const TaskState& s) const override { return inner_->Evaluate(s); }
+  double MaxMetaLoss() const override { return inner_->MaxMetaLoss(); }
+
+ private:
+  std::unique_ptr<Task> inner_;
+  int64_t image_size_;
+  v1::ImageAugmentation spec_;
+};
+
 }  // namespace
 
 void ScaleUpdates(const std::vector<double>& scales, std::vector<torch::Tensor>* updates) {
@@ -590,6 +731,15 @@ absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_
       task = std::make_unique<FmnistCnnTask>(spec.fmnist_cnn(), *data, device);
       break;
     }
+    case v1::TaskSpec::kFmnistResnet: {
+      const auto& r = spec.fmnist_resnet();
+      auto data = LoadImageDataset(r.data_dir(), r.image_size());
+      if (!data.ok()) return data.status();
+      if (r.channels_size() == 0)
+        return absl::InvalidArgumentError("task.fmnist_resnet.channels must not be empty");
+      task = std::make_unique<FmnistResnetTask>(r, *data, device);
+      break;
+    }
     case v1::TaskSpec::kNoisyQuadratic:
       task = std::make_unique<NoisyQuadraticTask>(spec.noisy_quadratic(), seed, device);
       break;
@@ -607,6 +757,17 @@ absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_
     if (spec.family_case() != v1::TaskSpec::kFmnistMlp)
       return absl::InvalidArgumentError("task.parameterization MUP is for fmnist_mlp only");
     task = std::make_unique<MupMlpTask>(std::move(task), spec.mup_base_width());
+  }
+  if (spec.has_augmentation() && spec.augmentation().enabled()) {
+    const int64_t size = spec.has_fmnist_mlp()   ? spec.fmnist_mlp().image_size()
+                         : spec.has_fmnist_cnn() ? spec.fmnist_cnn().image_size()
+                         : spec.has_fmnist_resnet() ? spec.fmnist_resnet().image_size()
+                                                    : 0;
+    if (size == 0)
+      return absl::InvalidArgumentError(
+          "task.augmentation applies to the image families only (fmnist_mlp, fmnist_cnn, "
+          "fmnist_resnet)");
+    task = std::make_unique<AugmentedImageTask>(std::move(task), size, spec.augmentation());
   }
   if (spec.has_param_scale() && spec.param_scale().enabled())
     task = std::make_unique<ParamScaledTask>(std::move(task), spec.param_scale());

@@ -67,6 +67,49 @@ TEST(JobSpec, SyntaxErrorsGiveLineAndColumn) {
   EXPECT_EQ(e.rfind("job.textproto:1:", 0), 0u) << e;
 }
 
+TEST(JobSpec, ResnetDefaultsAndRanges) {
+  auto job = JobFromText("task { fmnist_resnet {} }", "resnet");
+  ASSERT_TRUE(job.ok()) << job.status();
+  const auto& r = job->task().fmnist_resnet();
+  EXPECT_EQ(std::vector<int>(r.channels().begin(), r.channels().end()), (std::vector<int>{16, 32}));
+  EXPECT_EQ(r.image_size(), 28);
+  EXPECT_EQ(r.batch_size(), 128);
+  EXPECT_EQ(r.activation(), v1::RELU);
+  EXPECT_EQ(ErrorOf("task { fmnist_resnet { image_size: 9 } }"),
+            "job.textproto: task.fmnist_resnet.image_size must be 8, 14 or 28, got 9");
+  EXPECT_EQ(ErrorOf("task { fmnist_resnet { channels: 8 channels: 0 } }"),
+            "job.textproto: task.fmnist_resnet.channels[1] must be in [1, 4096], got 0");
+  EXPECT_EQ(ErrorOf("task { fmnist_resnet { batch_size: 0 } }"),
+            "job.textproto: task.fmnist_resnet.batch_size must be in [1, 60000], got 0");
+  EXPECT_EQ(ErrorOf("task { fmnist_resnet { data_dir: \"\" } }"),
+            "job.textproto: task.fmnist_resnet.data_dir must not be empty");
+}
+
+TEST(JobSpec, AugmentationIsForImageFamiliesWithinHalfTheImage) {
+  auto job = JobFromText("task { fmnist_cnn { image_size: 14 } augmentation { enabled: true } }",
+                         "aug");
+  ASSERT_TRUE(job.ok()) << job.status();
+  const auto& a = job->task().augmentation();
+  EXPECT_TRUE(a.horizontal_flip());
+  EXPECT_EQ(a.crop_padding(), 2);
+  EXPECT_EQ(a.max_translation(), 0);
+  EXPECT_TRUE(JobFromText("task { fmnist_mlp { image_size: 8 } augmentation { enabled: true "
+                          "crop_padding: 4 max_translation: 4 } }", "aug").ok());
+  EXPECT_EQ(ErrorOf("task { fmnist_mlp { image_size: 8 } augmentation { enabled: true "
+                    "crop_padding: 5 } }"),
+            "job.textproto: task.augmentation.crop_padding must be in [0, 4], got 5");
+  EXPECT_EQ(ErrorOf("task { fmnist_resnet { image_size: 28 } augmentation { enabled: true "
+                    "max_translation: -1 } }"),
+            "job.textproto: task.augmentation.max_translation must be in [0, 14], got -1");
+  std::string e = ErrorOf("task { noisy_quadratic {} augmentation { enabled: true } }");
+  EXPECT_NE(e.find("task.augmentation applies to the image families"), std::string::npos) << e;
+  e = ErrorOf("lhopt { tasks { task { byte_lm {} augmentation { enabled: true } } } }");
+  EXPECT_NE(e.find("lhopt.tasks[0].task.augmentation applies to the image families"),
+            std::string::npos) << e;
+  // Switched off, it is ignored wherever it is.
+  EXPECT_TRUE(JobFromText("task { noisy_quadratic {} augmentation { crop_padding: 99 } }", "off").ok());
+}
+
 TEST(JobSpec, MissingFileIsNotFound) {
   auto job = LoadJobFile("/nonexistent/job.textproto");
   EXPECT_EQ(job.status().code(), absl::StatusCode::kNotFound);
