@@ -71,8 +71,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0)
-    return Fail(absl::UnavailableError(
-        absl::StrCat("cannot listen on ", config.listen, " (address in use or invalid?)")));
+    return Fail(lopt::ListenFailed(config.listen));
 
   int metrics_port = 0;
   if (auto s = lopt::StartMetricsServer(flags->Get("metrics-listen"), &metrics_port); !s.ok()) {

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "absl/strings/str_cat.h"
 #include "common/log.h"
 
 namespace lopt {
@@ -36,6 +37,12 @@ int ServiceStartFailed(const std::string& prog, const absl::Status& status) {
   std::fprintf(stderr, "%s: %s\n", prog.c_str(), std::string(status.message()).c_str());
   LogError("cannot start", {{"error", status.ToString()}});
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+absl::Status ListenFailed(const std::string& listen) {
+  return absl::UnavailableError(absl::StrCat(
+      "cannot listen on ", listen,
+      ": the port is in use by another process, or the address is not one of this host's"));
 }
 
 sigset_t BlockStopSignals() {

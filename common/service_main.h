@@ -29,6 +29,11 @@ std::optional<Flags> ParseServiceFlags(const std::string& prog, const std::strin
 // 2 for a bad argument, 1 for anything else (a port in use, a bad disk).
 int ServiceStartFailed(const std::string& prog, const absl::Status& status);
 
+// The error of a server whose BuildAndStart failed: servers do not share
+// ports (common/rpc.h's ConfigureServer turns SO_REUSEPORT off), so a port
+// another process holds is the usual reason.
+absl::Status ListenFailed(const std::string& listen);
+
 // Blocks SIGTERM and SIGINT in this thread and every thread started after it.
 // Call before starting threads.
 sigset_t BlockStopSignals();

@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&work);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0)
-    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", f->Get("listen"))));
+    return Fail(lopt::ListenFailed(f->Get("listen")));
   lopt::SetServing(server.get(), "lopt.v1.JobService", true);
   lopt::SetServing(server.get(), "lopt.v1.WorkService", true);
   lopt::LogInfo("serving", {{"grpc_port", absl::StrCat(port)},

@@ -182,5 +182,32 @@ TEST(ServicesFaults, SecondLearnerOnAStateDirInUseRefusesToStartAndNamesTheHolde
   EXPECT_TRUE(s.learner().running());
 }
 
+// --- 4. A second server on a taken gRPC port -------------------------------
+
+TEST(ServicesFaults, ServersRefuseAPortAnotherServerHolds) {
+  Services s("port");
+  const int taken = FreePort();
+  auto first = ChildProcess::Start(
+      "buffer1",
+      {Bin(LOPT_BUFFER_BINARY), absl::StrCat("--listen=127.0.0.1:", taken), "--metrics-listen=",
+       "--db-path=" + s.dir() + "/buffer1"},
+      "msg=serving");
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto [code, out] = RunCommand(absl::StrCat("timeout 30 ", Bin(LOPT_BUFFER_BINARY),
+                                             " --listen=127.0.0.1:", taken,
+                                             " --metrics-listen= --db-path=", s.dir(), "/buffer2"));
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find(absl::StrCat("cannot listen on 127.0.0.1:", taken, ": the port is in use")),
+            std::string::npos)
+      << out;
+  // The learner's builder is the same one: a learner on the buffer's port.
+  std::string cmd;
+  for (const auto& a : s.LearnerArgs(taken)) absl::StrAppend(&cmd, a, " ");
+  std::tie(code, out) = RunCommand("timeout 60 " + cmd);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find(absl::StrCat("cannot listen on 127.0.0.1:", taken)), std::string::npos) << out;
+  EXPECT_TRUE((*first)->running());
+}
+
 }  // namespace
 }  // namespace lopt
