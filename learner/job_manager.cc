@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <random>
 #include <tuple>
@@ -23,6 +24,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr int kMaxConsecutiveWorkerErrors = 5;
+// A checkpoint or trained file that could not be written (a full disk, say)
+// is tried again this often until it is.
+constexpr auto kSaveRetry = std::chrono::seconds(1);
 
 int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -73,6 +77,9 @@ struct Families {
       GaugeFamily("lopt_workers_connected", "Workers connected to the learner");
   prometheus::Family<prometheus::Counter>& reassigned = CounterFamily(
       "lopt_units_reassigned_total", "Work units given back to the pool after their worker left");
+  prometheus::Family<prometheus::Counter>& save_failures = CounterFamily(
+      "lopt_checkpoint_failures_total",
+      "Writes of a job's checkpoint or trained file that failed (they are retried), by file");
   prometheus::Family<prometheus::Histogram>& staleness = HistogramFamily(
       "lopt_result_staleness_steps", "Outer steps between a result's theta and the current one");
 };
@@ -111,6 +118,14 @@ struct JobManager::Job {
   double rate = 0;
   Clock::time_point finished_at;
   bool series_removed = false;
+  // Its steps are done; it is SUCCEEDED once its trained file and a
+  // checkpoint that says so are on disk (until then RUNNING).
+  bool finishing = false;
+  // The last write of its checkpoint or trained file failed: save_error says
+  // why (shown in its status), and the janitor retries at next_save.
+  bool unsaved = false;
+  std::string save_error;
+  Clock::time_point next_save;
   // Metrics series of this job (the core adds its own).
   prometheus::Counter* m_outer = nullptr;
   prometheus::Counter* m_inner = nullptr;
@@ -306,6 +321,10 @@ absl::Status JobManager::LoadAll() {
     job->dropped_stale = st.results_dropped_stale();
     job->updated_ms = NowUnixMs();
     if (auto last = job->core->LastLosses()) std::tie(job->last_meta, job->last_task) = *last;
+    if (!Terminal(job->state) && job->core->Done()) {
+      job->finishing = true;  // its trained file is the janitor's to write
+      job->unsaved = true;
+    }
     if (!Terminal(job->state)) {
       job->AddSeries();
       LogInfo("resuming job from its checkpoint",
@@ -354,7 +373,9 @@ v1::JobStatus JobManager::StatusOf(const Job& job) const {
   s.set_results_dropped_stale(job.dropped_stale);
   s.set_submitted_unix_ms(job.submitted_ms);
   s.set_updated_unix_ms(job.updated_ms);
-  s.set_error(job.error);
+  s.set_error(job.save_error.empty()   ? job.error
+              : job.error.empty() ? job.save_error
+                                  : absl::StrCat(job.error, "; ", job.save_error));
   return s;
 }
 
@@ -367,7 +388,10 @@ absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
   do job->id = NewJobId(spec.name());
   while (jobs_.count(job->id));
   if (auto s = MakeDirs(JobDir(job->id)); !s.ok()) return s;
-  if (auto s = Checkpoint(*job); !s.ok()) return s;
+  if (auto s = Checkpoint(*job); !s.ok()) {
+    ::rmdir(JobDir(job->id).c_str());  // refused: leave no directory behind
+    return s;
+  }
   job->AddSeries();
   std::string id = job->id;
   LogInfo("job submitted", {{"job", id},
@@ -401,9 +425,7 @@ std::vector<v1::JobStatus> JobManager::List() const {
 }
 
 void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) {
-  job.state = state;
   job.error = error;
-  job.finished_at = Clock::now();
   for (auto& [wid, w] : workers_)
     if (w->unit_job == job.id) {
       // Their results will be answered "unknown unit".
@@ -412,20 +434,71 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
       w->unit_shard = -1;
       w->unit_token = -1;
     }
-  if (auto s = Checkpoint(job); !s.ok())
-    LogError("cannot checkpoint a finished job", {{"job", job.id}, {"error", std::string(s.message())}});
   if (state == v1::SUCCEEDED) {
-    const std::string path = JobDir(job.id) + "/" + job.core->TrainedFileName(false);
-    if (auto s = job.core->WriteTrainedFile(path); !s.ok())
-      LogError("cannot write the trained file",
-               {{"job", job.id}, {"path", path}, {"error", std::string(s.message())}});
+    // Not succeeded until its result is durable: Save finishes it.
+    job.finishing = true;
+    Save(job);
+    return;
   }
+  job.finishing = false;
+  job.state = state;
+  Save(job);  // a failure leaves it unsaved, retried by the janitor
+  Finished(job);
+}
+
+void JobManager::Finished(Job& job) {
+  job.finished_at = Clock::now();
   cleanup_prefixes_.push_back(job.id + "/");
-  LogInfo("job finished", {{"job", job.id}, {"state", v1::JobState_Name(state)},
+  LogInfo("job finished", {{"job", job.id}, {"state", v1::JobState_Name(job.state)},
                            {"outer_step", absl::StrCat(job.core->Step())},
                            {"meta_loss", absl::StrFormat("%.5g", job.last_meta)},
-                           {"error", error}});
+                           {"error", job.error}});
   UpdateJobGauges();
+  Touch(job);
+}
+
+void JobManager::Save(Job& job) {
+  std::string file = "checkpoint";
+  absl::Status s;
+  if (job.finishing) {
+    // The trained file first: a checkpoint that says SUCCEEDED promises it.
+    file = "trained";
+    const std::string path = JobDir(job.id) + "/" + job.core->TrainedFileName(false);
+    s = job.core->WriteTrainedFile(path);
+    if (s.ok()) {
+      file = "checkpoint";
+      job.state = v1::SUCCEEDED;
+      s = Checkpoint(job);
+      if (!s.ok()) job.state = v1::RUNNING;
+    }
+  } else {
+    s = Checkpoint(job);
+  }
+  if (s.ok()) {
+    const bool was_unsaved = job.unsaved;
+    job.unsaved = false;
+    job.save_error.clear();
+    if (was_unsaved) {
+      LogInfo("job saved after failed attempts", {{"job", job.id}});
+      Touch(job);
+    }
+    if (job.finishing) {
+      job.finishing = false;
+      Finished(job);
+    }
+    return;
+  }
+  const bool first = !job.unsaved;
+  job.unsaved = true;
+  job.next_save = Clock::now() + kSaveRetry;
+  job.save_error = absl::StrCat(
+      job.finishing ? "its steps are done but its result is not saved yet: " : "not saved: ",
+      s.message(), " (retrying every ",
+      std::chrono::duration_cast<std::chrono::seconds>(kSaveRetry).count(), " s)");
+  F().save_failures.Add({{"file", file}}).Increment();
+  if (first)  // not once a second while the disk stays full
+    LogError("cannot save the job", {{"job", job.id}, {"file", file},
+                                     {"error", std::string(s.message())}});
   Touch(job);
 }
 
@@ -658,10 +731,7 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
       return ack;
     }
     int64_t every = job.core->CheckpointEvery();
-    if (every > 0 && job.core->Step() % every == 0) {
-      if (auto s = Checkpoint(job); !s.ok())
-        LogError("checkpoint failed", {{"job", job.id}, {"error", std::string(s.message())}});
-    }
+    if (every > 0 && job.core->Step() % every == 0) Save(job);
   }
   Touch(job);
   return ack;
@@ -691,6 +761,8 @@ void JobManager::JanitorLoop() {
     for (auto& [id, w] : workers_)
       if (w->alive && now - w->last_seen > std::chrono::milliseconds(options_.worker_timeout_ms))
         DropWorker(*w, absl::StrCat("silent for more than ", options_.worker_timeout_ms, " ms"));
+    for (auto& [id, j] : jobs_)
+      if (j->unsaved && now >= j->next_save) Save(*j);
     for (auto& [id, j] : jobs_)
       if (Terminal(j->state) && !j->series_removed &&
           now - j->finished_at > std::chrono::milliseconds(options_.metrics_retention_ms))

@@ -209,5 +209,73 @@ TEST(ServicesFaults, ServersRefuseAPortAnotherServerHolds) {
   EXPECT_TRUE((*first)->running());
 }
 
+// --- 2. A full disk at a job's end -----------------------------------------
+
+// The soft limit only: raising it again needs no privilege.
+void SetFileSizeLimit(pid_t pid, rlim_t bytes) {
+  rlimit lim{};
+  ASSERT_EQ(prlimit(pid, RLIMIT_FSIZE, nullptr, &lim), 0) << std::strerror(errno);
+  lim.rlim_cur = bytes;
+  ASSERT_EQ(prlimit(pid, RLIMIT_FSIZE, &lim, nullptr), 0) << std::strerror(errno);
+}
+
+TEST(ServicesFaults, AJobSucceedsOnlyOnceItsResultIsOnDiskAndRetriesUntilItIs) {
+  Services s("fulldisk");
+  s.StartBuffer();
+  s.StartLearner(/*ignore_sigxfsz=*/true);
+  const int kSteps = 6;
+  const std::string text = JobText("fulldisk", kSteps, 2);
+  const std::string id = s.SubmitOk(text);  // its first checkpoint is on disk
+  const std::string job_dir = s.state_dir() + "/jobs/" + id;
+  // The disk fills: no write of the learner's gets past 16 bytes.
+  SetFileSizeLimit(s.learner().pid(), 16);
+  auto [code, out] = s.Submit(JobText("refused", 2, 1));
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("RESOURCE_EXHAUSTED"), std::string::npos) << out;
+  EXPECT_NE(out.find("File too large"), std::string::npos) << out;
+
+  s.StartWorker("w1");
+  // Every step is done, yet the job is not succeeded: its result is not saved.
+  std::string st = PollStatus(s, id, absl::StrCat("outer_step: ", kSteps), 120s);
+  ASSERT_NE(st.find(absl::StrCat("outer_step: ", kSteps)), std::string::npos) << st;
+  st = PollStatus(s, id, "File too large", 10s);
+  EXPECT_NE(st.find("state: RUNNING"), std::string::npos) << st;
+  EXPECT_NE(st.find("its steps are done but its result is not saved yet"), std::string::npos) << st;
+  EXPECT_NE(st.find("optimizer.lopt"), std::string::npos) << st;
+  EXPECT_NE(st.find("File too large (errno 27)"), std::string::npos) << st;
+  EXPECT_FALSE(FileExists(job_dir + "/optimizer.lopt"));
+  auto metrics = HttpGet(s.learner().metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_GE(MetricValue(*metrics, "lopt_checkpoint_failures_total", "file=\"trained\""), 2)
+      << "retried while the disk stays full";
+  EXPECT_GE(MetricValue(*metrics, "lopt_checkpoint_failures_total", "file=\"checkpoint\""), 1)
+      << "the checkpoint at step 2 or 4 failed";
+  std::tie(code, out) = s.Ctl(absl::StrCat("export ", id, " --out ", s.dir(), "/x.lopt"));
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("File too large"), std::string::npos) << out;
+
+  // Space comes back: the job succeeds by itself, its result exports.
+  SetFileSizeLimit(s.learner().pid(), RLIM_INFINITY);
+  std::tie(code, out) = s.Ctl(absl::StrCat("watch ", id, " --no-progress"));
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find(absl::StrCat("succeeded at outer step ", kSteps, "/", kSteps)), std::string::npos)
+      << out;
+  EXPECT_TRUE(FileExists(job_dir + "/optimizer.lopt"));
+  const std::string exported = s.dir() + "/trained.lopt";
+  std::tie(code, out) = s.Ctl(absl::StrCat("export ", id, " --out ", exported));
+  ASSERT_EQ(code, 0) << out;
+  auto file = LoadOptimizerFile(exported);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->file.outer_step(), kSteps);
+
+  // And it stays succeeded across a restart (its checkpoint says so).
+  s.learner().Kill9();
+  s.StartLearner();
+  st = s.Ctl("status " + id).second;
+  EXPECT_NE(st.find("state: SUCCEEDED"), std::string::npos) << st;
+  EXPECT_NE(st.find(absl::StrCat("outer_step: ", kSteps)), std::string::npos) << st;
+  EXPECT_EQ(st.find("error:"), std::string::npos) << st;
+}
+
 }  // namespace
 }  // namespace lopt
