@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/job_limits.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
@@ -257,6 +258,7 @@ void FillJobDefaults(v1::JobSpec* job) {
 
 absl::Status ValidateJob(const v1::JobSpec& job) {
   if (job.name().empty()) return Invalid("name must not be empty");
+  LOPT_CHECK(ValidateJobStrings(job));
   LOPT_CHECK(ValidateTask(job.task()));
 
   const auto& lo = job.lopt();

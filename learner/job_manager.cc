@@ -10,11 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/checkpoint.h"
+#include "common/job_limits.h"
 #include "common/job_spec.h"
 #include "common/lhopt_wire.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/tensor_codec.h"
+#include "common/utf8.h"
 #include "learner/job_core.h"
 #include "worker/lhopt_yardstick.h"
 #include "lopt/v1/buffer_service.grpc.pb.h"
@@ -305,6 +307,13 @@ absl::Status JobManager::LoadAll() {
       LogWarning("skipping a checkpoint without its job spec", {{"job", id}});
       continue;
     }
+    // A record from before names were checked at the door: one bad string
+    // in a reply would break list and status for every job, so skip it.
+    if (auto s = ValidateJobStrings(job->spec); !s.ok()) {
+      LogWarning("skipping a job whose stored spec is invalid",
+                 {{"job", id}, {"error", std::string(s.message())}});
+      continue;
+    }
     job->core = MakeJobCore(job->spec);
     NamedTensors core;
     for (auto& [k, v] : *all)
@@ -315,7 +324,7 @@ absl::Status JobManager::LoadAll() {
       continue;
     }
     job->state = st.state();
-    job->error = st.error();
+    job->error = SanitizeUtf8(st.error());
     job->submitted_ms = st.submitted_unix_ms();
     job->accepted = st.results_accepted();
     job->dropped_stale = st.results_dropped_stale();
@@ -687,13 +696,16 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
     return reject(code, msg);
   };
   if (!r.error().empty()) {
+    // The worker's text goes into replies and the job's status: valid
+    // UTF-8 (proto3 strings) and bounded.
+    const std::string error = SanitizeUtf8(r.error(), 1024);
     ack = fail("worker_error", absl::StatusCode::kAborted,
-               absl::StrCat("the worker could not run the unit: ", r.error()));
+               absl::StrCat("the worker could not run the unit: ", error));
     // A job that no worker can run (its data is missing, say) fails with
     // the workers' reason instead of being retried for ever.
     if (++job.consecutive_worker_errors >= kMaxConsecutiveWorkerErrors)
       Finish(job, v1::FAILED, absl::StrCat("workers could not run it ", job.consecutive_worker_errors,
-                                           " times in a row; last error: ", r.error()));
+                                           " times in a row; last error: ", error));
     return ack;
   }
   job.consecutive_worker_errors = 0;

@@ -277,5 +277,52 @@ TEST(ServicesFaults, AJobSucceedsOnlyOnceItsResultIsOnDiskAndRetriesUntilItIs) {
   EXPECT_EQ(st.find("error:"), std::string::npos) << st;
 }
 
+// --- 3. Invalid UTF-8 in a job --------------------------------------------
+
+TEST(ServicesFaults, AJobNameThatIsNotUtf8IsRefusedAndABadStoredRecordIsSkipped) {
+  Services s("utf8");
+  s.StartLearner();
+  const std::string good = s.SubmitOk(JobText("good", 4, 2));
+  // A name that is not UTF-8 is refused at the door, naming the field...
+  auto [code, out] = s.Submit(JobText("bad\\377name", 4, 2));
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("INVALID_ARGUMENT"), std::string::npos) << out;
+  EXPECT_NE(out.find("name is not valid UTF-8 (byte 0xff at offset 3)"), std::string::npos) << out;
+  // ...and list still answers.
+  std::tie(code, out) = s.Ctl("list");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find(good), std::string::npos) << out;
+
+  // A record stored before names were checked (its checkpoint edited to one).
+  const std::string other = s.SubmitOk(JobText("other", 4, 2));
+  s.learner().Kill9();  // both jobs are on disk since their submission
+  const std::string path = s.state_dir() + "/jobs/" + other + "/checkpoint.pt";
+  auto bytes = ReadFile(path);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto tensors = DeserializeTensors(*bytes);
+  ASSERT_TRUE(tensors.ok()) << tensors.status();
+  for (auto& [k, v] : *tensors)
+    if (k == "spec") {
+      v1::JobSpec spec;
+      ASSERT_TRUE(spec.ParseFromString(TensorString(v)));
+      spec.set_name("other\xff");
+      v = StringTensor(spec.SerializeAsString());
+    }
+  auto edited = SerializeTensors(*tensors);
+  ASSERT_TRUE(edited.ok());
+  ASSERT_TRUE(WriteFileAtomically(path, *edited).ok());
+
+  s.StartLearner();
+  std::tie(code, out) = s.Ctl("list");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find(good), std::string::npos) << out;
+  EXPECT_EQ(out.find(other), std::string::npos) << out;
+  std::tie(code, out) = s.Ctl("status " + good);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_TRUE(s.learner().WaitForLine(
+      absl::StrCat("skipping a job whose stored spec is invalid\" job=", other), 1s))
+      << s.learner().Output();
+}
+
 }  // namespace
 }  // namespace lopt

@@ -72,5 +72,20 @@ TEST(JobSpec, MissingFileIsNotFound) {
   EXPECT_EQ(job.status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(JobSpec, EveryStringMustBeValidUtf8) {
+  // A byte that is not UTF-8, an overlong '/', a UTF-16 surrogate.
+  EXPECT_EQ(ErrorOf("name: \"bad\\377name\""),
+            "job.textproto: name is not valid UTF-8 (byte 0xff at offset 3)");
+  EXPECT_EQ(ErrorOf("name: \"x\" task { fmnist_mlp { data_dir: \"/a\\300\\257\" } }"),
+            "job.textproto: task.fmnist_mlp.data_dir is not valid UTF-8 (byte 0xc0 at offset 2)");
+  EXPECT_EQ(ErrorOf("name: \"x\\355\\240\\200\""),
+            "job.textproto: name is not valid UTF-8 (byte 0xed at offset 1)");
+  EXPECT_EQ(ErrorOf(std::string("name: \"") + std::string(300, 'n') + "\""),
+            "job.textproto: name must be at most 256 bytes, got 300");
+  // Valid multi-byte UTF-8 passes.
+  auto job = JobFromText("name: \"Gr\\303\\266\\303\\237e \\360\\237\\232\\200\"", "job");
+  EXPECT_TRUE(job.ok()) << job.status();
+}
+
 }  // namespace
 }  // namespace lopt
