@@ -64,7 +64,8 @@ absl::Status OpenUnit(absl::string_view field, double v) {
 
 absl::Status ValidateDataDir(absl::string_view field, const std::string& dir) {
   if (dir.empty()) return Invalid(absl::StrCat(field, " must not be empty"));
-  return absl::OkStatus();  // existence is checked when the data is loaded
+  // What this host can tell (not /dev/zero); existence is checked at load.
+  return ValidateDataPath(field, dir);
 }
 
 absl::Status ValidateActivation(absl::string_view field, v1::Activation a) {
@@ -329,6 +330,8 @@ absl::Status ValidateJob(const v1::JobSpec& job) {
   LOPT_CHECK(InRange("cluster.results_per_step", c.results_per_step(), 0, 1 << 20));
   LOPT_CHECK(InRange("cluster.max_staleness", c.max_staleness(), 0, 1 << 20));
   if (job.has_lhopt()) LOPT_CHECK(ValidateLhopt(job.lhopt()));
+  // Last: the estimate assumes every field is in its range.
+  LOPT_CHECK(ValidateUnitSize(job));
   return absl::OkStatus();
 }
 

@@ -324,5 +324,35 @@ TEST(ServicesFaults, AJobNameThatIsNotUtf8IsRefusedAndABadStoredRecordIsSkipped)
       << s.learner().Output();
 }
 
+// --- 5. Specs that exhaust a worker's memory --------------------------------
+
+TEST(ServicesFaults, DevZeroDataAndOversizedUnitsAreRefusedByValidateSubmitAndEval) {
+  Services s("memory");
+  s.StartLearner();
+  const std::string dev_zero =
+      "name: \"z\"\ntask { byte_lm { data_path: \"/dev/zero\" } }\n"
+      "lhopt { tasks { task { byte_lm { data_path: \"/dev/zero\" } } weight: 1 } }\n";
+  const std::string huge =
+      "name: \"huge\"\ntask { fmnist_mlp { hidden_sizes: 4096 } }\npes { num_tasks: 4096 }\n";
+  for (const auto& [text, want] :
+       std::vector<std::pair<std::string, std::string>>{
+           {dev_zero, "task.byte_lm.data_path must be a regular file or a directory of them, got "
+                      "/dev/zero: a character device"},
+           {huge, "one work unit of this job would need about "}}) {
+    const std::string path = s.dir() + "/spec.textproto";
+    WriteFile(path, text);
+    auto [code, out] = RunCommand(absl::StrCat(Bin(LOPT_LOPT_BINARY), " validate ", path));
+    EXPECT_NE(code, 0) << out;
+    EXPECT_NE(out.find(want), std::string::npos) << out;
+    std::tie(code, out) = s.Submit(text);
+    EXPECT_NE(code, 0) << out;
+    EXPECT_NE(out.find("INVALID_ARGUMENT"), std::string::npos) << out;
+    EXPECT_NE(out.find(want), std::string::npos) << out;
+  }
+  auto [code, out] = s.Ctl("list");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(out.find("huge"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace lopt
