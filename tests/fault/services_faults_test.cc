@@ -354,5 +354,30 @@ TEST(ServicesFaults, DevZeroDataAndOversizedUnitsAreRefusedByValidateSubmitAndEv
   EXPECT_EQ(out.find("huge"), std::string::npos) << out;
 }
 
+// --- 6. A wrong token is reported as such ----------------------------------
+
+TEST(ServicesFaults, AWorkerWithAWrongTokenLogsUnauthenticatedNotCancelled) {
+  Services s("token");
+  WriteFile(s.dir() + "/right", "right-token\n");
+  WriteFile(s.dir() + "/wrong", "wrong-token\n");
+  const int port = FreePort();
+  std::vector<std::string> args = s.LearnerArgs(port);
+  args.push_back("--auth-token-file=" + s.dir() + "/right");
+  auto learner = ChildProcess::Start("learner", args, "msg=serving");
+  ASSERT_TRUE(learner.ok()) << learner.status();
+  auto worker = ChildProcess::Start(
+      "worker",
+      {Bin(LOPT_WORKER_BINARY), absl::StrCat("--learner=127.0.0.1:", port), "--metrics-listen=",
+       "--name=w", "--threads=1", "--auth-token-file=" + s.dir() + "/wrong"},
+      "the learner refused this worker's credentials", 20s);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  EXPECT_TRUE((*worker)->WaitForLine("code=UNAUTHENTICATED", 1s)) << (*worker)->Output();
+  EXPECT_EQ((*worker)->CountLines("code=1 "), 0) << "CANCELLED: " << (*worker)->Output();
+  auto [code, out] = RunCommand(absl::StrCat(Bin(LOPT_LOPTCTL_BINARY), " --learner=127.0.0.1:", port,
+                                             " --auth-token-file=", s.dir(), "/wrong list"));
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("UNAUTHENTICATED: wrong bearer token"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace lopt
