@@ -34,7 +34,9 @@ int ServiceStartFailed(const std::string& prog, const absl::Status& status);
 // another process holds is the usual reason.
 absl::Status ListenFailed(const std::string& listen);
 
-// Blocks SIGTERM and SIGINT in this thread and every thread started after it.
+// Blocks SIGTERM and SIGINT in this thread and every thread started after it,
+// and handles them in any thread that does not block them (libraries start
+// threads before main), so that each reaches WaitForStopSignal's thread.
 // Call before starting threads.
 sigset_t BlockStopSignals();
 

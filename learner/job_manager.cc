@@ -254,6 +254,17 @@ void JobManager::Shutdown() {
   cv_.notify_all();
 }
 
+void JobManager::SaveAll() {
+  std::lock_guard<std::mutex> l(mu_);
+  int saved = 0;
+  for (auto& [id, j] : jobs_)
+    if (!Terminal(j->state)) {
+      Save(*j);
+      saved += !j->unsaved;
+    }
+  LogInfo("checkpointed the unfinished jobs", {{"jobs", absl::StrCat(saved)}});
+}
+
 std::string JobManager::JobDir(const std::string& id) const {
   return options_.state_dir + "/jobs/" + id;
 }

@@ -94,6 +94,10 @@ class JobManager {
   // Wakes every waiter; NextUnit returns NOT_FOUND from now on.
   void Shutdown();
 
+  // Checkpoints every unfinished job at its current step (a learner told to
+  // stop does this, so that a restart loses none of its steps).
+  void SaveAll();
+
  private:
   struct Job;
   struct Worker;

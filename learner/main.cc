@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
   std::thread stopper = lopt::WaitForStopSignal(stop, [&](const std::string&) {
     lopt::SetServing(server.get(), "lopt.v1.JobService", false);
     (*manager)->Shutdown();
+    (*manager)->SaveAll();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
   server->Wait();

@@ -182,6 +182,29 @@ TEST(ServicesFaults, SecondLearnerOnAStateDirInUseRefusesToStartAndNamesTheHolde
   EXPECT_TRUE(s.learner().running());
 }
 
+// --- Lesser: a learner told to stop checkpoints its jobs --------------------
+
+TEST(ServicesFaults, SigtermStopsTheLearnerCleanlyAndItCheckpointsItsJobsFirst) {
+  Services s("sigterm");
+  s.StartBuffer();
+  s.StartLearner();
+  s.StartWorker("w1");
+  // No periodic checkpoint before the end: only the stop can save progress.
+  const std::string id = s.SubmitOk(JobText("stop", 400, 1000));
+  ASSERT_TRUE(s.learner().WaitForLine("step=5 ", 120s)) << s.learner().Output();
+  EXPECT_EQ(s.learner().Stop(), 0) << "a SIGTERM must end the learner with a clean exit";
+  EXPECT_TRUE(s.learner().WaitForLine("msg=\"checkpointed the unfinished jobs\" jobs=1", 1s))
+      << s.learner().Output();
+  s.StartLearner();
+  ASSERT_TRUE(s.learner().WaitForLine("msg=\"resuming job from its checkpoint\"", 5s));
+  std::smatch m;
+  const std::string out = s.learner().Output();
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("resuming job from its checkpoint\" job=" + id +
+                                                   " outer_step=([0-9]+)")))
+      << out;
+  EXPECT_GE(std::stoi(m[1]), 5) << "the steps done before the SIGTERM were lost";
+}
+
 // --- 4. A second server on a taken gRPC port -------------------------------
 
 TEST(ServicesFaults, ServersRefuseAPortAnotherServerHolds) {
