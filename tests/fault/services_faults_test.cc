@@ -205,6 +205,31 @@ TEST(ServicesFaults, SigtermStopsTheLearnerCleanlyAndItCheckpointsItsJobsFirst) 
   EXPECT_GE(std::stoi(m[1]), 5) << "the steps done before the SIGTERM were lost";
 }
 
+// --- Lesser: loptctl watch follows a job across a learner restart ----------
+
+TEST(ServicesFaults, WatchFollowsTheJobAcrossAKillNineOfTheLearner) {
+  Services s("watch");
+  s.StartBuffer();
+  s.StartLearner();
+  s.StartWorker("w1");
+  const int kSteps = 30;
+  const std::string id = s.SubmitOk(JobText("watched", kSteps, 4));
+  auto watch = ChildProcess::Start(
+      "watch", {Bin(LOPT_LOPTCTL_BINARY), "--learner=" + s.target(), "watch", id, "--no-progress"},
+      id);
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  ASSERT_TRUE(s.learner().WaitForLine("step=5 ", 120s));
+  s.learner().Kill9();
+  std::this_thread::sleep_for(1s);  // the watcher notices the learner is gone
+  s.StartLearner();                 // same port and state directory
+  EXPECT_TRUE((*watch)->WaitForLine(
+      absl::StrCat("job ", id, " succeeded at outer step ", kSteps, "/", kSteps), 180s))
+      << (*watch)->Output();
+  for (int i = 0; i < 100 && (*watch)->running(); ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_EQ((*watch)->Stop(), 0) << "loptctl watch's exit code";
+  EXPECT_EQ((*watch)->CountLines("reconnecting"), 1) << (*watch)->Output();
+}
+
 // --- 4. A second server on a taken gRPC port -------------------------------
 
 TEST(ServicesFaults, ServersRefuseAPortAnotherServerHolds) {
