@@ -185,14 +185,27 @@ void Scaling(const std::vector<int>& counts, int outer_steps, int num_tasks) {
 }  // namespace lopt
 
 int main(int argc, char** argv) {
-  auto f = lopt::ParseFlagDefs(argc, argv, 1,
-                               {{"sim-workers", "64", ""}, {"seconds", "10", ""},
-                                {"workers", "1,2,4", ""}, {"outer-steps", "60", ""},
-                                {"num-tasks", "8", ""}, {"skip-learner", "", "", true},
-                                {"skip-scaling", "", "", true}});
+  const std::vector<lopt::FlagDef> kFlags = {
+      {"sim-workers", "64", "simulated workers streaming results to the in-process learner"},
+      {"seconds", "10", "how long the learner's throughput is measured"},
+      {"workers", "1,2,4", "real lopt-worker counts of the scaling runs"},
+      {"outer-steps", "60", "outer steps of each scaling run's ELO job"},
+      {"num-tasks", "8", "pes.num_tasks of the scaling runs' job"},
+      {"skip-learner", "", "skip the learner throughput measurement", true},
+      {"skip-scaling", "", "skip the scaling runs", true}};
+  auto f = lopt::ParseFlagDefs(argc, argv, 1, kFlags);
   if (!f.ok()) {
     fprintf(stderr, "%s\n", f.status().ToString().c_str());
     return 2;
+  }
+  // --help prints the flags instead of running minutes of benchmark.
+  if (f->Has("help")) {
+    printf("%s", lopt::FlagsHelp("usage: bench_services [flags]\n"
+                                 "The services' throughput on loopback: the learner's results/s "
+                                 "from simulated workers, then outer steps/s with real workers.",
+                                 kFlags)
+                     .c_str());
+    return 0;
   }
   torch::set_num_threads(1);
   if (!f->Has("skip-learner"))

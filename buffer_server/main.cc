@@ -1,6 +1,8 @@
 // lopt-buffer: the buffer server. Named FIFO tables of replay states and
 // baseline curves in RocksDB, served over gRPC (lopt.v1.BufferService), with
 // grpc.health.v1, reflection and Prometheus /metrics.
+#include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
@@ -25,6 +27,9 @@ const std::vector<lopt::FlagDef> kFlags = {
     {"auth-token-file", "", "require this bearer token (empty: no auth)"},
     {"max-item-bytes", std::to_string(lopt::BufferServiceOptions().max_item_bytes),
      "refuse items larger than this many bytes"},
+    {"min-free-bytes", "67108864",
+     "keep this much of the database's disk free: refuse puts (NOT_SERVING) below it, and do not "
+     "start with less"},
     {"tls-cert-file", "", "PEM certificate chain: serve TLS (with --tls-key-file; empty: plaintext)"},
     {"tls-key-file", "", "PEM private key of --tls-cert-file"},
 };
@@ -54,7 +59,12 @@ int main(int argc, char** argv) {
   options.auth_token = *token;
 
   const std::string db_path = flags->Get("db-path");
-  auto store = lopt::RocksReplayStore::Open(db_path);
+  auto min_free = flags->GetInt("min-free-bytes", 64 << 20);
+  if (!min_free.ok()) return Fail(min_free.status());
+  if (*min_free < 0)
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--min-free-bytes must be >= 0, got ", *min_free)));
+  auto store = lopt::RocksReplayStore::Open(db_path, /*sync_writes=*/true, *min_free);
   if (!store.ok()) return Fail(store.status());
   lopt::StoreTotals totals = (*store)->Totals();
 
@@ -71,8 +81,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0)
-    return Fail(absl::UnavailableError(
-        absl::StrCat("cannot listen on ", config.listen, " (address in use or invalid?)")));
+    return Fail(lopt::ListenFailed(config.listen));
 
   int metrics_port = 0;
   if (auto s = lopt::StartMetricsServer(flags->Get("metrics-listen"), &metrics_port); !s.ok()) {
@@ -80,6 +89,35 @@ int main(int argc, char** argv) {
     return Fail(s);
   }
   lopt::SetServing(server.get(), "lopt.v1.BufferService", true);
+  // While writes fail (a full disk) lopt.v1.BufferService reports
+  // NOT_SERVING (a readiness probe takes the pod out; the process-wide ""
+  // status stays SERVING, so a liveness probe does not restart it for
+  // nothing), and writes resume once there is room again.
+  auto set_writable = [&](bool writable) {
+    if (auto* health = server->GetHealthCheckService())
+      health->SetServingStatus("lopt.v1.BufferService", writable);
+  };
+  std::atomic<bool> stopping{false};
+  std::thread writes_watch([&] {
+    bool serving = true;
+    while (!stopping) {
+      for (int i = 0; i < 10 && !stopping; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (stopping || !(*store)->WritesFailing()) continue;
+      if (serving) {
+        serving = false;
+        set_writable(false);
+        lopt::LogError("writes are failing: NOT_SERVING until they can resume (is the disk full?)",
+                       {{"db_path", db_path}});
+      }
+      absl::Status resumed = (*store)->Resume();
+      if (resumed.ok() && !stopping) {
+        serving = true;
+        set_writable(true);
+        lopt::LogInfo("writes resumed: SERVING", {{"db_path", db_path}});
+      }
+    }
+  });
   lopt::LogInfo("serving", {{"grpc_port", std::to_string(grpc_port)},
                             {"metrics_port", std::to_string(metrics_port)},
                             {"db_path", db_path},
@@ -90,12 +128,14 @@ int main(int argc, char** argv) {
                             {"tls", config.tls_cert_pem.empty() ? "off" : "on"}});
 
   std::thread stopper = lopt::WaitForStopSignal(stop, [&](const std::string&) {
+    stopping = true;
     lopt::SetServing(server.get(), "lopt.v1.BufferService", false);
     // Calls in flight get a few seconds to finish; the store closes after them.
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
   server->Wait();
   stopper.join();
+  writes_watch.join();
   store->reset();
   lopt::LogInfo("stopped");
   return 0;

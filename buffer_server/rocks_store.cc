@@ -1,5 +1,7 @@
 #include "buffer_server/rocks_store.h"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -67,6 +69,7 @@ absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return absl::OkStatus();
   std::string msg = absl::StrCat(what, ": ", s.ToString());
   if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsNoSpace()) return absl::ResourceExhaustedError(msg);
   if (s.IsNotFound()) return absl::NotFoundError(msg);
   if (s.IsIOError() || s.IsBusy() || s.IsTimedOut() || s.IsTryAgain())
     return absl::UnavailableError(msg);
@@ -132,20 +135,53 @@ absl::Status CheckItemHeader(const v1::ItemHeader& h) {
   return absl::OkStatus();
 }
 
-RocksReplayStore::RocksReplayStore(std::unique_ptr<rocksdb::DB> db, bool sync_writes)
-    : db_(std::move(db)), sync_writes_(sync_writes) {}
+RocksReplayStore::RocksReplayStore(std::unique_ptr<rocksdb::DB> db, bool sync_writes,
+                                   std::string path, int64_t min_free_bytes)
+    : db_(std::move(db)),
+      sync_writes_(sync_writes),
+      path_(std::move(path)),
+      min_free_bytes_(min_free_bytes) {}
+
+namespace {
+// Bytes an unprivileged writer may still use on the file system of `path`.
+int64_t FreeBytes(const std::string& path) {
+  struct statvfs st;
+  if (::statvfs(path.c_str(), &st) != 0) return -1;
+  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
+}
+absl::Status LowSpace(const std::string& path, int64_t free, int64_t bytes, int64_t min_free) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the buffer's disk (", path, ") has ", free, " bytes free; writing ", bytes,
+      " bytes must leave --min-free-bytes ", min_free, ": free space there"));
+}
+}  // namespace
+
+absl::Status RocksReplayStore::CheckRoom(int64_t bytes) const {
+  if (min_free_bytes_ <= 0) return absl::OkStatus();
+  const int64_t free = FreeBytes(path_);
+  if (free >= 0 && free - bytes < min_free_bytes_)
+    return LowSpace(path_, free, bytes, min_free_bytes_);
+  return absl::OkStatus();
+}
 
 RocksReplayStore::~RocksReplayStore() {
   if (db_) db_->Close().PermitUncheckedError();
 }
 
 absl::StatusOr<std::unique_ptr<RocksReplayStore>> RocksReplayStore::Open(const std::string& path,
-                                                                         bool sync_writes) {
+                                                                         bool sync_writes,
+                                                                         int64_t min_free_bytes) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   if (ec)
     return absl::UnavailableError(
         absl::StrCat("cannot create the buffer directory ", path, ": ", ec.message()));
+  // Opening writes (a new WAL, the MANIFEST): on a full disk RocksDB would
+  // abort on an assertion instead of failing.
+  if (const int64_t free = FreeBytes(path); min_free_bytes > 0 && free >= 0 && free < min_free_bytes)
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot open the buffer database at ", path, ": its disk has ", free,
+        " bytes free, less than --min-free-bytes ", min_free_bytes, "; free space there"));
   rocksdb::Options options;
   options.create_if_missing = true;
   // States are large and written once: keep them in blob files so that
@@ -158,6 +194,10 @@ absl::StatusOr<std::unique_ptr<RocksReplayStore>> RocksReplayStore::Open(const s
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, path, &raw);
   if (!s.ok()) {
+    if (s.IsNoSpace())
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cannot open the buffer database at ", path,
+          ": its disk is full; free space there and start again: ", s.ToString()));
     if (s.IsIOError())
       return absl::UnavailableError(absl::StrCat(
           "cannot open the buffer database at ", path,
@@ -165,9 +205,20 @@ absl::StatusOr<std::unique_ptr<RocksReplayStore>> RocksReplayStore::Open(const s
     return FromRocks(s, absl::StrCat("cannot open the buffer database at ", path));
   }
   std::unique_ptr<RocksReplayStore> store(
-      new RocksReplayStore(std::unique_ptr<rocksdb::DB>(raw), sync_writes));
+      new RocksReplayStore(std::unique_ptr<rocksdb::DB>(raw), sync_writes, path, min_free_bytes));
   if (auto st = store->Load(); !st.ok()) return st;
   return store;
+}
+
+absl::Status RocksReplayStore::Resume() {
+  if (!writes_failing_) return absl::OkStatus();
+  absl::MutexLock wl(&write_mu_);
+  if (auto room = CheckRoom(0); !room.ok()) return room;
+  rocksdb::Status s = db_->Resume();
+  if (!s.ok()) return FromRocks(s, "resuming writes");
+  write_error_ = absl::OkStatus();
+  writes_failing_ = false;
+  return absl::OkStatus();
 }
 
 absl::Status RocksReplayStore::Load() {
@@ -219,6 +270,11 @@ absl::StatusOr<PutResult> RocksReplayStore::Put(const v1::ItemHeader& header,
                                                    header.payload_bytes()));
   const std::string& table = header.table();
   absl::MutexLock wl(&write_mu_);
+  if (!write_error_.ok()) return write_error_;
+  if (auto room = CheckRoom(header.payload_bytes() + 4096); !room.ok()) {
+    writes_failing_ = true;
+    return room;
+  }
   const uint64_t key = next_key_;
 
   v1::ItemHeader meta;
@@ -275,6 +331,8 @@ absl::StatusOr<PutResult> RocksReplayStore::Put(const v1::ItemHeader& header,
   absl::MutexLock l(&mu_);
   Table& t = tables_[table];
   if (!s.ok()) {
+    write_error_ = FromRocks(s, "the buffer cannot write (until its disk has room again)");
+    writes_failing_ = true;
     for (auto e = evicted.rbegin(); e != evicted.rend(); ++e) {
       t.items.push_front(*e);
       t.bytes += e->bytes;
@@ -394,6 +452,7 @@ int64_t RocksReplayStore::Size(const std::string& table) const {
 absl::StatusOr<DeleteResult> RocksReplayStore::DeleteNamed(const std::vector<std::string>& names) {
   DeleteResult result;
   if (names.empty()) return result;
+  if (!write_error_.ok()) return write_error_;
   rocksdb::WriteBatch batch;
   std::map<std::string, Table> removed;
   {
@@ -414,6 +473,8 @@ absl::StatusOr<DeleteResult> RocksReplayStore::DeleteNamed(const std::vector<std
   wo.sync = sync_writes_;
   rocksdb::Status s = db_->Write(wo, &batch);
   if (!s.ok()) {
+    write_error_ = FromRocks(s, "the buffer cannot write (until its disk has room again)");
+    writes_failing_ = true;
     absl::MutexLock l(&mu_);
     tables_.merge(removed);
     return FromRocks(s, "deleting tables");

@@ -17,6 +17,7 @@
 // consistent item (a RocksDB snapshot taken with the item's index position).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -87,8 +88,13 @@ class RocksReplayStore {
   // at `path` and rebuilds the tables' indexes by scanning the item metadata
   // (not the payloads). UNAVAILABLE if the directory cannot be created or the
   // database is locked by another process; DATA_LOSS if it is corrupt.
+  // With min_free_bytes > 0 the store keeps that much of its disk free: Open
+  // refuses (RESOURCE_EXHAUSTED) on a disk with less, and a put that would
+  // leave less is refused before it reaches RocksDB, whose WAL writer must
+  // not meet ENOSPC (Debian's build asserts and aborts).
   static absl::StatusOr<std::unique_ptr<RocksReplayStore>> Open(const std::string& path,
-                                                                bool sync_writes = true);
+                                                                bool sync_writes = true,
+                                                                int64_t min_free_bytes = 0);
 
   // Closes the database. REQUIRES: no call is in progress.
   ~RocksReplayStore();
@@ -137,6 +143,16 @@ class RocksReplayStore {
 
   StoreTotals Totals() const;
 
+  // Whether writes are refused since Open or the last Resume that
+  // succeeded: a put found the disk under min_free_bytes, or a write failed
+  // in RocksDB (which then refuses every write until DB::Resume). Reads go on.
+  bool WritesFailing() const { return writes_failing_.load(); }
+
+  // Once the disk has room again (min_free_bytes free) clears the refusal,
+  // with RocksDB's DB::Resume() after a failed write. OK when writes were not
+  // failing; the reason otherwise.
+  absl::Status Resume();
+
  private:
   struct ItemRef {
     uint64_t key;
@@ -155,7 +171,11 @@ class RocksReplayStore {
     int64_t table_size;
   };
 
-  RocksReplayStore(std::unique_ptr<rocksdb::DB> db, bool sync_writes);
+  RocksReplayStore(std::unique_ptr<rocksdb::DB> db, bool sync_writes, std::string path,
+                   int64_t min_free_bytes);
+  // OK, or RESOURCE_EXHAUSTED when writing `bytes` would leave less than
+  // min_free_bytes_ free.
+  absl::Status CheckRoom(int64_t bytes) const;
   absl::Status Load();
   // Reads the item `pick` names from a snapshot taken by the caller under mu_.
   absl::StatusOr<StoredItem> ReadItem(const std::string& table, const Pick& pick,
@@ -166,6 +186,12 @@ class RocksReplayStore {
 
   const std::unique_ptr<rocksdb::DB> db_;
   const bool sync_writes_;
+  const std::string path_;
+  const int64_t min_free_bytes_;
+  std::atomic<bool> writes_failing_{false};
+  // The write that failed. Until Resume, writes fail with it without
+  // reaching RocksDB, whose WAL writer must not be written after an error.
+  absl::Status write_error_ ABSL_GUARDED_BY(write_mu_);
 
   // Serialises mutations: a writer decides its evictions and writes them
   // without another writer changing the table in between.

@@ -2,9 +2,12 @@
 //
 //   loptctl [--learner HOST:PORT] submit JOB.textproto [--watch]
 //   loptctl list | status ID | watch ID | cancel ID | export ID --out FILE | health
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -70,32 +73,61 @@ bool Terminal(lopt::v1::JobState s) {
   return s == lopt::v1::SUCCEEDED || s == lopt::v1::FAILED || s == lopt::v1::CANCELLED;
 }
 
+// Follows the job until it ends. A stream that breaks after the job was
+// seen (the learner restarting, say) is reopened, with backoff, for up to
+// kWatchReconnectMs; the learner resumes its jobs from their checkpoints.
+constexpr int64_t kWatchReconnectMs = 120000;
+
 int Watch(JobService::Stub& stub, const lopt::ClientConfig& cfg, const std::string& id,
           bool progress) {
-  auto ctx = lopt::MakeStreamContext(cfg);
-  lopt::v1::WatchJobRequest req;
-  req.set_job_id(id);
-  auto reader = stub.Watch(ctx.get(), req);
   lopt::v1::JobStatus s;
   std::unique_ptr<lopt::ProgressBar> bar;
   int64_t last_step = -1;
-  while (reader->Read(&s)) {
-    if (progress) {
-      if (!bar) bar = std::make_unique<lopt::ProgressBar>(id, s.total_steps(), true);
-      bar->Update(s.outer_step(),
-                  absl::StrFormat("meta-loss %.4f a=%.2f %.0f particle-steps/s workers %d",
-                                  s.meta_loss(), s.alpha(), s.inner_particle_steps_per_second(),
-                                  s.workers()));
-    } else if (s.outer_step() != last_step || Terminal(s.state())) {
-      printf("%s\n", Line(s).c_str());
-      fflush(stdout);
+  bool seen = false, reconnecting = false;
+  auto last_contact = std::chrono::steady_clock::now();
+  int64_t backoff_ms = 200;
+  while (true) {
+    auto ctx = lopt::MakeStreamContext(cfg);
+    lopt::v1::WatchJobRequest req;
+    req.set_job_id(id);
+    auto reader = stub.Watch(ctx.get(), req);
+    while (reader->Read(&s)) {
+      seen = true;
+      reconnecting = false;
+      backoff_ms = 200;
+      last_contact = std::chrono::steady_clock::now();
+      if (progress) {
+        if (!bar) bar = std::make_unique<lopt::ProgressBar>(id, s.total_steps(), true);
+        bar->Update(s.outer_step(),
+                    absl::StrFormat("meta-loss %.4f a=%.2f %.0f particle-steps/s workers %d",
+                                    s.meta_loss(), s.alpha(), s.inner_particle_steps_per_second(),
+                                    s.workers()));
+      } else if (s.outer_step() != last_step || Terminal(s.state())) {
+        printf("%s\n", Line(s).c_str());
+        fflush(stdout);
+      }
+      last_step = s.outer_step();
+      if (Terminal(s.state())) break;
     }
-    last_step = s.outer_step();
+    grpc::Status st = reader->Finish();
     if (Terminal(s.state())) break;
+    // Only a learner that went away after the job was seen is waited for.
+    if (!st.ok() && (!seen || st.error_code() != grpc::StatusCode::UNAVAILABLE))
+      return FailRpc(st);
+    if (std::chrono::steady_clock::now() - last_contact >
+        std::chrono::milliseconds(kWatchReconnectMs))
+      return st.ok() ? Fail(absl::StrCat("lost the learner for more than ",
+                                         kWatchReconnectMs / 1000, " s"))
+                     : FailRpc(st);
+    if (!reconnecting) {
+      reconnecting = true;
+      fprintf(stderr, "loptctl: lost the learner (%s); reconnecting\n",
+              st.ok() ? "stream ended" : st.error_message().c_str());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+    backoff_ms = std::min<int64_t>(2000, backoff_ms * 2);
   }
   if (bar) bar->Finish(absl::StrFormat("%s, meta-loss %.4f", StateName(s.state()), s.meta_loss()));
-  grpc::Status st = reader->Finish();
-  if (!st.ok() && !Terminal(s.state())) return FailRpc(st);
   printf("job %s %s at outer step %lld/%lld%s%s\n", s.job_id().c_str(), StateName(s.state()).c_str(),
          static_cast<long long>(s.outer_step()), static_cast<long long>(s.total_steps()),
          s.error().empty() ? "" : ": ", s.error().c_str());

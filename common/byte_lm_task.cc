@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/job_limits.h"
 
 namespace lopt {
 
@@ -214,13 +215,21 @@ absl::StatusOr<ByteCorpus> LoadByteCorpus(const std::string& path, int64_t min_b
   std::string text;
   if (fs::is_directory(path, ec)) {
     std::vector<fs::path> files;
+    int64_t bytes = 0;
     for (auto it = fs::recursive_directory_iterator(path, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       if (it->is_symlink() || !it->is_regular_file()) continue;
       files.push_back(it->path());
+      bytes += static_cast<int64_t>(it->file_size(ec));
+      if (bytes > kMaxDataBytes)
+        return absl::InvalidArgumentError(absl::StrCat(
+            "byte_lm: ", path, " holds more than the ", kMaxDataBytes, " bytes a task may read"));
     }
     std::sort(files.begin(), files.end());
     for (const auto& f : files) ReadTextFile(f, &text);
+  } else if (auto s = CheckDataFile(path); !s.ok()) {
+    // Not /dev/zero, a FIFO or a file larger than a worker should hold.
+    return absl::InvalidArgumentError(absl::StrCat("byte_lm: ", s.message()));
   } else if (!ReadTextFile(path, &text)) {
     return absl::InvalidArgumentError(
         absl::StrCat("byte_lm: ", path, " is not a readable text file"));

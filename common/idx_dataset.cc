@@ -8,18 +8,30 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint.h"
+#include "common/job_limits.h"
 
 namespace lopt {
 namespace {
 
 absl::StatusOr<std::string> ReadMaybeGz(const std::string& base) {
   for (const std::string& path : {base, base + ".gz"}) {
+    if (!FileExists(path)) continue;
+    // A regular file of bounded size, and no more than that once inflated.
+    if (auto s = CheckDataFile(path); !s.ok()) return s;
     gzFile f = gzopen(path.c_str(), "rb");  // reads plain files too
     if (f == nullptr) continue;
     std::string out;
     char buf[1 << 16];
     int n;
-    while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, n);
+    while ((n = gzread(f, buf, sizeof(buf))) > 0) {
+      out.append(buf, n);
+      if (int64_t(out.size()) > kMaxDataBytes) {
+        gzclose(f);
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, " inflates to more than the ", kMaxDataBytes, " bytes a task may read"));
+      }
+    }
     int err = 0;
     const char* msg = gzerror(f, &err);
     gzclose(f);

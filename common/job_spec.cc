@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/job_limits.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
@@ -64,7 +65,8 @@ absl::Status OpenUnit(absl::string_view field, double v) {
 
 absl::Status ValidateDataDir(absl::string_view field, const std::string& dir) {
   if (dir.empty()) return Invalid(absl::StrCat(field, " must not be empty"));
-  return absl::OkStatus();  // existence is checked when the data is loaded
+  // What this host can tell (not /dev/zero); existence is checked at load.
+  return ValidateDataPath(field, dir);
 }
 
 absl::Status ValidateActivation(absl::string_view field, v1::Activation a) {
@@ -304,6 +306,7 @@ void FillJobDefaults(v1::JobSpec* job) {
 
 absl::Status ValidateJob(const v1::JobSpec& job) {
   if (job.name().empty()) return Invalid("name must not be empty");
+  LOPT_CHECK(ValidateJobStrings(job));
   LOPT_CHECK(ValidateTask(job.task()));
 
   const auto& lo = job.lopt();
@@ -422,6 +425,8 @@ absl::Status ValidateJob(const v1::JobSpec& job) {
   LOPT_CHECK(InRange("cluster.results_per_step", c.results_per_step(), 0, 1 << 20));
   LOPT_CHECK(InRange("cluster.max_staleness", c.max_staleness(), 0, 1 << 20));
   if (job.has_lhopt()) LOPT_CHECK(ValidateLhopt(job.lhopt()));
+  // Last: the estimate assumes every field is in its range.
+  LOPT_CHECK(ValidateUnitSize(job));
   return absl::OkStatus();
 }
 

@@ -1,5 +1,6 @@
 #include "common/optimizer_file.h"
 
+#include <cmath>
 #include <ctime>
 
 #include <torch/torch.h>
@@ -43,6 +44,11 @@ absl::StatusOr<TrainedOptimizer> LoadOptimizerFile(const std::string& path) {
   if (out.file.theta_size() != expected)
     return absl::InvalidArgumentError(absl::StrCat(path, ": theta has ", out.file.theta_size(),
                                                    " values, the options need ", expected));
+  // A NaN or an infinity in theta makes every step it takes NaN.
+  for (int i = 0; i < out.file.theta_size(); ++i)
+    if (!std::isfinite(out.file.theta(i)))
+      return absl::DataLossError(absl::StrCat(path, ": theta[", i, "] is ", out.file.theta(i),
+                                              "; a trained optimizer's values are finite"));
   out.theta = torch::tensor(std::vector<float>(out.file.theta().begin(), out.file.theta().end()));
   return out;
 }

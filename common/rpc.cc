@@ -72,6 +72,9 @@ void ConfigureServer(grpc::ServerBuilder& builder, const ServerConfig& config, i
     creds = grpc::SslServerCredentials(opts);
   }
   builder.AddListeningPort(config.listen, creds, bound_port);
+  // gRPC sets SO_REUSEPORT by default: a second server on a taken port would
+  // then bind beside the first and take half its calls. Off, the bind fails.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 2 * kKeepaliveTimeMs);

@@ -29,7 +29,14 @@ std::optional<Flags> ParseServiceFlags(const std::string& prog, const std::strin
 // 2 for a bad argument, 1 for anything else (a port in use, a bad disk).
 int ServiceStartFailed(const std::string& prog, const absl::Status& status);
 
-// Blocks SIGTERM and SIGINT in this thread and every thread started after it.
+// The error of a server whose BuildAndStart failed: servers do not share
+// ports (common/rpc.h's ConfigureServer turns SO_REUSEPORT off), so a port
+// another process holds is the usual reason.
+absl::Status ListenFailed(const std::string& listen);
+
+// Blocks SIGTERM and SIGINT in this thread and every thread started after it,
+// and handles them in any thread that does not block them (libraries start
+// threads before main), so that each reaches WaitForStopSignal's thread.
 // Call before starting threads.
 sigset_t BlockStopSignals();
 

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <random>
 #include <tuple>
@@ -9,11 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/checkpoint.h"
+#include "common/job_limits.h"
 #include "common/job_spec.h"
 #include "common/lhopt_wire.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/tensor_codec.h"
+#include "common/utf8.h"
 #include "learner/job_core.h"
 #include "worker/lhopt_yardstick.h"
 #include "lopt/v1/buffer_service.grpc.pb.h"
@@ -23,6 +26,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr int kMaxConsecutiveWorkerErrors = 5;
+// A checkpoint or trained file that could not be written (a full disk, say)
+// is tried again this often until it is.
+constexpr auto kSaveRetry = std::chrono::seconds(1);
 
 int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -73,6 +79,9 @@ struct Families {
       GaugeFamily("lopt_workers_connected", "Workers connected to the learner");
   prometheus::Family<prometheus::Counter>& reassigned = CounterFamily(
       "lopt_units_reassigned_total", "Work units given back to the pool after their worker left");
+  prometheus::Family<prometheus::Counter>& save_failures = CounterFamily(
+      "lopt_checkpoint_failures_total",
+      "Writes of a job's checkpoint or trained file that failed (they are retried), by file");
   prometheus::Family<prometheus::Histogram>& staleness = HistogramFamily(
       "lopt_result_staleness_steps", "Outer steps between a result's theta and the current one");
   prometheus::Family<prometheus::Counter>& buffer_failures = CounterFamily(
@@ -116,6 +125,14 @@ struct JobManager::Job {
   double rate = 0;
   Clock::time_point finished_at;
   bool series_removed = false;
+  // Its steps are done; it is SUCCEEDED once its trained file and a
+  // checkpoint that says so are on disk (until then RUNNING).
+  bool finishing = false;
+  // The last write of its checkpoint or trained file failed: save_error says
+  // why (shown in its status), and the janitor retries at next_save.
+  bool unsaved = false;
+  std::string save_error;
+  Clock::time_point next_save;
   // Metrics series of this job (the core adds its own).
   prometheus::Counter* m_outer = nullptr;
   prometheus::Counter* m_inner = nullptr;
@@ -242,6 +259,17 @@ void JobManager::Shutdown() {
   cv_.notify_all();
 }
 
+void JobManager::SaveAll() {
+  std::lock_guard<std::mutex> l(mu_);
+  int saved = 0;
+  for (auto& [id, j] : jobs_)
+    if (!Terminal(j->state)) {
+      Save(*j);
+      saved += !j->unsaved;
+    }
+  LogInfo("checkpointed the unfinished jobs", {{"jobs", absl::StrCat(saved)}});
+}
+
 std::string JobManager::JobDir(const std::string& id) const {
   return options_.state_dir + "/jobs/" + id;
 }
@@ -295,6 +323,13 @@ absl::Status JobManager::LoadAll() {
       LogWarning("skipping a checkpoint without its job spec", {{"job", id}});
       continue;
     }
+    // A record from before names were checked at the door: one bad string
+    // in a reply would break list and status for every job, so skip it.
+    if (auto s = ValidateJobStrings(job->spec); !s.ok()) {
+      LogWarning("skipping a job whose stored spec is invalid",
+                 {{"job", id}, {"error", std::string(s.message())}});
+      continue;
+    }
     job->core = MakeJobCore(job->spec);
     NamedTensors core;
     for (auto& [k, v] : *all)
@@ -305,12 +340,16 @@ absl::Status JobManager::LoadAll() {
       continue;
     }
     job->state = st.state();
-    job->error = st.error();
+    job->error = SanitizeUtf8(st.error());
     job->submitted_ms = st.submitted_unix_ms();
     job->accepted = st.results_accepted();
     job->dropped_stale = st.results_dropped_stale();
     job->updated_ms = NowUnixMs();
     if (auto last = job->core->LastLosses()) std::tie(job->last_meta, job->last_task) = *last;
+    if (!Terminal(job->state) && job->core->Done()) {
+      job->finishing = true;  // its trained file is the janitor's to write
+      job->unsaved = true;
+    }
     if (!Terminal(job->state)) {
       job->AddSeries();
       LogInfo("resuming job from its checkpoint",
@@ -359,7 +398,9 @@ v1::JobStatus JobManager::StatusOf(const Job& job) const {
   s.set_results_dropped_stale(job.dropped_stale);
   s.set_submitted_unix_ms(job.submitted_ms);
   s.set_updated_unix_ms(job.updated_ms);
-  s.set_error(job.error);
+  s.set_error(job.save_error.empty()   ? job.error
+              : job.error.empty() ? job.save_error
+                                  : absl::StrCat(job.error, "; ", job.save_error));
   s.set_buffer_failures(job.buffer_failures);
   s.set_buffer_error(job.buffer_error);
   return s;
@@ -374,7 +415,10 @@ absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
   do job->id = NewJobId(spec.name());
   while (jobs_.count(job->id));
   if (auto s = MakeDirs(JobDir(job->id)); !s.ok()) return s;
-  if (auto s = Checkpoint(*job); !s.ok()) return s;
+  if (auto s = Checkpoint(*job); !s.ok()) {
+    ::rmdir(JobDir(job->id).c_str());  // refused: leave no directory behind
+    return s;
+  }
   job->AddSeries();
   std::string id = job->id;
   LogInfo("job submitted", {{"job", id},
@@ -408,9 +452,7 @@ std::vector<v1::JobStatus> JobManager::List() const {
 }
 
 void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) {
-  job.state = state;
   job.error = error;
-  job.finished_at = Clock::now();
   for (auto& [wid, w] : workers_)
     if (w->unit_job == job.id) {
       // Their results will be answered "unknown unit".
@@ -419,20 +461,71 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
       w->unit_shard = -1;
       w->unit_token = -1;
     }
-  if (auto s = Checkpoint(job); !s.ok())
-    LogError("cannot checkpoint a finished job", {{"job", job.id}, {"error", std::string(s.message())}});
   if (state == v1::SUCCEEDED) {
-    const std::string path = JobDir(job.id) + "/" + job.core->TrainedFileName(false);
-    if (auto s = job.core->WriteTrainedFile(path); !s.ok())
-      LogError("cannot write the trained file",
-               {{"job", job.id}, {"path", path}, {"error", std::string(s.message())}});
+    // Not succeeded until its result is durable: Save finishes it.
+    job.finishing = true;
+    Save(job);
+    return;
   }
+  job.finishing = false;
+  job.state = state;
+  Save(job);  // a failure leaves it unsaved, retried by the janitor
+  Finished(job);
+}
+
+void JobManager::Finished(Job& job) {
+  job.finished_at = Clock::now();
   cleanup_prefixes_.push_back(job.id + "/");
-  LogInfo("job finished", {{"job", job.id}, {"state", v1::JobState_Name(state)},
+  LogInfo("job finished", {{"job", job.id}, {"state", v1::JobState_Name(job.state)},
                            {"outer_step", absl::StrCat(job.core->Step())},
                            {"meta_loss", absl::StrFormat("%.5g", job.last_meta)},
-                           {"error", error}});
+                           {"error", job.error}});
   UpdateJobGauges();
+  Touch(job);
+}
+
+void JobManager::Save(Job& job) {
+  std::string file = "checkpoint";
+  absl::Status s;
+  if (job.finishing) {
+    // The trained file first: a checkpoint that says SUCCEEDED promises it.
+    file = "trained";
+    const std::string path = JobDir(job.id) + "/" + job.core->TrainedFileName(false);
+    s = job.core->WriteTrainedFile(path);
+    if (s.ok()) {
+      file = "checkpoint";
+      job.state = v1::SUCCEEDED;
+      s = Checkpoint(job);
+      if (!s.ok()) job.state = v1::RUNNING;
+    }
+  } else {
+    s = Checkpoint(job);
+  }
+  if (s.ok()) {
+    const bool was_unsaved = job.unsaved;
+    job.unsaved = false;
+    job.save_error.clear();
+    if (was_unsaved) {
+      LogInfo("job saved after failed attempts", {{"job", job.id}});
+      Touch(job);
+    }
+    if (job.finishing) {
+      job.finishing = false;
+      Finished(job);
+    }
+    return;
+  }
+  const bool first = !job.unsaved;
+  job.unsaved = true;
+  job.next_save = Clock::now() + kSaveRetry;
+  job.save_error = absl::StrCat(
+      job.finishing ? "its steps are done but its result is not saved yet: " : "not saved: ",
+      s.message(), " (retrying every ",
+      std::chrono::duration_cast<std::chrono::seconds>(kSaveRetry).count(), " s)");
+  F().save_failures.Add({{"file", file}}).Increment();
+  if (first)  // not once a second while the disk stays full
+    LogError("cannot save the job", {{"job", job.id}, {"file", file},
+                                     {"error", std::string(s.message())}});
   Touch(job);
 }
 
@@ -621,13 +714,16 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
     return reject(code, msg);
   };
   if (!r.error().empty()) {
+    // The worker's text goes into replies and the job's status: valid
+    // UTF-8 (proto3 strings) and bounded.
+    const std::string error = SanitizeUtf8(r.error(), 1024);
     ack = fail("worker_error", absl::StatusCode::kAborted,
-               absl::StrCat("the worker could not run the unit: ", r.error()));
+               absl::StrCat("the worker could not run the unit: ", error));
     // A job that no worker can run (its data is missing, say) fails with
     // the workers' reason instead of being retried for ever.
     if (++job.consecutive_worker_errors >= kMaxConsecutiveWorkerErrors)
       Finish(job, v1::FAILED, absl::StrCat("workers could not run it ", job.consecutive_worker_errors,
-                                           " times in a row; last error: ", r.error()));
+                                           " times in a row; last error: ", error));
     return ack;
   }
   job.consecutive_worker_errors = 0;
@@ -674,10 +770,7 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
       return ack;
     }
     int64_t every = job.core->CheckpointEvery();
-    if (every > 0 && job.core->Step() % every == 0) {
-      if (auto s = Checkpoint(job); !s.ok())
-        LogError("checkpoint failed", {{"job", job.id}, {"error", std::string(s.message())}});
-    }
+    if (every > 0 && job.core->Step() % every == 0) Save(job);
   }
   Touch(job);
   return ack;
@@ -707,6 +800,8 @@ void JobManager::JanitorLoop() {
     for (auto& [id, w] : workers_)
       if (w->alive && now - w->last_seen > std::chrono::milliseconds(options_.worker_timeout_ms))
         DropWorker(*w, absl::StrCat("silent for more than ", options_.worker_timeout_ms, " ms"));
+    for (auto& [id, j] : jobs_)
+      if (j->unsaved && now >= j->next_save) Save(*j);
     for (auto& [id, j] : jobs_)
       if (Terminal(j->state) && !j->series_removed &&
           now - j->finished_at > std::chrono::milliseconds(options_.metrics_retention_ms))

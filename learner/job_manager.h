@@ -94,6 +94,10 @@ class JobManager {
   // Wakes every waiter; NextUnit returns NOT_FOUND from now on.
   void Shutdown();
 
+  // Checkpoints every unfinished job at its current step (a learner told to
+  // stop does this, so that a restart loses none of its steps).
+  void SaveAll();
+
  private:
   struct Job;
   struct Worker;
@@ -101,6 +105,14 @@ class JobManager {
   absl::Status LoadAll();
   absl::Status Checkpoint(Job& job);                 // REQUIRES mu_
   void Finish(Job& job, v1::JobState state, const std::string& error);  // REQUIRES mu_
+  // The end of Finish once the job's final state is set (and, for SUCCEEDED,
+  // durable): logs, gauges, the buffer's tables. REQUIRES mu_
+  void Finished(Job& job);
+  // Writes the job's checkpoint (a finishing job: its trained file, then a
+  // checkpoint that says SUCCEEDED, then Finished). A failure is counted in
+  // lopt_checkpoint_failures_total, shown in the job's status and retried
+  // by the janitor until a write succeeds. REQUIRES mu_
+  void Save(Job& job);
   v1::JobStatus StatusOf(const Job& job) const;      // REQUIRES mu_
   void Touch(Job& job);                              // REQUIRES mu_
   void RecordParticleSteps(Job& job, int64_t steps);  // REQUIRES mu_

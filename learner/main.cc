@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/dir_lock.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
@@ -42,6 +43,12 @@ int main(int argc, char** argv) {
   auto Fail = [](const absl::Status& s) { return lopt::ServiceStartFailed("lopt-learner", s); };
   lopt::LearnerOptions opt;
   opt.state_dir = f->Get("state-dir");
+  // Two learners on one directory would both run its jobs and overwrite each
+  // other's checkpoints: the second refuses to start. Held until exit.
+  auto state_lock = lopt::DirLock::Acquire(opt.state_dir);
+  if (!state_lock.ok())
+    return Fail(absl::Status(state_lock.status().code(),
+                             absl::StrCat("--state-dir ", state_lock.status().message())));
   auto timeout = f->GetInt("worker-timeout-ms", 30000);
   auto hb = f->GetInt("heartbeat-interval-ms", 1000);
   auto retention = f->GetInt("metrics-retention-ms", 600000);
@@ -79,7 +86,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&work);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0)
-    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", f->Get("listen"))));
+    return Fail(lopt::ListenFailed(f->Get("listen")));
   lopt::SetServing(server.get(), "lopt.v1.JobService", true);
   lopt::SetServing(server.get(), "lopt.v1.WorkService", true);
   lopt::LogInfo("serving", {{"grpc_port", absl::StrCat(port)},
@@ -91,6 +98,7 @@ int main(int argc, char** argv) {
   std::thread stopper = lopt::WaitForStopSignal(stop, [&](const std::string&) {
     lopt::SetServing(server.get(), "lopt.v1.JobService", false);
     (*manager)->Shutdown();
+    (*manager)->SaveAll();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
   server->Wait();

@@ -250,6 +250,9 @@ void Worker::Serve() {
   info->set_version(LOPT_VERSION);
   v1::LearnerMessage msg;
   bool ok = stream->Write(reg) && stream->Read(&msg) && msg.has_registered();
+  // A stream the learner ended (a wrong token, say) must not be cancelled
+  // here: Finish would report our CANCELLED instead of the learner's reason.
+  const bool still_open = !ok && msg.kind_case() != v1::LearnerMessage::KIND_NOT_SET;
   std::atomic<uint64_t> current{0};
   std::atomic<bool> done{false};
   std::thread heartbeats;
@@ -326,12 +329,19 @@ void Worker::Serve() {
   if (heartbeats.joinable()) heartbeats.join();
   {
     std::lock_guard<std::mutex> l(ctx_mu_);
-    ctx_->TryCancel();
+    // Stopping, or an unexpected reply left the stream open: end it. The
+    // loop leaves otherwise only when a Read or Write failed, that is when
+    // the stream is over and Finish has the learner's status.
+    if (stop_ || still_open) ctx_->TryCancel();
     ctx_ = nullptr;
   }
   grpc::Status s = stream->Finish();
   M().connected.Set(0);
-  if (!stop_)
+  if (!stop_ && s.error_code() == grpc::StatusCode::UNAUTHENTICATED)
+    LogError("the learner refused this worker's credentials: check --auth-token-file",
+             {{"learner", options_.learner.target}, {"error", s.error_message()},
+              {"code", "UNAUTHENTICATED"}});
+  else if (!stop_)
     LogWarning("stream to the learner ended",
                {{"learner", options_.learner.target}, {"error", s.error_message()},
                 {"code", absl::StrCat(static_cast<int>(s.error_code()))}});

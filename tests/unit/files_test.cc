@@ -57,6 +57,19 @@ TEST(OptimizerFile, BadFilesAreRefusedClearly) {
   EXPECT_EQ(LoadOptimizerFile(wrong).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(OptimizerFile, ThetaWithNanOrInfinityIsRefused) {
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    torch::Tensor theta = torch::randn({2402});
+    theta[7] = bad;
+    const std::string path = TempPath("nonfinite.lopt");
+    ASSERT_TRUE(SaveOptimizerFile(path, v1::OptimizerFile(), theta).ok());
+    auto loaded = LoadOptimizerFile(path);
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss) << bad;
+    EXPECT_NE(loaded.status().message().find("theta[7] is "), std::string::npos)
+        << loaded.status();
+  }
+}
+
 TEST(Checkpoint, TensorsRoundTripAndGarbageIsDataLoss) {
   NamedTensors t = {{"a", torch::randn({3, 4})}, {"b/c", torch::tensor({1, 2}, torch::kInt64)},
                     {"s", StringTensor("hello\nworld")}};

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
+#include "common/job_limits.h"
+
 namespace lopt {
 namespace {
 
@@ -113,6 +117,69 @@ TEST(JobSpec, AugmentationIsForImageFamiliesWithinHalfTheImage) {
 TEST(JobSpec, MissingFileIsNotFound) {
   auto job = LoadJobFile("/nonexistent/job.textproto");
   EXPECT_EQ(job.status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(JobSpec, EveryStringMustBeValidUtf8) {
+  // A byte that is not UTF-8, an overlong '/', a UTF-16 surrogate.
+  EXPECT_EQ(ErrorOf("name: \"bad\\377name\""),
+            "job.textproto: name is not valid UTF-8 (byte 0xff at offset 3)");
+  EXPECT_EQ(ErrorOf("name: \"x\" task { fmnist_mlp { data_dir: \"/a\\300\\257\" } }"),
+            "job.textproto: task.fmnist_mlp.data_dir is not valid UTF-8 (byte 0xc0 at offset 2)");
+  EXPECT_EQ(ErrorOf("name: \"x\\355\\240\\200\""),
+            "job.textproto: name is not valid UTF-8 (byte 0xed at offset 1)");
+  EXPECT_EQ(ErrorOf(std::string("name: \"") + std::string(300, 'n') + "\""),
+            "job.textproto: name must be at most 256 bytes, got 300");
+  // Valid multi-byte UTF-8 passes.
+  auto job = JobFromText("name: \"Gr\\303\\266\\303\\237e \\360\\237\\232\\200\"", "job");
+  EXPECT_TRUE(job.ok()) << job.status();
+}
+
+TEST(JobSpec, DataPathsMustBeRegularFilesOrDirectories) {
+  EXPECT_EQ(ErrorOf("name: \"x\" task { byte_lm { data_path: \"/dev/zero\" } }"),
+            "job.textproto: task.byte_lm.data_path must be a regular file or a directory of "
+            "them, got /dev/zero: a character device");
+  EXPECT_EQ(ErrorOf("name: \"x\" task { fmnist_mlp { data_dir: \"/dev/null\" } }"),
+            "job.textproto: task.fmnist_mlp.data_dir must be a regular file or a directory of "
+            "them, got /dev/null: a character device");
+  // Paths this host does not have may be the workers': checked at load.
+  EXPECT_TRUE(JobFromText("name: \"x\" task { byte_lm { data_path: \"/no/such/corpus\" } }", "j").ok());
+  EXPECT_EQ(CheckDataFile("/dev/zero").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckDataFile("/no/such/file").code(), absl::StatusCode::kNotFound);
+}
+
+TEST(JobSpec, AUnitThatNoWorkerCanHoldIsRefusedWithItsEstimate) {
+  // Each field within its own range; their product is not (issue 12).
+  const std::string e = ErrorOf(
+      "name: \"x\" task { fmnist_mlp { hidden_sizes: 4096 } } pes { num_tasks: 4096 }");
+  EXPECT_NE(e.find("one work unit of this job would need about "), std::string::npos) << e;
+  EXPECT_NE(e.find("GiB of memory, more than the 8.0 GiB a worker is allowed"), std::string::npos) << e;
+  EXPECT_NE(e.find("pes.num_tasks"), std::string::npos) << e;
+  EXPECT_NE(e.find("task.fmnist_mlp.{image_size, hidden_sizes, batch_size}"), std::string::npos) << e;
+  // The same widths with few tasks fit; the estimate grows with the tasks.
+  auto small = JobFromText("name: \"x\" task { fmnist_mlp { hidden_sizes: 4096 } } pes { num_tasks: 4 }", "j");
+  ASSERT_TRUE(small.ok()) << small.status();
+  auto bigger = *small;
+  bigger.mutable_pes()->set_num_tasks(40);
+  EXPECT_NEAR(double(EstimateUnitBytes(bigger)) / double(EstimateUnitBytes(*small)), 10.0, 1e-6);
+  EXPECT_LT(EstimateUnitBytes(*small), kMaxUnitBytes);
+  // LHOPT: particles x the largest task of the mixture.
+  EXPECT_NE(ErrorOf("name: \"x\" lhopt { tasks { task { byte_lm { model_dim: 4096 num_heads: 1 "
+                    "context_length: 4096 } } weight: 1 } particles: 64 episodes_per_iteration: 64 }")
+                .find("lhopt.particles, lhopt.tasks[0].task.byte_lm"),
+            std::string::npos);
+}
+
+TEST(JobSpec, EveryShippedJobFileIsWithinTheLimits) {
+  const char* src = std::getenv("LOPT_SOURCE_DIR");
+  if (!src) GTEST_SKIP() << "LOPT_SOURCE_DIR not set (ctest sets it)";
+  for (const char* f : {"common/default_job.textproto", "deploy/jobs/fmnist8_cluster.textproto",
+                        "examples/lhopt_mixture.textproto", "models/fmnist8_elo.job.textproto",
+                        "tests/data/smoke_job.textproto", "bench/lhopt/mixture_yardstick.textproto",
+                        "bench/lhopt/transfer_cnn.textproto",
+                        "bench/lhopt/transfer_byte_lm.textproto"}) {
+    auto job = LoadJobFile(std::string(src) + "/" + f);
+    EXPECT_TRUE(job.ok()) << f << ": " << job.status();
+  }
 }
 
 }  // namespace

@@ -1,0 +1,204 @@
+#include "common/job_limits.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/utf8.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
+
+namespace lopt {
+namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+
+absl::Status CheckStrings(const Message& m, const std::string& prefix) {
+  const auto* refl = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  refl->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    const std::string name = prefix.empty() ? f->name() : absl::StrCat(prefix, ".", f->name());
+    const int n = f->is_repeated() ? refl->FieldSize(m, f) : 1;
+    for (int i = 0; i < n; ++i) {
+      const std::string at = f->is_repeated() ? absl::StrCat(name, "[", i, "]") : name;
+      if (f->type() == FieldDescriptor::TYPE_STRING) {
+        std::string v = f->is_repeated() ? refl->GetRepeatedString(m, f, i) : refl->GetString(m, f);
+        if (auto bad = FirstInvalidUtf8(v))
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s is not valid UTF-8 (byte 0x%02x at offset %d)", at,
+              static_cast<unsigned char>(v[*bad]), *bad));
+      } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        const Message& sub =
+            f->is_repeated() ? refl->GetRepeatedMessage(m, f, i) : refl->GetMessage(m, f);
+        if (auto s = CheckStrings(sub, at); !s.ok()) return s;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+const char* FileType(mode_t mode) {
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISDIR(mode)) return "a directory";
+  return "not a regular file";
+}
+
+std::string Bytes(double b) {
+  if (b >= double(int64_t{1} << 30)) return absl::StrFormat("%.1f GiB", b / double(int64_t{1} << 30));
+  return absl::StrFormat("%.1f MiB", b / double(1 << 20));
+}
+
+// Per particle: the task's parameters and its activations at its batch size
+// (forward and backward), in floats; `fields` lists what sized them.
+struct TaskSize {
+  double params = 0;
+  double activations = 0;
+  std::string fields;
+};
+
+TaskSize SizeOf(const v1::TaskSpec& t, const std::string& prefix) {
+  TaskSize z;
+  switch (t.family_case()) {
+    case v1::TaskSpec::kFmnistMlp: {
+      const auto& m = t.fmnist_mlp();
+      double in = double(m.image_size()) * m.image_size(), width = in;
+      for (int h : m.hidden_sizes()) {
+        z.params += in * h + h;
+        width += h;
+        in = h;
+      }
+      z.params += in * 10 + 10;
+      z.activations = 3.0 * m.batch_size() * (width + 10);
+      z.fields = absl::StrCat(prefix, ".fmnist_mlp.{image_size, hidden_sizes, batch_size}");
+      break;
+    }
+    case v1::TaskSpec::kFmnistCnn: {
+      const auto& c = t.fmnist_cnn();
+      double side = c.image_size(), in_c = 1, width = side * side;
+      for (int ch : c.channels()) {
+        z.params += 9.0 * in_c * ch + ch;
+        side = std::max(1.0, std::ceil(side / 2));
+        width += ch * side * side;
+        in_c = ch;
+      }
+      z.params += in_c * side * side * 10 + 10;
+      z.activations = 3.0 * c.batch_size() * width;
+      z.fields = absl::StrCat(prefix, ".fmnist_cnn.{image_size, channels, batch_size}");
+      break;
+    }
+    case v1::TaskSpec::kNoisyQuadratic:
+      z.params = t.noisy_quadratic().max_dim();
+      z.activations = 4.0 * z.params;
+      z.fields = absl::StrCat(prefix, ".noisy_quadratic.max_dim");
+      break;
+    case v1::TaskSpec::kByteLm: {
+      const auto& b = t.byte_lm();
+      const double d = b.model_dim(), ctx = b.context_length(), l = b.num_layers();
+      z.params = 2 * 256 * d + ctx * d + l * 12 * d * d;
+      z.activations = 3.0 * b.batch_size() * ctx * l * (16 * d + b.num_heads() * ctx);
+      z.fields = absl::StrCat(prefix, ".byte_lm.{model_dim, context_length, num_layers, num_heads, batch_size}");
+      break;
+    }
+    case v1::TaskSpec::FAMILY_NOT_SET:
+      break;
+  }
+  return z;
+}
+
+// Floats a parameter needs besides itself: its gradient, the learned
+// optimizer's accumulators and PES's perturbation (~16), and, for ELO, the
+// learned optimizer's 39 features and two hidden layers, all at once.
+constexpr double kStateFloatsPerParam = 16;
+constexpr double kLoptFeatures = 39;
+
+struct UnitSize {
+  double bytes = 0;
+  std::string fields;
+};
+
+UnitSize Estimate(const v1::JobSpec& job) {
+  std::vector<std::pair<v1::TaskSpec, std::string>> tasks;
+  double particles;
+  double per_param = kStateFloatsPerParam;
+  std::string what;
+  if (job.has_lhopt()) {
+    particles = job.lhopt().particles();
+    what = "lhopt.particles";
+    for (int i = 0; i < job.lhopt().tasks_size(); ++i)
+      tasks.emplace_back(job.lhopt().tasks(i).task(), absl::StrCat("lhopt.tasks[", i, "].task"));
+  } else {
+    particles = 2.0 * job.pes().num_tasks();
+    per_param += kLoptFeatures + 2.0 * job.lopt().hidden_size();
+    what = "pes.num_tasks (x2 particles), lopt.hidden_size";
+    tasks.emplace_back(job.task(), "task");
+  }
+  UnitSize best;
+  for (const auto& [t, prefix] : tasks) {
+    TaskSize z = SizeOf(t, prefix);
+    const double bytes = 4.0 * particles * (z.params * per_param + z.activations);
+    if (bytes > best.bytes) best = {bytes, absl::StrCat(what, ", ", z.fields)};
+  }
+  return best;
+}
+
+}  // namespace
+
+absl::Status ValidateJobStrings(const v1::JobSpec& job) {
+  if (job.name().size() > kMaxJobNameBytes)
+    return absl::InvalidArgumentError(absl::StrCat("name must be at most ", kMaxJobNameBytes,
+                                                   " bytes, got ", job.name().size()));
+  return CheckStrings(job, "");
+}
+
+absl::Status ValidateDataPath(absl::string_view field, const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return absl::OkStatus();  // maybe on the workers' hosts
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " must be a regular file or a directory of them, got ", path, ": ",
+        FileType(st.st_mode)));
+  if (S_ISREG(st.st_mode) && st.st_size > kMaxDataBytes)
+    return absl::InvalidArgumentError(absl::StrCat(field, " ", path, " has ", st.st_size,
+                                                   " bytes, more than the ", kMaxDataBytes,
+                                                   " a task may read"));
+  return absl::OkStatus();
+}
+
+absl::Status CheckDataFile(const std::string& path, int64_t max_bytes) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0)
+    return absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
+  if (!S_ISREG(st.st_mode))
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is ", FileType(st.st_mode), ", not a regular file of data"));
+  if (st.st_size > max_bytes)
+    return absl::InvalidArgumentError(absl::StrCat(path, " has ", st.st_size,
+                                                   " bytes, more than the ", max_bytes,
+                                                   " a task may read"));
+  return absl::OkStatus();
+}
+
+int64_t EstimateUnitBytes(const v1::JobSpec& job) {
+  return static_cast<int64_t>(std::min(Estimate(job).bytes, 9e18));
+}
+
+absl::Status ValidateUnitSize(const v1::JobSpec& job) {
+  UnitSize u = Estimate(job);
+  if (u.bytes <= double(kMaxUnitBytes)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "one work unit of this job would need about ", Bytes(u.bytes), " of memory, more than the ",
+      Bytes(double(kMaxUnitBytes)), " a worker is allowed; it is sized by ", u.fields,
+      ": make them smaller"));
+}
+
+}  // namespace lopt
