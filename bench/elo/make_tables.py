@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Tables and figures of bench/elo/README.md from the study's result files.
+
+    bench/elo/make_tables.py RESULTS_DIR > RESULTS_DIR/tables.md
+
+RESULTS_DIR holds one folder a meta-training run (<variant>_s<seed>, as
+bench/elo/run_study.sh writes them) with summary.json, metrics.csv, the
+meta-tests eval_warmup/ and eval_cosine/ (report.json, curves.csv,
+test_curves.csv), evallarge_<width>/report.json, and optionally the CPU
+out-of-distribution meta-tests ood_<task>/report.json. Figures (PNG, gnuplot)
+are written into RESULTS_DIR.
+"""
+import csv
+import glob
+import gzip
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+VARIANTS = [
+    ("naive", "naive LO (log-uniform, fresh starts, no BC)"),
+    ("uniform", "+ uniform unroll lengths"),
+    ("bc", "+ behaviour cloning"),
+    ("elo", "ELO (+ replay buffer)"),
+    ("curriculum", "LO (curriculum 1k to 10k)"),
+    ("mulo", "muLO (ELO in muP over widths 128/512/1024)"),
+]
+HORIZON = 1000
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def mean_std(xs):
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    if not xs:
+        return float("nan"), float("nan")
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def fmt(m, s, digits=4):
+    if math.isnan(m):
+        return "diverged"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def runs_of(root, variant):
+    return sorted(d for d in glob.glob(os.path.join(root, f"{variant}_s*")) if os.path.isdir(d))
+
+
+def adamw_groups(report):
+    by_lr = {}
+    for r in report["runs"]:
+        if r["optimizer"] == "adamw":
+            by_lr.setdefault(r["lr"], []).append(r)
+    return by_lr
+
+
+def best_adamw(report):
+    """The AdamW learning rate with the lowest mean final train loss."""
+    groups = adamw_groups(report)
+    best = min(groups, key=lambda lr: mean_std([r["final_train_loss"] for r in groups[lr]])[0])
+    lrs = sorted(groups)
+    return best, groups[best], best in (lrs[0], lrs[-1]), lrs
+
+
+def lopt_runs(report, name):
+    return [r for r in report["runs"] if r["optimizer"] == name]
+
+
+def main():
+    root = sys.argv[1]
+    out = []
+    p = out.append
+
+    # --- Meta-training: wall time and where it ended.
+    p("### Meta-training (H100, `lopt train --device cuda`)\n")
+    p("| variant | seed | outer steps | wall s | inner particle-steps/s | task loss, first 10 → last 10 steps |")
+    p("|---|---|---|---|---|---|")
+    for v, label in VARIANTS:
+        for d in runs_of(root, v):
+            f = os.path.join(d, "summary.json")
+            if not os.path.exists(f):
+                p(f"| {v} | {d.rsplit('_s', 1)[1]} | (not finished) | | | |")
+                continue
+            s = load(f)
+            p(f"| {v} | {d.rsplit('_s', 1)[1]} | {s['outer_steps']} | {s['wall_seconds']:.0f} | "
+              f"{s['inner_particle_steps_per_second']:.0f} | {s['task_loss_start']:.3f} → {s['task_loss_end']:.3f} |")
+    p("")
+
+    # --- Table 1 analogue, in distribution.
+    for ev, title in (("eval_warmup", "warm-up 5% then constant"),
+                      ("eval_cosine", "warm-up 5% then cosine to 0.1×")):
+        reports = {v: [load(os.path.join(d, ev, "report.json")) for d in runs_of(root, v)
+                       if os.path.exists(os.path.join(d, ev, "report.json"))] for v, _ in VARIANTS}
+        any_report = next((r[0] for r in reports.values() if r), None)
+        if any_report is None:
+            continue
+        best_lr, best_runs, at_edge, lrs = best_adamw(any_report)
+        steps = any_report["steps"]
+        p(f"### In distribution: {any_report['task']}, {steps} steps (10× the horizon); "
+          f"learned optimizers with ELO's inference schedule: {title}\n")
+        p("One row a meta-training run (`s0`, `s1`: its seed); mean ± std over the 3 meta-test "
+          "seeds. Final train loss = mean batch loss over the last 50 steps.\n")
+        p("| optimizer | schedule | final train loss | test loss | test accuracy % |")
+        p("|---|---|---|---|---|")
+        m, s = mean_std([r["final_train_loss"] for r in best_runs])
+        tm, ts = mean_std([r["test_loss"] for r in best_runs])
+        am, as_ = mean_std([100 * r["test_accuracy"] for r in best_runs])
+        p(f"| **AdamW, best of grid (lr {best_lr:g}{', AT THE GRID EDGE' if at_edge else ''})** | — | "
+          f"{fmt(m, s)} | {fmt(tm, ts)} | {fmt(am, as_, 2)} |")
+        for v, label in VARIANTS:
+          for d in runs_of(root, v):
+            f = os.path.join(d, ev, "report.json")
+            if not os.path.exists(f):
+                continue
+            rep = load(f)
+            seed = d.rsplit("_", 1)[1]
+            for name, sched in (("lopt", "none"), ("lopt_scheduled", title.split(" then ")[1] if ev else "")):
+                rs = lopt_runs(rep, name)
+                if not rs:
+                    continue
+                m, s = mean_std([r["final_train_loss"] for r in rs])
+                tm, ts = mean_std([r["test_loss"] for r in rs])
+                am, as_ = mean_std([100 * r["test_accuracy"] for r in rs])
+                div = sum(1 for r in rs if r.get("diverged"))
+                p(f"| {label} ({seed}) | {'warm-up, ' + sched if name == 'lopt_scheduled' else 'none'} | {fmt(m, s)}"
+                  f"{f' ({div}/{len(rs)} diverged)' if div else ''} | {fmt(tm, ts)} | {fmt(am, as_, 2)} |")
+        grid = ", ".join(f"{lr:g}" for lr in lrs)
+        p(f"\nAdamW grid (weight decay 1e-4): {grid}; its final train loss per lr: " +
+          ", ".join(f"{lr:g}: {mean_std([r['final_train_loss'] for r in g])[0]:.4f}"
+                    for lr, g in sorted(adamw_groups(any_report).items())) + "\n")
+
+    # --- Out of distribution (CPU meta-tests, if run).
+    ood = sorted(glob.glob(os.path.join(root, "*_s*", "ood_*", "report.json")))
+    if ood:
+        p("### Out of distribution\n")
+        p("| task | optimizer | final train loss | test loss | test accuracy % | best AdamW (lr): train / test |")
+        p("|---|---|---|---|---|---|")
+        for f in ood:
+            rep = load(f)
+            run = f.split(os.sep)[-3]
+            lr, g, edge, _ = best_adamw(rep)
+            bm = mean_std([r["final_train_loss"] for r in g])[0]
+            bt = mean_std([r["test_loss"] for r in g])[0]
+            for name in ("lopt", "lopt_scheduled"):
+                rs = lopt_runs(rep, name)
+                if not rs:
+                    continue
+                m, s = mean_std([r["final_train_loss"] for r in rs])
+                tm, ts = mean_std([r["test_loss"] for r in rs])
+                am, as_ = mean_std([100 * r["test_accuracy"] for r in rs])
+                p(f"| {rep['task']} | {run} {name} | {fmt(m, s)} | {fmt(tm, ts)} | {fmt(am, as_, 2)} | "
+                  f"{bm:.4f} / {bt:.4f} ({lr:g}{', edge' if edge else ''}) |")
+        p("")
+
+    # --- Width generalisation (eval-large).
+    large = sorted(glob.glob(os.path.join(root, "*_s*", "evallarge_*", "report.json")))
+    if large:
+        p("### Wide MLPs (`lopt eval-large`, H100)\n")
+        p("| optimizer file | MLP | steps | arm | final train loss | test loss | test acc % | ms/step |")
+        p("|---|---|---|---|---|---|---|---|")
+        for f in large:
+            rep = load(f)
+            run = f.split(os.sep)[-3]
+            mlp = "784-" + "-".join(str(h) for h in rep["hidden"]) + "-10"
+            for a in rep["arms"]:
+                tl = "diverged" if a["diverged"] else f"{a['final_train_loss']:.4f}"
+                p(f"| {run} | {mlp} | {rep['steps']} | {a['name']} | {tl} | {a['test_loss']:.4f} | "
+                  f"{100 * a['test_accuracy']:.2f} | {a['ms_per_step']:.2f} |")
+        p("")
+    print("\n".join(out))
+    plots(root)
+
+
+def plots(root):
+    """Train/test curves with the horizon marked, the ablation bars, meta-training curves."""
+    if subprocess.run(["which", "gnuplot"], capture_output=True).returncode != 0:
+        return
+    ev = "eval_warmup"
+    series = []  # (label, steps, train mean, test steps, test mean)
+    ref = None
+    for v, label in VARIANTS:
+        for d in runs_of(root, v):
+            if not os.path.exists(os.path.join(d, ev, "report.json")):
+                continue
+            rep = load(os.path.join(d, ev, "report.json"))
+            if ref is None:
+                ref = (d, rep)
+            tag = f"{v} {d.rsplit('_', 1)[1]}"
+            series.append((tag, curve(os.path.join(d, ev, "curves.csv"), "lopt"),
+                           curve(os.path.join(d, ev, "test_curves.csv"), "lopt", "test_loss")))
+    if ref is None:
+        return
+    d, rep = ref
+    lr, _, _, _ = best_adamw(rep)
+    series.insert(0, (f"AdamW lr {lr:g} (best of grid)", curve(os.path.join(d, ev, "curves.csv"), "adamw", lr=lr),
+                      curve(os.path.join(d, ev, "test_curves.csv"), "adamw", "test_loss", lr=lr)))
+    for which, idx, fname, ylabel in (("train", 1, "curves_train.png", "train loss (mean of seeds, 10-step windows)"),
+                                      ("test", 2, "curves_test.png", "test loss (mean of seeds)")):
+        dat = os.path.join(root, f"curves_{which}.dat")
+        with open(dat, "w") as f:
+            for label, *cs in series:
+                c = cs[idx - 1]
+                f.write(f'"{label}"\n')
+                for step, val in c:
+                    f.write(f"{step} {val}\n")
+                f.write("\n\n")
+        gp = (f"set terminal pngcairo size 1000,600 noenhanced; set output '{os.path.join(root, fname)}';"
+              f"set logscale y; set xlabel 'inner step'; set ylabel '{ylabel}';"
+              f"set arrow from {HORIZON}, graph 0 to {HORIZON}, graph 1 nohead dt 2 lc rgb 'gray';"
+              f"set label 'meta-training horizon' at {HORIZON}, graph 0.95 offset 0.5,0;"
+              f"set key top right; set title '{rep['task']}: {which} loss, ELO study (H100)';"
+              f"plot for [i=0:{len(series) - 1}] '{dat}' index i using 1:2 with lines lw 2 title columnheader(1)")
+        subprocess.run(["gnuplot", "-e", gp], check=False)
+    # Ablation bars: final train loss per variant (mean over runs, lopt with warm-up).
+    bars = os.path.join(root, "ablation.dat")
+    with open(bars, "w") as f:
+        adam = mean_std([r["final_train_loss"] for r in best_adamw(rep)[1]])[0]
+        f.write(f'"AdamW (best lr)" {adam}\n')
+        for v, label in VARIANTS:
+            for d in runs_of(root, v):
+                if not os.path.exists(os.path.join(d, ev, "report.json")):
+                    continue
+                rs = lopt_runs(load(os.path.join(d, ev, "report.json")), "lopt_scheduled")
+                m = mean_std([r["final_train_loss"] for r in rs])[0]
+                f.write(f'"{v} {d.rsplit("_", 1)[1]}" {m if math.isfinite(m) else 5}\n')
+    gp = (f"set terminal pngcairo size 900,500 noenhanced; set output '{os.path.join(root, 'ablation.png')}';"
+          "set style fill solid 0.6; set boxwidth 0.6; set ylabel 'final train loss at 10k steps';"
+          f"set title 'ELO ablation (in distribution, {rep['task']})'; unset key; set yrange [0:*];"
+          f"plot '{bars}' using 0:2:xtic(1) with boxes")
+    subprocess.run(["gnuplot", "-e", gp], check=False)
+    # Meta-training: task loss over outer steps.
+    mt = []
+    for v, _ in VARIANTS:
+        for d in runs_of(root, v):
+            f = os.path.join(d, "metrics.csv")
+            if os.path.exists(f):
+                mt.append((os.path.basename(d), f))
+    if mt:
+        plot = ", ".join(f"'{f}' every ::1 using 1:3 with lines smooth bezier title '{n}'" for n, f in mt)
+        gp = (f"set terminal pngcairo size 1000,600 noenhanced; set output '{os.path.join(root, 'meta_training.png')}';"
+              "set datafile separator ','; set xlabel 'outer step'; set ylabel 'task loss (normalised, smoothed)';"
+              f"set title 'meta-training (H100)'; set key top right; plot {plot}")
+        subprocess.run(["gnuplot", "-e", gp], check=False)
+
+
+def curve(path, name, col="train_loss", lr=None):
+    opener = open
+    if not os.path.exists(path) and os.path.exists(path + ".gz"):
+        path, opener = path + ".gz", lambda p: gzip.open(p, "rt")
+    if not os.path.exists(path):
+        return []
+    acc = {}
+    with opener(path) as f:
+        for row in csv.DictReader(f):
+            if row["optimizer"] != name:
+                continue
+            if lr is not None and abs(float(row["lr"]) - lr) > 1e-6 * lr:
+                continue
+            acc.setdefault(int(row["step"]), []).append(float(row[col]))
+    return [(s, statistics.mean(v)) for s, v in sorted(acc.items())]
+
+
+if __name__ == "__main__":
+    main()
