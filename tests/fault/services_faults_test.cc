@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <regex>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -292,8 +293,15 @@ TEST(ServicesFaults, AJobSucceedsOnlyOnceItsResultIsOnDiskAndRetriesUntilItIs) {
   EXPECT_NE(st.find("optimizer.lopt"), std::string::npos) << st;
   EXPECT_NE(st.find("File too large (errno 27)"), std::string::npos) << st;
   EXPECT_FALSE(FileExists(job_dir + "/optimizer.lopt"));
-  auto metrics = HttpGet(s.learner().metrics_port(), "/metrics");
-  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  // The learner retries every second while the disk stays full: wait for the
+  // second try rather than race it (the status shows the first).
+  absl::StatusOr<std::string> metrics;
+  for (int i = 0; i < 100; ++i) {
+    metrics = HttpGet(s.learner().metrics_port(), "/metrics");
+    ASSERT_TRUE(metrics.ok()) << metrics.status();
+    if (MetricValue(*metrics, "lopt_checkpoint_failures_total", "file=\"trained\"") >= 2) break;
+    std::this_thread::sleep_for(100ms);
+  }
   EXPECT_GE(MetricValue(*metrics, "lopt_checkpoint_failures_total", "file=\"trained\""), 2)
       << "retried while the disk stays full";
   EXPECT_GE(MetricValue(*metrics, "lopt_checkpoint_failures_total", "file=\"checkpoint\""), 1)
