@@ -135,23 +135,9 @@ absl::Status Eval(const v1::JobSpec& job_in, const std::string& optimizer_path,
       {"lopt", trained->file.options(), trained->theta},
       {"lopt_untrained", trained->file.options(), InitialTheta(trained->file.job())}};
   if (f.Has("lopt-options")) {
-    v1::LearnedOptimizerSpec spec = trained->file.options();
-    v1::LearnedOptimizerSpec extra;
-    if (!google::protobuf::TextFormat::ParseFromString(f.Get("lopt-options"), &extra))
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--lopt-options must be a text LearnedOptimizerSpec (e.g. 'warmup_fraction: 0.05 "
-          "step_mult_schedule: COSINE'), got '", f.Get("lopt-options"), "'"));
-    if (extra.has_hidden_size() && extra.hidden_size() != spec.hidden_size())
-      return absl::InvalidArgumentError("--lopt-options cannot change hidden_size: theta has its shape");
-    spec.MergeFrom(extra);
-    // The options are checked as a job's: the meta-test job with them.
-    v1::JobSpec check = job;
-    *check.mutable_lopt() = spec;
-    check.mutable_lopt()->set_parameterization(job.task().parameterization());
-    check.mutable_elo()->clear_tasks();
-    if (auto s = ValidateJob(check); !s.ok())
-      return absl::InvalidArgumentError(absl::StrCat("--lopt-options: ", s.message()));
-    lopts.push_back({"lopt_scheduled", spec, trained->theta});
+    auto spec = MergeLoptOptions(trained->file.options(), f.Get("lopt-options"));
+    if (!spec.ok()) return spec.status();
+    lopts.push_back({"lopt_scheduled", *spec, trained->theta});
   }
   // RunMetaTest trains every optimizer in turn: (learned optimizers + AdamW) x steps.
   ProgressBar bar("meta-test", c.steps * int64_t(lopts.size() + 1), !f.Has("no-progress"));

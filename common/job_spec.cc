@@ -290,6 +290,30 @@ absl::StatusOr<v1::JobSpec> ParseJobText(absl::string_view text,
   return job;
 }
 
+absl::StatusOr<v1::LearnedOptimizerSpec> MergeLoptOptions(const v1::LearnedOptimizerSpec& base,
+                                                           absl::string_view text) {
+  v1::LearnedOptimizerSpec extra;
+  google::protobuf::TextFormat::Parser parser;
+  CollectingErrors errors("--lopt-options");
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(std::string(text), &extra))
+    return Invalid(absl::StrCat(
+        errors.first().empty() ? "--lopt-options: not a text LearnedOptimizerSpec" : errors.first(),
+        " (e.g. 'warmup_fraction: 0.05 step_mult_schedule: COSINE')"));
+  if (extra.has_hidden_size() && extra.hidden_size() != base.hidden_size())
+    return Invalid("--lopt-options cannot change hidden_size: the trained theta has its shape");
+  v1::LearnedOptimizerSpec merged = base;
+  merged.MergeFrom(extra);
+  // Checked as a job's lopt section is (its parameterisation is the file's).
+  v1::JobSpec check;
+  *check.mutable_lopt() = merged;
+  check.mutable_task()->set_parameterization(merged.parameterization());
+  check.mutable_task()->mutable_noisy_quadratic();
+  if (absl::Status st = ValidateJob(check); !st.ok())
+    return Invalid(absl::StrCat("--lopt-options: ", st.message()));
+  return merged;
+}
+
 void FillJobDefaults(v1::JobSpec* job) {
   // An ELO task distribution without a meta-test task meta-tests on its first entry.
   if (!job->has_task() && job->elo().tasks_size() > 0 && job->elo().tasks(0).has_task())

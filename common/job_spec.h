@@ -39,6 +39,12 @@ void FillJobDefaults(v1::JobSpec* job);
 // "pes.truncation_length must be > 0, got -3".
 absl::Status ValidateJob(const v1::JobSpec& job);
 
+// A text LearnedOptimizerSpec (`--lopt-options`, e.g. ELO's inference
+// schedule) merged into a trained optimizer's options and validated; errors
+// name the line and column, or the field. hidden_size cannot change.
+absl::StatusOr<v1::LearnedOptimizerSpec> MergeLoptOptions(const v1::LearnedOptimizerSpec& base,
+                                                           absl::string_view text);
+
 // The AdamW learning-rate grid of the ELO paper.
 std::vector<float> DefaultAdamwLrGrid();
 

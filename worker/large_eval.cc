@@ -12,11 +12,11 @@
 #include "absl/strings/str_join.h"
 #include "common/checkpoint.h"
 #include "common/idx_dataset.h"
+#include "common/job_spec.h"
 #include "common/json.h"
 #include "common/learned_optimizer.h"
 #include "common/optimizer_file.h"
 #include "common/task.h"
-#include "google/protobuf/text_format.h"
 #include "lopt/v1/job.pb.h"
 
 namespace lopt {
@@ -193,13 +193,9 @@ absl::StatusOr<LargeEvalReport> RunLargeEval(const LargeEvalConfig& cfg, torch::
   const auto& file = *trained;
   v1::LearnedOptimizerSpec spec = file.file.options();
   if (!cfg.lopt_options.empty()) {
-    v1::LearnedOptimizerSpec extra;
-    if (!google::protobuf::TextFormat::ParseFromString(cfg.lopt_options, &extra) ||
-        (extra.has_hidden_size() && extra.hidden_size() != spec.hidden_size()))
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--lopt-options must be a text LearnedOptimizerSpec that keeps hidden_size, got '",
-          cfg.lopt_options, "'"));
-    spec.MergeFrom(extra);
+    auto merged = MergeLoptOptions(spec, cfg.lopt_options);
+    if (!merged.ok()) return merged.status();
+    spec = *merged;
   }
   // A muLO trains the muP MLP; the base width is its meta-training tasks'.
   int64_t base = 0;

@@ -354,3 +354,27 @@ TEST(EloBufferFailures, UnreachableBufferIsCountedNotHidden) {
 
 }  // namespace
 }  // namespace lopt
+
+namespace lopt {
+namespace {
+
+TEST(StepMultSchedule, LoptOptionsMergeIntoTheFilesAndAreCheckedAtTheDoor) {
+  v1::LearnedOptimizerSpec base;
+  base.set_step_mult(0.002f);
+  auto merged = MergeLoptOptions(base, "warmup_fraction: 0.05 step_mult_schedule: COSINE");
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_FLOAT_EQ(merged->warmup_fraction(), 0.05f);
+  EXPECT_EQ(merged->step_mult_schedule(), v1::COSINE);
+  EXPECT_FLOAT_EQ(merged->step_mult(), 0.002f);  // the file's, kept
+  auto bad = MergeLoptOptions(base, "bogus: 1");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(bad.status().message()).find("--lopt-options:1:"), std::string::npos)
+      << bad.status();
+  EXPECT_NE(std::string(MergeLoptOptions(base, "warmup_fraction: 2").status().message())
+                .find("lopt.warmup_fraction"),
+            std::string::npos);
+  EXPECT_FALSE(MergeLoptOptions(base, "hidden_size: 7").ok());
+}
+
+}  // namespace
+}  // namespace lopt
