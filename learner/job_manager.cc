@@ -638,7 +638,9 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
       for (auto it = start; it != jobs_.end(); ++it) order.push_back(it->second.get());
       for (auto it = jobs_.begin(); it != start; ++it) order.push_back(it->second.get());
       for (Job* job : order) {
-        if (Terminal(job->state)) continue;
+        // A job whose steps are all done needs no more work, also while its
+        // result is still being saved (it stays RUNNING until that is durable).
+        if (Terminal(job->state) || job->core->Done()) continue;
         auto connected = [&](const std::string& name) {
           for (const auto& [id, o] : workers_)
             if (o->alive && o->info.name() == name) return true;
