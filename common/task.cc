@@ -584,14 +584,14 @@ class MupMlpTask : public Task {
       : inner_(std::move(inner)) {
     const auto& shapes = inner_->param_shapes();  // [in, out], [out], ...
     const int64_t L = int64_t(shapes.size() / 2);
+    std::vector<int64_t> fan_ins;
+    for (int64_t l = 0; l < L; ++l) fan_ins.push_back(shapes[2 * l][0]);
+    scales_ = MupMlpUpdateScales(fan_ins, base_width);
     mult_.assign(shapes.size(), 1.0);
-    scales_.assign(shapes.size(), 1.0);
-    for (int64_t l = 1; l < L; ++l) {
-      const double m = double(shapes[2 * l][0]) / double(base_width);  // fan_in's multiplier
-      if (l < L - 1) scales_[2 * l] = 1.0 / m;  // hidden matrix: both dims grow with width
-      else readout_m_ = m;
+    if (L >= 2) {
+      readout_m_ = double(fan_ins[L - 1]) / double(base_width);  // the readout's fan-in multiplier
+      mult_[2 * (L - 1)] = 1.0 / readout_m_;
     }
-    if (L >= 2) mult_[2 * (L - 1)] = 1.0 / readout_m_;
   }
   std::string name() const override { return inner_->name() + "_mup"; }
   torch::Device device() const override { return inner_->device(); }
@@ -669,6 +669,13 @@ class AugmentedImageTask : public Task {
 };
 
 }  // namespace
+
+std::vector<double> MupMlpUpdateScales(const std::vector<int64_t>& fan_ins, int64_t base_width) {
+  const size_t L = fan_ins.size();
+  std::vector<double> scales(2 * L, 1.0);
+  for (size_t l = 1; l + 1 < L; ++l) scales[2 * l] = double(base_width) / double(fan_ins[l]);
+  return scales;
+}
 
 void ScaleUpdates(const std::vector<double>& scales, std::vector<torch::Tensor>* updates) {
   for (size_t j = 0; j < scales.size() && j < updates->size(); ++j)

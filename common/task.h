@@ -95,6 +95,11 @@ void SetDefaultTaskDevice(torch::Device device);
 // missing: a build without LOPT_CUDA, or no visible GPU.
 absl::StatusOr<torch::Device> ParseDevice(const std::string& name);
 
+// muP's update scales of an MLP's tensors [w0, b0, w1, b1, ...] whose layer l
+// has fan-in fan_ins[l]: 1 / (fan_in / base_width) for the hidden matrices
+// (layers 1 .. L-2: both dimensions grow with width), 1 elsewhere (MuAdam).
+std::vector<double> MupMlpUpdateScales(const std::vector<int64_t>& fan_ins, int64_t base_width);
+
 // Multiplies each update by the task's UpdateScales() (no-op for STANDARD).
 void ScaleUpdates(const std::vector<double>& scales, std::vector<torch::Tensor>* updates);
 

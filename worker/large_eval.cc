@@ -205,13 +205,12 @@ absl::StatusOr<LargeEvalReport> RunLargeEval(const LargeEvalConfig& cfg, torch::
                                       : job.task().mup_base_width();
     if (base <= 0) base = 128;
   }
-  // Hidden matrices (Linear layers 1 .. L-2: both dimensions grow with width)
-  // take updates / (fan_in / base), as MuAdam; params are [w0, b0, w1, b1, ...].
+  // The task family's muP rule for the MLP's [w0, b0, w1, b1, ...].
   std::vector<double> scales;
   if (base > 0) {
-    const size_t L = cfg.hidden.size() + 1;
-    scales.assign(2 * L, 1.0);
-    for (size_t l = 1; l + 1 < L; ++l) scales[2 * l] = double(base) / double(cfg.hidden[l - 1]);
+    std::vector<int64_t> fan_ins = {data.train_x.size(1)};
+    fan_ins.insert(fan_ins.end(), cfg.hidden.begin(), cfg.hidden.end());
+    scales = MupMlpUpdateScales(fan_ins, base);
   }
   auto lopt_arm = TrainArm(
       base > 0 ? "lopt (muP MLP)" : "lopt", cfg, data, device, col,
