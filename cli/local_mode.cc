@@ -74,15 +74,8 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
   auto device = ParseDevice(opt.device);
   if (!device.ok()) return device.status();
   // The shards share their tasks (and so the data), built once.
-  std::map<std::string, std::shared_ptr<const Task>> tasks;
-  TaskFactory make_task = [&](const v1::TaskSpec& ts,
-                              uint64_t seed) -> absl::StatusOr<std::shared_ptr<const Task>> {
-    const std::string key = absl::StrCat(ts.SerializeAsString(), "@", seed);
-    if (auto it = tasks.find(key); it != tasks.end()) return it->second;
-    auto t = MakeTask(ts, seed, *device);
-    if (!t.ok()) return t.status();
-    return tasks[key] = std::shared_ptr<const Task>(std::move(*t));
-  };
+  TaskCache tasks;
+  const TaskFactory make_task = CachingTaskFactory(&tasks, *device);
 
   // The learner's job core and one unroller a shard, as the services wire
   // them, with the shards run one after another.

@@ -510,13 +510,15 @@ std::vector<int32_t> MixtureTaskCounts(const v1::JobSpec& job) {
   return counts;
 }
 
-uint64_t ShardSeed(const v1::JobSpec& job, int32_t shard) {
-  if (shard == 0) return job.seed();
-  // SplitMix64 of (seed, shard).
-  uint64_t z = job.seed() + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(shard + 1);
+uint64_t SplitMix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
+}
+
+uint64_t ShardSeed(const v1::JobSpec& job, int32_t shard) {
+  if (shard == 0) return job.seed();
+  return SplitMix64(job.seed() + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(shard + 1));
 }
 
 int64_t EvalSteps(const v1::JobSpec& job) {

@@ -67,6 +67,9 @@ std::vector<int32_t> MixtureTaskCounts(const v1::JobSpec& job);
 // others get independent streams.
 uint64_t ShardSeed(const v1::JobSpec& job, int32_t shard);
 
+// SplitMix64's output mix: independent-looking seeds from (seed + k * odd constant).
+uint64_t SplitMix64(uint64_t z);
+
 // An LHOPT job (lhopt set) rather than an ELO one.
 inline bool IsLhoptJob(const v1::JobSpec& job) { return job.has_lhopt(); }
 

@@ -9,11 +9,18 @@ namespace lopt {
 
 uint64_t GroupSeed(uint64_t seed, int64_t group) {
   if (group == 0) return seed;
-  // SplitMix64 of (seed, group), as ShardSeed.
-  uint64_t z = seed + 0xD1B54A32D192ED03ull * static_cast<uint64_t>(group);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+  return SplitMix64(seed + 0xD1B54A32D192ED03ull * static_cast<uint64_t>(group));
+}
+
+TaskFactory CachingTaskFactory(TaskCache* cache, torch::Device device) {
+  return [cache, device](const v1::TaskSpec& spec,
+                         uint64_t seed) -> absl::StatusOr<std::shared_ptr<const Task>> {
+    const std::string key = absl::StrCat(spec.SerializeAsString(), "@", seed);
+    if (auto it = cache->find(key); it != cache->end()) return it->second;
+    auto task = MakeTask(spec, seed, device);
+    if (!task.ok()) return task.status();
+    return (*cache)[key] = std::shared_ptr<const Task>(std::move(*task));
+  };
 }
 
 absl::StatusOr<std::unique_ptr<EloShard>> EloShard::Create(const v1::JobSpec& job,
@@ -22,33 +29,28 @@ absl::StatusOr<std::unique_ptr<EloShard>> EloShard::Create(const v1::JobSpec& jo
                                                            const std::string& table_prefix,
                                                            uint64_t seed) {
   auto shard = std::unique_ptr<EloShard>(new EloShard());
-  const auto& mix = job.elo().tasks();
-  if (mix.empty()) {
-    auto task = make_task(job.task(), job.seed());
-    if (!task.ok()) return task.status();
-    Group g;
-    g.task = *task;
-    g.table = table_prefix + g.task->name();
-    g.unroller = std::make_unique<EloUnroller>(job, g.task.get(), buffer, g.table, seed);
-    shard->groups_.push_back(std::move(g));
-    return shard;
-  }
+  // Without a distribution the job's task is the one group (weight 1, every
+  // PES task, the shard's own seed and an unsuffixed table).
+  const bool mixture = job.elo().tasks_size() > 0;
+  std::vector<v1::EloTaskChoice> entries(job.elo().tasks().begin(), job.elo().tasks().end());
+  if (!mixture) *entries.emplace_back().mutable_task() = job.task();
   const std::vector<int32_t> counts = MixtureTaskCounts(job);
   double total = 0;
-  for (const auto& c : mix) total += c.weight();
+  for (const auto& c : entries) total += c.weight();
   int64_t first = 0;
-  for (int k = 0; k < mix.size(); ++k) {
+  for (size_t k = 0; k < entries.size(); ++k) {
     // The group's own job: its entry's task and its share of the PES tasks.
     v1::JobSpec sub = job;
-    *sub.mutable_task() = mix[k].task();
+    *sub.mutable_task() = entries[k].task();
     sub.mutable_elo()->clear_tasks();
     sub.mutable_pes()->set_num_tasks(counts[k]);
     auto task = make_task(sub.task(), GroupSeed(job.seed(), k));
     if (!task.ok()) return task.status();
     Group g;
     g.task = *task;
-    g.table = absl::StrCat(table_prefix, g.task->name(), "#", k);
-    g.weight = mix[k].weight() / total;
+    g.table = mixture ? absl::StrCat(table_prefix, g.task->name(), "#", k)
+                      : table_prefix + g.task->name();
+    g.weight = entries[k].weight() / total;
     g.first_task = first;
     first += counts[k];
     g.unroller =

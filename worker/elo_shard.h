@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +27,12 @@ namespace lopt {
 // Builds (or shares) the task of a spec; the shard keeps what it returns.
 using TaskFactory =
     std::function<absl::StatusOr<std::shared_ptr<const Task>>(const v1::TaskSpec&, uint64_t seed)>;
+
+// Tasks by (spec, seed): shards of one job share their tasks, and so the data.
+using TaskCache = std::map<std::string, std::shared_ptr<const Task>>;
+// A factory that returns the cached task of (spec, seed), or builds it on
+// `device` and caches it. `cache` must outlive the factory.
+TaskFactory CachingTaskFactory(TaskCache* cache, torch::Device device);
 
 class EloShard {
  public:

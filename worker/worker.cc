@@ -67,25 +67,12 @@ absl::StatusOr<Worker::Shard*> Worker::ShardFor(const v1::WorkUnit& unit) {
   if (auto s = ValidateJob(spec); !s.ok()) return s;
   if (unit.shard() < 0 || unit.shard() >= spec.cluster().shards())
     return absl::InvalidArgumentError(absl::StrCat("shard ", unit.shard(), " is out of range"));
-  // Shards of one job share its tasks (data) and its buffer client.
-  std::vector<std::shared_ptr<const Task>> shared;
+  // Shards of one job share its tasks (data) and its buffer client: the
+  // cached shards' tasks seed this one's cache.
+  TaskCache tasks;
   for (auto& [k, s] : shards_)
-    if (k.first == unit.job_id() && s.job_bytes == bytes)
-      shared.insert(shared.end(), s.tasks.begin(), s.tasks.end());
-  std::vector<std::shared_ptr<const Task>> used;
-  TaskFactory make_task = [&](const v1::TaskSpec& ts,
-                              uint64_t seed) -> absl::StatusOr<std::shared_ptr<const Task>> {
-    // Shards build their groups in the same order, so the k-th task of
-    // another shard of the job is this one's k-th.
-    if (used.size() < shared.size()) {
-      used.push_back(shared[used.size()]);
-      return used.back();
-    }
-    auto t = MakeTask(ts, seed);
-    if (!t.ok()) return t.status();
-    used.push_back(std::shared_ptr<const Task>(std::move(*t)));
-    return used.back();
-  };
+    if (k.first == unit.job_id() && s.job_bytes == bytes) tasks.insert(s.tasks.begin(), s.tasks.end());
+  const TaskFactory make_task = CachingTaskFactory(&tasks, DefaultTaskDevice());
   auto& buffer = buffers_[unit.job_id()];
   if (!buffer) buffer = std::shared_ptr<ReplayBuffer>(options_.make_buffer());
   auto elo = EloShard::Create(spec, make_task, buffer.get(), unit.buffer_prefix(),
@@ -100,7 +87,7 @@ absl::StatusOr<Worker::Shard*> Worker::ShardFor(const v1::WorkUnit& unit) {
   }
   Shard& sh = shards_[key];
   sh.job_bytes = bytes;
-  sh.tasks = used;
+  sh.tasks = std::move(tasks);
   sh.buffer = buffer;
   sh.unroller = *std::move(elo);
   sh.last_used = ++use_counter_;

@@ -65,7 +65,7 @@ class Worker {
  private:
   struct Shard {
     std::string job_bytes;  // the spec the unroller was built for
-    std::vector<std::shared_ptr<const Task>> tasks;  // one per group
+    TaskCache tasks;  // its groups' tasks (and the job's other shards')
     std::shared_ptr<ReplayBuffer> buffer;
     std::unique_ptr<EloShard> unroller;
     uint64_t last_used = 0;
