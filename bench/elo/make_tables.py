@@ -49,6 +49,14 @@ def fmt(m, s, digits=4):
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def cells(runs, train_note=""):
+    """The table cells 'train loss | test loss | test accuracy %' of runs (mean ± std)."""
+    m, s = mean_std([r["final_train_loss"] for r in runs])
+    tm, ts = mean_std([r["test_loss"] for r in runs])
+    am, as_ = mean_std([100 * r["test_accuracy"] for r in runs])
+    return f"{fmt(m, s)}{train_note} | {fmt(tm, ts)} | {fmt(am, as_, 2)}"
+
+
 def runs_of(root, variant):
     return sorted(d for d in glob.glob(os.path.join(root, f"{variant}_s*")) if os.path.isdir(d))
 
@@ -109,11 +117,8 @@ def main():
           "seeds. Final train loss = mean batch loss over the last 50 steps.\n")
         p("| optimizer | schedule | final train loss | test loss | test accuracy % |")
         p("|---|---|---|---|---|")
-        m, s = mean_std([r["final_train_loss"] for r in best_runs])
-        tm, ts = mean_std([r["test_loss"] for r in best_runs])
-        am, as_ = mean_std([100 * r["test_accuracy"] for r in best_runs])
         p(f"| **AdamW, best of grid (lr {best_lr:g}{', AT THE GRID EDGE' if at_edge else ''})** | — | "
-          f"{fmt(m, s)} | {fmt(tm, ts)} | {fmt(am, as_, 2)} |")
+          f"{cells(best_runs)} |")
         for v, label in VARIANTS:
           for d in runs_of(root, v):
             f = os.path.join(d, ev, "report.json")
@@ -125,12 +130,10 @@ def main():
                 rs = lopt_runs(rep, name)
                 if not rs:
                     continue
-                m, s = mean_std([r["final_train_loss"] for r in rs])
-                tm, ts = mean_std([r["test_loss"] for r in rs])
-                am, as_ = mean_std([100 * r["test_accuracy"] for r in rs])
                 div = sum(1 for r in rs if r.get("diverged"))
-                p(f"| {label} ({seed}) | {'warm-up, ' + sched if name == 'lopt_scheduled' else 'none'} | {fmt(m, s)}"
-                  f"{f' ({div}/{len(rs)} diverged)' if div else ''} | {fmt(tm, ts)} | {fmt(am, as_, 2)} |")
+                note = f" ({div}/{len(rs)} diverged)" if div else ""
+                p(f"| {label} ({seed}) | {'warm-up, ' + sched if name == 'lopt_scheduled' else 'none'} | "
+                  f"{cells(rs, note)} |")
         grid = ", ".join(f"{lr:g}" for lr in lrs)
         p(f"\nAdamW grid (weight decay 1e-4): {grid}; its final train loss per lr: " +
           ", ".join(f"{lr:g}: {mean_std([r['final_train_loss'] for r in g])[0]:.4f}"
@@ -152,10 +155,7 @@ def main():
                 rs = lopt_runs(rep, name)
                 if not rs:
                     continue
-                m, s = mean_std([r["final_train_loss"] for r in rs])
-                tm, ts = mean_std([r["test_loss"] for r in rs])
-                am, as_ = mean_std([100 * r["test_accuracy"] for r in rs])
-                p(f"| {rep['task']} | {run} {name} | {fmt(m, s)} | {fmt(tm, ts)} | {fmt(am, as_, 2)} | "
+                p(f"| {rep['task']} | {run} {name} | {cells(rs)} | "
                   f"{bm:.4f} / {bt:.4f} ({lr:g}{', edge' if edge else ''}) |")
         p("")
 
