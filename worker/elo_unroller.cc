@@ -199,7 +199,7 @@ UnrollStart EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t o
       for (size_t j = 0; j < lo_flat.size(); ++j) add(absl::StrCat("lopt/", j), lo_flat[j]);
       WriteRows(i, src, dst);
       step_[i] = get("step").item<int64_t>();
-      xi_restored = get("xi");
+      if (bcfg.restore_pes_accumulator()) xi_restored = get("xi");
     }
   }
   if (!restore) {

@@ -185,11 +185,12 @@ NamedTensors PairRows(const NamedTensors& state, int64_t i, int64_t T) {
 // Four tasks on the quadratic, truncations of one step, unrolls of two, BC
 // off, a buffer of one state; after its first truncation.
 struct OneStepBufferedUnroller {
-  explicit OneStepBufferedUnroller(double fresh_start_probability)
+  explicit OneStepBufferedUnroller(double fresh_start_probability,
+                                   const std::string& buffer_options = "")
       : job(QuadraticJob(absl::StrCat(
             "pes { num_tasks: 4 truncation_length: 1 min_unroll_length: 2 max_unroll_length: 2 }\n"
             "elo { behavior_cloning { enabled: false } buffer { capacity: 1 "
-            "fresh_start_probability: ", fresh_start_probability, " } }"))),
+            "fresh_start_probability: ", fresh_start_probability, " ", buffer_options, " } }"))),
         task(MakeTask(job.task(), job.seed()).value()),
         unroller(job, task.get(), &buffer, "t", 3) {
     torch::Generator gen = MakeGenerator(0, 0, 0);
@@ -269,6 +270,33 @@ TEST(EloBuffer, RestoreWritesTheItemIntoTheTasksRows) {
     }
   }
   EXPECT_GE(checked, 3);
+}
+
+// The restored task's PES accumulator after its truncation: the item's xi
+// plus this truncation's eps (sigma 0.01) when the buffer restores xi (the
+// paper's item), eps alone when restore_pes_accumulator is false.
+double RestoredXiMean(bool restore_xi) {
+  OneStepBufferedUnroller f(/*fresh_start_probability=*/0,
+                            restore_xi ? "" : "restore_pes_accumulator: false");
+  EloUnroller& u = f.unroller;
+  NamedTensors crafted;
+  for (const auto& [k, v] : PairRows(u.SaveState(), 0, 4)) crafted.emplace_back(k, v.clone());
+  crafted.emplace_back("step", torch::tensor(int64_t(10)));
+  crafted.emplace_back("xi", torch::full({f.theta.numel()}, 0.5));
+  for (int64_t s = 1; s < 60; ++s) {
+    EXPECT_TRUE(f.buffer.Put("t", 1, crafted).ok());
+    TruncationResult r = u.RunTruncation(f.theta, 1.0, s);
+    if (r.pushes != 0 || r.restores == 0) continue;
+    torch::Tensor xi = Find(u.SaveState(), "xi").value();
+    return xi[r.unroll_starts.at(0).task].mean().item<double>();
+  }
+  ADD_FAILURE() << "no restore without a push in 60 truncations";
+  return 0;
+}
+
+TEST(EloBuffer, RestoreCarriesTheItemsPesAccumulatorUnlessTurnedOff) {
+  EXPECT_NEAR(RestoredXiMean(true), 0.5, 0.01);
+  EXPECT_NEAR(RestoredXiMean(false), 0.0, 0.01);
 }
 
 TEST(EloUnroller, SaveAndLoadContinueBitIdentically) {
