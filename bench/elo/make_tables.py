@@ -25,6 +25,7 @@ VARIANTS = [
     ("uniform", "+ uniform unroll lengths"),
     ("bc", "+ behaviour cloning"),
     ("elo", "ELO (+ replay buffer)"),
+    ("elo_xi0", "ELO, PES accumulator reset at restores"),
     ("curriculum", "LO (curriculum 1k to 10k)"),
     ("mulo", "muLO (ELO in muP over widths 128/512/1024)"),
 ]

@@ -19,7 +19,8 @@
 # LOPT_STUDY_DEADLINE_S (train's wall limit, 480), LOPT_DATA_DIR (the
 # Fashion-MNIST IDX directory, default the jobs'), LOPT_TEXT_DIR (byte_lm's
 # text, default the jobs'), LOPT_STUDY_OUTER_STEPS
-# (overrides budget.outer_steps), LOPT_STUDY_SCHEDULES (warmup cosine: the
+# (overrides budget.outer_steps; LOPT_STUDY_OUTER_STEPS_MULO etc. for one
+# variant), LOPT_STUDY_SCHEDULES (warmup cosine: the
 # inference schedules meta-tested), LOPT_STUDY_OOD_VARIANTS, LOPT_STUDY_OOD_STEPS,
 # LOPT_STUDY_WIDE ("width:steps ..."), LOPT_STUDY_WIDE_LRS, LOPT_STUDY_SCALE=cpu (the
 # study shrunk for a 2-core CPU: 8x8 images, widths / 4, 1,000 outer steps).
@@ -43,10 +44,14 @@ mkdir -p "$runs" "$out"
 # The variant's job, with the data directory and step budget of this machine.
 job_of() {
   local v=$1 f=$runs/jobs/$1.textproto
+  # LOPT_STUDY_OUTER_STEPS_<VARIANT> (e.g. _MULO) overrides LOPT_STUDY_OUTER_STEPS for one variant.
+  local per="LOPT_STUDY_OUTER_STEPS_${v^^}"
+  local steps=${!per:-${LOPT_STUDY_OUTER_STEPS:-}}
   mkdir -p "$runs/jobs"
   sed -e "${LOPT_DATA_DIR:+s#fmnist_mlp {#fmnist_mlp { data_dir: \"$LOPT_DATA_DIR\"#g}" \
+      -e "${LOPT_DATA_DIR:+s#fmnist_resnet {#fmnist_resnet { data_dir: \"$LOPT_DATA_DIR\"#g}" \
       -e "${LOPT_TEXT_DIR:+s#byte_lm {#byte_lm { data_path: \"$LOPT_TEXT_DIR\"#g}" \
-      -e "${LOPT_STUDY_OUTER_STEPS:+s#outer_steps: [0-9]*#outer_steps: $LOPT_STUDY_OUTER_STEPS#}" \
+      -e "${steps:+s#outer_steps: [0-9]*#outer_steps: $steps#}" \
       "$here/jobs/$v.textproto" >"$f"
   if [ "${LOPT_STUDY_SCALE:-}" = cpu ]; then
     # The same study shrunk for a 2-core CPU: 8x8 images, widths / 4
@@ -98,7 +103,8 @@ for phase in $phases; do
           esac
           [ -f "$dir/eval_$name/report.json" ] && continue
           "$lopt" eval --optimizer "$dir/optimizer.lopt" --job "$job" --device "$device" \
-            --lopt-options "$opts" --out "$dir/eval_$name" --no-progress >"$dir.eval_$name.log" 2>&1 &
+            --lopt-options "$opts" ${LOPT_STUDY_EVAL_SEEDS:+--seeds $LOPT_STUDY_EVAL_SEEDS} \
+            --out "$dir/eval_$name" --no-progress >"$dir.eval_$name.log" 2>&1 &
           pids+=($!)
         done
       done
