@@ -82,13 +82,27 @@ def lopt_runs(report, name):
     return [r for r in report["runs"] if r["optimizer"] == name]
 
 
+def gpu_name(root):
+    """The GPU the study ran on: device.txt (run_study.sh's pack writes it), else H100."""
+    try:
+        with open(os.path.join(root, "device.txt")) as f:
+            name = f.readline().strip()
+    except OSError:
+        return "H100"
+    for short in ("H100", "H200", "A100"):
+        if short in name:
+            return short
+    return name or "H100"
+
+
 def main():
     root = sys.argv[1]
+    gpu = gpu_name(root)
     out = []
     p = out.append
 
     # --- Meta-training: wall time and where it ended.
-    p("### Meta-training (H100, `lopt train --device cuda`)\n")
+    p(f"### Meta-training ({gpu}, `lopt train --device cuda`)\n")
     p("| variant | seed | outer steps | wall s | inner particle-steps/s | task loss, first 10 → last 10 steps |")
     p("|---|---|---|---|---|---|")
     for v, label in VARIANTS:
@@ -163,7 +177,7 @@ def main():
     # --- Width generalisation (eval-large).
     large = sorted(glob.glob(os.path.join(root, "*_s*", "evallarge_*", "report.json")))
     if large:
-        p("### Wide MLPs (`lopt eval-large`, H100)\n")
+        p(f"### Wide MLPs (`lopt eval-large`, {gpu})\n")
         p("| optimizer file | MLP | steps | arm | final train loss | test loss | test acc % | ms/step |")
         p("|---|---|---|---|---|---|---|---|")
         for f in large:
@@ -176,10 +190,10 @@ def main():
                   f"{100 * a['test_accuracy']:.2f} | {a['ms_per_step']:.2f} |")
         p("")
     print("\n".join(out))
-    plots(root)
+    plots(root, gpu)
 
 
-def plots(root):
+def plots(root, gpu):
     """Train/test curves with the horizon marked, the ablation bars, meta-training curves."""
     if subprocess.run(["which", "gnuplot"], capture_output=True).returncode != 0:
         return
@@ -216,7 +230,7 @@ def plots(root):
               f"set logscale y; set xlabel 'inner step'; set ylabel '{ylabel}';"
               f"set arrow from {HORIZON}, graph 0 to {HORIZON}, graph 1 nohead dt 2 lc rgb 'gray';"
               f"set label 'meta-training horizon' at {HORIZON}, graph 0.95 offset 0.5,0;"
-              f"set key top right; set title '{rep['task']}: {which} loss, ELO study (H100)';"
+              f"set key top right; set title '{rep['task']}: {which} loss, ELO study ({gpu})';"
               f"plot for [i=0:{len(series) - 1}] '{dat}' index i using 1:2 with lines lw 2 title columnheader(1)")
         subprocess.run(["gnuplot", "-e", gp], check=False)
     # Ablation bars: final train loss per variant (mean over runs, lopt with warm-up).
@@ -247,7 +261,7 @@ def plots(root):
         plot = ", ".join(f"'{f}' every ::1 using 1:3 with lines smooth bezier title '{n}'" for n, f in mt)
         gp = (f"set terminal pngcairo size 1000,600 noenhanced; set output '{os.path.join(root, 'meta_training.png')}';"
               "set datafile separator ','; set xlabel 'outer step'; set ylabel 'task loss (normalised, smoothed)';"
-              f"set title 'meta-training (H100)'; set key top right; plot {plot}")
+              f"set title 'meta-training ({gpu})'; set key top right; plot {plot}")
         subprocess.run(["gnuplot", "-e", gp], check=False)
 
 

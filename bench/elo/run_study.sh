@@ -145,6 +145,8 @@ for phase in $phases; do
         done
       done ;;
     pack)
+      nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$runs/device.txt" 2>/dev/null ||
+        rm -f "$runs/device.txt"
       tar -C "$runs" --exclude='checkpoint.pt' --exclude='buffer' -czf "$out/study.tar.gz" . &&
         ls -la "$out/study.tar.gz" ;;
     *) echo "unknown phase $phase"; exit 2 ;;
