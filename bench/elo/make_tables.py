@@ -47,6 +47,8 @@ def mean_std(xs):
 def fmt(m, s, digits=4):
     if math.isnan(m):
         return "diverged"
+    if abs(m) >= 1e3:  # a loss that blew up: its size, not four decimals of it
+        return f"diverged ({m:.1e})"
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
@@ -128,8 +130,9 @@ def main():
         steps = any_report["steps"]
         p(f"### In distribution: {any_report['task']}, {steps} steps (10× the horizon); "
           f"learned optimizers with ELO's inference schedule: {title}\n")
-        p("One row a meta-training run (`s0`, `s1`: its seed); mean ± std over the 3 meta-test "
-          "seeds. Final train loss = mean batch loss over the last 50 steps.\n")
+        seeds = len(best_runs)
+        p(f"One row a meta-training run (`s0`, `s1`: its seed); mean ± std over the {seeds} "
+          "meta-test seeds. Final train loss = mean batch loss over the last 50 steps.\n")
         p("| optimizer | schedule | final train loss | test loss | test accuracy % |")
         p("|---|---|---|---|---|")
         p(f"| **AdamW, best of grid (lr {best_lr:g}{', AT THE GRID EDGE' if at_edge else ''})** | — | "
@@ -158,8 +161,9 @@ def main():
     ood = sorted(glob.glob(os.path.join(root, "*_s*", "ood_*", "report.json")))
     if ood:
         p("### Out of distribution\n")
-        p("| task | optimizer | final train loss | test loss | test accuracy % | best AdamW (lr): train / test |")
-        p("|---|---|---|---|---|---|")
+        p("| task | steps × seeds | optimizer | final train loss | test loss | test accuracy % | "
+          "best AdamW (lr): train / test |")
+        p("|---|---|---|---|---|---|---|")
         for f in ood:
             rep = load(f)
             run = f.split(os.sep)[-3]
@@ -170,7 +174,7 @@ def main():
                 rs = lopt_runs(rep, name)
                 if not rs:
                     continue
-                p(f"| {rep['task']} | {run} {name} | {cells(rs)} | "
+                p(f"| {rep['task']} | {rep['steps']} × {len(rs)} | {run} {name} | {cells(rs)} | "
                   f"{bm:.4f} / {bt:.4f} ({lr:g}{', edge' if edge else ''}) |")
         p("")
 
