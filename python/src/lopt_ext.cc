@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
 #include <torch/torch.h>
 
@@ -135,8 +136,8 @@ class PyCppLearnedOptimizer {
     opt_ = std::move(*o);
   }
   void step() { opt_->step(); }
+  void zero_grad() { opt_->zero_grad(); }
   void set_total_steps(int64_t n) { opt_->set_total_steps(n); }
-  void set_lr(double lr) { opt_->param_groups()[0].options().set_lr(lr); }
   int64_t iteration() const { return opt_->iteration(); }
 
  private:
@@ -262,7 +263,7 @@ class PyController {
     }
     auto [po, next] = loaded_.policy->Step(xn, extra, ps_);
     ps_ = next;
-    torch::Tensor a = GreedyActions(po.logits);
+    torch::Tensor a = GreedyActions(po.logits).contiguous();
     h_ = ApplyActions(h_, a);
     const int64_t choice = a[0][kHeadRegisters].item<int64_t>();
     std::string reg = "none";
@@ -418,8 +419,8 @@ PYBIND11_MODULE(_C, m) {
   py::class_<PyCppLearnedOptimizer>(m, "CppLearnedOptimizer")
       .def(py::init<std::vector<torch::Tensor>, const std::string&>())
       .def("step", [](PyCppLearnedOptimizer& o) { Checked([&] { o.step(); }); })
+      .def("zero_grad", &PyCppLearnedOptimizer::zero_grad)
       .def("set_total_steps", &PyCppLearnedOptimizer::set_total_steps)
-      .def("set_lr", &PyCppLearnedOptimizer::set_lr)
       .def_property_readonly("iteration", &PyCppLearnedOptimizer::iteration);
 
   py::class_<PyController>(m, "Controller")

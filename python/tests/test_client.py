@@ -142,3 +142,34 @@ def test_token_is_required(cluster):
     with pytest.raises(ValueError, match="not PEM"):
         (tmp / "ca.pem").write_text("nope")
         Client(target, tls_ca_file=str(tmp / "ca.pem"))
+
+
+def test_tls_with_the_learners_ca(tmp_path):
+    d = tmp_path / "tls"
+    d.mkdir()
+    subprocess.run(
+        "set -e; "
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=py-test-ca "
+        "-keyout ca.key -out ca.pem; "
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
+        "-keyout other.key -out other_ca.pem; "
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr; "
+        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf; "
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+        "-extfile ext.cnf -out server.pem",
+        shell=True, cwd=d, check=True, capture_output=True)
+    learner = Service([binary("learner", "lopt-learner"), "--listen=127.0.0.1:0",
+                       "--metrics-listen=127.0.0.1:0", f"--state-dir={tmp_path / 'learner'}",
+                       "--threads=1", f"--tls-cert-file={d / 'server.pem'}",
+                       f"--tls-key-file={d / 'server.key'}"], "msg=serving")
+    try:
+        target = f"localhost:{learner.port}"
+        with Client(target, tls_ca_file=str(d / "ca.pem")) as c:
+            assert c.list() == []
+        for client in (Client(target, timeout=3), Client(target, timeout=3,
+                                                         tls_ca_file=str(d / "other_ca.pem"))):
+            with client, pytest.raises(grpc.RpcError) as e:
+                client.list()
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        learner.stop()

@@ -183,7 +183,8 @@ def test_controller_needs_the_loss_and_a_controller_file(controller, tmp_path):
         lopt.LhoptController(model.parameters(), controller, total_steps=10, decisions=10)
     not_a_controller = tmp_path / "x.lhopt"
     not_a_controller.write_bytes(b"\x08\x01garbage")
-    with pytest.raises(ValueError):
-        lopt.LhoptController(model.parameters(), str(not_a_controller), total_steps=10)
+    with pytest.raises(ValueError, match="not an LHOPT controller"):
+        lopt.LhoptController(model.parameters(), str(not_a_controller), total_steps=10, decisions=2)
     with pytest.raises(FileNotFoundError):
-        lopt.LhoptController(model.parameters(), str(tmp_path / "none.lhopt"), total_steps=10)
+        lopt.LhoptController(model.parameters(), str(tmp_path / "none.lhopt"), total_steps=10,
+                              decisions=2)
