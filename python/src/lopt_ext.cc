@@ -137,6 +137,7 @@ class PyCppLearnedOptimizer {
   }
   void step() { opt_->step(); }
   void zero_grad() { opt_->zero_grad(); }
+  void set_update_scales(std::vector<double> s) { opt_->set_update_scales(std::move(s)); }
   void set_total_steps(int64_t n) { opt_->set_total_steps(n); }
   int64_t iteration() const { return opt_->iteration(); }
 
@@ -420,6 +421,7 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<std::vector<torch::Tensor>, const std::string&>())
       .def("step", [](PyCppLearnedOptimizer& o) { Checked([&] { o.step(); }); })
       .def("zero_grad", &PyCppLearnedOptimizer::zero_grad)
+      .def("set_update_scales", &PyCppLearnedOptimizer::set_update_scales)
       .def("set_total_steps", &PyCppLearnedOptimizer::set_total_steps)
       .def_property_readonly("iteration", &PyCppLearnedOptimizer::iteration);
 

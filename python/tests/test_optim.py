@@ -103,6 +103,24 @@ def test_schedule_and_weight_decay_match_cpp():
     assert any(not torch.equal(p, q) for p, q in zip(py, plain))
 
 
+def test_update_scale_groups_match_cpps_update_scales():
+    # muP: per-group update_scale is lopt::LearnedOptimizer::set_update_scales.
+    a, b = make_net(), make_net()
+    py_opt = lopt.LearnedOptimizer([{"params": [a.fc1.weight], "update_scale": 0.25},
+                                    {"params": [a.fc1.bias, a.fc2.weight, a.fc2.bias, a.cube,
+                                                a.scalar]}], SHIPPED)
+    cpp_opt = lopt._C.CppLearnedOptimizer([b.fc1.weight, b.fc1.bias, b.fc2.weight, b.fc2.bias,
+                                           b.cube, b.scalar], str(SHIPPED))
+    cpp_opt.set_update_scales([0.25, 1, 1, 1, 1, 1])
+    plain = make_net()
+    plain_opt = lopt.LearnedOptimizer(plain.parameters(), SHIPPED)
+    for net, opt in ((a, py_opt), (b, cpp_opt), (plain, plain_opt)):
+        train(net, opt, 3)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert not torch.equal(a.fc1.weight, plain.fc1.weight)
+
+
 def test_param_groups_parameters_without_grad_and_zero_grad():
     net = make_net()
     opt = lopt.LearnedOptimizer([{"params": net.fc1.parameters()},
