@@ -168,18 +168,24 @@ def state_dict_to_theta(sd: Mapping[str, torch.Tensor]):
     return theta.contiguous(), h
 
 
+def _f32(x: float) -> float:
+    # The float32 option as its shortest decimal (0.001, not 0.0010000000474974513).
+    import numpy
+    return float(str(numpy.float32(x)))
+
+
 def pylo_kwargs(options) -> Dict[str, dict]:
     """The arguments that make PyLO's optimizers run an exported lopt optimizer as lopt does
     (see the module's doc): for AdafacLO_naive (and its CUDA version) and for ELO_naive."""
     from lopt.v1 import job_pb2
-    adafac = dict(step_mult=options.step_mult, exp_mult=options.exp_mult,
+    adafac = dict(step_mult=_f32(options.step_mult), exp_mult=_f32(options.exp_mult),
                   momentum_decays=[0.0, 0.0, 0.0], rms_decays=[0.0],
                   adafactor_decays=[0.0, 0.0, 0.0], hidden_size=options.hidden_size,
                   hidden_layers=1)
-    elo = dict(step_mult=options.step_mult, exp_mult=options.exp_mult, init_lr=0.0,
-               warmup_fraction=options.warmup_fraction,
+    elo = dict(step_mult=_f32(options.step_mult), exp_mult=_f32(options.exp_mult), init_lr=0.0,
+               warmup_fraction=_f32(options.warmup_fraction),
                use_lo_cosine_scheduler=options.step_mult_schedule == job_pb2.COSINE,
-               step_mult_min=options.min_step_mult, weight_decay=options.weight_decay,
+               step_mult_min=_f32(options.min_step_mult), weight_decay=_f32(options.weight_decay),
                hidden_size=options.hidden_size, hidden_layers=1,
                initial_momentum_decays=[0.9, 0.99, 0.999], initial_rms_decays=[0.999],
                initial_adafactor_decays=[0.9, 0.99, 0.999])
