@@ -15,6 +15,8 @@ PACKAGES=(
   libabsl-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox dataset-fashion-mnist fortunes
+  # the Python package (python/, PYTHONPATH=build/python): Debian's torch is the same build as libtorch-dev
+  python3-dev python3-torch python3-numpy pybind11-dev python3-grpcio python3-protobuf python3-pytest
   # deploy/check's offline checks (compose config, promtool, Node validators); npm only where no nodejs already brings it (NodeSource's conflicts with Debian's npm)
   docker-compose prometheus nodejs $(command -v npm >/dev/null || echo npm)
 )
