@@ -3,8 +3,8 @@
 
   python3 bench/time_to_loss.py REF/metrics.csv OTHER/metrics.csv [...]   (.csv or .csv.gz)
 
-Reads each run's metrics.csv (outer_step, meta_loss, task_loss, ..., wall_s)
-and smooths task_loss with a trailing mean over --window outer steps. The
+Reads each run's metrics.csv (outer_step, meta_loss, task_loss, ..., wall_s;
+wall_s is cumulative over a run's resumes) and smooths task_loss with a trailing mean over --window outer steps. The
 target is the first run's final smoothed task loss (the loss its full
 budget reaches), plus any --at values. For every run it prints the first
 outer step and wall second at which the smoothed loss is at or below each
@@ -27,7 +27,13 @@ def load(path, window):
         for row in csv.DictReader(f):
             if "wall_s" not in row or row["wall_s"] in (None, ""):
                 sys.exit(f"{path}: no wall_s column (written by lopt train since this script)")
-            steps.append(int(row["outer_step"]))
+            step = int(row["outer_step"])
+            # One row an outer step, in order: lopt train before issue 13
+            # appended a resumed run's rows after the ones it redid.
+            if steps and step <= steps[-1]:
+                sys.exit(f"{path}: outer_step {step} follows {steps[-1]}: repeated or "
+                         f"out-of-order rows (a run resumed by an older lopt train?)")
+            steps.append(step)
             wall.append(float(row["wall_s"]))
             loss.append(float(row["task_loss"]))
     if not steps:
@@ -82,7 +88,8 @@ def main():
         print(f"{label:>8}  " + "  ".join(cells))
     print("* the reference's final loss")
     for n, r in zip(names, runs):
-        print(f"{n}: {r[0][-1]} outer steps in {r[1][-1]:.1f} s, final smoothed task loss {r[2][-1]:.4f}")
+        # outer_step counts from 0: the last row's + 1 steps were done.
+        print(f"{n}: {r[0][-1] + 1} outer steps in {r[1][-1]:.1f} s, final smoothed task loss {r[2][-1]:.4f}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@
 #include "common/json.h"
 #include "common/lhopt_schedule.h"
 #include "common/progress.h"
+#include "common/run_files.h"
 #include "common/replay_buffer.h"
 #include "learner/lhopt_job.h"
 #include "worker/lhopt_yardstick.h"
@@ -79,35 +80,6 @@ double MeanOf(const std::vector<double>& v, size_t begin, size_t end) {
   return std::accumulate(v.begin() + begin, v.begin() + end, 0.0) / double(end - begin);
 }
 
-// A resumed run recomputes what came after its checkpoint: the rows of the
-// CSV at `path` (header kept) whose first column is >= first_stale are
-// dropped, else a run killed between a row and its next checkpoint would
-// repeat them. A missing file is fine.
-absl::Status DropRowsFrom(const std::string& path, int64_t first_stale) {
-  if (!FileExists(path)) return absl::OkStatus();
-  auto text = ReadFile(path);
-  if (!text.ok()) return text.status();
-  std::string kept;
-  size_t at = 0;
-  bool header = true;
-  while (at < text->size()) {
-    size_t end = text->find('\n', at);
-    if (end == std::string::npos) end = text->size();  // a torn last line: dropped
-    else ++end;
-    const std::string line = text->substr(at, end - at);
-    at = end;
-    if (line.empty() || line.back() != '\n') continue;
-    if (header || std::atoll(line.c_str()) < first_stale) kept += line;
-    header = false;
-  }
-  return WriteFileAtomically(path, kept);
-}
-
-bool Gnuplot(const std::string& script_path, const std::string& script) {
-  if (!WriteFileAtomically(script_path, script).ok()) return false;
-  return std::system(absl::StrCat("gnuplot '", script_path, "' 2>/dev/null").c_str()) == 0;
-}
-
 }  // namespace
 
 absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
@@ -143,10 +115,11 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
     summary.resumed_from = job.version();
   }
 
+  if (auto s = WriteJobText(opt.out_dir, spec); !s.ok()) return s;
   if (summary.resumed_from > 0) {
     // metrics.csv row i: the update to version i + 1; yardstick.csv row v: version v.
-    if (auto s = DropRowsFrom(opt.out_dir + "/metrics.csv", summary.resumed_from); !s.ok()) return s;
-    if (auto s = DropRowsFrom(opt.out_dir + "/yardstick.csv", summary.resumed_from + 1); !s.ok())
+    if (auto s = DropCsvRowsFrom(opt.out_dir + "/metrics.csv", summary.resumed_from); !s.ok()) return s;
+    if (auto s = DropCsvRowsFrom(opt.out_dir + "/yardstick.csv", summary.resumed_from + 1); !s.ok())
       return s;
   }
   std::ofstream metrics(opt.out_dir + "/metrics.csv",
@@ -246,7 +219,7 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
   if (!file.ok()) return file.status();
   if (auto s = SaveControllerFile(summary.controller_path, *file); !s.ok()) return s;
 
-  Gnuplot(opt.out_dir + "/rewards.gp",
+  RunGnuplot(opt.out_dir + "/rewards.gp",
           absl::StrCat("set terminal pngcairo size 1000,600 noenhanced\nset output '", opt.out_dir,
                        "/rewards.png'\nset datafile separator ','\nset key top left\n",
                        "set title 'LHOPT ", spec.name(), ": mean episode reward a PPO iteration'\n",
@@ -264,7 +237,7 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
         "plot '", opt.out_dir, "/yardstick.csv' using 1:2 with linespoints lw 3 title 'mean'");
     for (size_t t = 0; t < T; ++t)
       absl::StrAppend(&gp, ", '' using 1:", 3 + t, " with linespoints title columnheader(", 3 + t, ")");
-    Gnuplot(opt.out_dir + "/yardstick.gp", gp + "\n");
+    RunGnuplot(opt.out_dir + "/yardstick.gp", gp + "\n");
   }
   std::string json = absl::StrCat(
       "{\n  \"job\": ", JsonString(spec.name()), ",\n  \"iterations\": ", summary.iterations,
@@ -304,7 +277,7 @@ absl::Status WriteScheduleOutputs(const v1::LhoptSchedule& s, const std::string&
     absl::StrAppend(&gp, i ? ", " : "", "'", dir, "/schedule.dat' every ::1 using 1:", i + 2,
                     " with steps lw 2 title '", names[i], "'");
   gp += "\n";
-  Gnuplot(dir + "/schedule.gp", gp);
+  RunGnuplot(dir + "/schedule.gp", gp);
   return absl::OkStatus();
 }
 
@@ -389,7 +362,7 @@ absl::StatusOr<std::string> WriteHparamEvalReport(const HparamEvalReport& report
     absl::StrAppend(&gp, i ? ", " : "", "'", dir, "/curves.dat' using 1:", i + 2,
                     " with lines lw 2 title columnheader(", i + 2, ")");
   gp += "\n";
-  bool plotted = !shown.empty() && Gnuplot(dir + "/curves.gp", gp);
+  bool plotted = !shown.empty() && RunGnuplot(dir + "/curves.gp", gp);
   absl::StrAppend(&table, "wrote ", dir, "/report.json, curves.csv",
                   plotted ? ", curves.png" : " (gnuplot not found: no curves.png)", "\n");
   if (auto s = WriteFileAtomically(dir + "/table.txt", table); !s.ok()) return s;

@@ -18,6 +18,7 @@
 #include "common/json.h"
 #include "common/optimizer_file.h"
 #include "common/progress.h"
+#include "common/run_files.h"
 #include "buffer_server/rocks_replay_buffer.h"
 #include "common/replay_buffer.h"
 #include "common/task.h"
@@ -34,9 +35,13 @@ std::string BufferPrefix(size_t k) { return k == 0 ? "buffer/" : absl::StrCat("b
 // One file holds the job's, every shard's unroller's and the buffer's state.
 absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, const EloJob& job,
                             const std::vector<std::unique_ptr<EloShard>>& unrollers,
-                            ReplayBuffer& buffer, const std::vector<std::string>& tables) {
+                            ReplayBuffer& buffer, const std::vector<std::string>& tables,
+                            double wall_seconds) {
   NamedTensors all;
   all.emplace_back("job", StringTensor(spec.SerializeAsString()));
+  // Seconds of meta-training up to this checkpoint, over every run of the
+  // job: a resumed run's wall_s continues from here.
+  all.emplace_back("run/wall_seconds", torch::tensor(wall_seconds, torch::kFloat64));
   for (auto& [k, v] : job.SaveState()) all.emplace_back("learner/" + k, v);
   for (size_t s = 0; s < unrollers.size(); ++s)
     for (auto& [k, v] : unrollers[s]->SaveState())
@@ -99,7 +104,9 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
     if (auto s = buffer.DeleteTable(table); !s.ok() && !absl::IsNotFound(s)) return s;
 
   const std::string ckpt = opt.out_dir + "/checkpoint.pt";
+  const std::string metrics_path = opt.out_dir + "/metrics.csv";
   TrainSummary summary;
+  double wall_before = 0;  // meta-training seconds before this run (resumed)
   if (!opt.fresh && FileExists(ckpt)) {
     auto bytes = ReadFile(ckpt);
     if (!bytes.ok()) return bytes.status();
@@ -126,13 +133,24 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
           return st;
     }
     summary.resumed_from = job.outer_step();
+    // metrics.csv's row s is outer step s (0-based): the rows a crash left
+    // after the checkpoint are recomputed, not repeated.
+    if (auto s = DropCsvRowsFrom(metrics_path, summary.resumed_from); !s.ok()) return s;
+    if (auto w = Find(*all, "run/wall_seconds"); w.ok())
+      wall_before = w->item<double>();
+    else  // a checkpoint from before it kept the time: the last kept row's
+      wall_before = LastCsvValue(metrics_path, "wall_s", 0);
+    std::fprintf(stderr,
+                 "lopt train: resuming %s from its checkpoint at outer step %lld of %lld "
+                 "(%s of meta-training so far); --fresh starts over\n",
+                 opt.out_dir.c_str(), (long long)summary.resumed_from,
+                 (long long)job.total_steps(), FormatDuration(wall_before).c_str());
   }
+  if (auto s = WriteJobText(opt.out_dir, spec); !s.ok()) return s;
 
-  std::ofstream metrics(opt.out_dir + "/metrics.csv",
-                        summary.resumed_from > 0 ? std::ios::app : std::ios::trunc);
-  if (summary.resumed_from == 0)
-    metrics << "outer_step,meta_loss,task_loss,bc_loss,alpha,outer_lr,fresh_starts,restores,"
-               "pushes,particle_steps_per_s,wall_s\n";
+  const bool append = summary.resumed_from > 0 && FileExists(metrics_path);
+  std::ofstream metrics(metrics_path, append ? std::ios::app : std::ios::trunc);
+  if (!append) metrics << kEloMetricsHeader;
 
   const int64_t T = job.total_steps();
   ProgressBar bar("meta-train", T, opt.progress);
@@ -164,10 +182,9 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
       ts = now;
       const double elapsed = std::chrono::duration<double>(now - t0).count();
       rate = particle_steps / elapsed;
-      metrics << absl::StrFormat("%d,%.6g,%.6g,%.6g,%.4f,%.6g,%d,%d,%d,%.1f,%.3f\n",
-                                 rec.outer_step, rec.meta_loss, rec.task_loss, rec.bc_loss,
-                                 rec.alpha, rec.outer_lr, rec.fresh_starts, rec.restores,
-                                 rec.pushes, rec.particle_steps / dt, elapsed)
+      metrics << FormatEloMetricsRow({rec.outer_step, rec.meta_loss, rec.task_loss, rec.bc_loss,
+                                      rec.alpha, rec.outer_lr, rec.fresh_starts, rec.restores,
+                                      rec.pushes, rec.particle_steps / dt, wall_before + elapsed})
               << std::flush;  // followable while it runs
       ++ran;
       bar.Update(job.outer_step(),
@@ -175,7 +192,9 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
                                  rec.meta_loss, rec.task_loss, rec.alpha, rate));
       int64_t every = spec.budget().checkpoint_every();
       if (every > 0 && job.outer_step() % every == 0 && !job.done()) {
-        if (auto st = SaveCheckpoint(ckpt, spec, job, unrollers, buffer, tables); !st.ok())
+        const double upto =
+            wall_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (auto st = SaveCheckpoint(ckpt, spec, job, unrollers, buffer, tables, upto); !st.ok())
           return st;
       }
       if (opt.stop_after >= 0 && ran >= opt.stop_after) break;
@@ -190,9 +209,14 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
   const EloLearner& learner = job.learner();
   bar.Finish(absl::StrFormat("meta-loss %.4f, %.0f particle-steps/s", learner.last_meta_loss(), rate));
   metrics.close();
-  if (auto s = SaveCheckpoint(ckpt, spec, job, unrollers, buffer, tables); !s.ok()) return s;
+  if (auto s = SaveCheckpoint(ckpt, spec, job, unrollers, buffer, tables, wall_before + wall);
+      !s.ok())
+    return s;
+  summary.checkpoint_path = ckpt;
 
   summary.outer_steps = learner.outer_step();
+  summary.total_steps = job.total_steps();
+  summary.outer_steps_this_run = summary.outer_steps - summary.resumed_from;
   const std::vector<double>& meta = job.meta_losses();
   const std::vector<double>& tl = job.task_losses();
   size_t n = meta.size(), w = std::min<size_t>(10, n);
@@ -202,147 +226,33 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
   summary.task_loss_end = MeanOf(tl, n - w, n);
   summary.particle_steps_per_second = rate;
   summary.wall_seconds = wall;
+  summary.total_wall_seconds = wall_before + wall;
   summary.optimizer_path = opt.out_dir + "/optimizer.lopt";
   if (auto s = SaveOptimizerFile(summary.optimizer_path, learner.MakeOptimizerFile(),
                                  learner.theta());
       !s.ok())
     return s;
 
+  PlotEloTraining(opt.out_dir, spec.name());  // training.png (needs gnuplot)
+  // What this run did and where the job stands in all (a resumed run's
+  // outer_steps and wall_seconds count every run of the job).
   std::string json = absl::StrCat(
       "{\n  \"job\": ", JsonString(spec.name()),
       ",\n  \"outer_steps\": ", summary.outer_steps,
+      ",\n  \"total_steps\": ", summary.total_steps,
       ",\n  \"resumed_from\": ", summary.resumed_from,
+      ",\n  \"outer_steps_this_run\": ", summary.outer_steps_this_run,
       ",\n  \"meta_loss_start\": ", JsonNumber(summary.meta_loss_start),
       ",\n  \"meta_loss_end\": ", JsonNumber(summary.meta_loss_end),
       ",\n  \"task_loss_start\": ", JsonNumber(summary.task_loss_start),
       ",\n  \"task_loss_end\": ", JsonNumber(summary.task_loss_end),
       ",\n  \"inner_particle_steps_per_second\": ", JsonNumber(rate),
-      ",\n  \"wall_seconds\": ", JsonNumber(wall),
+      ",\n  \"wall_seconds\": ", JsonNumber(summary.total_wall_seconds),
+      ",\n  \"wall_seconds_this_run\": ", JsonNumber(wall),
       ",\n  \"stopped_early\": ", summary.stopped_early ? "true" : "false",
       ",\n  \"optimizer\": ", JsonString(summary.optimizer_path), "\n}\n");
   if (auto s = WriteFileAtomically(opt.out_dir + "/summary.json", json); !s.ok()) return s;
   return summary;
-}
-
-absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
-                                                const std::string& dir) {
-  if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
-  // report.json
-  std::string json = absl::StrCat("{\n  \"task\": ", JsonString(report.task),
-                                  ",\n  \"steps\": ", report.steps,
-                                  ",\n  \"final_window\": ", report.final_window,
-                                  ",\n  \"runs\": [");
-  for (size_t i = 0; i < report.runs.size(); ++i) {
-    const auto& r = report.runs[i];
-    absl::StrAppend(&json, i ? ",\n" : "\n", "    {\"optimizer\": ", JsonString(r.optimizer),
-                    ", \"lr\": ", r.optimizer == "adamw" ? JsonNumber(r.lr) : "null",
-                    ", \"seed\": ", r.seed,
-                    ", \"final_train_loss\": ", JsonNumber(r.final_train_loss),
-                    ", \"test_loss\": ", JsonNumber(r.test_loss),
-                    ", \"test_accuracy\": ", JsonNumber(r.test_accuracy),
-                    ", \"diverged\": ", r.diverged ? "true" : "false", "}");
-  }
-  json += "\n  ]\n}\n";
-  if (auto s = WriteFileAtomically(dir + "/report.json", json); !s.ok()) return s;
-
-  // Group runs by configuration (optimizer, lr) for the table and the plot.
-  struct Group {
-    std::string label;
-    std::vector<const MetaTestRun*> runs;
-  };
-  std::vector<Group> groups;
-  std::map<std::string, size_t> index;
-  for (const auto& r : report.runs) {
-    std::string label = r.optimizer == "adamw" ? absl::StrFormat("adamw lr=%g", r.lr) : r.optimizer;
-    auto [it, inserted] = index.emplace(label, groups.size());
-    if (inserted) groups.push_back({label, {}});
-    groups[it->second].runs.push_back(&r);
-  }
-
-  // curves.csv (long form) and curves.dat (mean over seeds, for gnuplot).
-  std::string csv = "optimizer,lr,seed,step,train_loss\n";
-  for (const auto& r : report.runs)
-    for (size_t k = 0; k < r.curve.size(); ++k)
-      absl::StrAppend(&csv, r.optimizer, ",", r.optimizer == "adamw" ? absl::StrCat(r.lr) : "",
-                      ",", r.seed, ",", (k + 1) * report.record_every, ",",
-                      absl::StrFormat("%.6g", r.curve[k]), "\n");
-  if (auto s = WriteFileAtomically(dir + "/curves.csv", csv); !s.ok()) return s;
-  if (report.test_every > 0) {  // test_curves.csv: the test split along the run
-    std::string tcsv = "optimizer,lr,seed,step,test_loss,test_accuracy\n";
-    for (const auto& r : report.runs)
-      for (size_t k = 0; k < r.test_curve.size(); ++k)
-        absl::StrAppend(&tcsv, r.optimizer, ",", r.optimizer == "adamw" ? absl::StrCat(r.lr) : "",
-                        ",", r.seed, ",", (k + 1) * report.test_every, ",",
-                        absl::StrFormat("%.6g,%.6g", r.test_curve[k], r.test_acc_curve[k]), "\n");
-    if (auto s = WriteFileAtomically(dir + "/test_curves.csv", tcsv); !s.ok()) return s;
-  }
-  std::string dat = "step";
-  for (const auto& g : groups) absl::StrAppend(&dat, "\t\"", g.label, "\"");
-  dat += "\n";
-  size_t len = report.runs.empty() ? 0 : report.runs[0].curve.size();
-  for (size_t k = 0; k < len; ++k) {
-    absl::StrAppend(&dat, (k + 1) * report.record_every);
-    for (const auto& g : groups) {
-      double m = 0;
-      for (const auto* r : g.runs) m += r->curve[k];
-      m /= g.runs.size();
-      absl::StrAppend(&dat, "\t", std::isfinite(m) ? absl::StrFormat("%.6g", m) : "NaN");
-    }
-    dat += "\n";
-  }
-  if (auto s = WriteFileAtomically(dir + "/curves.dat", dat); !s.ok()) return s;
-  std::string gp = absl::StrCat(
-      "set terminal pngcairo size 1100,700 noenhanced\nset output '", dir, "/curves.png'\n",
-      "set title 'meta-test on ", report.task, ": training loss (mean over seeds)'\n",
-      "set xlabel 'inner step'\nset ylabel 'training loss'\nset logscale y\nset key outside right\n",
-      "set datafile missing 'NaN'\nplot ");
-  // Learned optimizers thick and dark, AdamW's grid in colours.
-  static const char* kGridColors[8] = {"#1b9e77", "#d95f02", "#7570b3", "#e7298a",
-                                       "#66a61e", "#e6ab02", "#a6761d", "#1f78b4"};
-  for (size_t i = 0; i < groups.size(); ++i) {
-    bool lo = groups[i].runs[0]->optimizer != "adamw";
-    absl::StrAppend(&gp, i ? ", " : "", "'", dir, "/curves.dat' using 1:", i + 2,
-                    " with lines ",
-                    lo ? absl::StrCat("lw 4 dt ", i + 1, " lc rgb '", i == 0 ? "#000000" : "#777777", "'")
-                       : absl::StrCat("lw 2 lc rgb '", kGridColors[i % 8], "'"),
-                    " title columnheader(", i + 2, ")");
-  }
-  gp += "\n";
-  if (auto s = WriteFileAtomically(dir + "/curves.gp", gp); !s.ok()) return s;
-  std::string cmd = absl::StrCat("gnuplot '", dir, "/curves.gp' 2>/dev/null");
-  bool plotted = std::system(cmd.c_str()) == 0;
-
-  // The table: mean (std) over seeds.
-  auto stats = [](const std::vector<const MetaTestRun*>& runs, auto field) {
-    double m = 0, sq = 0;
-    for (const auto* r : runs) m += field(*r);
-    m /= runs.size();
-    for (const auto* r : runs) sq += (field(*r) - m) * (field(*r) - m);
-    return std::make_pair(m, runs.size() > 1 ? std::sqrt(sq / (runs.size() - 1)) : 0.0);
-  };
-  std::string table = absl::StrFormat("meta-test: %s, %d steps, %d seeds (final train loss = mean over the last %d steps)\n",
-                                      report.task, report.steps, groups.empty() ? 0 : groups[0].runs.size(),
-                                      report.final_window);
-  absl::StrAppend(&table, absl::StrFormat("%-18s %-22s %-22s %-16s\n", "optimizer",
-                                          "final train loss", "test loss", "test accuracy"));
-  const Group* best_adamw = nullptr;
-  double best = INFINITY;
-  for (const auto& g : groups) {
-    auto [fl, fls] = stats(g.runs, [](const MetaTestRun& r) { return r.final_train_loss; });
-    auto [tl, tls] = stats(g.runs, [](const MetaTestRun& r) { return r.test_loss; });
-    auto [ta, tas] = stats(g.runs, [](const MetaTestRun& r) { return r.test_accuracy; });
-    absl::StrAppend(&table, absl::StrFormat("%-18s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%% +- %.2f\n",
-                                            g.label, fl, fls, tl, tls, 100 * ta, 100 * tas));
-    if (g.runs[0]->optimizer == "adamw" && fl < best) {
-      best = fl;
-      best_adamw = &g;
-    }
-  }
-  if (best_adamw) absl::StrAppend(&table, "best AdamW of the grid (final train loss): ", best_adamw->label, "\n");
-  absl::StrAppend(&table, "wrote ", dir, "/report.json, curves.csv",
-                  plotted ? ", curves.png" : " (gnuplot not found: no curves.png)", "\n");
-  if (auto s = WriteFileAtomically(dir + "/table.txt", table); !s.ok()) return s;
-  return table;
 }
 
 }  // namespace lopt

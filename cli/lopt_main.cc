@@ -6,6 +6,8 @@
 //   lopt eval --schedule|--controller FILE --job FILE   LHOPT against AdamW, cosine
 //   lopt validate FILE                          check a job file
 //   lopt print-default-job                      the embedded default job
+#include <unistd.h>
+
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -18,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "cli/exit_code.h"
 #include "common/flags.h"
+#include "cli/inspect_compare.h"
 #include "cli/large_eval_mode.h"
 #include "cli/local_mode.h"
 #include "cli/lhopt_mode.h"
@@ -25,6 +28,7 @@
 #include "learner/lhopt_job.h"
 #include "common/job_spec.h"
 #include "common/optimizer_file.h"
+#include "common/checkpoint.h"
 #include "common/progress.h"
 #include "common/runtime.h"
 #include "common/small_fc_lopt.h"
@@ -44,8 +48,10 @@ usage:
              [--device cpu|cuda[:N]] [--fresh] [--no-eval] [--no-progress]
       Meta-trains the job (default: the embedded job, see print-default-job);
       --device cuda runs the inner loops on a GPU (builds with LOPT_CUDA).
-      Writes DIR/optimizer.lopt, DIR/summary.json, DIR/metrics.csv and a
-      checkpoint it resumes from; then runs `lopt eval` into DIR/eval.
+      Writes DIR/job.textproto, optimizer.lopt, summary.json, metrics.csv,
+      training.png and a checkpoint it resumes from (the same command
+      resumes; Ctrl-C stops with a checkpoint); then runs `lopt eval` into
+      DIR/eval.
       DIR defaults to runs/<job name>.
   lopt eval --optimizer FILE [--job FILE] [--out DIR] [--steps N] [--seeds N]
             [--threads N] [--device cpu|cuda[:N]] [--lopt-options TEXT] [--no-progress]
@@ -72,11 +78,29 @@ usage:
   lopt eval-large --optimizer FILE [--gpus N] [--hidden 4096,4096] [--batch 1024] ...
       Meta-test on one big MLP, on one device or data-parallel over N GPUs
       (NCCL); see lopt eval-large --help.
-  lopt validate FILE         Checks a text-proto job file; prints the filled-in job.
+  lopt inspect FILE [--job]  What a .lopt or .lhopt file holds: architecture,
+                             options, provenance (job, outer step, meta-loss).
+  lopt compare RUN... [--names A,B] [--out DIR]
+      Several runs' meta-test reports (RUN/eval/report.json) side by side:
+      a table and DIR/compare.png.
+  lopt validate FILE         Checks a text-proto job file (and that its data
+                             paths exist here); prints the filled-in job.
   lopt print-default-job     Prints the embedded default job.
 )";
 
 int Fail(const absl::Status& s) { return FailCommand("lopt", s); }
+
+// LoadControllerFile with errors a user can act on: why the file cannot be
+// read, and --optimizer for a learned optimizer.
+absl::StatusOr<LoadedController> LoadController(const std::string& path) {
+  if (auto bytes = ReadFile(path, "controller file"); !bytes.ok()) return bytes.status();
+  auto c = LoadControllerFile(path);
+  if (!c.ok() && std::string(c.status().message()).find(kSmallFcLoptArchitecture) != std::string::npos)
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " is a learned optimizer (small_fc_lopt), not an LHOPT controller: pass it with "
+              "--optimizer (lopt eval --optimizer ", path, ")"));
+  return c;
+}
 
 absl::StatusOr<v1::JobSpec> JobFromFlags(const Flags& f) {
   absl::StatusOr<v1::JobSpec> job = f.Has("job") ? LoadJobFile(f.Get("job"))
@@ -105,47 +129,26 @@ absl::Status SetThreads(const Flags& f) {
   return absl::OkStatus();
 }
 
-absl::Status Eval(const v1::JobSpec& job_in, const std::string& optimizer_path,
+absl::Status Eval(const v1::JobSpec& job, const std::string& optimizer_path,
                   const std::string& out_dir, const Flags& f) {
-  auto trained = LoadOptimizerFile(optimizer_path);
-  if (!trained.ok()) return trained.status();
-  v1::JobSpec job = job_in;
-  auto steps = f.GetInt("steps", EvalSteps(job));
-  auto seeds = f.GetInt("seeds", job.eval().seeds());
+  MetaTestOptions o;
+  auto steps = f.GetInt("steps", 0);
+  auto seeds = f.GetInt("seeds", 0);
   if (!steps.ok()) return steps.status();
   if (!seeds.ok()) return seeds.status();
-  if (*steps <= 0 || *seeds <= 0)
+  if ((f.Has("steps") && *steps <= 0) || (f.Has("seeds") && *seeds <= 0))
     return absl::InvalidArgumentError("--steps and --seeds must be > 0");
-  auto device = ParseDevice(f.Get("device", "cpu"));
-  if (!device.ok()) return device.status();
-  auto task = MakeTask(job.task(), job.seed(), *device);
-  if (!task.ok()) return task.status();
-
-  MetaTestConfig c;
-  c.steps = *steps;
-  c.seeds = *seeds;
-  c.adamw_lrs.assign(job.eval().adamw_lrs().begin(), job.eval().adamw_lrs().end());
-  c.adamw_weight_decay = job.eval().adamw_weight_decay();
-  c.record_every = std::min<int64_t>(job.eval().record_every(), c.steps);
-  c.test_every = job.eval().test_every();
-  c.seed = job.seed() + 1000003;  // fresh optimizees, not meta-training's
-
-  // The untrained optimizer is the theta meta-training started from.
-  std::vector<NamedLopt> lopts = {
-      {"lopt", trained->file.options(), trained->theta},
-      {"lopt_untrained", trained->file.options(), InitialTheta(trained->file.job())}};
-  if (f.Has("lopt-options")) {
-    auto spec = MergeLoptOptions(trained->file.options(), f.Get("lopt-options"));
-    if (!spec.ok()) return spec.status();
-    lopts.push_back({"lopt_scheduled", *spec, trained->theta});
-  }
-  // RunMetaTest trains every optimizer in turn: (learned optimizers + AdamW) x steps.
-  ProgressBar bar("meta-test", c.steps * int64_t(lopts.size() + 1), !f.Has("no-progress"));
-  MetaTestReport report = RunMetaTest(**task, c, lopts, [&](int64_t done, int64_t) {
-    bar.Update(done, "inner steps");
-  });
-  bar.Finish("");
-  auto table = WriteMetaTestReport(report, out_dir);
+  o.steps = *steps;
+  o.seeds = *seeds;
+  o.device = f.Get("device", "cpu");
+  o.lopt_options = f.Get("lopt-options");
+  std::unique_ptr<ProgressBar> bar;
+  o.progress = [&](int64_t done, int64_t total) {
+    if (!bar) bar = std::make_unique<ProgressBar>("meta-test", total, !f.Has("no-progress"));
+    bar->Update(done, "inner steps");
+  };
+  auto table = RunAndWriteMetaTest(job, optimizer_path, out_dir, o);
+  if (bar) bar->Finish("");
   if (!table.ok()) return table.status();
   std::printf("%s", table->c_str());
   return absl::OkStatus();
@@ -173,7 +176,7 @@ absl::Status EvalLhopt(const v1::JobSpec& job, const std::string& controller_pat
   LoadedController trained;
   std::unique_ptr<LhoptJob> untrained;
   if (!controller_path.empty()) {
-    auto loaded = LoadControllerFile(controller_path);
+    auto loaded = LoadController(controller_path);
     if (!loaded.ok()) return loaded.status();
     trained = std::move(*loaded);
     c.controller_decisions = trained.file.job().lhopt().schedule_decisions();
@@ -213,12 +216,25 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "validate") {
-    if (argc != 3) return Fail(absl::InvalidArgumentError("usage: lopt validate FILE"));
-    auto job = LoadJobFile(argv[2]);
+    constexpr char kValidateUsage[] =
+        "usage: lopt validate FILE\n"
+        "  Checks a text-proto job file as lopt train and the learner do (errors name the\n"
+        "  field, or the line and column), and that the data paths it names exist on\n"
+        "  this host; prints the job with its defaults filled in.\n";
+    auto f = ParseFlags(argc, argv, 2, {}, {"help"});
+    if (!f.ok()) return Fail(f.status());
+    if (f->Has("help")) return std::printf("%s", kValidateUsage), 0;
+    if (f->positional.size() != 1)
+      return Fail(absl::InvalidArgumentError(absl::StrCat("lopt validate takes one FILE\n",
+                                                          kValidateUsage)));
+    const std::string path = f->positional[0];
+    auto job = LoadJobFile(path);
     if (!job.ok()) return Fail(job.status());
+    if (auto s = CheckDataPathsExist(*job); !s.ok())
+      return Fail(absl::NotFoundError(absl::StrCat(path, ": ", s.message())));
     std::string text;
     google::protobuf::TextFormat::PrintToString(*job, &text);
-    std::printf("%s: valid\n%s", argv[2], text.c_str());
+    std::printf("%s: valid\n%s", path.c_str(), text.c_str());
     return 0;
   }
   if (cmd == "train") {
@@ -261,7 +277,15 @@ int Main(int argc, char** argv) {
     // checkpoint and a usable optimizer file; the same command resumes.
     static std::atomic<bool> stop{false};
     o.stop = &stop;
-    auto on_signal = [](int) { stop.store(true); };
+    // A second one quits at once: the next run resumes from the last
+    // periodic checkpoint.
+    auto on_signal = [](int) {
+      if (stop.exchange(true)) _exit(130);
+      static const char kMsg[] =
+          "\nlopt train: stopping after the outer step under way, with a checkpoint "
+          "(again to quit now, losing the steps since the last checkpoint)\n";
+      (void)!write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
+    };
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     auto summary = RunLocalTraining(*job, o);
@@ -269,16 +293,25 @@ int Main(int argc, char** argv) {
     std::signal(SIGTERM, SIG_DFL);
     if (!summary.ok()) return Fail(summary.status());
     if (summary->stopped_early) {
-      std::printf("stopped at outer step %lld of %d; %s holds theta of that step; run the same "
-                  "command to resume\n",
-                  (long long)summary->outer_steps, job->budget().outer_steps(),
+      std::printf("stopped at outer step %lld of %lld, checkpointed in %s (this run: %lld outer "
+                  "steps, %s); %s holds theta of that step; run the same command to resume\n",
+                  (long long)summary->outer_steps, (long long)summary->total_steps,
+                  summary->checkpoint_path.c_str(), (long long)summary->outer_steps_this_run,
+                  FormatDuration(summary->wall_seconds).c_str(),
                   summary->optimizer_path.c_str());
       return 0;
     }
-    std::printf("trained %lld outer steps in %s (%.0f inner particle-steps/s)\n"
+    std::string resumed;
+    if (summary->resumed_from > 0)
+      resumed = absl::StrFormat(" after resuming at outer step %lld; %lld of %lld in %s in all",
+                                (long long)summary->resumed_from,
+                                (long long)summary->outer_steps, (long long)summary->total_steps,
+                                FormatDuration(summary->total_wall_seconds));
+    std::printf("trained %lld outer steps in %s (%.0f inner particle-steps/s)%s\n"
                 "meta-loss %.4f -> %.4f, task loss %.4f -> %.4f\noptimizer: %s\n",
-                (long long)summary->outer_steps, FormatDuration(summary->wall_seconds).c_str(),
-                summary->particle_steps_per_second, summary->meta_loss_start,
+                (long long)summary->outer_steps_this_run,
+                FormatDuration(summary->wall_seconds).c_str(),
+                summary->particle_steps_per_second, resumed.c_str(), summary->meta_loss_start,
                 summary->meta_loss_end, summary->task_loss_start, summary->task_loss_end,
                 summary->optimizer_path.c_str());
     if (f->Has("no-eval")) return 0;
@@ -296,7 +329,7 @@ int Main(int argc, char** argv) {
     if (auto s = SetThreads(*f); !s.ok()) return Fail(s);
     auto job = LoadJobFile(f->Get("job"));
     if (!job.ok()) return Fail(job.status());
-    auto c = LoadControllerFile(f->Get("controller"));
+    auto c = LoadController(f->Get("controller"));
     if (!c.ok()) return Fail(c.status());
     auto steps = f->GetInt("steps", EvalSteps(*job));
     auto decisions = f->GetInt("decisions", c->file.job().lhopt().schedule_decisions());
@@ -318,6 +351,8 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "eval-large") return RunEvalLargeCommand(argc, argv);
+  if (cmd == "inspect") return RunInspectCommand(argc, argv);
+  if (cmd == "compare") return RunCompareCommand(argc, argv);
   if (cmd == "eval") {
     auto f = ParseFlags(argc, argv, 2,
                         {"optimizer", "schedule", "controller", "job", "out", "steps", "seeds", "threads",

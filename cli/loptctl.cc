@@ -1,7 +1,7 @@
 // loptctl: the command-line client of the learner's JobService.
 //
 //   loptctl [--learner HOST:PORT] submit JOB.textproto [--watch]
-//   loptctl list | status ID | watch ID | cancel ID | export ID --out FILE | health
+//   loptctl list | status ID | watch ID | cancel ID | export ID --out FILE [--all] | health
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,12 +11,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/checkpoint.h"
 #include "common/flags.h"
 #include "common/progress.h"
 #include "common/rpc.h"
 #include "common/tensor_codec.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "lopt/v1/job_service.grpc.pb.h"
+#include "lopt/v1/optimizer_file.pb.h"
 
 namespace {
 
@@ -27,7 +30,8 @@ const std::vector<lopt::FlagDef> kFlags = {
     {"auth-token-file", "", "file with the learner's bearer token"},
     {"timeout-ms", "10000", "deadline of each call (watch: of each status)"},
     {"tls-ca-file", "", "PEM roots that sign the learner's certificate: talk TLS (empty: plaintext)"},
-    {"out", "", "export: where to write the optimizer file"},
+    {"out", "", "export: where to write the optimizer file (-o FILE too)"},
+    {"all", "", "export: every file of the job's directory (trained file, job.textproto, metrics.csv, training.png, eval/) into --out DIR", true},
     {"watch", "", "submit: then watch the job until it ends", true},
     {"no-progress", "", "watch: print a line per change instead of a progress bar", true},
 };
@@ -40,7 +44,9 @@ const char kUsage[] =
     "  status ID                        one job in detail (with its spec)\n"
     "  watch ID                         follow a job with a progress bar until it ends\n"
     "  cancel ID                        cancel a running job\n"
-    "  export ID --out FILE             write the (trained) optimizer file\n"
+    "  export ID --out FILE             write the (trained) optimizer file (-o FILE too)\n"
+    "  export ID --all --out DIR        the job's run directory: trained file, job.textproto,\n"
+    "                                   metrics.csv, training.png, eval/ (meta-test report)\n"
     "  health                           exit 0 if the learner serves, 1 if not";
 
 int Fail(const std::string& msg, int code = 1) {
@@ -48,8 +54,36 @@ int Fail(const std::string& msg, int code = 1) {
   return code;
 }
 
+// The learner's address, for errors that say where loptctl looked.
+std::string g_learner;
+
 int FailRpc(const grpc::Status& s) {
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+       s.error_message().find("connect") != std::string::npos))
+    return Fail(absl::StrCat("cannot reach a learner at ", g_learner, " (", s.error_message(),
+                             "). Is lopt-learner running there? --learner HOST:PORT names "
+                             "another address"));
   return Fail(absl::StrCat(lopt::FromGrpcStatus(s).ToString()));
+}
+
+const std::vector<std::string> kCommands = {"submit", "list",   "status", "watch",
+                                            "cancel", "export", "health"};
+
+// Levenshtein distance, for "did you mean".
+size_t Distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+      diag = up;
+    }
+  }
+  return row[b.size()];
 }
 
 std::string StateName(lopt::v1::JobState s) {
@@ -137,6 +171,18 @@ int Watch(JobService::Stub& stub, const lopt::ClientConfig& cfg, const std::stri
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Short forms: -o FILE is --out FILE (as deploy/README.md once showed), -h is --help.
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "-o") args[i] = "--out";
+    else if (args[i] == "-h") args[i] = "--help";
+    else if (args[i].size() > 1 && args[i][0] == '-' && args[i][1] != '-')
+      return Fail(absl::StrCat("unknown flag ", args[i], "\n", kUsage), 2);
+  }
+  std::vector<char*> ptrs;
+  for (auto& a : args) ptrs.push_back(a.data());
+  argc = static_cast<int>(ptrs.size());
+  argv = ptrs.data();
   auto f = lopt::ParseFlagDefs(argc, argv, 1, kFlags);
   if (!f.ok()) return Fail(absl::StrCat(f.status().message(), "\n", kUsage), 2);
   if (f->Has("help") || f->positional.empty()) {
@@ -147,12 +193,22 @@ int main(int argc, char** argv) {
   if (!timeout.ok()) return Fail(std::string(timeout.status().message()), 2);
   auto token = lopt::ReadTokenFile(f->Get("auth-token-file"));
   if (!token.ok()) return Fail(std::string(token.status().message()), 2);
+  const std::string cmd = f->positional[0];
+  if (std::find(kCommands.begin(), kCommands.end(), cmd) == kCommands.end()) {
+    std::string near;
+    for (const auto& c : kCommands)
+      if (Distance(cmd, c) <= 2 && (near.empty() || Distance(cmd, c) < Distance(cmd, near))) near = c;
+    return Fail(absl::StrCat("unknown command '", cmd, "'",
+                             near.empty() ? "" : absl::StrCat(" (did you mean '", near, "'?)"),
+                             "\n", kUsage),
+                2);
+  }
+  g_learner = f->Get("learner");
   lopt::ClientConfig cfg{f->Get("learner"), *token, *timeout};
   if (auto s = lopt::LoadClientTls(f->Get("tls-ca-file"), &cfg); !s.ok())
     return Fail(std::string(s.message()), 2);
   auto channel = lopt::MakeChannel(cfg);
   auto stub = JobService::NewStub(channel);
-  const std::string cmd = f->positional[0];
   auto arg = [&](const char* what) -> std::string {
     return f->positional.size() > 1 ? f->positional[1] : "";
   };
@@ -172,12 +228,10 @@ int main(int argc, char** argv) {
   if (cmd == "submit") {
     std::string path = arg("file");
     if (path.empty()) return Fail("submit needs a job file", 2);
-    std::ifstream in(path);
-    if (!in) return Fail(absl::StrCat("cannot read job file ", path), 2);
-    std::stringstream ss;
-    ss << in.rdbuf();
+    auto text = lopt::ReadFile(path, "job file");
+    if (!text.ok()) return Fail(std::string(text.status().message()), 2);
     lopt::v1::SubmitJobRequest req;
-    req.set_job_text(ss.str());
+    req.set_job_text(*text);
     req.set_source_name(path);
     lopt::v1::SubmitJobResponse resp;
     auto ctx = lopt::MakeContext(cfg);
@@ -198,7 +252,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::string id = arg("id");
-  if (id.empty()) return Fail(absl::StrCat(cmd, " needs a job id"), 2);
+  if (id.empty())
+    return Fail(absl::StrCat(cmd, " needs a job id (loptctl list shows them)"), 2);
   if (cmd == "status") {
     lopt::v1::GetJobRequest req;
     req.set_job_id(id);
@@ -222,30 +277,52 @@ int main(int argc, char** argv) {
   }
   if (cmd == "export") {
     std::string out = f->Get("out");
-    if (out.empty()) return Fail("export needs --out FILE", 2);
-    lopt::v1::ExportOptimizerRequest req;
-    req.set_job_id(id);
-    auto ctx = lopt::MakeContext(cfg, std::max<int64_t>(*timeout, 60000));
-    auto reader = stub->ExportOptimizer(ctx.get(), req);
+    if (out.empty())
+      return Fail(f->Has("all") ? "export --all needs --out DIR" : "export needs --out FILE (or -o FILE)", 2);
+    // One file of the job's directory ("": the trained file) as bytes.
+    auto fetch = [&](const std::string& file, std::string* bytes) -> grpc::Status {
+      lopt::v1::ExportOptimizerRequest req;
+      req.set_job_id(id);
+      req.set_file(file);
+      auto ctx = lopt::MakeContext(cfg, std::max<int64_t>(*timeout, 60000));
+      auto reader = stub->ExportOptimizer(ctx.get(), req);
+      bytes->clear();
+      lopt::v1::Chunk c;
+      while (reader->Read(&c)) {
+        if (c.offset() != static_cast<int64_t>(bytes->size()) ||
+            lopt::Crc32(c.data().data(), c.data().size()) != c.crc32())
+          return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                              "export stream is corrupt (offset or checksum mismatch)");
+        *bytes += c.data();
+      }
+      return reader->Finish();
+    };
     std::string bytes;
-    lopt::v1::Chunk c;
-    while (reader->Read(&c)) {
-      if (c.offset() != static_cast<int64_t>(bytes.size()) ||
-          lopt::Crc32(c.data().data(), c.data().size()) != c.crc32())
-        return Fail("export stream is corrupt (offset or checksum mismatch)");
-      bytes += c.data();
+    if (grpc::Status s = fetch("", &bytes); !s.ok()) return FailRpc(s);
+    if (!f->Has("all")) {
+      if (auto s = lopt::WriteFileAtomically(out, bytes); !s.ok()) return Fail(std::string(s.message()));
+      printf("wrote %s (%zu bytes)\n", out.c_str(), bytes.size());
+      return 0;
     }
-    grpc::Status s = reader->Finish();
-    if (!s.ok()) return FailRpc(s);
-    std::string tmp = out + ".tmp";
-    {
-      std::ofstream o(tmp, std::ios::binary);
-      o.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-      if (!o) return Fail(absl::StrCat("cannot write ", tmp));
+    // --all: the run directory as `lopt train --out` leaves it.
+    if (auto s = lopt::MakeDirs(out + "/eval"); !s.ok()) return Fail(std::string(s.message()));
+    lopt::v1::OptimizerFile probe;  // both trained formats start with version and architecture
+    const bool controller = probe.ParseFromString(bytes) && probe.architecture() == "lhopt_lstm";
+    std::vector<std::string> wrote = {controller ? "controller.lhopt" : "optimizer.lopt"};
+    if (auto s = lopt::WriteFileAtomically(out + "/" + wrote[0], bytes); !s.ok())
+      return Fail(std::string(s.message()));
+    for (const char* file : {"job.textproto", "metrics.csv", "training.png", "yardstick.csv",
+                             "eval/report.json", "eval/table.txt", "eval/curves.csv",
+                             "eval/test_curves.csv", "eval/curves.png"}) {
+      grpc::Status s = fetch(file, &bytes);
+      if (s.error_code() == grpc::StatusCode::NOT_FOUND) continue;  // not (yet) there
+      if (!s.ok()) return FailRpc(s);
+      if (auto w = lopt::WriteFileAtomically(out + "/" + file, bytes); !w.ok())
+        return Fail(std::string(w.message()));
+      wrote.push_back(file);
     }
-    if (std::rename(tmp.c_str(), out.c_str()) != 0) return Fail(absl::StrCat("cannot write ", out));
-    printf("wrote %s (%zu bytes)\n", out.c_str(), bytes.size());
+    printf("wrote %s/: %s\n", out.c_str(), absl::StrJoin(wrote, ", ").c_str());
     return 0;
   }
-  return Fail(absl::StrCat("unknown command '", cmd, "'\n", kUsage), 2);
+  return Fail(absl::StrCat("unknown command '", cmd, "'\n", kUsage), 2);  // not reached
 }

@@ -16,7 +16,8 @@ bool FileExists(const std::string& path);
 absl::Status MakeDirs(const std::string& dir);
 
 absl::Status WriteFileAtomically(const std::string& path, const std::string& bytes);
-absl::StatusOr<std::string> ReadFile(const std::string& path);
+// NOT_FOUND "cannot read [what ]path: <errno's text>" when it cannot.
+absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string& what = "");
 
 // NamedTensors <-> bytes (LibTorch's archive format). Strings ride along as
 // uint8 tensors (see StringTensor).

@@ -1,12 +1,18 @@
 #include <algorithm>
 #include "common/job_spec.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/checkpoint.h"
 #include "common/job_limits.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -466,11 +472,49 @@ absl::StatusOr<v1::JobSpec> JobFromText(absl::string_view text,
 }
 
 absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read job file ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return JobFromText(ss.str(), path);
+  auto text = ReadFile(path, "job file");
+  if (!text.ok()) return text.status();
+  return JobFromText(*text, path);
+}
+
+namespace {
+
+// Every set data_dir / data_path of `m` (under `prefix`), with its field path.
+void CollectDataPaths(const google::protobuf::Message& m, const std::string& prefix,
+                      std::vector<std::pair<std::string, std::string>>* out) {
+  const auto* d = m.GetDescriptor();
+  const auto* r = m.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const auto* f = d->field(i);
+    const std::string name = prefix.empty() ? f->name() : absl::StrCat(prefix, ".", f->name());
+    if (f->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (f->is_repeated()) {
+        for (int k = 0; k < r->FieldSize(m, f); ++k)
+          CollectDataPaths(r->GetRepeatedMessage(m, f, k), absl::StrCat(name, "[", k, "]"), out);
+      } else if (r->HasField(m, f)) {
+        CollectDataPaths(r->GetMessage(m, f), name, out);
+      }
+    } else if (!f->is_repeated() && f->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_STRING &&
+               (f->name() == "data_dir" || f->name() == "data_path")) {
+      out->emplace_back(name, r->GetString(m, f));
+    }
+  }
+}
+
+}  // namespace
+
+absl::Status CheckDataPathsExist(const v1::JobSpec& job) {
+  std::vector<std::pair<std::string, std::string>> paths;
+  CollectDataPaths(job, "", &paths);
+  std::vector<std::string> missing;
+  for (const auto& [field, path] : paths) {
+    if (::access(path.c_str(), R_OK) == 0) continue;
+    missing.push_back(absl::StrCat(field, " ", path, ": ", std::strerror(errno)));
+  }
+  if (missing.empty()) return absl::OkStatus();
+  std::string msg = "data this host cannot read (lopt train and the workers read it):";
+  for (const auto& m : missing) absl::StrAppend(&msg, "\n  ", m);
+  return absl::NotFoundError(msg);
 }
 
 int64_t MetaTrainingHorizon(const v1::JobSpec& job) {

@@ -26,6 +26,11 @@ absl::StatusOr<v1::JobSpec> ParseJobText(absl::string_view text,
 // Reads, parses, fills the defaults of repeated fields and validates.
 absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path);
 
+// NOT_FOUND naming each data_dir / data_path field of the job (with its
+// path and errno's text) that this host cannot read; `lopt validate` checks
+// it, while the learner's door cannot (its workers may hold the data).
+absl::Status CheckDataPathsExist(const v1::JobSpec& job);
+
 // Parse + FillJobDefaults + ValidateJob: what every entry point calls.
 absl::StatusOr<v1::JobSpec> JobFromText(absl::string_view text,
                                         absl::string_view source_name);

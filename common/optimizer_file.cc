@@ -28,7 +28,7 @@ absl::Status SaveOptimizerFile(const std::string& path, v1::OptimizerFile file,
 }
 
 absl::StatusOr<TrainedOptimizer> LoadOptimizerFile(const std::string& path) {
-  auto bytes = ReadFile(path);
+  auto bytes = ReadFile(path, "optimizer file");
   if (!bytes.ok()) return bytes.status();
   TrainedOptimizer out;
   if (!out.file.ParseFromString(*bytes) || !out.file.has_format_version())
@@ -37,6 +37,10 @@ absl::StatusOr<TrainedOptimizer> LoadOptimizerFile(const std::string& path) {
     return absl::FailedPreconditionError(absl::StrCat(
         path, " has format version ", out.file.format_version(), "; this lopt reads up to ",
         kOptimizerFormatVersion));
+  if (out.file.architecture() == "lhopt_lstm")  // the controller file shares fields 1 and 2
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " is an LHOPT controller (lhopt_lstm), not a learned optimizer: pass it with "
+              "--controller (lopt eval --controller ", path, " --job JOB)"));
   if (out.file.architecture() != kSmallFcLoptArchitecture)
     return absl::FailedPreconditionError(
         absl::StrCat(path, ": unknown architecture '", out.file.architecture(), "'"));

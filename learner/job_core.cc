@@ -10,6 +10,7 @@
 #include "common/lhopt_wire.h"
 #include "common/metrics.h"
 #include "common/optimizer_file.h"
+#include "common/run_files.h"
 #include "learner/elo_job.h"
 #include "learner/lhopt_job.h"
 #include "worker/lhopt_yardstick.h"
@@ -46,6 +47,7 @@ class EloCore : public JobCore {
   int32_t NumShards() const override { return job_.num_shards(); }
   int64_t CheckpointEvery() const override { return job_.spec().budget().checkpoint_every(); }
   double Alpha() const override { return job_.learner().Alpha(); }
+  std::string MetricsCsvHeader() const override { return kEloMetricsHeader; }
   std::optional<std::pair<double, double>> LastLosses() const override {
     if (job_.meta_losses().empty()) return std::nullopt;
     return std::make_pair(job_.meta_losses().back(), job_.task_losses().back());
@@ -118,6 +120,9 @@ class EloCore : public JobCore {
       v.log_fields = {{"step", absl::StrCat(rec.outer_step)},
                       {"meta_loss", absl::StrFormat("%.5g", rec.meta_loss)},
                       {"results", absl::StrCat(rec.results)}};
+      v.metrics_row = EloMetricsColumns({rec.outer_step, rec.meta_loss, rec.task_loss, rec.bc_loss,
+                                         rec.alpha, rec.outer_lr, rec.fresh_starts, rec.restores,
+                                         rec.pushes});
     }
     return v;
   }

@@ -51,6 +51,9 @@ struct CoreVerdict {
   double meta_loss = 0, task_loss = 0;
   std::string log_message;
   std::vector<std::pair<std::string, std::string>> log_fields;
+  // kUpdated: the job's metrics.csv row but its last two columns
+  // (throughput, wall seconds: the manager's), as local mode writes it.
+  std::string metrics_row;
 };
 
 class JobCore {
@@ -66,6 +69,8 @@ class JobCore {
   virtual int32_t NumShards() const = 0;
   // The job's checkpoint period in updates (0: none but at the end).
   virtual int64_t CheckpointEvery() const = 0;
+  // The header of the metrics.csv that updates' metrics_row fill (empty: none).
+  virtual std::string MetricsCsvHeader() const { return ""; }
   // ELO's alpha_t for the status (0 where it has none).
   virtual double Alpha() const { return 0; }
   // The latest update's status losses (meta, task), if there was one: what a

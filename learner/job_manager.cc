@@ -4,17 +4,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <random>
+#include <set>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/meta_test_report.h"
 #include "common/checkpoint.h"
 #include "common/job_limits.h"
 #include "common/job_spec.h"
 #include "common/lhopt_wire.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/run_files.h"
 #include "common/tensor_codec.h"
 #include "common/utf8.h"
 #include "learner/job_core.h"
@@ -201,6 +205,7 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const LearnerOpti
   }
   m->janitor_ = std::thread([p = m.get()] { p->JanitorLoop(); });
   m->yardstick_thread_ = std::thread([p = m.get()] { p->YardstickLoop(); });
+  m->outputs_thread_ = std::thread([p = m.get()] { p->OutputsLoop(); });
   return m;
 }
 
@@ -208,6 +213,83 @@ JobManager::~JobManager() {
   Shutdown();
   if (janitor_.joinable()) janitor_.join();
   if (yardstick_thread_.joinable()) yardstick_thread_.join();
+  if (outputs_thread_.joinable()) outputs_thread_.join();
+}
+
+void JobManager::AppendMetricsRow(Job& job, const std::string& row) {
+  if (row.empty()) return;
+  const std::string path = JobDir(job.id) + "/metrics.csv";
+  const bool fresh = !FileExists(path);
+  std::ofstream out(path, std::ios::app);
+  if (fresh) out << job.core->MetricsCsvHeader();
+  // wall_s: seconds since the job was submitted (queueing and restarts in).
+  out << row << MetricsCsvTail(job.rate, double(NowUnixMs() - job.submitted_ms) / 1000.0);
+  if (!out) LogWarning("cannot append to metrics.csv", {{"job", job.id}, {"path", path}});
+}
+
+void JobManager::QueueOutputs(Job& job, bool meta_test) {
+  for (auto& q : outputs_queue_)
+    if (q.job_id == job.id) {  // one request a job: the latest wins
+      q.meta_test |= meta_test;
+      return;
+    }
+  outputs_queue_.push_back({job.id, job.spec, meta_test});
+  cv_.notify_all();
+}
+
+namespace {
+struct MetaTestAbandoned {};
+}  // namespace
+
+void JobManager::OutputsLoop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (true) {
+    cv_.wait(l, [&] { return shutdown_ || !outputs_queue_.empty(); });
+    if (shutdown_) break;
+    OutputsRequest req = std::move(outputs_queue_.front());
+    outputs_queue_.pop_front();
+    l.unlock();
+    const std::string dir = JobDir(req.job_id);
+    PlotEloTraining(dir, req.spec.name());  // false without metrics.csv (LHOPT)
+    if (req.meta_test) {
+      LogInfo("meta-test of the trained optimizer", {{"job", req.job_id}, {"out", dir + "/eval"}});
+      MetaTestOptions o;
+      o.progress = [this](int64_t, int64_t) {
+        if (stop_outputs_.load()) throw MetaTestAbandoned();
+      };
+      try {
+        auto table = RunAndWriteMetaTest(req.spec, dir + "/optimizer.lopt", dir + "/eval", o);
+        if (table.ok())
+          LogInfo("meta-test written", {{"job", req.job_id}, {"report", dir + "/eval/report.json"}});
+        else
+          LogError("meta-test failed", {{"job", req.job_id}, {"error", std::string(table.status().message())}});
+      } catch (const MetaTestAbandoned&) {
+        LogInfo("meta-test abandoned: the learner stops (it runs again after a restart)",
+                {{"job", req.job_id}});
+      } catch (const std::exception& e) {
+        LogError("meta-test failed", {{"job", req.job_id}, {"error", e.what()}});
+      }
+    }
+    l.lock();
+  }
+}
+
+absl::StatusOr<std::string> JobManager::ExportFile(const std::string& id, const std::string& file) {
+  static const std::set<std::string> kFiles = {
+      "job.textproto",    "metrics.csv",      "training.png",          "yardstick.csv",
+      "eval/report.json", "eval/curves.csv",  "eval/test_curves.csv",  "eval/curves.png",
+      "eval/table.txt"};
+  if (!kFiles.count(file)) {
+    std::string names;
+    for (const auto& f : kFiles) absl::StrAppend(&names, names.empty() ? "" : ", ", f);
+    return absl::InvalidArgumentError(
+        absl::StrCat("no file '", file, "' to export; a job's files: ", names));
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!jobs_.count(id)) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+  }
+  return ReadFile(JobDir(id) + "/" + file);
 }
 
 void JobManager::QueueYardstick(Job& job) {
@@ -256,6 +338,7 @@ void JobManager::YardstickLoop() {
 void JobManager::Shutdown() {
   std::lock_guard<std::mutex> l(mu_);
   shutdown_ = true;
+  stop_outputs_ = true;
   cv_.notify_all();
 }
 
@@ -351,6 +434,10 @@ absl::Status JobManager::LoadAll() {
       job->unsaved = true;
     }
     if (!Terminal(job->state)) {
+      // metrics.csv's rows after the checkpoint are done again, not repeated.
+      if (auto s = DropCsvRowsFrom(JobDir(id) + "/metrics.csv", job->core->Step()); !s.ok())
+        LogWarning("cannot cut metrics.csv back to the checkpoint",
+                   {{"job", id}, {"error", std::string(s.message())}});
       job->AddSeries();
       LogInfo("resuming job from its checkpoint",
               {{"job", id}, {"outer_step", absl::StrCat(job->core->Step())},
@@ -358,6 +445,10 @@ absl::Status JobManager::LoadAll() {
     } else {
       job->finished_at = Clock::now() - std::chrono::hours(1);
       job->series_removed = true;
+      // A meta-test that a stop abandoned runs again.
+      if (job->state == v1::SUCCEEDED && options_.meta_test && !IsLhoptJob(job->spec) &&
+          !FileExists(JobDir(id) + "/eval/report.json"))
+        QueueOutputs(*job, true);
     }
     jobs_[id] = std::move(job);
   }
@@ -419,6 +510,8 @@ absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
     ::rmdir(JobDir(job->id).c_str());  // refused: leave no directory behind
     return s;
   }
+  if (auto s = WriteJobText(JobDir(job->id), spec); !s.ok())
+    LogWarning("cannot write job.textproto", {{"job", job->id}, {"error", std::string(s.message())}});
   job->AddSeries();
   std::string id = job->id;
   LogInfo("job submitted", {{"job", id},
@@ -475,6 +568,7 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
 
 void JobManager::Finished(Job& job) {
   job.finished_at = Clock::now();
+  QueueOutputs(job, job.state == v1::SUCCEEDED && options_.meta_test && !IsLhoptJob(job.spec));
   cleanup_prefixes_.push_back(job.id + "/");
   LogInfo("job finished", {{"job", job.id}, {"state", v1::JobState_Name(job.state)},
                            {"outer_step", absl::StrCat(job.core->Step())},
@@ -502,6 +596,7 @@ void JobManager::Save(Job& job) {
     s = Checkpoint(job);
   }
   if (s.ok()) {
+    if (!job.finishing) QueueOutputs(job, false);  // training.png as of this checkpoint
     const bool was_unsaved = job.unsaved;
     job.unsaved = false;
     job.save_error.clear();
@@ -766,6 +861,7 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
     fields.insert(fields.end(), v.log_fields.begin(), v.log_fields.end());
     fields.emplace_back("worker", worker_id);
     Log(LogLevel::kInfo, v.log_message, fields);
+    AppendMetricsRow(job, v.metrics_row);
     QueueYardstick(job);
     if (job.core->Done()) {
       Finish(job, v1::SUCCEEDED, "");

@@ -46,6 +46,10 @@ struct LearnerOptions {
   ClientConfig buffer;
   // A finished job's labelled series stay this long, so a last scrape sees them.
   int64_t metrics_retention_ms = 600000;
+  // When an ELO job succeeds, run its meta-test (as `lopt eval` does) into
+  // <state_dir>/jobs/<job_id>/eval/, in a background thread. lopt-learner
+  // turns it on (--meta-test); in-process uses (tests, benchmarks) leave it off.
+  bool meta_test = false;
 };
 
 class JobManager {
@@ -69,6 +73,10 @@ class JobManager {
   // The optimizer file's bytes: the trained one, or theta so far while it
   // runs. LHOPT jobs: the controller file (controller.lhopt), likewise.
   absl::StatusOr<std::string> ExportOptimizer(const std::string& job_id);
+  // Another file of the job's directory (ExportOptimizerRequest.file's list:
+  // job.textproto, metrics.csv, training.png, eval/report.json, ...).
+  // INVALID_ARGUMENT for a name not on it, NOT_FOUND while it does not exist.
+  absl::StatusOr<std::string> ExportFile(const std::string& job_id, const std::string& file);
 
   // --- WorkService ---
   // Returns the worker's id.
@@ -133,6 +141,19 @@ class JobManager {
     NamedTensors policy;
   };
   std::string JobDir(const std::string& id) const;
+  // What a run directory holds beside the checkpoint, as `lopt train` leaves
+  // it: metrics.csv a row an update (AppendMetricsRow, REQUIRES mu_), and,
+  // by outputs_thread_ outside mu_, training.png at each checkpoint and at
+  // the end, and a succeeded ELO job's meta-test in eval/ (QueueOutputs,
+  // REQUIRES mu_). Shutdown abandons a meta-test under way.
+  void AppendMetricsRow(Job& job, const std::string& row);
+  void QueueOutputs(Job& job, bool meta_test);
+  void OutputsLoop();
+  struct OutputsRequest {
+    std::string job_id;
+    v1::JobSpec spec;
+    bool meta_test = false;
+  };
 
   const LearnerOptions options_;
   mutable std::mutex mu_;
@@ -147,6 +168,9 @@ class JobManager {
   std::thread janitor_;
   std::deque<YardstickRequest> yardstick_queue_;           // guarded by mu_
   std::thread yardstick_thread_;
+  std::deque<OutputsRequest> outputs_queue_;               // guarded by mu_
+  std::thread outputs_thread_;
+  std::atomic<bool> stop_outputs_{false};
 };
 
 }  // namespace lopt

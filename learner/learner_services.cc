@@ -103,7 +103,8 @@ grpc::Status JobServiceImpl::ExportOptimizer(grpc::ServerContext* ctx,
   RpcTimer t(kJobService, "ExportOptimizer");
   if (auto s = CheckAuth(*ctx, token_); !s.ok()) return t.Done(s);
   if (auto s = RequireId(req->job_id()); !s.ok()) return t.Done(s);
-  auto bytes = manager_->ExportOptimizer(req->job_id());
+  auto bytes = req->file().empty() ? manager_->ExportOptimizer(req->job_id())
+                                   : manager_->ExportFile(req->job_id(), req->file());
   if (!bytes.ok()) return t.Done(ToGrpcStatus(bytes.status()));
   for (const auto& c : MakeChunks(*bytes, kChunkBytes))
     if (!writer->Write(c)) break;

@@ -28,6 +28,7 @@ const std::vector<lopt::FlagDef> kFlags = {
     {"tls-cert-file", "", "PEM certificate chain: serve TLS (with --tls-key-file; empty: plaintext)"},
     {"tls-key-file", "", "PEM private key of --tls-cert-file"},
     {"tls-ca-file", "", "PEM roots that sign the buffer server's certificate: talk TLS to it (empty: plaintext)"},
+    {"meta-test", "true", "run a succeeded ELO job's meta-test (lopt eval) into its directory's eval/ (false: off)"},
 };
 
 }  // namespace
@@ -60,6 +61,9 @@ int main(int argc, char** argv) {
   opt.worker_timeout_ms = *timeout;
   opt.heartbeat_interval_ms = static_cast<int32_t>(*hb);
   opt.metrics_retention_ms = *retention;
+  if (f->Get("meta-test") != "true" && f->Get("meta-test") != "false")
+    return Fail(absl::InvalidArgumentError("--meta-test must be true or false"));
+  opt.meta_test = f->Get("meta-test") == "true";
   auto token = lopt::ReadTokenFile(f->Get("auth-token-file"));
   if (!token.ok()) return Fail(token.status());
   opt.buffer.target = f->Get("buffer");

@@ -13,7 +13,9 @@
 #include "absl/strings/str_split.h"
 #include "cli/local_mode.h"
 #include "common/job_spec.h"
+#include "common/checkpoint.h"
 #include "common/optimizer_file.h"
+#include "common/run_files.h"
 #include "learner/elo_learner.h"
 #include "learner/lhopt_job.h"
 #include "tests/support/child_process.h"
@@ -185,6 +187,18 @@ torch::Tensor ExportTheta(Cluster& c, const std::string& id) {
   return file.ok() ? file->theta : torch::Tensor();
 }
 
+// metrics.csv of a run directory: local mode's header, then outer steps
+// 0..steps-1 once each, in order.
+void ExpectOneRowAnOuterStep(const std::string& path, int steps) {
+  auto text = lopt::ReadFile(path);
+  ASSERT_TRUE(text.ok()) << text.status();
+  std::vector<std::string> lines = absl::StrSplit(*text, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), size_t(steps) + 1) << *text;
+  EXPECT_EQ(lines[0] + "\n", lopt::kEloMetricsHeader);
+  for (int i = 0; i < steps; ++i)
+    EXPECT_EQ(std::atoi(lines[i + 1].c_str()), i) << "row " << i + 1 << " of\n" << *text;
+}
+
 TEST(Services, ThreeWorkersRunAnEloJobToCompletionWithLoptctl) {
   Cluster c("three");
   c.StartBuffer();
@@ -290,6 +304,51 @@ TEST(Services, KillNineOfTheLearnerResumesFromItsCheckpoint) {
   EXPECT_NE(watch.find(absl::StrFormat("succeeded at outer step %d/%d", kSteps, kSteps)),
             std::string::npos);
   EXPECT_EQ(c.LearnerMetric("lopt_outer_steps_total", "job_id=\"" + id + "\""), kSteps - resumed);
+  // metrics.csv was cut back to the checkpoint at the restart: no step twice.
+  ExpectOneRowAnOuterStep(c.dir() + "/learner/jobs/" + id + "/metrics.csv", kSteps);
+}
+
+// Issue 13: a job on the services leaves what `lopt train --out` leaves --
+// job.textproto, metrics.csv, training.png and, once it has succeeded, its
+// meta-test in eval/ -- in the learner's state directory, and
+// `loptctl export --all` fetches them.
+TEST(Services, AJobLeavesTheRunDirectoryOfALocalRunAndExportsIt) {
+  Cluster c("rundir");
+  c.StartBuffer();
+  c.StartLearner();
+  c.StartWorker("w1");
+  const int kSteps = 6;
+  std::string out;
+  std::string id = c.Submit(JobText("rundir", kSteps, 1, 0, 2) +
+                                "eval { steps: 40 seeds: 2 record_every: 10 test_every: 20 "
+                                "adamw_lrs: 0.01 }\n",
+                            /*watch=*/true, &out);
+  EXPECT_NE(out.find("succeeded"), std::string::npos) << out;
+  const std::string dir = c.dir() + "/learner/jobs/" + id;
+  // The learner runs the meta-test after the job succeeds, in the background.
+  ASSERT_TRUE(c.learner().WaitForLine("msg=\"meta-test written\"", 120s)) << c.learner().Output();
+  const std::string e = c.dir() + "/exported";
+  auto [code, text] = RunCommand(c.Ctl(absl::StrCat("export ", id, " --all -o ", e)));
+  ASSERT_EQ(code, 0) << text;
+  for (const char* f : {"optimizer.lopt", "job.textproto", "metrics.csv", "training.png",
+                        "eval/report.json", "eval/curves.png", "eval/table.txt",
+                        "eval/curves.csv", "eval/test_curves.csv"}) {
+    EXPECT_TRUE(lopt::FileExists(e + "/" + f)) << f << " not exported: " << text;
+    EXPECT_EQ(lopt::ReadFile(e + "/" + f).value_or("a"), lopt::ReadFile(dir + "/" + f).value_or("b"))
+        << f;
+  }
+  ExpectOneRowAnOuterStep(e + "/metrics.csv", kSteps);
+  auto job = LoadJobFile(e + "/job.textproto");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->name(), "rundir");
+  auto report = lopt::ReadFile(e + "/eval/report.json").value_or("");
+  EXPECT_NE(report.find("\"optimizer\": \"lopt\""), std::string::npos) << report;
+  EXPECT_NE(report.find("\"optimizer\": \"adamw\""), std::string::npos) << report;
+  EXPECT_EQ(LoadOptimizerFile(e + "/optimizer.lopt").value().file.outer_step(), kSteps);
+  // `lopt compare` reads the exported directory as it reads a local run's.
+  auto [ccode, cmp] = RunCommand(absl::StrCat(LOPT_LOPT_BINARY, " compare ", e, " --out ", c.dir(), "/cmp"));
+  EXPECT_EQ(ccode, 0) << cmp;
+  EXPECT_NE(cmp.find("lopt_untrained"), std::string::npos) << cmp;
 }
 
 TEST(Services, PrometheusScrapesAllThreeProcesses) {
