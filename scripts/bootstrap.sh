@@ -14,6 +14,8 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # tests/fuzz: libFuzzer targets built with clang (its sanitizer and fuzzer runtimes)
+  clang libclang-rt-dev
   gnuplot-nox dataset-fashion-mnist fortunes
   # deploy/check's offline checks (compose config, promtool, Node validators); npm only where no nodejs already brings it (NodeSource's conflicts with Debian's npm)
   docker-compose prometheus nodejs $(command -v npm >/dev/null || echo npm)
