@@ -12,9 +12,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/flags.h"
+#include "common/job_spec.h"
 #include "common/progress.h"
 #include "common/rpc.h"
 #include "common/tensor_codec.h"
+#include "common/utf8.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "lopt/v1/job_service.grpc.pb.h"
 
@@ -176,9 +178,13 @@ int main(int argc, char** argv) {
     if (!in) return Fail(absl::StrCat("cannot read job file ", path), 2);
     std::stringstream ss;
     ss << in.rdbuf();
+    // The request's strings are proto3 strings: gRPC would refuse a request
+    // that is not UTF-8 with INTERNAL and no message.
+    if (auto s = lopt::CheckJobTextUtf8(ss.str(), lopt::SanitizeUtf8(path)); !s.ok())
+      return Fail(std::string(s.message()), 2);
     lopt::v1::SubmitJobRequest req;
     req.set_job_text(ss.str());
-    req.set_source_name(path);
+    req.set_source_name(lopt::SanitizeUtf8(path));
     lopt::v1::SubmitJobResponse resp;
     auto ctx = lopt::MakeContext(cfg);
     grpc::Status s = stub->Submit(ctx.get(), req, &resp);

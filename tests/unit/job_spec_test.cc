@@ -147,6 +147,17 @@ TEST(JobSpec, DataPathsMustBeRegularFilesOrDirectories) {
   EXPECT_EQ(CheckDataFile("/no/such/file").code(), absl::StatusCode::kNotFound);
 }
 
+// Found by the soak test: job text that is not UTF-8 (a Latin-1 comment)
+// passed validate, and submit got INTERNAL with no message (gRPC cannot parse
+// a proto3 string that is not UTF-8). The parser now says where it is.
+TEST(JobSpec, JobTextMustBeUtf8AndTheErrorSaysWhere) {
+  EXPECT_EQ(ErrorOf("# caf\xe9\nname: \"x\""),
+            "job.textproto:1:6: the job text is not valid UTF-8 (byte 0xe9)");
+  EXPECT_EQ(ErrorOf("name: \"x\"\n\n  # \xff\xfe"),
+            "job.textproto:3:5: the job text is not valid UTF-8 (byte 0xff)");
+  EXPECT_TRUE(CheckJobTextUtf8("# caf\xc3\xa9\n", "j").ok());
+}
+
 // Found by tests/fuzz/fuzz_job_spec (its seed tests/data/resnet_eval_job.textproto):
 // the estimate had no case for fmnist_resnet, so a ResNet unit counted 0 bytes
 // and passed the door at any size.
