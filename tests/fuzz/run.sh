@@ -85,6 +85,10 @@ for t in "${TARGETS[@]}"; do
   cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1 || true)
   files=$(find "$corpus" -type f | wc -l)
   echo "$t: ${runs:-?} executions in ${SECONDS_EACH} s (${rate:-?}/s), ${cov:-no coverage line}, corpus ${files} files"
+  if [ $rc -eq 0 ] && [ -z "$runs" ]; then
+    rc=1
+    echo "$t: FAILED: no final statistics in $log" >&2
+  fi
   if [ $rc -ne 0 ]; then
     status=1
     echo "$t: FAILED (exit $rc); the input is in $artifacts/; the report:" >&2
