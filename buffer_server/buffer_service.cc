@@ -93,7 +93,7 @@ grpc::Status BufferServiceImpl::Put(grpc::ServerContext* context,
 }
 
 grpc::Status BufferServiceImpl::DoPut(grpc::ServerContext* context,
-                                      grpc::ServerReader<v1::PutRequest>* reader,
+                                      grpc::ServerReaderInterface<v1::PutRequest>* reader,
                                       v1::PutResponse* response) {
   if (auto s = CheckAuth(*context, options_.auth_token); !s.ok())
     return Reject("Put", "unauthenticated", s);

@@ -42,9 +42,13 @@ class BufferServiceImpl final : public v1::BufferService::Service {
   grpc::Status Stats(grpc::ServerContext* context, const v1::StatsRequest* request,
                      v1::StatsResponse* response) override;
 
- private:
-  grpc::Status DoPut(grpc::ServerContext* context, grpc::ServerReader<v1::PutRequest>* reader,
+  // Put's work on any stream of requests: the fuzz target
+  // (tests/fuzz/fuzz_buffer_put.cc) feeds it decoded messages in-process.
+  grpc::Status DoPut(grpc::ServerContext* context,
+                     grpc::ServerReaderInterface<v1::PutRequest>* reader,
                      v1::PutResponse* response);
+
+ private:
   // Streams `item`'s header then its chunks, after checking the payload
   // against its checksum (DATA_LOSS, nothing sent, if it fails).
   grpc::Status SendItem(const StoredItem& item, grpc::ServerWriter<v1::ItemChunk>* writer);

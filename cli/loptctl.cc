@@ -14,9 +14,11 @@
 #include "absl/strings/str_join.h"
 #include "common/checkpoint.h"
 #include "common/flags.h"
+#include "common/job_spec.h"
 #include "common/progress.h"
 #include "common/rpc.h"
 #include "common/tensor_codec.h"
+#include "common/utf8.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "lopt/v1/job_service.grpc.pb.h"
 #include "lopt/v1/optimizer_file.pb.h"
@@ -230,9 +232,13 @@ int main(int argc, char** argv) {
     if (path.empty()) return Fail("submit needs a job file", 2);
     auto text = lopt::ReadFile(path, "job file");
     if (!text.ok()) return Fail(std::string(text.status().message()), 2);
+    // The request's strings are proto3 strings: gRPC would refuse a request
+    // that is not UTF-8 with INTERNAL and no message.
+    if (auto s = lopt::CheckJobTextUtf8(*text, lopt::SanitizeUtf8(path)); !s.ok())
+      return Fail(std::string(s.message()), 2);
     lopt::v1::SubmitJobRequest req;
     req.set_job_text(*text);
-    req.set_source_name(path);
+    req.set_source_name(lopt::SanitizeUtf8(path));
     lopt::v1::SubmitJobResponse resp;
     auto ctx = lopt::MakeContext(cfg);
     grpc::Status s = stub->Submit(ctx.get(), req, &resp);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -94,6 +95,27 @@ TaskSize SizeOf(const v1::TaskSpec& t, const std::string& prefix) {
       z.params += in_c * side * side * 10 + 10;
       z.activations = 3.0 * c.batch_size() * width;
       z.fields = absl::StrCat(prefix, ".fmnist_cnn.{image_size, channels, batch_size}");
+      break;
+    }
+    case v1::TaskSpec::kFmnistResnet: {
+      // The stem, then per stage two 3x3 convs (and a 1x1 projection after
+      // the first stage), each with a group norm's scale and shift; stages
+      // after the first halve the side.
+      const auto& r = t.fmnist_resnet();
+      double side = r.image_size(), in_c = r.channels_size() > 0 ? r.channels(0) : 0;
+      z.params = 9.0 * in_c + 2 * in_c;
+      double width = in_c * side * side;
+      for (int s = 0; s < r.channels_size(); ++s) {
+        const double c = r.channels(s);
+        if (s > 0) side = std::max(1.0, std::ceil(side / 2));
+        z.params += 9.0 * c * in_c + 9.0 * c * c + 4 * c;
+        if (s > 0) z.params += c * in_c + 2 * c;
+        width += (s > 0 ? 3 : 2) * c * side * side;
+        in_c = c;
+      }
+      z.params += in_c * 10 + 10;
+      z.activations = 3.0 * r.batch_size() * width;
+      z.fields = absl::StrCat(prefix, ".fmnist_resnet.{image_size, channels, batch_size}");
       break;
     }
     case v1::TaskSpec::kNoisyQuadratic:

@@ -8,12 +8,14 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/checkpoint.h"
 #include "common/job_limits.h"
+#include "common/utf8.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
@@ -282,8 +284,21 @@ std::vector<float> DefaultAdamwLrGrid() {
   return {1e-2f, 7e-3f, 4e-3f, 1e-3f, 7e-4f, 4e-4f, 1e-4f};
 }
 
+absl::Status CheckJobTextUtf8(absl::string_view text, absl::string_view source_name) {
+  std::optional<size_t> bad = FirstInvalidUtf8(text);
+  if (!bad) return absl::OkStatus();
+  const absl::string_view before = text.substr(0, *bad);
+  const size_t line = std::count(before.begin(), before.end(), '\n') + 1;
+  const size_t nl = before.rfind('\n');
+  const size_t column = *bad - (nl == absl::string_view::npos ? 0 : nl + 1) + 1;
+  return Invalid(absl::StrFormat("%s:%d:%d: the job text is not valid UTF-8 (byte 0x%02x)",
+                                 source_name, line, column,
+                                 static_cast<unsigned char>(text[*bad])));
+}
+
 absl::StatusOr<v1::JobSpec> ParseJobText(absl::string_view text,
                                          absl::string_view source_name) {
+  LOPT_CHECK(CheckJobTextUtf8(text, source_name));
   v1::JobSpec job;
   google::protobuf::TextFormat::Parser parser;
   CollectingErrors errors(source_name);

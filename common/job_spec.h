@@ -18,8 +18,15 @@ namespace lopt {
 // 1): common/default_job.textproto, embedded at build time.
 const char* DefaultJobText();
 
+// Job text is UTF-8: INVALID_ARGUMENT "<source>:<line>:<column>: the job
+// text is not valid UTF-8 (byte 0xff)" otherwise. The services carry it in a
+// proto3 string, which gRPC refuses to parse (INTERNAL, no message) when it is
+// not UTF-8, so clients check before they send it.
+absl::Status CheckJobTextUtf8(absl::string_view text, absl::string_view source_name);
+
 // Parses a text proto. Syntax errors come back as INVALID_ARGUMENT with
-// "<source>:<line>:<column>: <what>".
+// "<source>:<line>:<column>: <what>"; text that is not UTF-8 as
+// CheckJobTextUtf8 says.
 absl::StatusOr<v1::JobSpec> ParseJobText(absl::string_view text,
                                          absl::string_view source_name);
 

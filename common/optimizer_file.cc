@@ -30,8 +30,13 @@ absl::Status SaveOptimizerFile(const std::string& path, v1::OptimizerFile file,
 absl::StatusOr<TrainedOptimizer> LoadOptimizerFile(const std::string& path) {
   auto bytes = ReadFile(path, "optimizer file");
   if (!bytes.ok()) return bytes.status();
+  return ParseOptimizerFile(*bytes, path);
+}
+
+absl::StatusOr<TrainedOptimizer> ParseOptimizerFile(const std::string& bytes,
+                                                    const std::string& path) {
   TrainedOptimizer out;
-  if (!out.file.ParseFromString(*bytes) || !out.file.has_format_version())
+  if (!out.file.ParseFromString(bytes) || !out.file.has_format_version())
     return absl::DataLossError(absl::StrCat(path, " is not a lopt optimizer file"));
   if (out.file.format_version() > kOptimizerFormatVersion)
     return absl::FailedPreconditionError(absl::StrCat(

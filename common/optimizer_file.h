@@ -27,5 +27,8 @@ absl::Status SaveOptimizerFile(const std::string& path, v1::OptimizerFile file,
 // (a newer format or another architecture), INVALID_ARGUMENT (theta's size
 // does not match the options).
 absl::StatusOr<TrainedOptimizer> LoadOptimizerFile(const std::string& path);
+// LoadOptimizerFile on bytes already read; `source` names them in errors.
+absl::StatusOr<TrainedOptimizer> ParseOptimizerFile(const std::string& bytes,
+                                                    const std::string& source);
 
 }  // namespace lopt

@@ -14,6 +14,8 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # tests/fuzz: libFuzzer targets built with clang (its sanitizer and fuzzer runtimes)
+  clang libclang-rt-dev
   gnuplot-nox dataset-fashion-mnist fortunes
   # the Python package (python/, PYTHONPATH=build/python): Debian's torch is the same build as libtorch-dev
   python3-dev python3-torch python3-numpy pybind11-dev python3-grpcio python3-protobuf python3-pytest

@@ -15,6 +15,7 @@
 #include "buffer_server/testing/buffer_process.h"
 #include "common/buffer_client.h"
 #include "common/tensor_codec.h"
+#include "tests/support/buffer_items.h"
 
 #ifndef LOPT_BUFFER_BINARY
 #error "LOPT_BUFFER_BINARY must name the lopt-buffer executable"
@@ -25,24 +26,8 @@ namespace {
 
 constexpr char kTable[] = "fault/states";
 
-EncodedItem RandomItem(std::mt19937& rng) {
-  // 64 KiB to 1.5 MiB: puts long enough to be cut in the middle.
-  size_t bytes = std::uniform_int_distribution<size_t>(64 << 10, 3 << 19)(rng);
-  EncodedItem item;
-  item.payload.resize(bytes);
-  for (size_t i = 0; i < bytes; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(&item.payload[i], &v, std::min<size_t>(8, bytes - i));
-  }
-  v1::TensorHeader h;
-  h.set_name("state");
-  h.set_dtype(v1::UINT8);
-  h.add_shape(static_cast<int64_t>(bytes));
-  h.set_num_bytes(static_cast<int64_t>(bytes));
-  item.tensors.push_back(h);
-  item.payload_crc32 = Crc32(item.payload.data(), bytes);
-  return item;
-}
+// 64 KiB to 1.5 MiB: puts long enough to be cut in the middle.
+EncodedItem RandomItem(std::mt19937& rng) { return testing::RandomItem(rng, 64 << 10, 3 << 19); }
 
 struct Acked {
   uint32_t crc;

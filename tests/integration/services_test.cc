@@ -19,6 +19,7 @@
 #include "learner/elo_learner.h"
 #include "learner/lhopt_job.h"
 #include "tests/support/child_process.h"
+#include "tests/support/service_cluster.h"
 
 namespace lopt {
 namespace {
@@ -29,153 +30,26 @@ using lopt::testing::HttpGet;
 using lopt::testing::RunCommand;
 using namespace std::chrono_literals;
 
-std::string TempDir(const std::string& name) {
-  std::string d = absl::StrCat(::testing::TempDir(), "lopt_services_", name, "_", getpid());
-  RunCommand("rm -rf '" + d + "' && mkdir -p '" + d + "'");
-  return d;
-}
+using lopt::testing::MetricValue;
+using lopt::testing::Scrape;
+using lopt::testing::TlsFiles;
 
 void WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream(path) << text;
+  lopt::testing::WriteTextFile(path, text);
 }
 
 std::string JobText(const std::string& name, int steps, int shards, int staleness,
                     int checkpoint_every = 4) {
-  return absl::StrCat(
-      "name: \"", name, "\"\nseed: 11\n",
-      "task { fmnist_mlp { image_size: 8 hidden_sizes: 16 batch_size: 32 } }\n",
-      "pes { num_tasks: 2 truncation_length: 10 min_unroll_length: 20 max_unroll_length: 40 }\n",
-      "budget { outer_steps: ", steps, " checkpoint_every: ", checkpoint_every, " }\n",
-      "cluster { shards: ", shards, " max_staleness: ", staleness, " }\n");
+  return lopt::testing::SmallJobText(name, steps, shards, staleness, checkpoint_every);
 }
 
-// The value of `metric{...label="value"...}` in a Prometheus text exposition.
-double MetricValue(const std::string& text, const std::string& metric, const std::string& label) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    std::string l(line);
-    if (l.rfind(metric + "{", 0) != 0 && l.rfind(metric + " ", 0) != 0) continue;
-    if (!label.empty() && l.find(label) == std::string::npos) continue;
-    return std::stod(l.substr(l.rfind(' ') + 1));
-  }
-  return -1;
-}
-
-// /metrics of a process, retried: a loaded machine may be slow to answer.
-std::string Scrape(int port) {
-  absl::StatusOr<std::string> body;
-  for (int i = 0; i < 3; ++i) {
-    body = HttpGet(port, "/metrics");
-    if (body.ok()) return *body;
-  }
-  ADD_FAILURE() << "cannot scrape 127.0.0.1:" << port << ": " << body.status();
-  return "";
-}
-
-// A test CA and a server certificate it signs for localhost and 127.0.0.1
-// (openssl, which Debian's ca-certificates depends on), plus an unrelated CA.
-struct TlsFiles {
-  std::string ca, cert, key, other_ca;
-};
-TlsFiles MakeTlsFiles(const std::string& dir) {
-  const std::string d = dir + "/tls";
-  auto [code, out] = RunCommand(absl::StrCat(
-      "set -e; mkdir -p ", d, "; cd ", d, "; ",
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=lopt-test-ca "
-      "-keyout ca.key -out ca.pem; ",
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
-      "-keyout other.key -out other_ca.pem; ",
-      "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key "
-      "-out server.csr; ",
-      "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf; ",
-      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-      "-extfile ext.cnf -out server.pem"));
-  EXPECT_EQ(code, 0) << out;
-  return {d + "/ca.pem", d + "/server.pem", d + "/server.key", d + "/other_ca.pem"};
-}
-
-class Cluster {
+// Real lopt-buffer, lopt-learner and lopt-worker processes on loopback.
+class Cluster : public lopt::testing::ServiceCluster {
  public:
-  explicit Cluster(std::string name) : dir_(TempDir(name)) {}
-
-  // Every process after this serves (and talks) TLS with a fresh test CA.
-  const TlsFiles& EnableTls() {
-    tls_ = MakeTlsFiles(dir_);
-    return tls_;
-  }
-
-  void StartBuffer() {
-    std::vector<std::string> args = {LOPT_BUFFER_BINARY, "--listen=127.0.0.1:0",
-                                     "--metrics-listen=127.0.0.1:0",
-                                     "--db-path=" + dir_ + "/buffer"};
-    if (!tls_.ca.empty())
-      for (std::string a : {"--tls-cert-file=" + tls_.cert, "--tls-key-file=" + tls_.key})
-        args.push_back(a);
-    auto p = ChildProcess::Start("buffer", args, "msg=serving");
-    ASSERT_TRUE(p.ok()) << p.status();
-    buffer_ = std::move(*p);
-  }
-
-  void StartLearner() {
-    if (learner_port_ == 0) learner_port_ = FreePort();
-    std::vector<std::string> args = {LOPT_LEARNER_BINARY,
-                                     absl::StrCat("--listen=127.0.0.1:", learner_port_),
-                                     "--metrics-listen=127.0.0.1:0",
-                                     "--state-dir=" + dir_ + "/learner",
-                                     "--worker-timeout-ms=4000",
-                                     "--heartbeat-interval-ms=200",
-                                     "--threads=1"};
-    if (buffer_) args.push_back(absl::StrCat("--buffer=127.0.0.1:", buffer_->grpc_port()));
-    if (!tls_.ca.empty())
-      for (std::string a : {"--tls-cert-file=" + tls_.cert, "--tls-key-file=" + tls_.key,
-                            "--tls-ca-file=" + tls_.ca})
-        args.push_back(a);
-    auto p = ChildProcess::Start("learner", args, "msg=serving");
-    ASSERT_TRUE(p.ok()) << p.status();
-    learner_ = std::move(*p);
-  }
-
-  void StartWorker(const std::string& name) {
-    std::vector<std::string> args = {LOPT_WORKER_BINARY, "--learner=" + learner_target(),
-                                     "--metrics-listen=127.0.0.1:0", "--name=" + name,
-                                     "--threads=1"};
-    if (buffer_) args.push_back(absl::StrCat("--buffer=127.0.0.1:", buffer_->grpc_port()));
-    if (!tls_.ca.empty()) args.push_back("--tls-ca-file=" + tls_.ca);
-    auto p = ChildProcess::Start(name, args, "msg=connected");
-    ASSERT_TRUE(p.ok()) << p.status();
-    workers_[name] = std::move(*p);
-  }
-
-  std::string learner_target() const { return absl::StrCat("127.0.0.1:", learner_port_); }
-  std::string Ctl(const std::string& args) const {
-    return absl::StrCat(LOPT_LOPTCTL_BINARY, " --learner=", learner_target(),
-                        tls_.ca.empty() ? "" : " --tls-ca-file=" + tls_.ca, " ", args);
-  }
-  // Submits a job file with loptctl; returns its id.
-  std::string Submit(const std::string& job_text, bool watch = false,
-                     std::string* output = nullptr) {
-    std::string path = dir_ + "/job.textproto";
-    WriteFile(path, job_text);
-    auto [code, out] = RunCommand(Ctl(absl::StrCat("submit ", path, watch ? " --watch --no-progress" : "")));
-    if (output) *output = out;
-    EXPECT_EQ(code, 0) << out;
-    return out.substr(0, out.find('\n'));
-  }
-  double LearnerMetric(const std::string& metric, const std::string& label) {
-    return MetricValue(Scrape(learner_->metrics_port()), metric, label);
-  }
-
-  const std::string& dir() const { return dir_; }
-  ChildProcess& learner() { return *learner_; }
-  ChildProcess& buffer() { return *buffer_; }
-  ChildProcess& worker(const std::string& name) { return *workers_.at(name); }
-  std::unique_ptr<ChildProcess>& learner_ptr() { return learner_; }
-
- private:
-  std::string dir_;
-  TlsFiles tls_;
-  int learner_port_ = 0;
-  std::unique_ptr<ChildProcess> buffer_, learner_;
-  std::map<std::string, std::unique_ptr<ChildProcess>> workers_;
+  explicit Cluster(const std::string& name)
+      : ServiceCluster({LOPT_BUFFER_BINARY, LOPT_LEARNER_BINARY, LOPT_WORKER_BINARY,
+                        LOPT_LOPTCTL_BINARY},
+                       lopt::testing::MakeTestDir("lopt_services", name)) {}
 };
 
 torch::Tensor ExportTheta(Cluster& c, const std::string& id) {
@@ -460,7 +334,8 @@ TEST(Services, TwoWorkersRunAnLhoptJobAndItsControllerExports) {
   // The full-size policy (LSTM 256, ~2.5 MB): every unit carried it in
   // several ~1 MiB chunks.
   EXPECT_EQ(loaded->file.job().lhopt().hidden_size(), 256);
-  std::string job_path = c.dir() + "/job.textproto";
+  const std::string job_path = c.dir() + "/lhopt_job.textproto";
+  WriteFile(job_path, job);
   std::tie(code, text) = RunCommand(absl::StrCat(
       LOPT_LOPT_BINARY, " schedule --controller ", controller, " --job ", job_path, " --out ",
       c.dir(), "/schedule --steps 30 --decisions 4 --threads 1"));

@@ -147,6 +147,41 @@ TEST(JobSpec, DataPathsMustBeRegularFilesOrDirectories) {
   EXPECT_EQ(CheckDataFile("/no/such/file").code(), absl::StatusCode::kNotFound);
 }
 
+// Found by the soak test: job text that is not UTF-8 (a Latin-1 comment)
+// passed validate, and submit got INTERNAL with no message (gRPC cannot parse
+// a proto3 string that is not UTF-8). The parser now says where it is.
+TEST(JobSpec, JobTextMustBeUtf8AndTheErrorSaysWhere) {
+  EXPECT_EQ(ErrorOf("# caf\xe9\nname: \"x\""),
+            "job.textproto:1:6: the job text is not valid UTF-8 (byte 0xe9)");
+  EXPECT_EQ(ErrorOf("name: \"x\"\n\n  # \xff\xfe"),
+            "job.textproto:3:5: the job text is not valid UTF-8 (byte 0xff)");
+  EXPECT_TRUE(CheckJobTextUtf8("# caf\xc3\xa9\n", "j").ok());
+}
+
+// Found by tests/fuzz/fuzz_job_spec (its seed tests/data/resnet_eval_job.textproto):
+// the estimate had no case for fmnist_resnet, so a ResNet unit counted 0 bytes
+// and passed the door at any size.
+TEST(JobSpec, EveryTaskFamilyHasAUnitEstimateAndAHugeResnetIsRefused) {
+  const auto* family = v1::TaskSpec::descriptor()->FindOneofByName("family");
+  ASSERT_NE(family, nullptr);
+  for (int i = 0; i < family->field_count(); ++i) {
+    v1::JobSpec job;
+    job.mutable_task()->GetReflection()->MutableMessage(job.mutable_task(), family->field(i));
+    FillJobDefaults(&job);
+    EXPECT_GT(EstimateUnitBytes(job), 0) << family->field(i)->name();
+  }
+  auto smoke = JobFromText(
+      "name: \"r\" task { fmnist_resnet { image_size: 8 channels: 4 channels: 8 batch_size: 16 } }",
+      "j");
+  ASSERT_TRUE(smoke.ok()) << smoke.status();
+  EXPECT_LT(EstimateUnitBytes(*smoke), kMaxUnitBytes);
+  const std::string e = ErrorOf(
+      "name: \"x\" task { fmnist_resnet { image_size: 28 channels: 4096 channels: 4096 "
+      "batch_size: 60000 } } pes { num_tasks: 64 }");
+  EXPECT_NE(e.find("one work unit of this job would need about "), std::string::npos) << e;
+  EXPECT_NE(e.find("task.fmnist_resnet.{image_size, channels, batch_size}"), std::string::npos) << e;
+}
+
 TEST(JobSpec, AUnitThatNoWorkerCanHoldIsRefusedWithItsEstimate) {
   // Each field within its own range; their product is not (issue 12).
   const std::string e = ErrorOf(
