@@ -1,23 +1,14 @@
-// Files that must survive a crash: written to a temporary, fsynced, then
-// renamed over the target, so a reader sees the old file or the new one.
+// Tensors as files and bytes (LibTorch's archive format); the plain file
+// helpers are common/files.h.
 #pragma once
 
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/files.h"
 #include "common/replay_buffer.h"
 
 namespace lopt {
-
-// Whether `path` names an existing file or directory.
-bool FileExists(const std::string& path);
-
-// mkdir -p: creates `dir` and its missing parents.
-absl::Status MakeDirs(const std::string& dir);
-
-absl::Status WriteFileAtomically(const std::string& path, const std::string& bytes);
-// NOT_FOUND "cannot read [what ]path: <errno's text>" when it cannot.
-absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string& what = "");
 
 // NamedTensors <-> bytes (LibTorch's archive format). Strings ride along as
 // uint8 tensors (see StringTensor).

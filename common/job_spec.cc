@@ -13,7 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/checkpoint.h"
+#include "common/files.h"
 #include "common/job_limits.h"
 #include "common/utf8.h"
 #include "google/protobuf/io/tokenizer.h"
