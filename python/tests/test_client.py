@@ -163,7 +163,9 @@ def test_tls_with_the_learners_ca(tmp_path):
                        "--threads=1", f"--tls-cert-file={d / 'server.pem'}",
                        f"--tls-key-file={d / 'server.key'}"], "msg=serving")
     try:
-        target = f"localhost:{learner.port}"
+        # The address, not "localhost": the certificate names both, and a host
+        # without /etc/hosts (a fresh chroot) cannot resolve the name.
+        target = f"127.0.0.1:{learner.port}"
         with Client(target, tls_ca_file=str(d / "ca.pem")) as c:
             assert c.list() == []
         for client in (Client(target, timeout=3), Client(target, timeout=3,
