@@ -72,7 +72,10 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   }
   // curves.dat (and test_curves.dat): a row a recorded step; for each group
   // the mean over seeds and the lowest and highest seed (the band).
-  auto band_dat = [&](auto curve_of, int64_t every, size_t len) {
+  // FILE: one row an evaluation (every `every` steps, `len` of them), a
+  // group's mean, min and max of the runs' `curve` member.
+  auto write_band = [&](const std::string& file, std::vector<float> MetaTestRun::*curve,
+                        int64_t every, size_t len) {
     std::string dat = "# step";
     for (const auto& g : groups)
       absl::StrAppend(&dat, "\t\"", g.label, "\"\t\"", g.label, " min\"\t\"", g.label, " max\"");
@@ -83,7 +86,7 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
         double m = 0, lo = INFINITY, hi = -INFINITY;
         size_t n = 0;
         for (const auto* r : g.runs) {
-          const std::vector<float>& c = curve_of(*r);
+          const std::vector<float>& c = (*r).*curve;
           double v = k < c.size() ? c[k] : NAN;
           m += v;
           if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v), ++n;
@@ -94,13 +97,10 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
       }
       dat += "\n";
     }
-    return dat;
+    return WriteFileAtomically(dir + "/" + file, dat);
   };
   const size_t len = report.runs.empty() ? 0 : report.runs[0].curve.size();
-  if (auto s = WriteFileAtomically(dir + "/curves.dat",
-                                   band_dat([](const MetaTestRun& r) -> const std::vector<float>& { return r.curve; },
-                                            report.record_every, len));
-      !s.ok())
+  if (auto s = write_band("curves.dat", &MetaTestRun::curve, report.record_every, len); !s.ok())
     return s;
   const size_t test_len = report.runs.empty() ? 0 : report.runs[0].test_curve.size();
   const bool with_test = report.test_every > 0 && test_len > 0;
@@ -109,17 +109,12 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
     for (float v : r.test_acc_curve) with_acc |= std::isfinite(v);
   with_acc &= with_test;
   if (with_test) {
-    if (auto s = WriteFileAtomically(
-            dir + "/test_loss.dat",
-            band_dat([](const MetaTestRun& r) -> const std::vector<float>& { return r.test_curve; },
-                     report.test_every, test_len));
+    if (auto s = write_band("test_loss.dat", &MetaTestRun::test_curve, report.test_every, test_len);
         !s.ok())
       return s;
     if (with_acc) {
-      if (auto s = WriteFileAtomically(
-              dir + "/test_accuracy.dat",
-              band_dat([](const MetaTestRun& r) -> const std::vector<float>& { return r.test_acc_curve; },
-                       report.test_every, test_len));
+      if (auto s = write_band("test_accuracy.dat", &MetaTestRun::test_acc_curve, report.test_every,
+                              test_len);
           !s.ok())
         return s;
     }
