@@ -436,6 +436,8 @@ absl::Status ValidateJob(const v1::JobSpec& job) {
     LOPT_CHECK(OpenUnit("elo.behavior_cloning.teacher_beta1", bc.teacher_beta1()) );
     LOPT_CHECK(OpenUnit("elo.behavior_cloning.teacher_beta2", bc.teacher_beta2()));
     LOPT_CHECK(Positive("elo.behavior_cloning.teacher_eps", bc.teacher_eps()));
+    LOPT_CHECK(Positive("elo.behavior_cloning.alpha_ramp_fraction", bc.alpha_ramp_fraction()));
+    LOPT_CHECK(InRange("elo.behavior_cloning.alpha_ramp_fraction", bc.alpha_ramp_fraction(), 0, 1));
   }
 
   const auto& o = job.outer();

@@ -26,7 +26,9 @@ double EloLearner::AlphaAt(int64_t step) const {
   if (!job_.elo().behavior_cloning().enabled()) return 1.0;
   int64_t T = total_steps();
   if (T <= 1) return 1.0;
-  return std::min(1.0, double(step) / double(T - 1));
+  // alpha_t = t / ((T-1) * ramp): the paper's t/(T-1) at ramp 1.
+  double ramp = double(T - 1) * job_.elo().behavior_cloning().alpha_ramp_fraction();
+  return std::min(1.0, double(step) / std::max(ramp, 1.0));
 }
 
 double EloLearner::Alpha() const { return AlphaAt(outer_step_); }

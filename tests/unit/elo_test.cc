@@ -119,6 +119,22 @@ TEST(EloSchedule, AlphaIsTOverTMinusOne) {
   EXPECT_DOUBLE_EQ(EloLearner(job).AlphaAt(0), 1.0);
 }
 
+TEST(EloSchedule, AlphaRampFractionReachesOneEarlyAndStays) {
+  v1::JobSpec job = QuadraticJob(
+      "budget { outer_steps: 11 } elo { behavior_cloning { alpha_ramp_fraction: 0.5 } }");
+  EloLearner learner(job);
+  EXPECT_DOUBLE_EQ(learner.AlphaAt(0), 0.0);
+  EXPECT_DOUBLE_EQ(learner.AlphaAt(1), 0.2);  // t / ((T-1) * 0.5) = 1/5
+  EXPECT_DOUBLE_EQ(learner.AlphaAt(5), 1.0);
+  EXPECT_DOUBLE_EQ(learner.AlphaAt(8), 1.0);
+  for (float bad : {0.0f, -0.5f, 1.5f}) {
+    job.mutable_elo()->mutable_behavior_cloning()->set_alpha_ramp_fraction(bad);
+    absl::Status s = ValidateJob(job);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("alpha_ramp_fraction"), std::string::npos) << s;
+  }
+}
+
 // With theta = 0 the learned optimizer proposes no update, so the BC loss of
 // the first step is |Adam's first update|^2 = d * lr^2 (Adam's first step is
 // lr * sign(g)).
