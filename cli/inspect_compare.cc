@@ -217,9 +217,11 @@ absl::StatusOr<Report> LoadReport(const std::string& run) {
     const auto& f = v.struct_value().fields();
     if (!f.count("optimizer")) continue;
     const std::string opt = f.at("optimizer").string_value();
-    const bool adamw = opt == "adamw";
+    // AdamW's arms (constant, and cosine where the meta-test ran it): the
+    // best of them all is the one compared.
+    const bool adamw = opt == "adamw" || opt == "adamw_cosine";
     const std::string label =
-        adamw ? absl::StrFormat("adamw lr=%g", Num(f.at("lr"))) : opt;
+        adamw ? absl::StrFormat("%s lr=%g", opt, Num(f.at("lr"))) : opt;
     auto [it, fresh] = index.emplace(label, r.arms.size());
     if (fresh) r.arms.push_back({label, adamw, {}, {}, {}});
     Arm& a = r.arms[it->second];
@@ -244,7 +246,9 @@ std::map<int64_t, double> MeanCurve(const std::string& dir, const std::string& l
     }
     std::vector<std::string> c = absl::StrSplit(line, ',');
     if (c.size() < 5) continue;
-    const std::string l = c[0] == "adamw" ? absl::StrFormat("adamw lr=%g", std::atof(c[1].c_str())) : c[0];
+    const std::string l = c[0] == "adamw" || c[0] == "adamw_cosine"
+                              ? absl::StrFormat("%s lr=%g", c[0], std::atof(c[1].c_str()))
+                              : c[0];
     if (l != label) continue;
     double v = std::atof(c[4].c_str());
     if (!std::isfinite(v)) continue;

@@ -29,7 +29,7 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   for (size_t i = 0; i < report.runs.size(); ++i) {
     const auto& r = report.runs[i];
     absl::StrAppend(&json, i ? ",\n" : "\n", "    {\"optimizer\": ", JsonString(r.optimizer),
-                    ", \"lr\": ", r.optimizer == "adamw" ? JsonNumber(r.lr) : "null",
+                    ", \"lr\": ", IsAdamWArm(r.optimizer) ? JsonNumber(r.lr) : "null",
                     ", \"seed\": ", r.seed,
                     ", \"final_train_loss\": ", JsonNumber(r.final_train_loss),
                     ", \"test_loss\": ", JsonNumber(r.test_loss),
@@ -47,7 +47,7 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   std::vector<Group> groups;
   std::map<std::string, size_t> index;
   for (const auto& r : report.runs) {
-    std::string label = r.optimizer == "adamw" ? absl::StrFormat("adamw lr=%g", r.lr) : r.optimizer;
+    std::string label = IsAdamWArm(r.optimizer) ? absl::StrFormat("%s lr=%g", r.optimizer, r.lr) : r.optimizer;
     auto [it, inserted] = index.emplace(label, groups.size());
     if (inserted) groups.push_back({label, {}});
     groups[it->second].runs.push_back(&r);
@@ -57,7 +57,7 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   std::string csv = "optimizer,lr,seed,step,train_loss\n";
   for (const auto& r : report.runs)
     for (size_t k = 0; k < r.curve.size(); ++k)
-      absl::StrAppend(&csv, r.optimizer, ",", r.optimizer == "adamw" ? absl::StrCat(r.lr) : "",
+      absl::StrAppend(&csv, r.optimizer, ",", IsAdamWArm(r.optimizer) ? absl::StrCat(r.lr) : "",
                       ",", r.seed, ",", (k + 1) * report.record_every, ",",
                       absl::StrFormat("%.6g", r.curve[k]), "\n");
   if (auto s = WriteFileAtomically(dir + "/curves.csv", csv); !s.ok()) return s;
@@ -65,7 +65,7 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
     std::string tcsv = "optimizer,lr,seed,step,test_loss,test_accuracy\n";
     for (const auto& r : report.runs)
       for (size_t k = 0; k < r.test_curve.size(); ++k)
-        absl::StrAppend(&tcsv, r.optimizer, ",", r.optimizer == "adamw" ? absl::StrCat(r.lr) : "",
+        absl::StrAppend(&tcsv, r.optimizer, ",", IsAdamWArm(r.optimizer) ? absl::StrCat(r.lr) : "",
                         ",", r.seed, ",", (k + 1) * report.test_every, ",",
                         absl::StrFormat("%.6g,%.6g", r.test_curve[k], r.test_acc_curve[k]), "\n");
     if (auto s = WriteFileAtomically(dir + "/test_curves.csv", tcsv); !s.ok()) return s;
@@ -125,13 +125,15 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   static const char* kGridColors[8] = {"#e69f00", "#56b4e9", "#009e73", "#0072b2",
                                        "#d55e00", "#cc79a7", "#8c564b", "#999933"};
   std::vector<std::string> style(groups.size());
-  int grid = 0;
+  int grid = 0, cosine_grid = 0;
   for (size_t i = 0; i < groups.size(); ++i) {
     const std::string& o = groups[i].runs[0]->optimizer;
     if (o == "lopt") style[i] = "lw 4 dt 1 lc rgb '#000000'";
     else if (o == "lopt_untrained") style[i] = "lw 3 dt 2 lc rgb '#777777'";
-    else if (o != "adamw") style[i] = "lw 4 dt 4 lc rgb '#6a3d9a'";
-    else style[i] = absl::StrCat("lw 2 dt 1 lc rgb '", kGridColors[grid++ % 8], "'");
+    else if (!IsAdamWArm(o)) style[i] = "lw 4 dt 4 lc rgb '#6a3d9a'";
+    else  // the cosine arm dashed, in the same hue as its constant lr
+      style[i] = absl::StrCat("lw 2 dt ", o == "adamw" ? 1 : 3, " lc rgb '",
+                              kGridColors[(o == "adamw" ? grid++ : cosine_grid++) % 8], "'");
   }
   auto color_of = [&](size_t i) {
     size_t at = style[i].find("rgb '");
@@ -188,20 +190,21 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
                                       report.final_window);
   absl::StrAppend(&table, absl::StrFormat("%-18s %-22s %-22s %-16s\n", "optimizer",
                                           "final train loss", "test loss", "test accuracy"));
-  const Group* best_adamw = nullptr;
-  double best = INFINITY;
+  std::map<std::string, std::pair<double, const Group*>> best;  // per AdamW arm
   for (const auto& g : groups) {
     auto [fl, fls] = stats(g.runs, [](const MetaTestRun& r) { return r.final_train_loss; });
     auto [tl, tls] = stats(g.runs, [](const MetaTestRun& r) { return r.test_loss; });
     auto [ta, tas] = stats(g.runs, [](const MetaTestRun& r) { return r.test_accuracy; });
     absl::StrAppend(&table, absl::StrFormat("%-18s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%% +- %.2f\n",
                                             g.label, fl, fls, tl, tls, 100 * ta, 100 * tas));
-    if (g.runs[0]->optimizer == "adamw" && fl < best) {
-      best = fl;
-      best_adamw = &g;
+    if (IsAdamWArm(g.runs[0]->optimizer)) {
+      auto [it, fresh] = best.try_emplace(g.runs[0]->optimizer, fl, &g);
+      if (!fresh && fl < it->second.first) it->second = {fl, &g};
     }
   }
-  if (best_adamw) absl::StrAppend(&table, "best AdamW of the grid (final train loss): ", best_adamw->label, "\n");
+  for (const auto& [arm, b] : best)
+    absl::StrAppend(&table, arm == "adamw" ? "best AdamW of the grid" : "best AdamW, cosine, of the grid",
+                    " (final train loss): ", b.second->label, "\n");
   absl::StrAppend(&table, "wrote ", dir, "/report.json, curves.csv",
                   plotted ? ", curves.png" : " (gnuplot not found: no curves.png)", "\n");
   if (auto s = WriteFileAtomically(dir + "/table.txt", table); !s.ok()) return s;
@@ -227,6 +230,7 @@ absl::StatusOr<std::string> RunAndWriteMetaTest(const v1::JobSpec& job,
   c.seeds = seeds;
   c.adamw_lrs.assign(job.eval().adamw_lrs().begin(), job.eval().adamw_lrs().end());
   c.adamw_weight_decay = job.eval().adamw_weight_decay();
+  c.adamw_cosine = job.eval().adamw_cosine();
   c.record_every = std::min<int64_t>(job.eval().record_every(), c.steps);
   c.test_every = job.eval().test_every();
   c.seed = job.seed() + 1000003;  // fresh optimizees, not meta-training's

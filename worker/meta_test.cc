@@ -102,7 +102,7 @@ MetaTestReport RunMetaTest(const Task& task, const MetaTestConfig& c,
   report.record_every = c.record_every;
   report.test_every = c.test_every;
   report.final_window = std::max<int64_t>(1, std::min<int64_t>(50, c.steps / 10));
-  int64_t total = c.steps * int64_t(lopts.size() + 1), done = 0;
+  int64_t total = c.steps * int64_t(lopts.size() + (c.adamw_cosine ? 2 : 1)), done = 0;
   auto tick = [&](int64_t n) {
     done += n;
     if (progress) progress(done, total);
@@ -133,19 +133,33 @@ MetaTestReport RunMetaTest(const Task& task, const MetaTestConfig& c,
   int64_t R = c.adamw_lrs.size();
   std::vector<double> lrs(c.adamw_lrs.begin(), c.adamw_lrs.end());
   torch::Tensor lr = torch::tensor(lrs, torch::kFloat64).repeat_interleave(c.seeds).to(task.device());
-  AdamState adam;
   AdamOptions opt;
   opt.weight_decay = c.adamw_weight_decay;
-  UpdateFn update = [&](const TaskState& s, const std::vector<torch::Tensor>& g,
-                        const torch::Tensor& step, int64_t) {
-    if (adam.m.empty()) adam = InitAdamState(s.params);
-    std::vector<torch::Tensor> u = AdamUpdates(s.params, g, &adam, lr, step, opt);
-    ScaleUpdates(scales, &u);
-    return u;
-  };
-  Trained t = Train(task, c, R, update, tick);
-  Collect(task, t, "adamw", lrs, c.seeds, &report);
+  for (bool cosine : {false, true}) {
+    if (cosine && !c.adamw_cosine) break;
+    AdamState adam;
+    UpdateFn update = [&](const TaskState& s, const std::vector<torch::Tensor>& g,
+                          const torch::Tensor& step, int64_t t) {
+      if (adam.m.empty()) adam = InitAdamState(s.params);
+      // Decoupled weight decay follows the schedule too (lr * wd, as torch's AdamW).
+      std::vector<torch::Tensor> u = AdamUpdates(
+          s.params, g, &adam, cosine ? lr * AdamWCosineFactor(t, c.steps) : lr, step, opt);
+      ScaleUpdates(scales, &u);
+      return u;
+    };
+    Trained t = Train(task, c, R, update, tick);
+    Collect(task, t, cosine ? "adamw_cosine" : "adamw", lrs, c.seeds, &report);
+  }
   return report;
+}
+
+double AdamWCosineFactor(int64_t t, int64_t total_steps) {
+  v1::LearnedOptimizerSpec s;
+  s.set_step_mult(1);
+  s.set_min_step_mult(0.1f);
+  s.set_warmup_fraction(0.05f);
+  s.set_step_mult_schedule(v1::COSINE);
+  return StepMultFactor(s, t, total_steps);
 }
 
 }  // namespace lopt

@@ -23,11 +23,25 @@ struct MetaTestConfig {
   int64_t seeds = 3;
   std::vector<float> adamw_lrs;
   double adamw_weight_decay = 1e-4;
+  // Also AdamW over the grid with a 5% linear warm-up, then cosine to 0.1x
+  // of each lr ("adamw_cosine"; AdamWCosineFactor).
+  bool adamw_cosine = false;
   int64_t record_every = 10;
   // Evaluate on the test split every this many steps (0: only at the end).
   int64_t test_every = 0;
   uint64_t seed = 0;
 };
+
+// The adamw_cosine arm's factor on its grid lr at step t of a run of
+// total_steps: ELO's step-multiplier schedule (StepMultFactor) with a 5%
+// warm-up from 0 and a cosine to 0.1.
+double AdamWCosineFactor(int64_t t, int64_t total_steps);
+
+// True for the optimizers of the AdamW grid ("adamw", "adamw_cosine"), whose
+// runs carry an lr.
+inline bool IsAdamWArm(const std::string& optimizer) {
+  return optimizer == "adamw" || optimizer == "adamw_cosine";
+}
 
 struct NamedLopt {
   std::string name;  // "lopt", "lopt_untrained", ...
@@ -36,8 +50,8 @@ struct NamedLopt {
 };
 
 struct MetaTestRun {
-  std::string optimizer;  // a NamedLopt's name, or "adamw"
-  double lr = 0;          // AdamW's learning rate; 0 for learned optimizers
+  std::string optimizer;  // a NamedLopt's name, "adamw" or "adamw_cosine"
+  double lr = 0;          // AdamW's (peak) learning rate; 0 for learned optimizers
   int64_t seed = 0;
   double final_train_loss = 0;  // mean batch loss over the last window (inf if diverged)
   double test_loss = 0;

@@ -26,6 +26,8 @@ VARIANTS = [
     ("bc", "+ behaviour cloning"),
     ("elo", "ELO (+ replay buffer)"),
     ("elo_xi0", "ELO, PES accumulator reset at restores"),
+    ("elo_ramp", "ELO, accumulator reset, alpha = 1 from half of meta-training"),
+    ("elo_ramp_p05", "the same with P_th = 0.05"),
     ("curriculum", "LO (curriculum 1k to 10k)"),
     ("mulo", "muLO (ELO in muP over widths 128/512/1024)"),
 ]
@@ -64,17 +66,20 @@ def runs_of(root, variant):
     return sorted(d for d in glob.glob(os.path.join(root, f"{variant}_s*")) if os.path.isdir(d))
 
 
-def adamw_groups(report):
+def adamw_groups(report, arm="adamw"):
+    """AdamW's runs by lr: arm "adamw" (constant) or "adamw_cosine" (warm-up, cosine)."""
     by_lr = {}
     for r in report["runs"]:
-        if r["optimizer"] == "adamw":
+        if r["optimizer"] == arm:
             by_lr.setdefault(r["lr"], []).append(r)
     return by_lr
 
 
-def best_adamw(report):
-    """The AdamW learning rate with the lowest mean final train loss."""
-    groups = adamw_groups(report)
+def best_adamw(report, arm="adamw"):
+    """The AdamW learning rate with the lowest mean final train loss (None if the arm was not run)."""
+    groups = adamw_groups(report, arm)
+    if not groups:
+        return None
     best = min(groups, key=lambda lr: mean_std([r["final_train_loss"] for r in groups[lr]])[0])
     lrs = sorted(groups)
     return best, groups[best], best in (lrs[0], lrs[-1]), lrs
@@ -137,6 +142,10 @@ def main():
         p("|---|---|---|---|---|")
         p(f"| **AdamW, best of grid (lr {best_lr:g}{', AT THE GRID EDGE' if at_edge else ''})** | — | "
           f"{cells(best_runs)} |")
+        cos = best_adamw(any_report, "adamw_cosine")
+        if cos:
+            p(f"| **AdamW, warm-up 5% then cosine to 0.1×, best of grid (peak lr {cos[0]:g}"
+              f"{', AT THE GRID EDGE' if cos[2] else ''})** | warm-up, cosine | {cells(cos[1])} |")
         for v, label in VARIANTS:
           for d in runs_of(root, v):
             f = os.path.join(d, ev, "report.json")
@@ -155,7 +164,11 @@ def main():
         grid = ", ".join(f"{lr:g}" for lr in lrs)
         p(f"\nAdamW grid (weight decay 1e-4): {grid}; its final train loss per lr: " +
           ", ".join(f"{lr:g}: {mean_std([r['final_train_loss'] for r in g])[0]:.4f}"
-                    for lr, g in sorted(adamw_groups(any_report).items())) + "\n")
+                    for lr, g in sorted(adamw_groups(any_report).items())) +
+          ("; with warm-up and cosine: " +
+           ", ".join(f"{lr:g}: {mean_std([r['final_train_loss'] for r in g])[0]:.4f}"
+                     for lr, g in sorted(adamw_groups(any_report, "adamw_cosine").items()))
+           if cos else "") + "\n")
 
     # --- Out of distribution (CPU meta-tests, if run).
     ood = sorted(glob.glob(os.path.join(root, "*_s*", "ood_*", "report.json")))
@@ -170,12 +183,18 @@ def main():
             lr, g, edge, _ = best_adamw(rep)
             bm = mean_std([r["final_train_loss"] for r in g])[0]
             bt = mean_std([r["test_loss"] for r in g])[0]
+            cos = best_adamw(rep, "adamw_cosine")
+            cos_cell = ""
+            if cos:
+                cm = mean_std([r["final_train_loss"] for r in cos[1]])[0]
+                ct = mean_std([r["test_loss"] for r in cos[1]])[0]
+                cos_cell = f"; cosine {cm:.4f} / {ct:.4f} ({cos[0]:g}{', edge' if cos[2] else ''})"
             for name in ("lopt", "lopt_scheduled"):
                 rs = lopt_runs(rep, name)
                 if not rs:
                     continue
                 p(f"| {rep['task']} | {rep['steps']} × {len(rs)} | {run} {name} | {cells(rs)} | "
-                  f"{bm:.4f} / {bt:.4f} ({lr:g}{', edge' if edge else ''}) |")
+                  f"{bm:.4f} / {bt:.4f} ({lr:g}{', edge' if edge else ''}){cos_cell} |")
         p("")
 
     # --- Width generalisation (eval-large).

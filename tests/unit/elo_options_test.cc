@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include <torch/torch.h>
 
@@ -105,6 +106,45 @@ TEST(StepMultSchedule, LearnedOptimizerFollowsIt) {
   std::vector<torch::Tensor> u =
       lopt.Step({w}, {g.unsqueeze(0)}, &st, torch::ones({1}, torch::kInt64), theta);
   EXPECT_TRUE(torch::allclose(s[1], (w - 0.25 * u[0]).squeeze(0), 1e-6, 1e-9));
+}
+
+// The meta-test's scheduled AdamW: each grid lr is the peak of a 5% warm-up
+// from 0 and a cosine to 0.1x; the same optimizees, batches and grid as the
+// constant arm, reported under "adamw_cosine".
+TEST(MetaTestAdamWCosine, WarmsUpFromZeroThenDecaysToATenth) {
+  EXPECT_EQ(AdamWCosineFactor(0, 100), 0.0);
+  EXPECT_DOUBLE_EQ(AdamWCosineFactor(2, 100), 0.4);  // 2 of 5 warm-up steps
+  EXPECT_NEAR(AdamWCosineFactor(5, 100), 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * 5 / 99.0)), 1e-7);
+  EXPECT_NEAR(AdamWCosineFactor(99, 100), 0.1, 1e-7);  // min_step_mult is a float
+
+  v1::TaskSpec spec;
+  spec.mutable_noisy_quadratic()->set_min_dim(6);
+  spec.mutable_noisy_quadratic()->set_max_dim(6);
+  spec.mutable_noisy_quadratic()->set_noise_stddev(0);
+  auto task = MakeTask(spec, 5).value();
+  MetaTestConfig c;
+  c.steps = 40;
+  c.seeds = 2;
+  c.record_every = 1;
+  c.adamw_lrs = {0.1f, 0.01f};
+  c.adamw_cosine = true;
+  MetaTestReport r = RunMetaTest(*task, c, {});
+  std::map<std::pair<std::string, double>, std::vector<const MetaTestRun*>> arms;
+  for (const auto& run : r.runs) arms[{run.optimizer, run.lr}].push_back(&run);
+  ASSERT_EQ(arms.size(), 4u);  // {adamw, adamw_cosine} x {0.1, 0.01}
+  for (float lr : c.adamw_lrs) {
+    const auto& con = arms[{"adamw", double(lr)}];
+    const auto& cos = arms[{"adamw_cosine", double(lr)}];
+    ASSERT_EQ(con.size(), 2u);
+    ASSERT_EQ(cos.size(), 2u);
+    for (int s = 0; s < 2; ++s) {
+      // Same optimizee and loss at step 0; the warm-up's step 0 moves nothing.
+      EXPECT_EQ(cos[s]->curve[0], con[s]->curve[0]);
+      EXPECT_EQ(cos[s]->curve[1], cos[s]->curve[0]);
+      EXPECT_LT(con[s]->curve[1], con[s]->curve[0]);
+      EXPECT_NE(cos[s]->final_train_loss, con[s]->final_train_loss);
+    }
+  }
 }
 
 TEST(Curriculum, MaxUnrollLengthGrowsOverMetaTraining) {
