@@ -1,0 +1,50 @@
+#!/bin/bash
+# README's neumf commands, small: lopt gen-movielens (deterministic under a
+# seed, the requested counts, errors that name the flag), lopt validate on a
+# neumf job (and a bad one refused naming the field), and lopt eval with both
+# shipped ELO optimizers reporting HR@10 and NDCG@10.
+#
+#   neumf_commands_test.sh LOPT SOURCE_DIR WORK_DIR
+set -u
+LOPT=$1 SRC=$2 WORK=$3
+fail() { echo "FAIL: $*"; for f in "$WORK"/*.out; do echo "--- $f"; cat "$f"; done; exit 1; }
+rm -rf "$WORK" && mkdir -p "$WORK"
+GEN="--users 300 --items 200 --interactions 9000"
+"$LOPT" gen-movielens --out "$WORK/ml" --seed 1 $GEN >"$WORK/gen.out" 2>&1 || fail "gen-movielens failed"
+grep -q "wrote $WORK/ml/ratings.dat: 300 users, 200 items, 9000 ratings (seed 1)" "$WORK/gen.out" ||
+  fail "gen-movielens did not say what it wrote"
+"$LOPT" gen-movielens --out "$WORK/ml_again" --seed 1 $GEN >"$WORK/gen2.out" 2>&1 || fail "gen-movielens failed"
+"$LOPT" gen-movielens --out "$WORK/ml_other" --seed 2 $GEN >"$WORK/gen3.out" 2>&1 || fail "gen-movielens failed"
+cmp -s "$WORK/ml/ratings.dat" "$WORK/ml_again/ratings.dat" || fail "the same seed wrote other bytes"
+cmp -s "$WORK/ml/ratings.dat" "$WORK/ml_other/ratings.dat" && fail "another seed wrote the same bytes"
+[ "$(wc -l <"$WORK/ml/ratings.dat")" = 9000 ] || fail "not 9000 lines"
+grep -qvE '^[0-9]+::[0-9]+::[1-5]::[0-9]+$' "$WORK/ml/ratings.dat" && fail "a line not in MovieLens' format"
+[ "$(cut -d: -f1 "$WORK/ml/ratings.dat" | sort -u | wc -l)" = 300 ] || fail "not 300 users"
+[ "$(cut -d: -f3 "$WORK/ml/ratings.dat" | sort -u | wc -l)" = 200 ] || fail "not 200 items"
+"$LOPT" gen-movielens --out "$WORK/x" --users 10 --items 4 --interactions 100 >"$WORK/gen_bad.out" 2>&1 &&
+  fail "gen-movielens took counts it cannot meet"
+grep -q -- "--interactions must be in \[10, 20\]" "$WORK/gen_bad.out" || fail "no message naming --interactions"
+
+cat >"$WORK/job.textproto" <<JOB
+name: "neumf_smoke"
+seed: 1
+task { neumf { data_path: "$WORK/ml" num_users: 300 num_items: 200 eval_negatives: 50 batch_size: 64 } }
+eval { steps: 60 seeds: 2 record_every: 10 test_every: 30 adamw_lrs: 0.01 adamw_lrs: 0.001 }
+JOB
+"$LOPT" validate "$WORK/job.textproto" >"$WORK/validate.out" 2>&1 || fail "lopt validate refused the neumf job"
+grep -q "mlp_layers: 32" "$WORK/validate.out" || fail "validate did not fill in mlp_layers"
+sed 's/batch_size: 64/batch_size: 64 negatives: 0/' "$WORK/job.textproto" >"$WORK/bad.textproto"
+"$LOPT" validate "$WORK/bad.textproto" >"$WORK/validate_bad.out" 2>&1 && fail "lopt validate took negatives: 0"
+grep -q "task.neumf.negatives must be in \[1, 1024\], got 0" "$WORK/validate_bad.out" || fail "no message naming the field"
+
+"$LOPT" eval --optimizer "$SRC/models/fmnist8_elo.lopt" --job "$WORK/job.textproto" --out "$WORK/eval8" \
+  --threads 1 --no-progress >"$WORK/eval8.out" 2>&1 || fail "lopt eval (fmnist8_elo) failed"
+grep -q "HR@10 *NDCG@10" "$WORK/eval8.out" || fail "the table has no HR@10 / NDCG@10 columns"
+grep -qE "^lopt +[0-9.]+ \+- " "$WORK/eval8.out" || fail "no lopt row"
+grep -q "best AdamW of the grid" "$WORK/eval8.out" || fail "no best AdamW"
+grep -q '"test_hit_rate": [0-9.]*, "test_ndcg": ' "$WORK/eval8/report.json" || fail "report.json lacks HR/NDCG"
+head -1 "$WORK/eval8/test_curves.csv" | grep -q "test_hit_rate,test_ndcg" || fail "test_curves.csv lacks HR/NDCG"
+"$LOPT" eval --optimizer "$SRC/models/fmnist28_mlp_elo_xi0.lopt" --job "$WORK/job.textproto" --out "$WORK/eval28" \
+  --steps 30 --seeds 1 --threads 1 --no-progress >"$WORK/eval28.out" 2>&1 || fail "lopt eval (fmnist28_mlp_elo_xi0) failed"
+grep -q "HR@10" "$WORK/eval28.out" || fail "no HR@10 with fmnist28_mlp_elo_xi0"
+echo PASS
