@@ -47,4 +47,27 @@ head -1 "$WORK/eval8/test_curves.csv" | grep -q "test_hit_rate,test_ndcg" || fai
 "$LOPT" eval --optimizer "$SRC/models/fmnist28_mlp_elo_xi0.lopt" --job "$WORK/job.textproto" --out "$WORK/eval28" \
   --steps 30 --seeds 1 --threads 1 --no-progress >"$WORK/eval28.out" 2>&1 || fail "lopt eval (fmnist28_mlp_elo_xi0) failed"
 grep -q "HR@10" "$WORK/eval28.out" || fail "no HR@10 with fmnist28_mlp_elo_xi0"
+
+# LHOPT: a controller trained on a mixture with a neumf entry, then evaluated
+# on the neumf task (lopt eval --controller reports HR@10 / NDCG@10 too).
+NEUMF="neumf { data_path: \"$WORK/ml\" num_users: 300 num_items: 200 eval_negatives: 50 batch_size: 32 }"
+cat >"$WORK/lhopt.textproto" <<JOB
+name: "neumf_lhopt"
+seed: 2
+task { $NEUMF }
+eval { steps: 40 seeds: 1 record_every: 10 adamw_lrs: 0.01 }
+lhopt {
+  tasks { task { noisy_quadratic { min_dim: 5 max_dim: 10 } } }
+  tasks { task { $NEUMF } weight: 2 }
+  min_inner_steps: 20 max_inner_steps: 30 min_decisions: 2 max_decisions: 4
+  particles: 2 episodes_per_iteration: 4 iterations: 1 hidden_size: 16
+  curve_points: 3 baseline_refresh_iterations: 1 instances_per_task: 1
+}
+JOB
+"$LOPT" train --job "$WORK/lhopt.textproto" --out "$WORK/lhopt_run" --threads 1 --no-eval --no-progress \
+  >"$WORK/lhopt_train.out" 2>&1 || fail "lopt train (LHOPT with a neumf entry) failed"
+"$LOPT" eval --controller "$WORK/lhopt_run/controller.lhopt" --job "$WORK/lhopt.textproto" --out "$WORK/lhopt_eval" \
+  --seeds 1 --threads 1 >"$WORK/lhopt_eval.out" 2>&1 || fail "lopt eval --controller on neumf failed"
+grep -q "HR@10 *NDCG@10" "$WORK/lhopt_eval.out" || fail "lopt eval --controller has no HR@10 / NDCG@10"
+grep -q '"test_hit_rate": ' "$WORK/lhopt_eval/report.json" || fail "the LHOPT report lacks HR"
 echo PASS
