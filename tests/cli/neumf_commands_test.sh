@@ -48,6 +48,23 @@ head -1 "$WORK/eval8/test_curves.csv" | grep -q "test_hit_rate,test_ndcg" || fai
   --steps 30 --seeds 1 --threads 1 --no-progress >"$WORK/eval28.out" 2>&1 || fail "lopt eval (fmnist28_mlp_elo_xi0) failed"
 grep -q "HR@10" "$WORK/eval28.out" || fail "no HR@10 with fmnist28_mlp_elo_xi0"
 
+# ELO: meta-training on a mixture with a neumf entry (elo.tasks), then the
+# meta-test on neumf that lopt train runs at the end.
+cat >"$WORK/elo.textproto" <<JOB
+name: "neumf_elo"
+seed: 1
+task { neumf { data_path: "$WORK/ml" num_users: 300 num_items: 200 eval_negatives: 50 batch_size: 32 } }
+elo { tasks { task { neumf { data_path: "$WORK/ml" num_users: 300 num_items: 200 eval_negatives: 50 batch_size: 32 } } }
+      tasks { task { fmnist_mlp { image_size: 8 hidden_sizes: 8 batch_size: 32 } } } }
+pes { num_tasks: 2 truncation_length: 5 min_unroll_length: 5 max_unroll_length: 20 }
+budget { outer_steps: 3 checkpoint_every: 3 }
+eval { steps: 20 seeds: 1 record_every: 10 adamw_lrs: 0.01 }
+JOB
+"$LOPT" train --job "$WORK/elo.textproto" --out "$WORK/elo_run" --threads 1 --fresh --no-progress \
+  >"$WORK/elo_train.out" 2>&1 || fail "lopt train (ELO with a neumf entry) failed"
+[ -f "$WORK/elo_run/optimizer.lopt" ] || fail "no optimizer.lopt"
+grep -q "HR@10" "$WORK/elo_train.out" || fail "lopt train's meta-test on neumf has no HR@10"
+
 # LHOPT: a controller trained on a mixture with a neumf entry, then evaluated
 # on the neumf task (lopt eval --controller reports HR@10 / NDCG@10 too).
 NEUMF="neumf { data_path: \"$WORK/ml\" num_users: 300 num_items: 200 eval_negatives: 50 batch_size: 32 }"
