@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <random>
+#include <string>
 #include <tuple>
 
 #include <torch/torch.h>
@@ -27,7 +29,43 @@ torch::Tensor Act(const torch::Tensor& x, v1::Activation a) {
 }
 
 torch::Tensor FromInts(const std::vector<int32_t>& v) {
-  return torch::tensor(at::ArrayRef<int32_t>(v.data(), v.size()), torch::kInt32).to(torch::kInt64);
+  return torch::tensor(at::ArrayRef<int32_t>(v.data(), v.size()), torch::kInt32);
+}
+
+// What every task of one data set shares: a process builds many (LHOPT's
+// task instances, ELO's shards and mixture entries, the meta-test), and at
+// MovieLens-1M's size these are ~20 MB a copy. Made once a data set, test
+// split and device, and kept while a task uses them.
+struct SharedTensors {
+  std::shared_ptr<const ImplicitFeedback> data;  // keeps the key's address taken
+  torch::Tensor train_user, train_item;          // CPU int32: batches are drawn there
+  std::unique_ptr<NegativeSampler> sampler;
+  torch::Tensor eval_users, eval_items;          // on the task's device
+};
+
+std::shared_ptr<const SharedTensors> SharedTensorsFor(std::shared_ptr<const ImplicitFeedback> data,
+                                                      const v1::NeumfSpec& spec,
+                                                      torch::Device device) {
+  using Key = std::tuple<const ImplicitFeedback*, int64_t, int64_t, uint64_t, std::string>;
+  static std::mutex mu;
+  static std::map<Key, std::weak_ptr<const SharedTensors>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  const Key key{data.get(), spec.eval_users(), spec.eval_negatives(), spec.seed(), device.str()};
+  if (auto it = cache.find(key); it != cache.end())
+    if (auto hit = it->second.lock()) return hit;
+  for (auto it = cache.begin(); it != cache.end();)
+    it = it->second.expired() ? cache.erase(it) : std::next(it);
+  auto t = std::make_shared<SharedTensors>();
+  t->data = data;
+  t->train_user = FromInts(data->train_user);
+  t->train_item = FromInts(data->train_item);
+  t->sampler = std::make_unique<NegativeSampler>(data);
+  RankingCandidates c =
+      MakeRankingCandidates(*data, spec.eval_users(), spec.eval_negatives(), spec.seed());
+  t->eval_users = c.users.to(device);
+  t->eval_items = c.items.to(device);
+  cache[key] = t;
+  return t;
 }
 
 class NeumfTask : public Task {
@@ -36,7 +74,6 @@ class NeumfTask : public Task {
             torch::Device device)
       : spec_(spec),
         data_(std::move(data)),
-        sampler_(data_),
         device_(device),
         g_(spec.gmf_dim()),
         m_(spec.mlp_embedding_dim()),
@@ -53,12 +90,7 @@ class NeumfTask : public Task {
     }
     shapes_.push_back({g_ + in, 1});
     shapes_.push_back({1});
-    train_user_ = FromInts(data_->train_user);
-    train_item_ = FromInts(data_->train_item);
-    RankingCandidates c =
-        MakeRankingCandidates(*data_, spec.eval_users(), spec.eval_negatives(), spec.seed());
-    eval_users_ = c.users.to(device_);
-    eval_items_ = c.items.to(device_);
+    shared_ = SharedTensorsFor(data_, spec, device_);
   }
 
   torch::Device device() const override { return device_; }
@@ -94,11 +126,11 @@ class NeumfTask : public Task {
   // negatives)] float labels.
   Batch SampleBatch(int64_t groups, torch::Generator& gen) const override {
     const int64_t b = spec_.batch_size(), k = spec_.negatives(), n = groups * b;
-    torch::Tensor pick = torch::randint(train_user_.size(0), {n}, gen);
-    torch::Tensor users = train_user_.index_select(0, pick);
-    torch::Tensor items = train_item_.index_select(0, pick);
+    torch::Tensor pick = torch::randint(shared_->train_user.size(0), {n}, gen);
+    torch::Tensor users = shared_->train_user.index_select(0, pick).to(torch::kInt64);
+    torch::Tensor items = shared_->train_item.index_select(0, pick).to(torch::kInt64);
     torch::Tensor neg_users = users.repeat_interleave(k);
-    torch::Tensor neg_items = sampler_.Sample(neg_users, gen);
+    torch::Tensor neg_items = shared_->sampler->Sample(neg_users, gen);
     torch::Tensor u = torch::cat({users.view({groups, b}), neg_users.view({groups, b * k})}, 1);
     torch::Tensor i = torch::cat({items.view({groups, b}), neg_items.view({groups, b * k})}, 1);
     torch::Tensor y = torch::cat({torch::ones({groups, b}), torch::zeros({groups, b * k})}, 1);
@@ -134,7 +166,9 @@ class NeumfTask : public Task {
   EvalResult Evaluate(const TaskState& s) const override {
     torch::NoGradGuard no_grad;
     const int64_t p = s.num_particles();
-    const int64_t e = eval_users_.size(0), c = eval_items_.size(1);
+    const torch::Tensor& eval_users = shared_->eval_users;
+    const torch::Tensor& eval_items = shared_->eval_items;
+    const int64_t e = eval_users.size(0), c = eval_items.size(1);
     const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 18) / (p * c));
     auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
     torch::Tensor loss = torch::zeros({p}, f32), hits = torch::zeros({p}, f32),
@@ -143,8 +177,8 @@ class NeumfTask : public Task {
     labels.select(2, 0).fill_(1);
     for (int64_t lo = 0; lo < e; lo += chunk) {
       const int64_t n = std::min(chunk, e - lo);
-      torch::Tensor items = eval_items_.slice(0, lo, lo + n);                   // [n, c]
-      torch::Tensor users = eval_users_.slice(0, lo, lo + n).unsqueeze(1).expand({n, c});
+      torch::Tensor items = eval_items.slice(0, lo, lo + n);                   // [n, c]
+      torch::Tensor users = eval_users.slice(0, lo, lo + n).unsqueeze(1).expand({n, c});
       torch::Tensor logits =
           Logits(s.params, users.reshape({1, n * c}), items.reshape({1, n * c})).view({p, n, c});
       loss += torch::binary_cross_entropy_with_logits(logits, labels.expand({p, n, c}), {}, {},
@@ -183,13 +217,11 @@ class NeumfTask : public Task {
 
   v1::NeumfSpec spec_;
   std::shared_ptr<const ImplicitFeedback> data_;
-  NegativeSampler sampler_;
   torch::Device device_;
   int64_t g_, m_, users_, items_;
   std::vector<int64_t> layers_;
   std::vector<std::vector<int64_t>> shapes_;
-  torch::Tensor train_user_, train_item_;  // CPU: batches are drawn there
-  torch::Tensor eval_users_, eval_items_;  // on device_
+  std::shared_ptr<const SharedTensors> shared_;
 };
 
 }  // namespace
