@@ -47,6 +47,11 @@ head -1 "$WORK/eval8/test_curves.csv" | grep -q "test_hit_rate,test_ndcg" || fai
 "$LOPT" eval --optimizer "$SRC/models/fmnist28_mlp_elo_xi0.lopt" --job "$WORK/job.textproto" --out "$WORK/eval28" \
   --steps 30 --seeds 1 --threads 1 --no-progress >"$WORK/eval28.out" 2>&1 || fail "lopt eval (fmnist28_mlp_elo_xi0) failed"
 grep -q "HR@10" "$WORK/eval28.out" || fail "no HR@10 with fmnist28_mlp_elo_xi0"
+"$LOPT" compare "$WORK/eval8" "$WORK/eval28" --out "$WORK/compare" >"$WORK/compare.out" 2>&1 ||
+  fail "lopt compare of two neumf reports failed"
+grep -q "HR@10 *NDCG@10" "$WORK/compare.out" || fail "lopt compare shows no HR@10 / NDCG@10"
+grep -qE "eval8 +lopt +[0-9.]+ \+- [0-9.]+ +[0-9.]+ \+- [0-9.]+ +- +0\.[0-9]{4} +0\.[0-9]{4}$" "$WORK/compare.out" ||
+  fail "lopt compare's lopt row has no HR/NDCG (or shows an accuracy)"
 
 # ELO: meta-training on a mixture with a neumf entry (elo.tasks), then the
 # meta-test on neumf that lopt train runs at the end.
