@@ -168,6 +168,7 @@ struct Arm {
   std::string label;  // "lopt", "adamw lr=0.001"
   bool adamw = false;
   std::vector<double> train, test, acc;  // over seeds
+  std::vector<double> hr, ndcg;  // ranking families (neumf) only
 };
 
 struct Report {
@@ -223,11 +224,13 @@ absl::StatusOr<Report> LoadReport(const std::string& run) {
     const std::string label =
         adamw ? absl::StrFormat("%s lr=%g", opt, Num(f.at("lr"))) : opt;
     auto [it, fresh] = index.emplace(label, r.arms.size());
-    if (fresh) r.arms.push_back({label, adamw, {}, {}, {}});
+    if (fresh) r.arms.push_back({label, adamw, {}, {}, {}, {}, {}});
     Arm& a = r.arms[it->second];
     a.train.push_back(f.count("final_train_loss") ? Num(f.at("final_train_loss")) : NAN);
     a.test.push_back(f.count("test_loss") ? Num(f.at("test_loss")) : NAN);
     a.acc.push_back(f.count("test_accuracy") ? Num(f.at("test_accuracy")) : NAN);
+    if (f.count("test_hit_rate")) a.hr.push_back(Num(f.at("test_hit_rate")));
+    if (f.count("test_ndcg")) a.ndcg.push_back(Num(f.at("test_ndcg")));
   }
   if (r.arms.empty()) return absl::DataLossError(absl::StrCat(path, " holds no runs"));
   return r;
@@ -337,9 +340,13 @@ int RunCompareCommand(int argc, char** argv) {
   for (const auto& r : reports) same_task &= r.task == reports[0].task && r.steps == reports[0].steps;
   if (!same_task)
     absl::StrAppend(&table, "note: the runs were meta-tested on different tasks or budgets\n");
-  absl::StrAppend(&table, "\n", absl::StrFormat("%-*s  %-22s %-22s %-22s %-16s\n", int(w), "run",
+  // Ranking reports (neumf) add HR@10 and NDCG@10 columns.
+  bool ranking = false;
+  for (const auto& r : reports)
+    for (const Arm& a : r.arms) ranking |= !a.hr.empty();
+  absl::StrAppend(&table, "\n", absl::StrFormat("%-*s  %-22s %-22s %-22s %-16s%s\n", int(w), "run",
                                                 "optimizer", "final train loss", "test loss",
-                                                "test accuracy"));
+                                                "test accuracy", ranking ? " HR@10    NDCG@10" : ""));
   for (const auto& r : reports) {
     std::vector<const Arm*> shown;
     for (const Arm& a : r.arms)
@@ -349,10 +356,17 @@ int RunCompareCommand(int argc, char** argv) {
       auto [tr, trs] = MeanStd(a->train);
       auto [te, tes] = MeanStd(a->test);
       auto [ac, acs] = MeanStd(a->acc);
-      absl::StrAppend(&table, absl::StrFormat("%-*s  %-22s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%% +- %.2f\n",
+      // No accuracy (a family without labels, e.g. neumf): a dash.
+      const std::string acc = std::isfinite(ac) ? absl::StrFormat("%6.2f%% +- %.2f", 100 * ac, 100 * acs)
+                                                : std::string("     -");
+      absl::StrAppend(&table, absl::StrFormat("%-*s  %-22s %8.4f +- %-9.4f %8.4f +- %-9.4f %s",
                                               int(w), r.name,
                                               a == r.best_adamw ? a->label + " (best)" : a->label,
-                                              tr, trs, te, tes, 100 * ac, 100 * acs));
+                                              tr, trs, te, tes, ranking ? absl::StrFormat("%-16s", acc) : acc));
+      if (ranking && !a->hr.empty())
+        absl::StrAppend(&table, absl::StrFormat(" %.4f   %.4f", MeanStd(a->hr).first,
+                                                MeanStd(a->ndcg).first));
+      table += "\n";
     }
   }
 

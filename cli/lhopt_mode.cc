@@ -293,6 +293,8 @@ absl::StatusOr<std::string> WriteHparamEvalReport(const HparamEvalReport& report
   auto label = [](const HparamEvalArm& a) {
     return a.lr > 0 ? absl::StrFormat("%s lr=%g", a.name, a.lr) : a.name;
   };
+  // A ranking family (neumf) reports HR@10 and NDCG@10 for test accuracy.
+  const bool ranking = !report.arms.empty() && report.arms[0].test_hit_rate.defined();
   std::string json = absl::StrCat("{\n  \"task\": ", JsonString(report.task),
                                   ",\n  \"steps\": ", report.steps, ",\n  \"arms\": [");
   std::string csv = "arm,lr,seed,step,train_loss\n";
@@ -305,7 +307,11 @@ absl::StatusOr<std::string> WriteHparamEvalReport(const HparamEvalReport& report
                     ", \"lr\": ", a.lr > 0 ? JsonNumber(a.lr) : "null",
                     ", \"final_train_loss\": ", JsonNumber(fl), ", \"final_train_loss_std\": ", JsonNumber(fls),
                     ", \"test_loss\": ", JsonNumber(tl), ", \"test_loss_std\": ", JsonNumber(tls),
-                    ", \"test_accuracy\": ", JsonNumber(ta), "}");
+                    ", \"test_accuracy\": ", JsonNumber(ta),
+                    ranking ? absl::StrCat(", \"test_hit_rate\": ", JsonNumber(mean_std(a.test_hit_rate).first),
+                                           ", \"test_ndcg\": ", JsonNumber(mean_std(a.test_ndcg).first))
+                            : std::string(),
+                    "}");
     torch::Tensor c = a.train_curve.contiguous();
     for (int64_t s = 0; s < c.size(1); ++s)
       for (int64_t k = 0; k < c.size(0); ++k)
@@ -321,14 +327,20 @@ absl::StatusOr<std::string> WriteHparamEvalReport(const HparamEvalReport& report
       "%s, %d steps, %d seeds (final train loss = mean over the last 10%% of the steps)\n",
       report.task, report.steps, report.arms.empty() ? 0 : report.arms[0].test_loss.numel());
   absl::StrAppend(&table, absl::StrFormat("%-26s %-22s %-22s %-16s\n", "arm", "final train loss",
-                                          "test loss", "test accuracy"));
+                                          "test loss", ranking ? "HR@10   NDCG@10" : "test accuracy"));
   std::map<std::string, std::pair<double, std::string>> best;  // per grid family
   for (const auto& a : report.arms) {
     auto [fl, fls] = mean_std(a.final_train_loss);
     auto [tl, tls] = mean_std(a.test_loss);
     auto [ta, tas] = mean_std(a.test_accuracy);
-    absl::StrAppend(&table, absl::StrFormat("%-26s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%%\n",
-                                            label(a), fl, fls, tl, tls, 100 * ta));
+    if (ranking && a.test_hit_rate.defined())
+      absl::StrAppend(&table, absl::StrFormat("%-26s %8.4f +- %-9.4f %8.4f +- %-9.4f %.4f  %.4f\n",
+                                              label(a), fl, fls, tl, tls,
+                                              mean_std(a.test_hit_rate).first,
+                                              mean_std(a.test_ndcg).first));
+    else
+      absl::StrAppend(&table, absl::StrFormat("%-26s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%%\n",
+                                              label(a), fl, fls, tl, tls, 100 * ta));
     if (a.lr > 0) {
       double key = std::isfinite(fl) ? fl : INFINITY;
       auto it = best.find(a.name);

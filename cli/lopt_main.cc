@@ -5,6 +5,7 @@
 //   lopt schedule --controller FILE --job FILE  export an LHOPT schedule
 //   lopt eval --schedule|--controller FILE --job FILE   LHOPT against AdamW, cosine
 //   lopt validate FILE                          check a job file
+//   lopt gen-movielens --out DIR                synthetic MovieLens-1M for neumf
 //   lopt print-default-job                      the embedded default job
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #include "cli/local_mode.h"
 #include "cli/lhopt_mode.h"
 #include "common/lhopt_schedule.h"
+#include "common/movielens.h"
 #include "learner/lhopt_job.h"
 #include "common/job_spec.h"
 #include "common/optimizer_file.h"
@@ -83,6 +85,13 @@ usage:
   lopt compare RUN... [--names A,B] [--out DIR]
       Several runs' meta-test reports (RUN/eval/report.json) side by side:
       a table and DIR/compare.png.
+  lopt gen-movielens --out DIR [--seed N] [--users 6040] [--items 3706]
+                    [--interactions 1000209] [--rank 8]
+      Writes DIR/ratings.dat, a synthetic set of MovieLens-1M's size in
+      MovieLens' format (UserID::MovieID::Rating::Timestamp) for the neumf
+      task family (task.neumf.data_path): a low-rank preference model with a
+      Zipf-like item popularity, heavy-tailed user activity and timestamps.
+      The same flags write the same bytes.
   lopt validate FILE         Checks a text-proto job file (and that its data
                              paths exist here); prints the filled-in job.
   lopt print-default-job     Prints the embedded default job.
@@ -348,6 +357,33 @@ int Main(int argc, char** argv) {
     if (auto s = WriteScheduleOutputs(*sched, out); !s.ok()) return Fail(s);
     std::printf("%s", ScheduleCsv(*sched).c_str());
     std::printf("wrote %s/schedule.json, schedule.csv, schedule.png\n", out.c_str());
+    return 0;
+  }
+  if (cmd == "gen-movielens") {
+    auto f = ParseFlags(argc, argv, 2, {"out", "seed", "users", "items", "interactions", "rank"},
+                        {"help"});
+    if (!f.ok()) return Fail(f.status());
+    if (f->Has("help")) return std::printf("%s", kUsage), 0;
+    if (!f->Has("out"))
+      return Fail(absl::InvalidArgumentError("lopt gen-movielens needs --out DIR"));
+    MovieLensGenOptions o;
+    for (auto [name, field] : {std::pair<const char*, int64_t*>{"users", &o.users},
+                               {"items", &o.items},
+                               {"interactions", &o.interactions},
+                               {"rank", &o.rank}}) {
+      auto v = f->GetInt(name, *field);
+      if (!v.ok()) return Fail(v.status());
+      *field = *v;
+    }
+    auto seed = f->GetInt("seed", 0);
+    if (!seed.ok()) return Fail(seed.status());
+    if (*seed < 0) return Fail(absl::InvalidArgumentError("--seed must be >= 0"));
+    o.seed = uint64_t(*seed);
+    auto path = WriteMovieLensRatings(o, f->Get("out"));
+    if (!path.ok()) return Fail(path.status());
+    std::printf("wrote %s: %lld users, %lld items, %lld ratings (seed %llu)\n", path->c_str(),
+                (long long)o.users, (long long)o.items, (long long)o.interactions,
+                (unsigned long long)o.seed);
     return 0;
   }
   if (cmd == "eval-large") return RunEvalLargeCommand(argc, argv);

@@ -21,6 +21,10 @@ namespace lopt {
 absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
                                                 const std::string& dir, int64_t horizon) {
   if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
+  // A ranking family (neumf) reports HR@10 and NDCG@10 where the others
+  // report test accuracy.
+  bool ranking = false;
+  for (const auto& r : report.runs) ranking |= !std::isnan(r.test_hit_rate);
   // report.json
   std::string json = absl::StrCat("{\n  \"task\": ", JsonString(report.task),
                                   ",\n  \"steps\": ", report.steps,
@@ -34,6 +38,9 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
                     ", \"final_train_loss\": ", JsonNumber(r.final_train_loss),
                     ", \"test_loss\": ", JsonNumber(r.test_loss),
                     ", \"test_accuracy\": ", JsonNumber(r.test_accuracy),
+                    ranking ? absl::StrCat(", \"test_hit_rate\": ", JsonNumber(r.test_hit_rate),
+                                           ", \"test_ndcg\": ", JsonNumber(r.test_ndcg))
+                            : std::string(),
                     ", \"diverged\": ", r.diverged ? "true" : "false", "}");
   }
   json += "\n  ]\n}\n";
@@ -62,12 +69,19 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
                       absl::StrFormat("%.6g", r.curve[k]), "\n");
   if (auto s = WriteFileAtomically(dir + "/curves.csv", csv); !s.ok()) return s;
   if (report.test_every > 0) {  // test_curves.csv: the test split along the run
-    std::string tcsv = "optimizer,lr,seed,step,test_loss,test_accuracy\n";
+    std::string tcsv = absl::StrCat("optimizer,lr,seed,step,test_loss,test_accuracy",
+                                    ranking ? ",test_hit_rate,test_ndcg" : "", "\n");
     for (const auto& r : report.runs)
-      for (size_t k = 0; k < r.test_curve.size(); ++k)
+      for (size_t k = 0; k < r.test_curve.size(); ++k) {
         absl::StrAppend(&tcsv, r.optimizer, ",", IsAdamWArm(r.optimizer) ? absl::StrCat(r.lr) : "",
                         ",", r.seed, ",", (k + 1) * report.test_every, ",",
-                        absl::StrFormat("%.6g,%.6g", r.test_curve[k], r.test_acc_curve[k]), "\n");
+                        absl::StrFormat("%.6g,%.6g", r.test_curve[k], r.test_acc_curve[k]));
+        if (ranking)
+          absl::StrAppend(&tcsv, absl::StrFormat(",%.6g,%.6g",
+                                                 k < r.test_hr_curve.size() ? r.test_hr_curve[k] : NAN,
+                                                 k < r.test_ndcg_curve.size() ? r.test_ndcg_curve[k] : NAN));
+        tcsv += "\n";
+      }
     if (auto s = WriteFileAtomically(dir + "/test_curves.csv", tcsv); !s.ok()) return s;
   }
   // curves.dat (and test_curves.dat): a row a recorded step; for each group
@@ -108,12 +122,19 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   for (const auto& r : report.runs)
     for (float v : r.test_acc_curve) with_acc |= std::isfinite(v);
   with_acc &= with_test;
+  const bool with_hr = with_test && ranking && !with_acc;
   if (with_test) {
     if (auto s = write_band("test_loss.dat", &MetaTestRun::test_curve, report.test_every, test_len);
         !s.ok())
       return s;
     if (with_acc) {
       if (auto s = write_band("test_accuracy.dat", &MetaTestRun::test_acc_curve, report.test_every,
+                              test_len);
+          !s.ok())
+        return s;
+    }
+    if (with_hr) {
+      if (auto s = write_band("test_hit_rate.dat", &MetaTestRun::test_hr_curve, report.test_every,
                               test_len);
           !s.ok())
         return s;
@@ -152,7 +173,7 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   };
   const size_t seeds = groups.empty() ? 0 : groups[0].runs.size();
   std::string gp = absl::StrCat(
-      "set terminal pngcairo size ", with_acc ? "1800,650" : with_test ? "1400,650" : "1100,700",
+      "set terminal pngcairo size ", with_acc || with_hr ? "1800,650" : with_test ? "1400,650" : "1100,700",
       " noenhanced\n",
       "set output '", dir, "/curves.png'\nset datafile missing 'NaN'\nset grid\n",
       "set xlabel 'inner step'\nset xrange [0:", report.steps, "]\n");
@@ -162,13 +183,16 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
                     horizon, " steps)' at ", horizon, ", graph 0.03 right offset -0.5,0 font ',9'\n");
   const std::string what = absl::StrFormat("mean over %d seeds, band: lowest to highest seed", seeds);
   if (with_test) {
-    absl::StrAppend(&gp, "set multiplot layout 1,", with_acc ? 3 : 2, " title 'meta-test on ",
+    absl::StrAppend(&gp, "set multiplot layout 1,", with_acc || with_hr ? 3 : 2, " title 'meta-test on ",
                     report.task, " (", what, ")'\nset key top right font ',9'\n",
                     "set title 'training loss'\nset logscale y\n", panel(dir + "/curves.dat", true),
                     "set title 'test loss'\n", panel(dir + "/test_loss.dat", false));
     if (with_acc)
       absl::StrAppend(&gp, "set title 'test accuracy'\nunset logscale y\n",
                       panel(dir + "/test_accuracy.dat", false));
+    if (with_hr)
+      absl::StrAppend(&gp, "set title 'test HR@10'\nunset logscale y\n",
+                      panel(dir + "/test_hit_rate.dat", false));
     gp += "unset multiplot\n";
   } else {
     absl::StrAppend(&gp, "set title 'meta-test on ", report.task, ": training loss (", what,
@@ -188,15 +212,27 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   std::string table = absl::StrFormat("meta-test: %s, %d steps, %d seeds (final train loss = mean over the last %d steps)\n",
                                       report.task, report.steps, groups.empty() ? 0 : groups[0].runs.size(),
                                       report.final_window);
-  absl::StrAppend(&table, absl::StrFormat("%-18s %-22s %-22s %-16s\n", "optimizer",
-                                          "final train loss", "test loss", "test accuracy"));
+  if (ranking)
+    absl::StrAppend(&table, absl::StrFormat("%-18s %-22s %-22s %-18s %-18s\n", "optimizer",
+                                            "final train loss", "test loss", "HR@10", "NDCG@10"));
+  else
+    absl::StrAppend(&table, absl::StrFormat("%-18s %-22s %-22s %-16s\n", "optimizer",
+                                            "final train loss", "test loss", "test accuracy"));
   std::map<std::string, std::pair<double, const Group*>> best;  // per AdamW arm
   for (const auto& g : groups) {
     auto [fl, fls] = stats(g.runs, [](const MetaTestRun& r) { return r.final_train_loss; });
     auto [tl, tls] = stats(g.runs, [](const MetaTestRun& r) { return r.test_loss; });
     auto [ta, tas] = stats(g.runs, [](const MetaTestRun& r) { return r.test_accuracy; });
-    absl::StrAppend(&table, absl::StrFormat("%-18s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%% +- %.2f\n",
-                                            g.label, fl, fls, tl, tls, 100 * ta, 100 * tas));
+    if (ranking) {
+      auto [hr, hrs] = stats(g.runs, [](const MetaTestRun& r) { return r.test_hit_rate; });
+      auto [nd, nds] = stats(g.runs, [](const MetaTestRun& r) { return r.test_ndcg; });
+      absl::StrAppend(&table,
+                      absl::StrFormat("%-18s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.4f +- %-7.4f %6.4f +- %.4f\n",
+                                      g.label, fl, fls, tl, tls, hr, hrs, nd, nds));
+    } else {
+      absl::StrAppend(&table, absl::StrFormat("%-18s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%% +- %.2f\n",
+                                              g.label, fl, fls, tl, tls, 100 * ta, 100 * tas));
+    }
     if (IsAdamWArm(g.runs[0]->optimizer)) {
       auto [it, fresh] = best.try_emplace(g.runs[0]->optimizer, fl, &g);
       if (!fresh && fl < it->second.first) it->second = {fl, &g};

@@ -131,6 +131,29 @@ TaskSize SizeOf(const v1::TaskSpec& t, const std::string& prefix) {
       z.fields = absl::StrCat(prefix, ".byte_lm.{model_dim, context_length, num_layers, num_heads, batch_size}");
       break;
     }
+    case v1::TaskSpec::kNeumf: {
+      // The four embedding tables (their gradients are dense), the MLP
+      // tower, the fusion layer; activations of batch x (1 + negatives)
+      // pairs, and the test split's chunk (2^18 pairs over all particles,
+      // counted as 2^16 a particle: exact at 4 particles, above it beyond).
+      const auto& n = t.neumf();
+      const double g = n.gmf_dim(), m = n.mlp_embedding_dim();
+      z.params = (double(n.num_users()) + n.num_items()) * (g + m);
+      double in = 2 * m, width = 3 * g + 4 * m;
+      std::vector<double> layers(n.mlp_layers().begin(), n.mlp_layers().end());
+      if (layers.empty()) layers = {32, 16, 8};
+      for (double w : layers) {
+        z.params += in * w + w;
+        width += 2 * w;
+        in = w;
+      }
+      z.params += g + in + 1;
+      const double pairs = double(n.batch_size()) * (1.0 + n.negatives());
+      z.activations = 3.0 * pairs * (width + 4) + double(1 << 16) * (width + 4);
+      z.fields = absl::StrCat(prefix, ".neumf.{num_users, num_items, gmf_dim, mlp_embedding_dim, "
+                                      "mlp_layers, batch_size, negatives}");
+      break;
+    }
     case v1::TaskSpec::FAMILY_NOT_SET:
       break;
   }

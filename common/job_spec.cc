@@ -164,10 +164,36 @@ absl::Status ValidateTask(const v1::TaskSpec& t, absl::string_view prefix = "tas
       LOPT_CHECK(InRange(F("byte_lm.batch_size"), b.batch_size(), 1, 65536));
       break;
     }
+    case v1::TaskSpec::kNeumf: {
+      const auto& n = t.neumf();
+      if (n.data_path().empty())
+        return Invalid(F("neumf.data_path must name a MovieLens ratings.dat file or a directory "
+                         "holding one (`lopt gen-movielens --out DIR` writes a synthetic one)"));
+      LOPT_CHECK(ValidateDataPath(F("neumf.data_path"), n.data_path()));
+      LOPT_CHECK(InRange(F("neumf.num_users"), n.num_users(), 1, 1 << 24));
+      LOPT_CHECK(InRange(F("neumf.num_items"), n.num_items(), 2, 1 << 24));
+      LOPT_CHECK(InRange(F("neumf.gmf_dim"), n.gmf_dim(), 1, 4096));
+      LOPT_CHECK(InRange(F("neumf.mlp_embedding_dim"), n.mlp_embedding_dim(), 1, 4096));
+      if (n.mlp_layers_size() > 16)
+        return Invalid(absl::StrCat(F("neumf.mlp_layers must have at most 16 layers, got "),
+                                    n.mlp_layers_size()));
+      for (int i = 0; i < n.mlp_layers_size(); ++i)
+        LOPT_CHECK(InRange(absl::StrCat(F("neumf.mlp_layers["), i, "]"), n.mlp_layers(i), 1, 65536));
+      LOPT_CHECK(ValidateActivation(F("neumf.activation"), n.activation()));
+      LOPT_CHECK(InRange(F("neumf.negatives"), n.negatives(), 1, 1024));
+      LOPT_CHECK(InRange(F("neumf.batch_size"), n.batch_size(), 1, 1 << 20));
+      LOPT_CHECK(InRange(F("neumf.eval_negatives"), n.eval_negatives(), 1, 100000));
+      if (n.eval_negatives() >= n.num_items())
+        return Invalid(absl::StrCat(F("neumf.eval_negatives must be < num_items ("), n.num_items(),
+                                    "): the test item is ranked among that many other items, got ",
+                                    n.eval_negatives()));
+      LOPT_CHECK(InRange(F("neumf.eval_users"), n.eval_users(), 0, n.num_users()));
+      break;
+    }
     case v1::TaskSpec::FAMILY_NOT_SET:
       return Invalid(absl::StrCat(prefix,
                                   " must set one family: fmnist_mlp, fmnist_cnn, fmnist_resnet, "
-                                  "noisy_quadratic or byte_lm"));
+                                  "noisy_quadratic, byte_lm or neumf"));
   }
   if (t.has_augmentation() && t.augmentation().enabled()) {
     const auto& a = t.augmentation();
@@ -210,6 +236,8 @@ void FillTaskDefaults(v1::TaskSpec* task) {
     task->mutable_fmnist_cnn()->add_channels(8);
     task->mutable_fmnist_cnn()->add_channels(16);
   }
+  if (task->has_neumf() && task->neumf().mlp_layers_size() == 0)
+    for (int w : {32, 16, 8}) task->mutable_neumf()->add_mlp_layers(w);
   if (task->has_fmnist_resnet() && task->fmnist_resnet().channels_size() == 0) {
     task->mutable_fmnist_resnet()->add_channels(16);
     task->mutable_fmnist_resnet()->add_channels(32);

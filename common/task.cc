@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/byte_lm_task.h"
+#include "common/neumf_task.h"
 #include "common/idx_dataset.h"
 #include "common/image_augmentation.h"
 #ifdef LOPT_WITH_CUDA
@@ -755,6 +756,12 @@ absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_
                                    int64_t{spec.byte_lm().context_length()} + 2);
       if (!corpus.ok()) return corpus.status();
       task = MakeByteLmTask(spec.byte_lm(), *std::move(corpus), device);
+      break;
+    }
+    case v1::TaskSpec::kNeumf: {
+      auto data = LoadNeumfData(spec.neumf());
+      if (!data.ok()) return data.status();
+      task = MakeNeumfTask(spec.neumf(), *std::move(data), device);
       break;
     }
     case v1::TaskSpec::FAMILY_NOT_SET:

@@ -32,6 +32,10 @@ struct Batch {
 struct EvalResult {
   torch::Tensor loss;      // [P] mean test loss
   torch::Tensor accuracy;  // [P] test accuracy, NaN where it has no meaning
+  // Ranking families (neumf): [P] hit ratio and NDCG at 10 of the test split
+  // (MLPerf's recommendation metrics); undefined for every other family.
+  torch::Tensor hit_rate;
+  torch::Tensor ndcg;
 };
 
 class Task {

@@ -329,6 +329,10 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
   if (last_eval_step != N) last_eval = task.Evaluate(state);
   out.test_loss = last_eval.loss.to(torch::kFloat64);
   out.test_accuracy = last_eval.accuracy.to(torch::kFloat64);
+  if (last_eval.hit_rate.defined()) {
+    out.test_hit_rate = last_eval.hit_rate.to(torch::kFloat64);
+    out.test_ndcg = last_eval.ndcg.to(torch::kFloat64);
+  }
   if (registers == nullptr) (void)own_store.ReleaseAll();
   return out;
 }

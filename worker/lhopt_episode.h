@@ -107,6 +107,8 @@ struct ControlledRunResult {
   torch::Tensor final_train_loss;  // [P] mean over the last 10% of the steps
   torch::Tensor test_loss;         // [P] at the end
   torch::Tensor test_accuracy;     // [P] at the end (NaN without labels)
+  torch::Tensor test_hit_rate;     // [P] HR@10, NDCG@10 at the end: ranking
+  torch::Tensor test_ndcg;         // families (neumf) only, else undefined
   int64_t register_saves = 0;
   int64_t register_loads = 0;
 };

@@ -31,6 +31,10 @@ HparamEvalArm ArmOf(const std::string& name, double lr, const ControlledRunResul
   a.final_train_loss = cols(r.final_train_loss);
   a.test_loss = cols(r.test_loss);
   a.test_accuracy = cols(r.test_accuracy);
+  if (r.test_hit_rate.defined()) {
+    a.test_hit_rate = cols(r.test_hit_rate);
+    a.test_ndcg = cols(r.test_ndcg);
+  }
   a.train_curve = cols(r.train_curve);
   return a;
 }

@@ -55,6 +55,8 @@ struct HparamEvalArm {
   torch::Tensor final_train_loss;  // [seeds] mean over the last 10% of the steps
   torch::Tensor test_loss;         // [seeds]
   torch::Tensor test_accuracy;     // [seeds]
+  torch::Tensor test_hit_rate;     // [seeds] HR@10, NDCG@10: ranking families only
+  torch::Tensor test_ndcg;         // (undefined for the others)
   torch::Tensor train_curve;       // [W, seeds] mean train loss per record window
 };
 

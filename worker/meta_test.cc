@@ -22,6 +22,7 @@ using UpdateFn = std::function<std::vector<torch::Tensor>(
 struct Trained {
   torch::Tensor curve, final_loss;
   torch::Tensor test_curve, test_acc_curve;  // [points, P]
+  torch::Tensor test_hr_curve, test_ndcg_curve;  // [points, P]; ranking families
   TaskState state;
 };
 
@@ -39,7 +40,7 @@ Trained Train(const Task& task, const MetaTestConfig& c, int64_t replicas, const
   torch::Tensor acc = torch::zeros({P}, f64);
   torch::Tensor final_acc = torch::zeros({P}, f64);
   torch::Tensor step = torch::zeros({P}, torch::TensorOptions().dtype(torch::kInt64).device(task.device()));
-  std::vector<torch::Tensor> curve, test_curve, test_acc;
+  std::vector<torch::Tensor> curve, test_curve, test_acc, test_hr, test_ndcg;
   std::vector<torch::Tensor> grads;
   for (int64_t s = 0; s < c.steps; ++s) {
     Batch b = task.SampleBatch(c.seeds, data_gen);
@@ -58,10 +59,16 @@ Trained Train(const Task& task, const MetaTestConfig& c, int64_t replicas, const
       EvalResult ev = task.Evaluate(t.state);
       test_curve.push_back(ev.loss.cpu());
       test_acc.push_back(ev.accuracy.cpu());
+      if (ev.hit_rate.defined()) {
+        test_hr.push_back(ev.hit_rate.cpu());
+        test_ndcg.push_back(ev.ndcg.cpu());
+      }
     }
   }
   t.test_curve = test_curve.empty() ? torch::zeros({0, P}) : torch::stack(test_curve);
   t.test_acc_curve = test_acc.empty() ? torch::zeros({0, P}) : torch::stack(test_acc);
+  t.test_hr_curve = test_hr.empty() ? torch::zeros({0, P}) : torch::stack(test_hr);
+  t.test_ndcg_curve = test_ndcg.empty() ? torch::zeros({0, P}) : torch::stack(test_ndcg);
   t.curve = curve.empty() ? torch::zeros({0, P}) : torch::stack(curve).cpu();
   t.final_loss = (final_acc / double(window)).cpu();
   return t;
@@ -79,6 +86,10 @@ void Collect(const Task& task, const Trained& t, const std::string& name,
     r.final_train_loss = t.final_loss[p].item<double>();
     r.test_loss = ev.loss[p].item<double>();
     r.test_accuracy = ev.accuracy[p].item<double>();
+    if (ev.hit_rate.defined()) {
+      r.test_hit_rate = ev.hit_rate[p].item<double>();
+      r.test_ndcg = ev.ndcg[p].item<double>();
+    }
     r.diverged = !std::isfinite(r.final_train_loss) || !std::isfinite(r.test_loss);
     if (r.diverged) r.final_train_loss = INFINITY;
     torch::Tensor col = t.curve.select(1, p).to(torch::kFloat32).contiguous();
@@ -87,6 +98,10 @@ void Collect(const Task& task, const Trained& t, const std::string& name,
     r.test_curve.assign(tc.data_ptr<float>(), tc.data_ptr<float>() + tc.numel());
     torch::Tensor ta = t.test_acc_curve.select(1, p).to(torch::kFloat32).contiguous();
     r.test_acc_curve.assign(ta.data_ptr<float>(), ta.data_ptr<float>() + ta.numel());
+    torch::Tensor th = t.test_hr_curve.select(1, p).to(torch::kFloat32).contiguous();
+    r.test_hr_curve.assign(th.data_ptr<float>(), th.data_ptr<float>() + th.numel());
+    torch::Tensor tn = t.test_ndcg_curve.select(1, p).to(torch::kFloat32).contiguous();
+    r.test_ndcg_curve.assign(tn.data_ptr<float>(), tn.data_ptr<float>() + tn.numel());
     report->runs.push_back(std::move(r));
   }
 }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -56,10 +57,15 @@ struct MetaTestRun {
   double final_train_loss = 0;  // mean batch loss over the last window (inf if diverged)
   double test_loss = 0;
   double test_accuracy = 0;     // NaN for tasks without labels
+  // Ranking families (neumf): test HR@10 and NDCG@10; NaN for the others.
+  double test_hit_rate = std::numeric_limits<double>::quiet_NaN();
+  double test_ndcg = std::numeric_limits<double>::quiet_NaN();
   bool diverged = false;
   std::vector<float> curve;     // mean batch loss of each record_every window
   std::vector<float> test_curve;      // test loss every test_every steps
   std::vector<float> test_acc_curve;  // and test accuracy
+  std::vector<float> test_hr_curve;    // and HR@10, NDCG@10 (ranking families only)
+  std::vector<float> test_ndcg_curve;
 };
 
 struct MetaTestReport {
