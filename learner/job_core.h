@@ -6,7 +6,7 @@
 // (workers, statuses, checkpoint files, the common metrics, logging) and never
 // asks which kind a job is.
 //
-// Not thread-safe: JobManager calls it under its mutex.
+// Not thread-safe: JobManager calls it under the job's own lock (Job::mu).
 #pragma once
 
 #include <cstdint>

@@ -99,11 +99,15 @@ Families& F() {
 
 }  // namespace
 
+// A connected worker (reached through workers_: guarded by mu_).
 struct JobManager::Worker {
   std::string id;
   v1::WorkerInfo info;
   Clock::time_point last_seen;
   bool alive = true;
+  // HandleResult is under way for it (its reader thread waits for the
+  // job's section, a PPO update, say): not silent, whatever last_seen says.
+  bool in_result = false;
   // The running unit, if any.
   uint64_t unit_id = 0;
   std::string unit_job;
@@ -111,86 +115,50 @@ struct JobManager::Worker {
   int64_t unit_token = -1;  // the job core's own id of the unit (JobCore::Start)
 };
 
-struct JobManager::Job {
-  std::string id;
-  v1::JobSpec spec;
-  std::unique_ptr<JobCore> core;  // the algorithm: MakeJobCore(spec)
-  v1::JobState state = v1::QUEUED;
-  std::string error;
-  int64_t submitted_ms = 0;
-  int64_t updated_ms = 0;
-  int64_t version = 0;  // bumped on every status change
-  int64_t accepted = 0, dropped_stale = 0, rejected = 0;
-  int consecutive_worker_errors = 0;
-  int64_t buffer_failures = 0;  // reported by the workers' results
-  std::string buffer_error;     // the last of them
-  double last_meta = 0, last_task = 0;  // the latest update's (CoreVerdict)
-  std::deque<std::pair<Clock::time_point, int64_t>> recent;  // (time, particle steps)
-  double rate = 0;
-  Clock::time_point finished_at;
-  bool series_removed = false;
-  // Its steps are done; it is SUCCEEDED once its trained file and a
-  // checkpoint that says so are on disk (until then RUNNING).
-  bool finishing = false;
-  // The last write of its checkpoint or trained file failed: save_error says
-  // why (shown in its status), and the janitor retries at next_save.
-  bool unsaved = false;
-  std::string save_error;
-  Clock::time_point next_save;
-  // Metrics series of this job (the core adds its own).
-  prometheus::Counter* m_outer = nullptr;
-  prometheus::Counter* m_inner = nullptr;
-  prometheus::Counter* m_accepted = nullptr;
-  prometheus::Counter* m_stale = nullptr;
-  prometheus::Gauge* m_meta = nullptr;
-  prometheus::Gauge* m_task = nullptr;
-  prometheus::Gauge* m_step = nullptr;
-  prometheus::Gauge* m_rate = nullptr;
-  prometheus::Gauge* m_budget = nullptr;
-  std::map<std::string, prometheus::Counter*> m_rejected;
+void JobManager::Job::AddSeries() {
+  std::map<std::string, std::string> l = {{"job_id", id}};
+  m_outer = &F().outer_steps.Add(l);
+  m_inner = &F().inner_steps.Add(l);
+  m_accepted = &F().accepted.Add(l);
+  m_stale = &F().dropped_stale.Add(l);
+  m_meta = &F().meta_loss.Add(l);
+  m_task = &F().task_loss.Add(l);
+  m_step = &F().outer_step.Add(l);
+  m_rate = &F().rate.Add(l);
+  m_budget = &F().budget.Add(l);
+  m_step->Set(core->Step());
+  m_budget->Set(core->Total());
+  core->AddSeries(id);
+}
 
-  void AddSeries() {
-    std::map<std::string, std::string> l = {{"job_id", id}};
-    m_outer = &F().outer_steps.Add(l);
-    m_inner = &F().inner_steps.Add(l);
-    m_accepted = &F().accepted.Add(l);
-    m_stale = &F().dropped_stale.Add(l);
-    m_meta = &F().meta_loss.Add(l);
-    m_task = &F().task_loss.Add(l);
-    m_step = &F().outer_step.Add(l);
-    m_rate = &F().rate.Add(l);
-    m_budget = &F().budget.Add(l);
-    m_step->Set(core->Step());
-    m_budget->Set(core->Total());
-    core->AddSeries(id);
-  }
-  prometheus::Counter& Rejected(const std::string& reason) {
-    auto it = m_rejected.find(reason);
-    if (it != m_rejected.end()) return *it->second;
-    auto* c = &F().rejected.Add({{"job_id", id}, {"reason", reason}});
-    m_rejected[reason] = c;
-    return *c;
-  }
-  void RemoveSeries() {
-    if (series_removed || !m_outer) return;
-    series_removed = true;
-    F().outer_steps.Remove(m_outer);
-    F().inner_steps.Remove(m_inner);
-    F().accepted.Remove(m_accepted);
-    F().dropped_stale.Remove(m_stale);
-    F().meta_loss.Remove(m_meta);
-    F().task_loss.Remove(m_task);
-    F().outer_step.Remove(m_step);
-    F().rate.Remove(m_rate);
-    F().budget.Remove(m_budget);
-    core->RemoveSeries();
-    for (auto& [r, c] : m_rejected) F().rejected.Remove(c);
-    m_rejected.clear();
-  }
-};
+prometheus::Counter& JobManager::Job::Rejected(const std::string& reason) {
+  auto it = m_rejected.find(reason);
+  if (it != m_rejected.end()) return *it->second;
+  auto* c = &F().rejected.Add({{"job_id", id}, {"reason", reason}});
+  m_rejected[reason] = c;
+  return *c;
+}
+
+void JobManager::Job::RemoveSeries() {
+  if (series_removed || !m_outer) return;
+  series_removed = true;
+  F().outer_steps.Remove(m_outer);
+  F().inner_steps.Remove(m_inner);
+  F().accepted.Remove(m_accepted);
+  F().dropped_stale.Remove(m_stale);
+  F().meta_loss.Remove(m_meta);
+  F().task_loss.Remove(m_task);
+  F().outer_step.Remove(m_step);
+  F().rate.Remove(m_rate);
+  F().budget.Remove(m_budget);
+  core->RemoveSeries();
+  for (auto& [r, c] : m_rejected) F().rejected.Remove(c);
+  m_rejected.clear();
+}
 
 JobManager::JobManager(const LearnerOptions& options) : options_(options) {
   // Unit ids from before a restart must not match new ones.
+  MutexLock l(&mu_);
   next_unit_id_ = (static_cast<uint64_t>(NowUnixMs()) << 16) | 1;
 }
 
@@ -200,7 +168,7 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const LearnerOpti
   if (auto s = m->LoadAll(); !s.ok()) return s;
   F().workers.Add({}).Set(0);
   {
-    std::lock_guard<std::mutex> l(m->mu_);
+    MutexLock l(&m->mu_);
     m->UpdateJobGauges();
   }
   m->janitor_ = std::thread([p = m.get()] { p->JanitorLoop(); });
@@ -216,6 +184,82 @@ JobManager::~JobManager() {
   if (outputs_thread_.joinable()) outputs_thread_.join();
 }
 
+// --- sections ----------------------------------------------------------------
+
+std::shared_ptr<JobManager::Job> JobManager::Enter(const std::string& id) {
+  MutexLock l(&mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return nullptr;
+  ++it->second.busy;
+  return it->second.job;
+}
+
+JobManager::Effects JobManager::TakeEffects(Job& job) {
+  Effects fx = std::move(job.fx);
+  job.fx = Effects();
+  fx.section = ++job.sections;
+  fx.touches = job.touches;
+  fx.status = StatusOf(job);
+  fx.unsaved = job.unsaved;
+  fx.next_save = job.next_save;
+  return fx;
+}
+
+void JobManager::Apply(Slot& slot, Effects& fx) {
+  if (fx.section > slot.section) {
+    slot.section = fx.section;
+    slot.status = std::move(fx.status);
+    slot.version = fx.touches;
+    slot.unsaved = fx.unsaved;
+    slot.next_save = fx.next_save;
+  }
+  const std::string& id = slot.job->id;
+  if (fx.release_units)
+    for (auto& [wid, w] : workers_)
+      if (w->unit_job == id) {
+        // Their results will be answered "unknown unit".
+        w->unit_id = 0;
+        w->unit_job.clear();
+        w->unit_shard = -1;
+        w->unit_token = -1;
+      }
+  if (fx.finished) {
+    slot.finished_at = Clock::now();
+    cleanup_prefixes_.push_back(id + "/");
+  }
+  if (fx.outputs) EnqueueOutputs(*slot.job, fx.meta_test);
+  for (auto& y : fx.yardsticks) yardstick_queue_.push_back(std::move(y));
+  fx.yardsticks.clear();
+  if (fx.state_changed) UpdateJobGauges();
+  cv_.SignalAll();
+}
+
+void JobManager::Leave(Job& job, Effects fx) {
+  MutexLock l(&mu_);
+  auto it = jobs_.find(job.id);
+  if (it == jobs_.end()) return;  // a submission that failed
+  Slot& slot = it->second;
+  Apply(slot, fx);
+  if (--slot.busy == 0 && !slot.abandons.empty()) DrainAbandons(slot);
+  cv_.SignalAll();
+}
+
+void JobManager::DrainAbandons(Slot& slot) {
+  Job& job = *slot.job;
+  MutexLock jl(&job.mu);  // free: nobody is busy with the job
+  for (auto [shard, token] : slot.abandons)
+    if (!Terminal(job.state)) {
+      job.core->Abandon(shard, token, /*worker_gone=*/true);
+      F().reassigned.Add({}).Increment();
+      Touch(job);
+    }
+  slot.abandons.clear();
+  Effects fx = TakeEffects(job);
+  Apply(slot, fx);
+}
+
+// --- outputs and yardstick ----------------------------------------------------
+
 void JobManager::AppendMetricsRow(Job& job, const std::string& row) {
   if (row.empty()) return;
   const std::string path = JobDir(job.id) + "/metrics.csv";
@@ -228,13 +272,18 @@ void JobManager::AppendMetricsRow(Job& job, const std::string& row) {
 }
 
 void JobManager::QueueOutputs(Job& job, bool meta_test) {
+  job.fx.outputs = true;
+  job.fx.meta_test |= meta_test;
+}
+
+void JobManager::EnqueueOutputs(const Job& job, bool meta_test) {
   for (auto& q : outputs_queue_)
     if (q.job_id == job.id) {  // one request a job: the latest wins
       q.meta_test |= meta_test;
       return;
     }
   outputs_queue_.push_back({job.id, job.spec, meta_test});
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 namespace {
@@ -242,13 +291,15 @@ struct MetaTestAbandoned {};
 }  // namespace
 
 void JobManager::OutputsLoop() {
-  std::unique_lock<std::mutex> l(mu_);
   while (true) {
-    cv_.wait(l, [&] { return shutdown_ || !outputs_queue_.empty(); });
-    if (shutdown_) break;
-    OutputsRequest req = std::move(outputs_queue_.front());
-    outputs_queue_.pop_front();
-    l.unlock();
+    OutputsRequest req;
+    {
+      MutexLock l(&mu_);
+      while (!shutdown_ && outputs_queue_.empty()) cv_.Wait(&mu_);
+      if (shutdown_) break;
+      req = std::move(outputs_queue_.front());
+      outputs_queue_.pop_front();
+    }
     const std::string dir = JobDir(req.job_id);
     PlotEloTraining(dir, req.spec.name());  // false without metrics.csv (LHOPT)
     if (req.meta_test) {
@@ -270,7 +321,6 @@ void JobManager::OutputsLoop() {
         LogError("meta-test failed", {{"job", req.job_id}, {"error", e.what()}});
       }
     }
-    l.lock();
   }
 }
 
@@ -286,7 +336,7 @@ absl::StatusOr<std::string> JobManager::ExportFile(const std::string& id, const 
         absl::StrCat("no file '", file, "' to export; a job's files: ", names));
   }
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (!jobs_.count(id)) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
   }
   return ReadFile(JobDir(id) + "/" + file);
@@ -295,34 +345,51 @@ absl::StatusOr<std::string> JobManager::ExportFile(const std::string& id, const 
 void JobManager::QueueYardstick(Job& job) {
   auto due = job.core->DueYardstick();
   if (!due) return;
-  yardstick_queue_.push_back({job.id, job.spec, due->first, std::move(due->second)});
-  cv_.notify_all();
+  job.fx.yardsticks.push_back({job.id, job.spec, due->first, std::move(due->second)});
 }
 
-// Scores run here, outside mu_: an evaluation trains optimizees for seconds
-// to minutes, and the RPC doors must not wait for it. One job's
+// Scores run here, outside every lock: an evaluation trains optimizees for
+// seconds to minutes, and the RPC doors must not wait for it. One job's
 // LhoptYardstick (its reference fits) lives as long as the job runs.
 void JobManager::YardstickLoop() {
   std::map<std::string, std::unique_ptr<LhoptYardstick>> sticks;
-  std::unique_lock<std::mutex> l(mu_);
   while (true) {
-    cv_.wait(l, [&] { return shutdown_ || !yardstick_queue_.empty(); });
-    if (shutdown_) break;
-    YardstickRequest req = std::move(yardstick_queue_.front());
-    yardstick_queue_.pop_front();
-    l.unlock();
+    YardstickRequest req;
+    {
+      MutexLock l(&mu_);
+      while (!shutdown_ && yardstick_queue_.empty()) cv_.Wait(&mu_);
+      if (shutdown_) break;
+      req = std::move(yardstick_queue_.front());
+      yardstick_queue_.pop_front();
+    }
     auto& stick = sticks[req.job_id];
     if (!stick) stick = std::make_unique<LhoptYardstick>(req.spec);
     auto r = stick->EvaluateShipped(req.policy, req.version);
-    l.lock();
-    auto it = jobs_.find(req.job_id);
-    if (it == jobs_.end() || Terminal(it->second->state)) sticks.erase(req.job_id);
+    std::shared_ptr<Job> job;
+    {
+      MutexLock l(&mu_);
+      auto it = jobs_.find(req.job_id);
+      if (it == jobs_.end() || Terminal(it->second.status.state())) sticks.erase(req.job_id);
+      if (it != jobs_.end() && r.ok()) {
+        ++it->second.busy;
+        job = it->second.job;
+      }
+    }
     if (!r.ok()) {
       LogError("LHOPT yardstick failed", {{"job", req.job_id}, {"error", std::string(r.status().message())}});
       continue;
     }
-    if (it != jobs_.end()) it->second->core->SetYardstick(r->score, r->iteration);
-    // yardstick.csv in the job's directory, as local mode writes it.
+    if (job) {
+      Effects fx;
+      {
+        MutexLock jl(&job->mu);
+        job->core->SetYardstick(r->score, r->iteration);
+        fx = TakeEffects(*job);
+      }
+      Leave(*job, std::move(fx));
+    }
+    // yardstick.csv in the job's directory, as local mode writes it (this
+    // thread alone writes it).
     const std::string path = JobDir(req.job_id) + "/yardstick.csv";
     std::string text = FileExists(path) ? ReadFile(path).value_or("") : YardstickCsvHeader(req.spec);
     text += YardstickCsvRow(*r);
@@ -336,20 +403,34 @@ void JobManager::YardstickLoop() {
 }
 
 void JobManager::Shutdown() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   shutdown_ = true;
   stop_outputs_ = true;
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 void JobManager::SaveAll() {
-  std::lock_guard<std::mutex> l(mu_);
-  int saved = 0;
-  for (auto& [id, j] : jobs_)
-    if (!Terminal(j->state)) {
-      Save(*j);
-      saved += !j->unsaved;
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    MutexLock l(&mu_);
+    for (auto& [id, slot] : jobs_) {
+      ++slot.busy;
+      jobs.push_back(slot.job);
     }
+  }
+  int saved = 0;
+  for (auto& job : jobs) {
+    Effects fx;
+    {
+      MutexLock jl(&job->mu);
+      if (!Terminal(job->state)) {
+        Save(*job);
+        saved += !job->unsaved;
+      }
+      fx = TakeEffects(*job);
+    }
+    Leave(*job, std::move(fx));
+  }
   LogInfo("checkpointed the unfinished jobs", {{"jobs", absl::StrCat(saved)}});
 }
 
@@ -383,7 +464,7 @@ absl::Status JobManager::LoadAll() {
     if (n != "." && n != "..") ids.push_back(n);
   }
   closedir(d);
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   for (const auto& id : ids) {
     auto bytes = ReadFile(JobDir(id) + "/checkpoint.pt");
     if (!bytes.ok()) {
@@ -398,21 +479,22 @@ absl::Status JobManager::LoadAll() {
     }
     auto spec_t = Find(*all, "spec");
     auto status_t = Find(*all, "status");
-    auto job = std::make_unique<Job>();
-    job->id = id;
+    v1::JobSpec spec;
     v1::JobStatus st;
-    if (!spec_t.ok() || !status_t.ok() || !job->spec.ParseFromString(TensorString(*spec_t)) ||
+    if (!spec_t.ok() || !status_t.ok() || !spec.ParseFromString(TensorString(*spec_t)) ||
         !st.ParseFromString(TensorString(*status_t))) {
       LogWarning("skipping a checkpoint without its job spec", {{"job", id}});
       continue;
     }
     // A record from before names were checked at the door: one bad string
     // in a reply would break list and status for every job, so skip it.
-    if (auto s = ValidateJobStrings(job->spec); !s.ok()) {
+    if (auto s = ValidateJobStrings(spec); !s.ok()) {
       LogWarning("skipping a job whose stored spec is invalid",
                  {{"job", id}, {"error", std::string(s.message())}});
       continue;
     }
+    auto job = std::make_shared<Job>(id, std::move(spec));
+    MutexLock jl(&job->mu);  // not shared yet: for the annotations
     job->core = MakeJobCore(job->spec);
     NamedTensors core;
     for (auto& [k, v] : *all)
@@ -433,6 +515,8 @@ absl::Status JobManager::LoadAll() {
       job->finishing = true;  // its trained file is the janitor's to write
       job->unsaved = true;
     }
+    Slot& slot = jobs_[id];
+    slot.job = job;
     if (!Terminal(job->state)) {
       // metrics.csv's rows after the checkpoint are done again, not repeated.
       if (auto s = DropCsvRowsFrom(JobDir(id) + "/metrics.csv", job->core->Step()); !s.ok())
@@ -443,27 +527,28 @@ absl::Status JobManager::LoadAll() {
               {{"job", id}, {"outer_step", absl::StrCat(job->core->Step())},
                {"total_steps", absl::StrCat(job->core->Total())}});
     } else {
-      job->finished_at = Clock::now() - std::chrono::hours(1);
+      slot.finished_at = Clock::now() - std::chrono::hours(1);
+      slot.series_removed = true;
       job->series_removed = true;
       // A meta-test that a stop abandoned runs again.
       if (job->state == v1::SUCCEEDED && options_.meta_test && !IsLhoptJob(job->spec) &&
           !FileExists(JobDir(id) + "/eval/report.json"))
         QueueOutputs(*job, true);
     }
-    jobs_[id] = std::move(job);
+    Effects fx = TakeEffects(*job);
+    Apply(slot, fx);
   }
   return absl::OkStatus();
 }
 
 void JobManager::Touch(Job& job) {
   job.updated_ms = NowUnixMs();
-  ++job.version;
-  cv_.notify_all();
+  ++job.touches;
 }
 
 void JobManager::UpdateJobGauges() {
   std::map<v1::JobState, int> n;
-  for (auto& [id, j] : jobs_) ++n[j->state];
+  for (auto& [id, slot] : jobs_) ++n[slot.status.state()];
   for (v1::JobState s : {v1::QUEUED, v1::RUNNING, v1::SUCCEEDED, v1::FAILED, v1::CANCELLED})
     F().jobs.Add({{"state", v1::JobState_Name(s)}}).Set(n[s]);
 }
@@ -481,10 +566,6 @@ v1::JobStatus JobManager::StatusOf(const Job& job) const {
   s.set_task_loss(job.last_task);
   s.set_alpha(job.core->Alpha());
   s.set_inner_particle_steps_per_second(job.rate);
-  int running = 0;
-  for (const auto& [wid, w] : workers_)
-    if (w->alive && w->unit_id != 0 && w->unit_job == job.id) ++running;
-  s.set_workers(running);
   s.set_results_accepted(job.accepted);
   s.set_results_dropped_stale(job.dropped_stale);
   s.set_submitted_unix_ms(job.submitted_ms);
@@ -497,47 +578,72 @@ v1::JobStatus JobManager::StatusOf(const Job& job) const {
   return s;
 }
 
+v1::JobStatus JobManager::ClientStatus(const Slot& slot) const {
+  v1::JobStatus s = slot.status;
+  int running = 0;
+  for (const auto& [wid, w] : workers_)
+    if (w->alive && w->unit_id != 0 && w->unit_job == slot.job->id) ++running;
+  s.set_workers(running);
+  return s;
+}
+
 absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
-  auto job = std::make_unique<Job>();
-  job->spec = spec;
-  job->core = MakeJobCore(spec);
-  job->submitted_ms = job->updated_ms = NowUnixMs();
-  std::lock_guard<std::mutex> l(mu_);
-  do job->id = NewJobId(spec.name());
-  while (jobs_.count(job->id));
-  if (auto s = MakeDirs(JobDir(job->id)); !s.ok()) return s;
-  if (auto s = Checkpoint(*job); !s.ok()) {
-    ::rmdir(JobDir(job->id).c_str());  // refused: leave no directory behind
-    return s;
+  std::string id;
+  {
+    MutexLock l(&mu_);
+    do id = NewJobId(spec.name());
+    while (jobs_.count(id) || reserved_ids_.count(id));
+    reserved_ids_.insert(id);
   }
-  if (auto s = WriteJobText(JobDir(job->id), spec); !s.ok())
-    LogWarning("cannot write job.textproto", {{"job", job->id}, {"error", std::string(s.message())}});
-  job->AddSeries();
-  std::string id = job->id;
-  LogInfo("job submitted", {{"job", id},
-                            {"total_steps", absl::StrCat(job->core->Total())},
-                            {"shards", absl::StrCat(job->core->NumShards())},
-                            {"algorithm", job->core->algorithm()}});
-  QueueYardstick(*job);  // LHOPT's yardstick of the policy before training
-  jobs_[id] = std::move(job);
+  // Not shared until it is in jobs_: its checkpoint is written outside mu_.
+  auto job = std::make_shared<Job>(id, spec);
+  absl::Status s;
+  Effects fx;
+  {
+    MutexLock jl(&job->mu);
+    job->core = MakeJobCore(spec);
+    job->submitted_ms = job->updated_ms = NowUnixMs();
+    s = MakeDirs(JobDir(id));
+    if (s.ok()) {
+      s = Checkpoint(*job);
+      if (!s.ok()) ::rmdir(JobDir(id).c_str());  // refused: leave no directory behind
+    }
+    if (s.ok()) {
+      if (auto w = WriteJobText(JobDir(id), spec); !w.ok())
+        LogWarning("cannot write job.textproto", {{"job", id}, {"error", std::string(w.message())}});
+      job->AddSeries();
+      LogInfo("job submitted", {{"job", id},
+                                {"total_steps", absl::StrCat(job->core->Total())},
+                                {"shards", absl::StrCat(job->core->NumShards())},
+                                {"algorithm", job->core->algorithm()}});
+      QueueYardstick(*job);  // LHOPT's yardstick of the policy before training
+    }
+    fx = TakeEffects(*job);
+  }
+  MutexLock l(&mu_);
+  reserved_ids_.erase(id);
+  if (!s.ok()) return s;
+  Slot& slot = jobs_[id];
+  slot.job = job;
+  Apply(slot, fx);
   UpdateJobGauges();
-  cv_.notify_all();
+  cv_.SignalAll();
   return id;
 }
 
 absl::StatusOr<v1::JobStatus> JobManager::Get(const std::string& id, bool with_spec) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
-  v1::JobStatus s = StatusOf(*it->second);
-  if (with_spec) *s.mutable_job() = it->second->spec;
+  v1::JobStatus s = ClientStatus(it->second);
+  if (with_spec) *s.mutable_job() = it->second.job->spec;
   return s;
 }
 
 std::vector<v1::JobStatus> JobManager::List() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   std::vector<v1::JobStatus> out;
-  for (const auto& [id, j] : jobs_) out.push_back(StatusOf(*j));
+  for (const auto& [id, slot] : jobs_) out.push_back(ClientStatus(slot));
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
     return a.submitted_unix_ms() < b.submitted_unix_ms();
   });
@@ -546,14 +652,7 @@ std::vector<v1::JobStatus> JobManager::List() const {
 
 void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) {
   job.error = error;
-  for (auto& [wid, w] : workers_)
-    if (w->unit_job == job.id) {
-      // Their results will be answered "unknown unit".
-      w->unit_id = 0;
-      w->unit_job.clear();
-      w->unit_shard = -1;
-      w->unit_token = -1;
-    }
+  job.fx.release_units = true;  // their results will be answered "unknown unit"
   if (state == v1::SUCCEEDED) {
     // Not succeeded until its result is durable: Save finishes it.
     job.finishing = true;
@@ -567,14 +666,13 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
 }
 
 void JobManager::Finished(Job& job) {
-  job.finished_at = Clock::now();
+  job.fx.finished = true;
+  job.fx.state_changed = true;
   QueueOutputs(job, job.state == v1::SUCCEEDED && options_.meta_test && !IsLhoptJob(job.spec));
-  cleanup_prefixes_.push_back(job.id + "/");
   LogInfo("job finished", {{"job", job.id}, {"state", v1::JobState_Name(job.state)},
                            {"outer_step", absl::StrCat(job.core->Step())},
                            {"meta_loss", absl::StrFormat("%.5g", job.last_meta)},
                            {"error", job.error}});
-  UpdateJobGauges();
   Touch(job);
 }
 
@@ -625,62 +723,79 @@ void JobManager::Save(Job& job) {
 }
 
 absl::StatusOr<v1::JobStatus> JobManager::Cancel(const std::string& id) {
-  std::lock_guard<std::mutex> l(mu_);
-  auto it = jobs_.find(id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
-  Job& job = *it->second;
-  if (Terminal(job.state))
-    return absl::FailedPreconditionError(absl::StrCat("job '", id, "' already ended (",
-                                                      v1::JobState_Name(job.state), ")"));
-  Finish(job, v1::CANCELLED, "cancelled by a client");
-  return StatusOf(job);
+  std::shared_ptr<Job> job = Enter(id);
+  if (!job) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+  absl::Status refused;
+  Effects fx;
+  {
+    MutexLock jl(&job->mu);
+    if (Terminal(job->state))
+      refused = absl::FailedPreconditionError(absl::StrCat(
+          "job '", id, "' already ended (", v1::JobState_Name(job->state), ")"));
+    else
+      Finish(*job, v1::CANCELLED, "cancelled by a client");
+    fx = TakeEffects(*job);
+  }
+  Leave(*job, std::move(fx));
+  if (!refused.ok()) return refused;
+  return Get(id, false);
 }
 
 absl::StatusOr<v1::JobStatus> JobManager::WaitForChange(const std::string& id, int64_t* version,
                                                         std::chrono::milliseconds timeout) const {
-  std::unique_lock<std::mutex> l(mu_);
-  auto deadline = Clock::now() + timeout;
+  MutexLock l(&mu_);
+  const absl::Time deadline = absl::Now() + absl::FromChrono(timeout);
   while (true) {
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
-    if (it->second->version != *version || shutdown_ ||
-        cv_.wait_until(l, deadline) == std::cv_status::timeout) {
+    if (it->second.version != *version || shutdown_ || cv_.WaitWithDeadline(&mu_, deadline)) {
       auto jt = jobs_.find(id);
       if (jt == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
-      *version = jt->second->version;
-      return StatusOf(*jt->second);
+      *version = jt->second.version;
+      return ClientStatus(jt->second);
     }
   }
 }
 
 absl::StatusOr<std::string> JobManager::ExportOptimizer(const std::string& id) {
-  std::lock_guard<std::mutex> l(mu_);
-  auto it = jobs_.find(id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
-  Job& job = *it->second;
-  const bool partial = job.state != v1::SUCCEEDED;
-  const std::string path = JobDir(id) + "/" + job.core->TrainedFileName(partial);
-  if (partial) {
-    if (auto s = job.core->WriteTrainedFile(path); !s.ok()) return s;
+  // The trained file of a running job is written in the job's section:
+  // NextUnit passes over it meanwhile, nothing else waits.
+  std::shared_ptr<Job> job = Enter(id);
+  if (!job) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+  absl::StatusOr<std::string> bytes;
+  Effects fx;
+  {
+    MutexLock jl(&job->mu);
+    const bool partial = job->state != v1::SUCCEEDED;
+    const std::string path = JobDir(id) + "/" + job->core->TrainedFileName(partial);
+    absl::Status s = partial ? job->core->WriteTrainedFile(path) : absl::OkStatus();
+    bytes = s.ok() ? ReadFile(path) : absl::StatusOr<std::string>(s);
+    fx = TakeEffects(*job);
   }
-  return ReadFile(path);
+  Leave(*job, std::move(fx));
+  return bytes;
 }
 
 std::string JobManager::RegisterWorker(const v1::WorkerInfo& info) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto w = std::make_unique<Worker>();
   w->id = absl::StrCat("w", next_worker_++);
   w->info = info;
   w->last_seen = Clock::now();
   std::string id = w->id;
   workers_[id] = std::move(w);
-  F().workers.Add({}).Set(ConnectedWorkers());
+  F().workers.Add({}).Set(ConnectedWorkersLocked());
   LogInfo("worker connected", {{"worker", id}, {"name", info.name()}, {"device", info.device()}});
-  cv_.notify_all();
+  cv_.SignalAll();
   return id;
 }
 
 int JobManager::ConnectedWorkers() const {
+  MutexLock l(&mu_);
+  return ConnectedWorkersLocked();
+}
+
+int JobManager::ConnectedWorkersLocked() const {
   int n = 0;
   for (const auto& [id, w] : workers_) n += w->alive;
   return n;
@@ -691,20 +806,20 @@ void JobManager::DropWorker(Worker& w, const std::string& why) {
   w.alive = false;
   if (w.unit_id != 0) {
     auto it = jobs_.find(w.unit_job);
-    if (it != jobs_.end() && !Terminal(it->second->state)) {
-      it->second->core->Abandon(w.unit_shard, w.unit_token, /*worker_gone=*/true);
-      F().reassigned.Add({}).Increment();
-      Touch(*it->second);
+    if (it != jobs_.end()) {
+      // Given back now if the job is free, else when its section ends.
+      it->second.abandons.emplace_back(w.unit_shard, w.unit_token);
+      if (it->second.busy == 0) DrainAbandons(it->second);
     }
     w.unit_id = 0;
   }
-  F().workers.Add({}).Set(ConnectedWorkers());
+  F().workers.Add({}).Set(ConnectedWorkersLocked());
   LogInfo("worker gone", {{"worker", w.id}, {"name", w.info.name()}, {"why", why}});
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 void JobManager::DisconnectWorker(const std::string& worker_id) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end()) return;
   DropWorker(*it->second, "stream ended");
@@ -712,15 +827,15 @@ void JobManager::DisconnectWorker(const std::string& worker_id) {
 }
 
 void JobManager::Heartbeat(const std::string& worker_id) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = workers_.find(worker_id);
   if (it != workers_.end()) it->second->last_seen = Clock::now();
 }
 
 absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
     const std::string& worker_id, std::chrono::milliseconds timeout, std::string* payload) {
-  std::unique_lock<std::mutex> l(mu_);
-  auto deadline = Clock::now() + timeout;
+  MutexLock l(&mu_);
+  const absl::Time deadline = absl::Now() + absl::FromChrono(timeout);
   while (true) {
     auto wit = workers_.find(worker_id);
     if (shutdown_ || wit == workers_.end() || !wit->second->alive)
@@ -728,42 +843,50 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
     Worker& w = *wit->second;
     if (w.unit_id == 0 && !jobs_.empty()) {
       // Round robin over the jobs, starting after the last one served.
-      std::vector<Job*> order;
+      std::vector<Slot*> order;
       auto start = jobs_.upper_bound(rr_cursor_);
-      for (auto it = start; it != jobs_.end(); ++it) order.push_back(it->second.get());
-      for (auto it = jobs_.begin(); it != start; ++it) order.push_back(it->second.get());
-      for (Job* job : order) {
+      for (auto it = start; it != jobs_.end(); ++it) order.push_back(&it->second);
+      for (auto it = jobs_.begin(); it != start; ++it) order.push_back(&it->second);
+      for (Slot* slot : order) {
+        // A job in a section (an update, a checkpoint, an export) is passed
+        // over: its lock would make this wait, and with it every worker
+        // and client that needs mu_. Its Leave wakes this loop.
+        if (slot->busy > 0 || Terminal(slot->status.state())) continue;
+        Job& job = *slot->job;
+        MutexLock jl(&job.mu);  // free: nobody is busy with the job
         // A job whose steps are all done needs no more work, also while its
         // result is still being saved (it stays RUNNING until that is durable).
-        if (Terminal(job->state) || job->core->Done()) continue;
+        if (Terminal(job.state) || job.core->Done()) continue;
         auto connected = [&](const std::string& name) {
+          mu_.AssertHeld();
           for (const auto& [id, o] : workers_)
             if (o->alive && o->info.name() == name) return true;
           return false;
         };
-        std::optional<CoreUnit> start = job->core->Start(w.info, payload != nullptr, connected);
-        if (!start) continue;
-        v1::WorkUnit u = std::move(start->unit);
+        std::optional<CoreUnit> started = job.core->Start(w.info, payload != nullptr, connected);
+        if (!started) continue;
+        v1::WorkUnit u = std::move(started->unit);
         u.set_unit_id(next_unit_id_++);
-        u.set_job_id(job->id);
-        *u.mutable_job() = job->spec;
-        u.set_buffer_prefix(job->id + "/");
-        if (start->has_payload) *u.mutable_payload() = EncodePayload(start->payload, payload);
+        u.set_job_id(job.id);
+        *u.mutable_job() = job.spec;
+        u.set_buffer_prefix(job.id + "/");
+        if (started->has_payload) *u.mutable_payload() = EncodePayload(started->payload, payload);
         w.unit_id = u.unit_id();
-        w.unit_job = job->id;
-        w.unit_shard = start->shard;
-        w.unit_token = start->token;
-        if (job->state == v1::QUEUED) {
-          job->state = v1::RUNNING;
-          UpdateJobGauges();
+        w.unit_job = job.id;
+        w.unit_shard = started->shard;
+        w.unit_token = started->token;
+        if (job.state == v1::QUEUED) {
+          job.state = v1::RUNNING;
+          job.fx.state_changed = true;
         }
-        rr_cursor_ = job->id;
-        Touch(*job);
+        rr_cursor_ = job.id;
+        Touch(job);
+        Effects fx = TakeEffects(job);
+        Apply(*slot, fx);
         return std::optional<v1::WorkUnit>(std::move(u));
       }
     }
-    if (cv_.wait_until(l, deadline) == std::cv_status::timeout)
-      return std::optional<v1::WorkUnit>();
+    if (cv_.WaitWithDeadline(&mu_, deadline)) return std::optional<v1::WorkUnit>();
   }
 }
 
@@ -777,31 +900,71 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
     ack.set_error(msg);
     return ack;
   };
-  std::lock_guard<std::mutex> l(mu_);
-  auto wit = workers_.find(worker_id);
-  if (wit == workers_.end()) return reject(absl::StatusCode::kNotFound, "unknown worker");
-  Worker& w = *wit->second;
-  w.last_seen = Clock::now();
-  auto jit = jobs_.find(r.job_id());
-  if (jit == jobs_.end()) {
-    LogWarning("result for an unknown job", {{"worker", worker_id}, {"job", r.job_id()}});
-    return reject(absl::StatusCode::kNotFound, absl::StrCat("no job with id '", r.job_id(), "'"));
+  std::shared_ptr<Job> job;
+  bool unit_ok = false;
+  int64_t token = -1;
+  {
+    MutexLock l(&mu_);
+    auto wit = workers_.find(worker_id);
+    if (wit == workers_.end()) return reject(absl::StatusCode::kNotFound, "unknown worker");
+    Worker& w = *wit->second;
+    w.last_seen = Clock::now();
+    auto jit = jobs_.find(r.job_id());
+    if (jit == jobs_.end()) {
+      LogWarning("result for an unknown job", {{"worker", worker_id}, {"job", r.job_id()}});
+      return reject(absl::StatusCode::kNotFound, absl::StrCat("no job with id '", r.job_id(), "'"));
+    }
+    unit_ok = w.unit_id != 0 && r.unit_id() == w.unit_id && w.unit_job == r.job_id() &&
+              w.unit_shard == r.shard();
+    if (unit_ok) {
+      // From here on the unit is over, whatever the verdict.
+      token = w.unit_token;
+      w.unit_id = 0;
+      w.unit_job.clear();
+      w.unit_shard = -1;
+      w.unit_token = -1;
+    }
+    ++jit->second.busy;
+    job = jit->second.job;
+    w.in_result = true;
   }
-  Job& job = *jit->second;
-  if (w.unit_id == 0 || r.unit_id() != w.unit_id || w.unit_job != r.job_id() ||
-      w.unit_shard != r.shard()) {
+  // The job's section: an LHOPT job's last result of an iteration runs its
+  // PPO update here, and a checkpoint may follow; only this job waits.
+  Effects fx;
+  {
+    MutexLock jl(&job->mu);
+    ack = HandleResultLocked(*job, worker_id, r, unit_ok, token, payload);
+    fx = TakeEffects(*job);
+  }
+  Leave(*job, std::move(fx));
+  MutexLock l(&mu_);
+  if (auto wit = workers_.find(worker_id); wit != workers_.end()) {
+    wit->second->in_result = false;
+    wit->second->last_seen = Clock::now();
+  }
+  return ack;
+}
+
+v1::ResultAck JobManager::HandleResultLocked(Job& job, const std::string& worker_id,
+                                             const v1::WorkResult& r, bool unit_ok, int64_t token,
+                                             const absl::StatusOr<NamedTensors>& payload) {
+  v1::ResultAck ack;
+  ack.set_unit_id(r.unit_id());
+  auto reject = [&](absl::StatusCode code, const std::string& msg) {
+    ack.set_accepted(false);
+    ack.set_code(static_cast<int>(code));
+    ack.set_error(msg);
+    return ack;
+  };
+  // A job that ended after the unit was checked: its units were over.
+  if (!unit_ok || Terminal(job.state)) {
     job.Rejected("unknown_unit").Increment();
     return reject(absl::StatusCode::kNotFound,
                   absl::StrCat("unit ", r.unit_id(), " of job '", r.job_id(), "' shard ", r.shard(),
                                " is not running on this worker (reassigned, or the job ended)"));
   }
-  // From here on the unit is over, whatever the verdict.
-  const int64_t token = w.unit_token;
-  w.unit_id = 0;
-  w.unit_job.clear();
-  w.unit_shard = -1;
-  w.unit_token = -1;
   auto fail = [&](const std::string& reason, absl::StatusCode code, const std::string& msg) {
+    job.mu.AssertHeld();
     job.core->Abandon(r.shard(), token, /*worker_gone=*/false);
     ++job.rejected;
     job.Rejected(reason).Increment();
@@ -890,41 +1053,67 @@ void JobManager::RecordParticleSteps(Job& job, int64_t steps) {
 }
 
 void JobManager::JanitorLoop() {
-  std::unique_lock<std::mutex> l(mu_);
-  while (!shutdown_) {
-    cv_.wait_for(l, std::chrono::milliseconds(200));
-    if (shutdown_) break;
-    auto now = Clock::now();
-    for (auto& [id, w] : workers_)
-      if (w->alive && now - w->last_seen > std::chrono::milliseconds(options_.worker_timeout_ms))
-        DropWorker(*w, absl::StrCat("silent for more than ", options_.worker_timeout_ms, " ms"));
-    for (auto& [id, j] : jobs_)
-      if (j->unsaved && now >= j->next_save) Save(*j);
-    for (auto& [id, j] : jobs_)
-      if (Terminal(j->state) && !j->series_removed &&
-          now - j->finished_at > std::chrono::milliseconds(options_.metrics_retention_ms))
-        j->RemoveSeries();
-    if (!cleanup_prefixes_.empty() && !options_.buffer.target.empty()) {
-      std::vector<std::string> prefixes;
-      prefixes.swap(cleanup_prefixes_);
-      l.unlock();
-      auto stub = v1::BufferService::NewStub(MakeChannel(options_.buffer));
-      for (const auto& p : prefixes) {
-        v1::DeleteTablesRequest req;
-        req.set_prefix(p);
-        v1::DeleteTablesResponse resp;
-        auto ctx = MakeContext(options_.buffer, 5000);
-        grpc::Status s = stub->DeleteTables(ctx.get(), req, &resp);
-        if (s.ok())
-          LogInfo("deleted the job's buffer tables",
-                  {{"prefix", p}, {"tables", absl::StrCat(resp.tables_deleted())}});
-        else
-          LogWarning("cannot delete the job's buffer tables",
-                     {{"prefix", p}, {"error", s.error_message()}});
+  while (true) {
+    std::vector<std::shared_ptr<Job>> to_save, to_unlabel;
+    std::vector<std::string> prefixes;
+    {
+      MutexLock l(&mu_);
+      if (shutdown_) break;
+      cv_.WaitWithTimeout(&mu_, absl::Milliseconds(200));
+      if (shutdown_) break;
+      auto now = Clock::now();
+      for (auto& [id, w] : workers_)
+        if (w->alive && !w->in_result &&
+            now - w->last_seen > std::chrono::milliseconds(options_.worker_timeout_ms))
+          DropWorker(*w, absl::StrCat("silent for more than ", options_.worker_timeout_ms, " ms"));
+      // Saves retried and series removed in the jobs' own sections, outside mu_.
+      for (auto& [id, slot] : jobs_) {
+        if (slot.unsaved && now >= slot.next_save) {
+          ++slot.busy;
+          to_save.push_back(slot.job);
+        }
+        if (Terminal(slot.status.state()) && !slot.series_removed &&
+            now - slot.finished_at > std::chrono::milliseconds(options_.metrics_retention_ms)) {
+          slot.series_removed = true;
+          ++slot.busy;
+          to_unlabel.push_back(slot.job);
+        }
       }
-      l.lock();
-    } else {
+      if (!options_.buffer.target.empty()) prefixes.swap(cleanup_prefixes_);
       cleanup_prefixes_.clear();
+    }
+    for (auto& job : to_save) {
+      Effects fx;
+      {
+        MutexLock jl(&job->mu);
+        if (job->unsaved && Clock::now() >= job->next_save) Save(*job);
+        fx = TakeEffects(*job);
+      }
+      Leave(*job, std::move(fx));
+    }
+    for (auto& job : to_unlabel) {
+      Effects fx;
+      {
+        MutexLock jl(&job->mu);
+        job->RemoveSeries();
+        fx = TakeEffects(*job);
+      }
+      Leave(*job, std::move(fx));
+    }
+    if (prefixes.empty()) continue;
+    auto stub = v1::BufferService::NewStub(MakeChannel(options_.buffer));
+    for (const auto& p : prefixes) {
+      v1::DeleteTablesRequest req;
+      req.set_prefix(p);
+      v1::DeleteTablesResponse resp;
+      auto ctx = MakeContext(options_.buffer, 5000);
+      grpc::Status s = stub->DeleteTables(ctx.get(), req, &resp);
+      if (s.ok())
+        LogInfo("deleted the job's buffer tables",
+                {{"prefix", p}, {"tables", absl::StrCat(resp.tables_deleted())}});
+      else
+        LogWarning("cannot delete the job's buffer tables",
+                   {{"prefix", p}, {"error", s.error_message()}});
     }
   }
 }

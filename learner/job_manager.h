@@ -4,27 +4,47 @@
 // services (learner/job_service.h, learner/work_service.h) are thin doors
 // onto it.
 //
-// Thread-safe: one mutex guards everything; a condition variable wakes
-// workers waiting for units and clients watching jobs.
+// Thread-safe, and no job's slow work stalls the others or the doors. Two
+// kinds of lock (absl::Mutex, learner/mutex.h; clang's -Wthread-safety
+// checks the annotations: the learner.thread_safety test):
+// - mu_, the manager's: the job table (each job's slot: its last published
+//   status, a count of the threads busy with it, units of gone workers to
+//   hand back), the workers and their units, the queues. Held only for
+//   short bookkeeping: heartbeats, NextUnit, Get, List and Watch take only
+//   this one (NextUnit also the lock of a job nobody else is busy with).
+// - Job::mu, each job's own: its core (the algorithm) and everything it
+//   counts. Its slow work (a PPO update in Accept, writing and fsyncing a
+//   checkpoint or trained file, an export) runs under this lock alone, in
+//   a "section" that the slot counts as busy: NextUnit passes over a busy
+//   job instead of waiting for it (the section's end wakes it), and a
+//   status change is published to the slot when the section ends, so Watch
+//   and Get never wait for a job's work either.
+// Order: mu_ before Job::mu, and never mu_ while holding a Job::mu (what a
+// section does under mu_ -- queue outputs, release its workers' units,
+// publish its status -- it leaves in Job::fx for the section's end). A
+// holder of mu_ takes a Job::mu only when the slot says nobody is busy with
+// the job, so it never waits for it.
 #pragma once
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <set>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "learner/mutex.h"
 #include "common/rpc.h"
 #include "common/replay_buffer.h"
+#include "learner/job_core.h"
 #include "lopt/v1/job_service.pb.h"
 #include "lopt/v1/work_service.pb.h"
 
@@ -32,6 +52,7 @@ namespace prometheus {
 class Counter;
 class Gauge;
 }  // namespace prometheus
+
 
 namespace lopt {
 
@@ -62,10 +83,10 @@ class JobManager {
   // --- JobService ---
   // REQUIRES: `job` has passed ValidateJob. Returns the job id; the job is
   // checkpointed before this returns.
-  absl::StatusOr<std::string> Submit(const v1::JobSpec& job);
-  absl::StatusOr<v1::JobStatus> Get(const std::string& job_id, bool with_spec) const;
-  std::vector<v1::JobStatus> List() const;
-  absl::StatusOr<v1::JobStatus> Cancel(const std::string& job_id);
+  absl::StatusOr<std::string> Submit(const v1::JobSpec& job) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::JobStatus> Get(const std::string& job_id, bool with_spec) const ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<v1::JobStatus> List() const ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::JobStatus> Cancel(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
   // Waits until the job's status changed since *version (or `timeout`), then
   // returns it and updates *version. NOT_FOUND for an unknown job.
   absl::StatusOr<v1::JobStatus> WaitForChange(const std::string& job_id, int64_t* version,
@@ -80,7 +101,7 @@ class JobManager {
 
   // --- WorkService ---
   // Returns the worker's id.
-  std::string RegisterWorker(const v1::WorkerInfo& info);
+  std::string RegisterWorker(const v1::WorkerInfo& info) ABSL_LOCKS_EXCLUDED(mu_);
   // Waits up to `timeout` for a unit for the worker. NOT_FOUND when the
   // worker is gone (timed out or disconnected) or the manager shuts down;
   // an empty optional when there is no work yet. A unit with a payload
@@ -94,81 +115,196 @@ class JobManager {
   // of receiving or decoding them: the result is rejected with it).
   v1::ResultAck HandleResult(const std::string& worker_id, const v1::WorkResult& result,
                              const absl::StatusOr<NamedTensors>& payload = NamedTensors{});
-  void Heartbeat(const std::string& worker_id);
+  void Heartbeat(const std::string& worker_id) ABSL_LOCKS_EXCLUDED(mu_);
   // The worker's stream ended: its running unit goes back to the pool.
-  void DisconnectWorker(const std::string& worker_id);
-  int ConnectedWorkers() const;
+  void DisconnectWorker(const std::string& worker_id) ABSL_LOCKS_EXCLUDED(mu_);
+  int ConnectedWorkers() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Wakes every waiter; NextUnit returns NOT_FOUND from now on.
-  void Shutdown();
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Checkpoints every unfinished job at its current step (a learner told to
   // stop does this, so that a restart loses none of its steps).
-  void SaveAll();
+  void SaveAll() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  struct Job;
-  struct Worker;
-  explicit JobManager(const LearnerOptions& options);
-  absl::Status LoadAll();
-  absl::Status Checkpoint(Job& job);                 // REQUIRES mu_
-  void Finish(Job& job, v1::JobState state, const std::string& error);  // REQUIRES mu_
-  // The end of Finish once the job's final state is set (and, for SUCCEEDED,
-  // durable): logs, gauges, the buffer's tables. REQUIRES mu_
-  void Finished(Job& job);
-  // Writes the job's checkpoint (a finishing job: its trained file, then a
-  // checkpoint that says SUCCEEDED, then Finished). A failure is counted in
-  // lopt_checkpoint_failures_total, shown in the job's status and retried
-  // by the janitor until a write succeeds. REQUIRES mu_
-  void Save(Job& job);
-  v1::JobStatus StatusOf(const Job& job) const;      // REQUIRES mu_
-  void Touch(Job& job);                              // REQUIRES mu_
-  void RecordParticleSteps(Job& job, int64_t steps);  // REQUIRES mu_
-  void DropWorker(Worker& w, const std::string& why);  // REQUIRES mu_
-  void UpdateJobGauges();                            // REQUIRES mu_
-  void JanitorLoop();
-  // LHOPT jobs with lhopt.yardstick.every > 0: the policy's weights at each
-  // due version are queued (REQUIRES mu_) and scored by yardstick_thread_,
-  // which sets lopt_lhopt_yardstick_score and appends to the job's
-  // yardstick.csv. A request in flight delays the manager's destruction
-  // until its evaluation ends.
-  void QueueYardstick(Job& job);
-  void YardstickLoop();
   struct YardstickRequest {
     std::string job_id;
     v1::JobSpec spec;
     int64_t version = 0;
     NamedTensors policy;
   };
-  std::string JobDir(const std::string& id) const;
-  // What a run directory holds beside the checkpoint, as `lopt train` leaves
-  // it: metrics.csv a row an update (AppendMetricsRow, REQUIRES mu_), and,
-  // by outputs_thread_ outside mu_, training.png at each checkpoint and at
-  // the end, and a succeeded ELO job's meta-test in eval/ (QueueOutputs,
-  // REQUIRES mu_). Shutdown abandons a meta-test under way.
-  void AppendMetricsRow(Job& job, const std::string& row);
-  void QueueOutputs(Job& job, bool meta_test);
-  void OutputsLoop();
   struct OutputsRequest {
     std::string job_id;
     v1::JobSpec spec;
     bool meta_test = false;
   };
+  // What a job's section leaves for the manager (Job::fx, then TakeEffects):
+  // applied under mu_ by Apply.
+  struct Effects {
+    int64_t section = 0;  // the job's count of sections: a later one's status wins
+    int64_t touches = 0;  // the job's count of Touch calls: the status version
+    v1::JobStatus status;
+    bool unsaved = false;  // the janitor's retries
+    std::chrono::steady_clock::time_point next_save;
+    bool state_changed = false;  // lopt_jobs by state
+    bool release_units = false;  // the job ended: its workers' units are over
+    bool finished = false;       // Finished: its buffer tables go, its series later
+    bool outputs = false, meta_test = false;
+    std::vector<YardstickRequest> yardsticks;
+  };
+  // A job (shared with the threads busy with it); its lock guards all but
+  // its id and spec.
+  struct Job {
+    Job(std::string id, v1::JobSpec spec) : id(std::move(id)), spec(std::move(spec)) {}
+    const std::string id;
+    const v1::JobSpec spec;
+    Mutex mu;
+    std::unique_ptr<JobCore> core ABSL_GUARDED_BY(mu);  // the algorithm: MakeJobCore(spec)
+    v1::JobState state ABSL_GUARDED_BY(mu) = v1::QUEUED;
+    std::string error ABSL_GUARDED_BY(mu);
+    int64_t submitted_ms ABSL_GUARDED_BY(mu) = 0;
+    int64_t updated_ms ABSL_GUARDED_BY(mu) = 0;
+    int64_t touches ABSL_GUARDED_BY(mu) = 0;   // bumped on every status change
+    int64_t sections ABSL_GUARDED_BY(mu) = 0;  // bumped at the end of every section
+    int64_t accepted ABSL_GUARDED_BY(mu) = 0;
+    int64_t dropped_stale ABSL_GUARDED_BY(mu) = 0;
+    int64_t rejected ABSL_GUARDED_BY(mu) = 0;
+    int consecutive_worker_errors ABSL_GUARDED_BY(mu) = 0;
+    int64_t buffer_failures ABSL_GUARDED_BY(mu) = 0;  // reported by the workers' results
+    std::string buffer_error ABSL_GUARDED_BY(mu);     // the last of them
+    // The latest update's (CoreVerdict).
+    double last_meta ABSL_GUARDED_BY(mu) = 0;
+    double last_task ABSL_GUARDED_BY(mu) = 0;
+    // (time, particle steps)
+    std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent ABSL_GUARDED_BY(mu);
+    double rate ABSL_GUARDED_BY(mu) = 0;
+    bool series_removed ABSL_GUARDED_BY(mu) = false;
+    // Its steps are done; it is SUCCEEDED once its trained file and a
+    // checkpoint that says so are on disk (until then RUNNING).
+    bool finishing ABSL_GUARDED_BY(mu) = false;
+    // The last write of its checkpoint or trained file failed: save_error says
+    // why (shown in its status), and the janitor retries at next_save.
+    bool unsaved ABSL_GUARDED_BY(mu) = false;
+    std::string save_error ABSL_GUARDED_BY(mu);
+    std::chrono::steady_clock::time_point next_save ABSL_GUARDED_BY(mu);
+    // What this section leaves for the manager (TakeEffects).
+    Effects fx ABSL_GUARDED_BY(mu);
+    // Metrics series of this job (the core adds its own).
+    prometheus::Counter* m_outer ABSL_GUARDED_BY(mu) = nullptr;
+    prometheus::Counter* m_inner ABSL_GUARDED_BY(mu) = nullptr;
+    prometheus::Counter* m_accepted ABSL_GUARDED_BY(mu) = nullptr;
+    prometheus::Counter* m_stale ABSL_GUARDED_BY(mu) = nullptr;
+    prometheus::Gauge* m_meta ABSL_GUARDED_BY(mu) = nullptr;
+    prometheus::Gauge* m_task ABSL_GUARDED_BY(mu) = nullptr;
+    prometheus::Gauge* m_step ABSL_GUARDED_BY(mu) = nullptr;
+    prometheus::Gauge* m_rate ABSL_GUARDED_BY(mu) = nullptr;
+    prometheus::Gauge* m_budget ABSL_GUARDED_BY(mu) = nullptr;
+    std::map<std::string, prometheus::Counter*> m_rejected ABSL_GUARDED_BY(mu);
+
+    void AddSeries() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+    prometheus::Counter& Rejected(const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+    void RemoveSeries() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  };
+
+  struct Worker;
+  // The manager's view of a job (guarded by mu_, as jobs_ is).
+  struct Slot {
+    std::shared_ptr<Job> job;
+    // Threads between Enter and Leave: NextUnit leaves the job alone while
+    // any is, and only then may a holder of mu_ take the job's lock (it is
+    // free: nothing else holds it).
+    int busy = 0;
+    v1::JobStatus status;  // the last published (workers: 0)
+    int64_t section = -1;
+    int64_t version = 0;   // the status's touches: what WaitForChange compares
+    bool unsaved = false;
+    std::chrono::steady_clock::time_point next_save, finished_at;
+    bool series_removed = false;
+    // Units (shard, token) of workers gone while the job was busy: given
+    // back (JobCore::Abandon) once it is not.
+    std::vector<std::pair<int32_t, int64_t>> abandons;
+  };
+
+  explicit JobManager(const LearnerOptions& options);
+  absl::Status LoadAll();
+
+  // --- a job's section (its lock held: Job::mu) ---
+  // Enter counts the thread busy with the job (under mu_) and returns it
+  // (null for an unknown id); the caller then locks its mu, works, takes
+  // its effects (TakeEffects) and unlocks it, and Leave applies them
+  // under mu_ and ends the busy count.
+  std::shared_ptr<Job> Enter(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
+  Effects TakeEffects(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  void Leave(Job& job, Effects fx) ABSL_LOCKS_EXCLUDED(mu_);
+  // What a section left, applied: its status published to the slot,
+  // gauges, queues, its workers' units released.
+  void Apply(Slot& slot, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Units of gone workers given back to a job nobody is busy with.
+  void DrainAbandons(Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Status Checkpoint(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  void Finish(Job& job, v1::JobState state, const std::string& error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  // The end of Finish once the job's final state is set (and, for SUCCEEDED,
+  // durable): logs, gauges, the buffer's tables.
+  void Finished(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  // Writes the job's checkpoint (a finishing job: its trained file, then a
+  // checkpoint that says SUCCEEDED, then Finished). A failure is counted in
+  // lopt_checkpoint_failures_total, shown in the job's status and retried
+  // by the janitor until a write succeeds.
+  void Save(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  // The job's status as its slot publishes it (workers: 0; ClientStatus
+  // counts them).
+  v1::JobStatus StatusOf(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  v1::JobStatus ClientStatus(const Slot& slot) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Touch(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  void RecordParticleSteps(Job& job, int64_t steps) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  v1::ResultAck HandleResultLocked(Job& job, const std::string& worker_id,
+                                   const v1::WorkResult& result, bool unit_ok, int64_t token,
+                                   const absl::StatusOr<NamedTensors>& payload)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  void DropWorker(Worker& w, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int ConnectedWorkersLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UpdateJobGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void JanitorLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // LHOPT jobs with lhopt.yardstick.every > 0: the policy's weights at each
+  // due version are queued (by the job's section, through Job::fx) and
+  // scored by yardstick_thread_ outside every lock, which sets
+  // lopt_lhopt_yardstick_score and appends to the job's yardstick.csv. A
+  // request in flight delays the manager's destruction until its
+  // evaluation ends.
+  void QueueYardstick(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  void YardstickLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  std::string JobDir(const std::string& id) const;
+  // What a run directory holds beside the checkpoint, as `lopt train` leaves
+  // it: metrics.csv a row an update (AppendMetricsRow), and, by
+  // outputs_thread_ outside every lock, training.png at each checkpoint and
+  // at the end, and a succeeded ELO job's meta-test in eval/ (QueueOutputs
+  // asks for them through Job::fx; EnqueueOutputs queues them). Shutdown
+  // abandons a meta-test under way.
+  void AppendMetricsRow(Job& job, const std::string& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  void QueueOutputs(Job& job, bool meta_test) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  void EnqueueOutputs(const Job& job, bool meta_test) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OutputsLoop() ABSL_LOCKS_EXCLUDED(mu_);
 
   const LearnerOptions options_;
-  mutable std::mutex mu_;
-  mutable std::condition_variable cv_;
-  std::map<std::string, std::unique_ptr<Job>> jobs_;       // guarded by mu_
-  std::map<std::string, std::unique_ptr<Worker>> workers_; // guarded by mu_
-  std::string rr_cursor_;                                  // guarded by mu_
-  uint64_t next_unit_id_;                                  // guarded by mu_
-  uint64_t next_worker_ = 1;                               // guarded by mu_
-  std::vector<std::string> cleanup_prefixes_;              // guarded by mu_
-  bool shutdown_ = false;                                  // guarded by mu_
+  mutable Mutex mu_;
+  // Signalled (under mu_) on every change a waiter may wait for: a unit
+  // released, a job's section ended, a status published, a queue filled.
+  mutable CondVar cv_;
+  std::map<std::string, Slot> jobs_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> reserved_ids_ ABSL_GUARDED_BY(mu_);  // jobs being submitted
+  std::map<std::string, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
+  std::string rr_cursor_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_unit_id_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_worker_ ABSL_GUARDED_BY(mu_) = 1;
+  std::vector<std::string> cleanup_prefixes_ ABSL_GUARDED_BY(mu_);
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::thread janitor_;
-  std::deque<YardstickRequest> yardstick_queue_;           // guarded by mu_
+  std::deque<YardstickRequest> yardstick_queue_ ABSL_GUARDED_BY(mu_);
   std::thread yardstick_thread_;
-  std::deque<OutputsRequest> outputs_queue_;               // guarded by mu_
+  std::deque<OutputsRequest> outputs_queue_ ABSL_GUARDED_BY(mu_);
   std::thread outputs_thread_;
   std::atomic<bool> stop_outputs_{false};
 };

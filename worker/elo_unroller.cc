@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
+#include "common/log.h"
+#include "common/metrics.h"
 
 #ifdef LOPT_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -225,6 +227,18 @@ UnrollStart EloUnroller::StartUnroll(int64_t i, torch::Generator& gen, int64_t o
 void EloUnroller::BufferFailed(const char* op, const absl::Status& status) {
   ++buffer_failures_;
   buffer_error_ = absl::StrCat(op, " on table ", buffer_table_, ": ", status.ToString());
+  // Every failed call, by kind, where the worker's /metrics shows it (the
+  // result carries the count to the learner, which shows it in the job's
+  // status). A call to a buffer that is down fails only after its retries,
+  // so this logs at most a few lines a second.
+  static auto& errors = CounterFamily(
+      "lopt_worker_buffer_errors_total",
+      "Replay-buffer calls that failed on this worker, by op (put: the state was lost; size, "
+      "sample: a fresh start instead of a restore) and status code (a malformed item: "
+      "INVALID_ARGUMENT, NOT_FOUND)");
+  errors.Add({{"op", op}, {"code", absl::StatusCodeToString(status.code())}}).Increment();
+  LogWarning("replay buffer call failed",
+             {{"op", op}, {"table", buffer_table_}, {"error", status.ToString()}});
 }
 
 absl::Status EloUnroller::CheckItem(const NamedTensors& item) const {

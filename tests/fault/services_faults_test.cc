@@ -332,5 +332,35 @@ TEST(ServicesFaults, AWorkerWithAWrongTokenLogsUnauthenticatedNotCancelled) {
   EXPECT_NE(out.find("UNAUTHENTICATED: wrong bearer token"), std::string::npos) << out;
 }
 
+// --- 7. A buffer that is down is visible -------------------------------------
+
+// A worker whose replay buffer is unreachable runs its units on with fresh
+// starts; it counts each failed call by kind on its /metrics and in its log,
+// and the job's status says the buffer is failing (loptctl: BUFFER FAILING),
+// instead of the job silently running ELO without a buffer.
+TEST(ServicesFaults, AnUnreachableBufferShowsInTheJobsStatusAndTheWorkersMetrics) {
+  Services s("bufferdown");
+  s.StartBuffer();
+  s.StartLearner();
+  s.buffer().Kill9();  // the worker is told its port: nothing answers there
+  s.StartWorker("w1");
+  // The buffer is on (SmallJobText's default), 4 steps: puts are due.
+  std::string id = s.Submit(JobText("bufferdown", 4, 2));
+  std::string st = s.PollStatus(id, "SUCCEEDED", 180s);
+  ASSERT_NE(st.find("SUCCEEDED"), std::string::npos) << st;
+  EXPECT_NE(st.find("buffer_failures: "), std::string::npos) << st;
+  EXPECT_NE(st.find(" on table " + id + "/"), std::string::npos) << st;  // buffer_error
+  EXPECT_NE(st.find("UNAVAILABLE"), std::string::npos) << st;
+  auto [code, list] = s.RunCtl("list");
+  EXPECT_NE(list.find("BUFFER FAILING"), std::string::npos) << list;
+  const std::string metrics = testing::Scrape(s.worker("w1").metrics_port());
+  const double puts = MetricValue(metrics, "lopt_worker_buffer_errors_total", "op=\"put\"");
+  EXPECT_GE(puts, 1) << metrics;
+  EXPECT_GE(MetricValue(metrics, "lopt_worker_buffer_errors_total", "code=\"UNAVAILABLE\""), 1)
+      << metrics;
+  EXPECT_GE(s.worker("w1").CountLines("replay buffer call failed"), static_cast<int>(puts));
+  EXPECT_GE(s.LearnerMetric("lopt_buffer_failures_total", ""), puts);
+}
+
 }  // namespace
 }  // namespace lopt
