@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/meta_test_report.h"
+#include "common/buffer_protocol.h"
 #include "common/checkpoint.h"
 #include "common/job_limits.h"
 #include "common/job_spec.h"
@@ -914,6 +915,8 @@ void JobManager::JanitorLoop() {
         req.set_prefix(p);
         v1::DeleteTablesResponse resp;
         auto ctx = MakeContext(options_.buffer, 5000);
+        // Closed too: a worker's late put must not create the tables again.
+        ctx->AddMetadata(kClosePrefixMetadata, "1");
         grpc::Status s = stub->DeleteTables(ctx.get(), req, &resp);
         if (s.ok())
           LogInfo("deleted the job's buffer tables",

@@ -22,9 +22,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/buffer_client.h"
 #include "common/checkpoint.h"
 #include "common/job_spec.h"
 #include "common/optimizer_file.h"
+#include "tests/support/buffer_items.h"
 #include "tests/support/child_process.h"
 #include "tests/support/service_cluster.h"
 
@@ -101,6 +103,65 @@ TEST(ServicesFaults, SigtermStopsTheLearnerCleanlyAndItCheckpointsItsJobsFirst) 
                                                    " outer_step=([0-9]+)")))
       << out;
   EXPECT_GE(std::stoi(m[1]), 5) << "the steps done before the SIGTERM were lost";
+}
+
+// --- Lesser: a worker's late put after its job ended --------------------------
+
+// The learner deletes a job's buffer tables when it ends; a put that arrives
+// after that (a worker that was still running a unit of the job) used to
+// create the table again, an orphan nobody deletes. It is refused now, also
+// after the buffer restarts, and only under the ended job's prefix.
+TEST(ServicesFaults, ALatePutToAnEndedJobsTableIsRefusedAndCreatesNoOrphanTable) {
+  Services s("lateput");
+  s.StartBuffer();
+  s.StartLearner();
+  s.StartWorker("w1");
+  const std::string id = s.Submit(JobText("late", 6, 2));
+  RemoteReplayBuffer buffer(ClientConfig{absl::StrCat("127.0.0.1:", s.buffer_port()), "", 10000});
+  // A table of the job, as its worker made it (its first pushes come after a
+  // few inner steps).
+  std::string table;
+  for (int i = 0; i < 1200 && table.empty(); ++i) {
+    auto stats = buffer.Stats(id + "/");
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    if (stats->tables_size() > 0)
+      table = stats->tables(0).name();
+    else
+      std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_FALSE(table.empty()) << "the worker put nothing under " << id << "/";
+  auto [code, out] = s.RunCtl(absl::StrCat("watch ", id, " --no-progress"));
+  ASSERT_EQ(code, 0) << out;
+  ASSERT_TRUE(s.learner().WaitForLine(absl::StrCat("deleted the job's buffer tables\" prefix=", id, "/"), 10s))
+      << s.learner().Output();
+
+  // The late put: refused with a reason, and no table comes back.
+  auto late = buffer.PutEncoded(table, 8, testing::FilledItem(4096, 7));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition) << late.status();
+  EXPECT_NE(late.status().message().find(absl::StrCat("is under '", id,
+                                                      "/', whose tables were deleted when its job ended")),
+            std::string::npos)
+      << late.status();
+  auto stats = buffer.Stats(id + "/");
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->tables_size(), 0) << "an orphan table: " << stats->DebugString();
+  EXPECT_GE(MetricValue(testing::Scrape(s.buffer().metrics_port()), "lopt_buffer_rejected_total",
+                        "reason=\"closed\""),
+            1);
+
+  // Only that job's prefix is closed: another job's table, and a name that
+  // merely starts with the same characters, still take puts.
+  EXPECT_TRUE(buffer.PutEncoded("other-job/states", 8, testing::FilledItem(64, 1)).ok());
+  EXPECT_TRUE(buffer.PutEncoded(id + "x/states", 8, testing::FilledItem(64, 1)).ok());
+
+  // And the buffer remembers it across a kill -9 and a restart.
+  s.buffer().Kill9();
+  s.StartBuffer();
+  late = buffer.PutEncoded(table, 8, testing::FilledItem(4096, 7));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition) << late.status();
+  stats = buffer.Stats(id + "/");
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->tables_size(), 0) << stats->DebugString();
 }
 
 // --- Lesser: loptctl watch follows a job across a learner restart ----------
