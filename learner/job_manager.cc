@@ -110,6 +110,9 @@ struct JobManager::Worker {
   std::string unit_job;
   int32_t unit_shard = -1;
   int64_t unit_token = -1;  // the job core's own id of the unit (JobCore::Start)
+  // The unit a job's end took from it, for the heartbeat's reply (Heartbeat).
+  uint64_t ended_unit = 0;
+  std::string ended_job, ended_state;
 };
 
 struct JobManager::Job {
@@ -549,7 +552,11 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
   job.error = error;
   for (auto& [wid, w] : workers_)
     if (w->unit_job == job.id) {
-      // Their results will be answered "unknown unit".
+      // Their results will be answered "unknown unit"; their next heartbeat
+      // tells them to stop the unit.
+      w->ended_unit = w->unit_id;
+      w->ended_job = job.id;
+      w->ended_state = v1::JobState_Name(state);
       w->unit_id = 0;
       w->unit_job.clear();
       w->unit_shard = -1;
@@ -712,10 +719,17 @@ void JobManager::DisconnectWorker(const std::string& worker_id) {
   workers_.erase(it);
 }
 
-void JobManager::Heartbeat(const std::string& worker_id) {
+std::string JobManager::Heartbeat(const std::string& worker_id, uint64_t unit_id) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = workers_.find(worker_id);
-  if (it != workers_.end()) it->second->last_seen = Clock::now();
+  if (it == workers_.end()) return "";
+  Worker& w = *it->second;
+  w.last_seen = Clock::now();
+  if (unit_id == 0 || unit_id == w.unit_id) return "";
+  if (unit_id == w.ended_unit)
+    return absl::StrCat("unit ", unit_id, " of job '", w.ended_job, "': the job ended (",
+                        w.ended_state, ")");
+  return absl::StrCat("unit ", unit_id, " is no longer this worker's (reassigned, or its job ended)");
 }
 
 absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(

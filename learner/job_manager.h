@@ -94,7 +94,10 @@ class JobManager {
   // of receiving or decoding them: the result is rejected with it).
   v1::ResultAck HandleResult(const std::string& worker_id, const v1::WorkResult& result,
                              const absl::StatusOr<NamedTensors>& payload = NamedTensors{});
-  void Heartbeat(const std::string& worker_id);
+  // A heartbeat naming the unit the worker runs (0: idle). Returns why that
+  // unit is no longer the worker's (its job ended, or it was reassigned):
+  // the caller tells the worker to stop it. Empty while it still is.
+  std::string Heartbeat(const std::string& worker_id, uint64_t unit_id = 0);
   // The worker's stream ended: its running unit goes back to the pool.
   void DisconnectWorker(const std::string& worker_id);
   int ConnectedWorkers() const;

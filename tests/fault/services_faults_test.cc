@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <regex>
@@ -162,6 +163,58 @@ TEST(ServicesFaults, ALatePutToAnEndedJobsTableIsRefusedAndCreatesNoOrphanTable)
   stats = buffer.Stats(id + "/");
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->tables_size(), 0) << stats->DebugString();
+}
+
+// --- 3b. Cancel stops a running unit within seconds --------------------------
+
+// `loptctl cancel` used to end the job at the learner only: its worker ran
+// the unit to its end (here minutes) before it took new work. Now the reply
+// to the worker's next heartbeat cancels the unit, which stops before its
+// next inner step; the worker sends no result and takes the next job's unit.
+TEST(ServicesFaults, CancelStopsARunningUnitWithinSecondsAndTheWorkerTakesNewWork) {
+  Services s("cancel");
+  s.StartBuffer();
+  s.StartLearner();
+  s.StartWorker("w1");
+  // One truncation of 3000 inner steps of a 512-wide MLP: minutes on a CPU
+  // worker (each step is ~0.1 s of one core, more on a loaded machine).
+  const std::string slow =
+      "name: \"slow\"\nseed: 3\n"
+      "task { fmnist_mlp { image_size: 8 hidden_sizes: 512 batch_size: 32 } }\n"
+      "pes { num_tasks: 2 truncation_length: 3000 min_unroll_length: 3000 max_unroll_length: 6000 }\n"
+      "budget { outer_steps: 2 }\n";
+  const std::string id = s.Submit(slow);
+  std::string st = s.PollStatus(id, "state: RUNNING", 60s);
+  ASSERT_NE(st.find("state: RUNNING"), std::string::npos) << st;
+  // Well into its inner steps (its data is loaded within a second or two).
+  std::this_thread::sleep_for(5s);
+  ASSERT_FALSE(s.worker("w1").WaitForLine("msg=\"unit stopped", 0s));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto [code, out] = s.RunCtl("cancel " + id);
+  ASSERT_EQ(code, 0) << out;
+  // "Within seconds": a heartbeat (every second) and one inner step; 20 s is
+  // far above that and far below the unit's length.
+  EXPECT_TRUE(s.worker("w1").WaitForLine("msg=\"unit stopped: the learner cancelled it\" job=" + id, 20s))
+      << s.worker("w1").Output();
+  const double stop_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("the cancelled unit stopped %.1f s after loptctl cancel\n", stop_s);
+  EXPECT_TRUE(s.worker("w1").running());
+  const std::string wm = testing::Scrape(s.worker("w1").metrics_port());
+  EXPECT_EQ(MetricValue(wm, "lopt_worker_units_total", "result=\"cancelled\""), 1) << wm;
+
+  // The worker takes new work at once: a small job succeeds on it, well
+  // before the cancelled unit would have ended.
+  const std::string next = s.Submit(JobText("after", 3, 3));
+  std::tie(code, out) = s.RunCtl(absl::StrCat("watch ", next, " --no-progress"));
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("succeeded at outer step 3/3"), std::string::npos) << out;
+  const double next_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("the next job succeeded %.1f s after the cancel\n", next_s);
+  EXPECT_LT(next_s, 120) << "the worker did not take new work soon after the cancel";
+  st = s.RunCtl("status " + id).second;
+  EXPECT_NE(st.find("state: CANCELLED"), std::string::npos) << st;
 }
 
 // --- Lesser: loptctl watch follows a job across a learner restart ----------
