@@ -176,12 +176,12 @@ TEST(ServicesFaults, CancelStopsARunningUnitWithinSecondsAndTheWorkerTakesNewWor
   s.StartBuffer();
   s.StartLearner();
   s.StartWorker("w1");
-  // One truncation of 3000 inner steps of a 512-wide MLP: minutes on a CPU
-  // worker (each step is ~0.1 s of one core, more on a loaded machine).
+  // One truncation of 6000 inner steps of a 512-wide MLP: minutes on a CPU
+  // worker (3000 took 110 s with main's worker, which ran it to its end).
   const std::string slow =
       "name: \"slow\"\nseed: 3\n"
       "task { fmnist_mlp { image_size: 8 hidden_sizes: 512 batch_size: 32 } }\n"
-      "pes { num_tasks: 2 truncation_length: 3000 min_unroll_length: 3000 max_unroll_length: 6000 }\n"
+      "pes { num_tasks: 2 truncation_length: 6000 min_unroll_length: 6000 max_unroll_length: 12000 }\n"
       "budget { outer_steps: 2 }\n";
   const std::string id = s.Submit(slow);
   std::string st = s.PollStatus(id, "state: RUNNING", 60s);
