@@ -20,8 +20,9 @@
 # /var/lib/containers/storage: the base image and the layer cache stay there between runs),
 # LOPT_IMAGES_SKIP_BUILD=1 (run the job on the images built before), LOPT_IMAGES_BUILD="learner"
 # (build only these of learner, buffer, ctl, worker-cpu; the job runs on all four).
-# Disk: vfs copies the whole root file system for each layer; a build's working containers
-# peak at ~30 GB more than the ~15-25 GB the store keeps between runs.
+# Disk: vfs copies the whole root file system for each layer and keeps each step's working
+# container until the build ends: the store held 45 GB after three images, and a build of an
+# image with LibTorch needs ~30 GB more while it runs. Check `df` first on a shared machine.
 # Prints PASS or FAIL; exits 77 (ctest: skipped) when buildah, podman or debootstrap is missing.
 set -uo pipefail
 src=$(cd "${1:?usage: build_and_run.sh SOURCE_DIR WORK_DIR}" && pwd)
