@@ -8,6 +8,7 @@
 #include "common/chunk_codec.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/buffer_protocol.h"
 #include "common/rpc.h"
 
 namespace lopt {
@@ -16,8 +17,10 @@ namespace {
 constexpr char kService[] = "lopt.v1.BufferService";
 
 // Label values of lopt_buffer_rejected_total: a fixed set.
+// "closed": a put under a prefix closed when its job ended (CloseTables).
 constexpr const char* kRejectReasons[] = {"unauthenticated", "invalid_argument", "truncated",
-                                          "data_loss",       "too_large",        "cancelled"};
+                                          "data_loss",       "too_large",        "cancelled",
+                                          "closed"};
 
 struct Metrics {
   prometheus::Gauge& bytes;
@@ -112,6 +115,13 @@ grpc::Status BufferServiceImpl::DoPut(grpc::ServerContext* context,
   const v1::ItemHeader header = std::move(*req.mutable_header());
   if (auto s = CheckItemHeader(header); !s.ok())
     return Reject("Put", "invalid_argument", ToGrpcStatus(s));
+  // A finished job's late put is refused before its payload is read.
+  if (std::string closed = store_->ClosedPrefixOf(header.table()); !closed.empty())
+    return Reject("Put", "closed",
+                  Status(grpc::StatusCode::FAILED_PRECONDITION,
+                         absl::StrCat("table '", header.table(), "' is under '", closed,
+                                      "', whose tables were deleted when its job ended: a late "
+                                      "put cannot create them again")));
   if (header.payload_bytes() > options_.max_item_bytes)
     return Reject("Put", "too_large",
                   Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -147,6 +157,8 @@ grpc::Status BufferServiceImpl::DoPut(grpc::ServerContext* context,
   if (!put.ok()) {
     if (absl::IsInvalidArgument(put.status()))
       return Reject("Put", "invalid_argument", ToGrpcStatus(put.status()));
+    if (absl::IsFailedPrecondition(put.status()))  // closed while its payload came in
+      return Reject("Put", "closed", ToGrpcStatus(put.status()));
     LogError("put failed", {{"table", header.table()}, {"error", put.status().ToString()}});
     return ToGrpcStatus(put.status());
   }
@@ -254,7 +266,18 @@ grpc::Status BufferServiceImpl::DeleteTables(grpc::ServerContext* context,
         "DeleteTables", "invalid_argument",
         Status(grpc::StatusCode::INVALID_ARGUMENT,
                "prefix must not be empty: an empty prefix would delete every table")));
-  auto result = table.empty() ? store_->DeleteTables(prefix) : store_->DeleteTable(table);
+  // The learner closes a finished job's prefix (kClosePrefixMetadata): its
+  // workers' late puts must not create the tables again.
+  bool close = false;
+  for (auto [k, v] : context->client_metadata())
+    if (k == kClosePrefixMetadata) close = v == "1";
+  if (close && prefix.empty())
+    return timer.Done(Reject("DeleteTables", "invalid_argument",
+                             Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                    absl::StrCat(kClosePrefixMetadata,
+                                                 " closes a prefix: set prefix, not table"))));
+  auto result = table.empty() ? (close ? store_->CloseTables(prefix) : store_->DeleteTables(prefix))
+                              : store_->DeleteTable(table);
   if (!result.ok()) {
     grpc::Status g = ToGrpcStatus(result.status());
     if (absl::IsInvalidArgument(result.status())) g = Reject("DeleteTables", "invalid_argument", g);
@@ -263,7 +286,8 @@ grpc::Status BufferServiceImpl::DeleteTables(grpc::ServerContext* context,
   response->set_tables_deleted(result->tables_deleted);
   response->set_items_deleted(result->items_deleted);
   UpdateGauges();
-  LogInfo("tables deleted", {{table.empty() ? "prefix" : "table", table.empty() ? prefix : table},
+  LogInfo(close ? "tables deleted and their prefix closed" : "tables deleted",
+          {{table.empty() ? "prefix" : "table", table.empty() ? prefix : table},
                              {"tables", std::to_string(result->tables_deleted)},
                              {"items", std::to_string(result->items_deleted)}});
   return timer.Done(grpc::Status::OK);

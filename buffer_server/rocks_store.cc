@@ -22,6 +22,7 @@ namespace {
 //   "t/" table                        TableStats: name, capacity, puts
 //   "m/" table "\0" key(BE64)         ItemHeader: tensors, payload_bytes, crc, key
 //   "d/" table "\0" key(BE64) i(BE32) the item's i-th kStoreValueBytes of payload
+//   "c/" prefix                       a closed prefix (CloseTables), empty value
 // Big-endian keys sort numerically, so a table's items iterate oldest first.
 constexpr char kNextKeyKey[] = "s/next_key";
 
@@ -233,6 +234,8 @@ absl::Status RocksReplayStore::Load() {
     return FromRocks(s, "reading the buffer's next key");
   }
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("c/"); it->Valid() && it->key().starts_with("c/"); it->Next())
+    closed_.insert(std::string(it->key().data() + 2, it->key().size() - 2));
   for (it->Seek("t/"); it->Valid() && it->key().starts_with("t/"); it->Next()) {
     v1::TableStats meta;
     if (!meta.ParseFromArray(it->value().data(), it->value().size()))
@@ -270,6 +273,10 @@ absl::StatusOr<PutResult> RocksReplayStore::Put(const v1::ItemHeader& header,
                                                    header.payload_bytes()));
   const std::string& table = header.table();
   absl::MutexLock wl(&write_mu_);
+  if (std::string closed = ClosedPrefixOfLocked(table); !closed.empty())
+    return absl::FailedPreconditionError(absl::StrCat(
+        "table '", table, "' is under '", closed,
+        "', whose tables were deleted when its job ended: a late put cannot create them again"));
   if (!write_error_.ok()) return write_error_;
   if (auto room = CheckRoom(header.payload_bytes() + 4096); !room.ok()) {
     writes_failing_ = true;
@@ -449,11 +456,14 @@ int64_t RocksReplayStore::Size(const std::string& table) const {
   return it == tables_.end() ? 0 : static_cast<int64_t>(it->second.items.size());
 }
 
-absl::StatusOr<DeleteResult> RocksReplayStore::DeleteNamed(const std::vector<std::string>& names) {
+absl::StatusOr<DeleteResult> RocksReplayStore::DeleteNamed(const std::vector<std::string>& names,
+                                                        const std::string& close_prefix) {
   DeleteResult result;
-  if (names.empty()) return result;
+  const bool close = !close_prefix.empty() && closed_.count(close_prefix) == 0;
+  if (names.empty() && !close) return result;
   if (!write_error_.ok()) return write_error_;
   rocksdb::WriteBatch batch;
+  if (close) batch.Put("c/" + close_prefix, "").PermitUncheckedError();
   std::map<std::string, Table> removed;
   {
     absl::MutexLock l(&mu_);
@@ -479,8 +489,40 @@ absl::StatusOr<DeleteResult> RocksReplayStore::DeleteNamed(const std::vector<std
     tables_.merge(removed);
     return FromRocks(s, "deleting tables");
   }
+  if (close) closed_.insert(close_prefix);
   result.tables_deleted = static_cast<int64_t>(names.size());
   return result;
+}
+
+std::string RocksReplayStore::ClosedPrefixOfLocked(const std::string& table) const {
+  if (closed_.empty()) return "";
+  // A closed prefix of `table` is one of its first n bytes, for some n.
+  for (size_t n = 1; n <= table.size(); ++n) {
+    auto it = closed_.find(table.substr(0, n));
+    if (it != closed_.end()) return *it;
+  }
+  return "";
+}
+
+std::string RocksReplayStore::ClosedPrefixOf(const std::string& table) const {
+  absl::MutexLock wl(&write_mu_);
+  return ClosedPrefixOfLocked(table);
+}
+
+absl::StatusOr<DeleteResult> RocksReplayStore::CloseTables(const std::string& prefix) {
+  if (prefix.empty())
+    return absl::InvalidArgumentError(
+        "prefix must not be empty: an empty prefix would close every table");
+  if (auto s = CheckTableName(prefix, "prefix"); !s.ok()) return s;
+  absl::MutexLock wl(&write_mu_);
+  std::vector<std::string> names;
+  {
+    absl::MutexLock l(&mu_);
+    for (auto it = tables_.lower_bound(prefix);
+         it != tables_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
+      names.push_back(it->first);
+  }
+  return DeleteNamed(names, prefix);
 }
 
 absl::StatusOr<DeleteResult> RocksReplayStore::DeleteTables(const std::string& prefix) {

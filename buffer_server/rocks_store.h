@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -132,6 +133,16 @@ class RocksReplayStore {
   // every table: say so by deleting them one by one).
   absl::StatusOr<DeleteResult> DeleteTables(const std::string& prefix);
 
+  // DeleteTables(prefix), and closes the prefix for good, in the same synced
+  // write: from then on (across restarts too) a put to a table whose name
+  // starts with `prefix` is refused with FAILED_PRECONDITION instead of
+  // creating the table again. The learner closes a job's prefix ("<job_id>/")
+  // when the job ends, so that a worker's late put leaves no orphan table.
+  absl::StatusOr<DeleteResult> CloseTables(const std::string& prefix);
+
+  // The closed prefix `table` falls under; empty if none.
+  std::string ClosedPrefixOf(const std::string& table) const;
+
   // Deletes exactly the table `table` (OK, with zero counts, if it does not
   // exist).
   absl::StatusOr<DeleteResult> DeleteTable(const std::string& table);
@@ -180,8 +191,12 @@ class RocksReplayStore {
   // Reads the item `pick` names from a snapshot taken by the caller under mu_.
   absl::StatusOr<StoredItem> ReadItem(const std::string& table, const Pick& pick,
                                       const void* snapshot);
-  // Deletes `names` (each present in tables_) in one synced write.
-  absl::StatusOr<DeleteResult> DeleteNamed(const std::vector<std::string>& names)
+  // Deletes `names` (each present in tables_) in one synced write, which
+  // with `close_prefix` non-empty also records that prefix as closed.
+  absl::StatusOr<DeleteResult> DeleteNamed(const std::vector<std::string>& names,
+                                           const std::string& close_prefix = "")
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  std::string ClosedPrefixOfLocked(const std::string& table) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   const std::unique_ptr<rocksdb::DB> db_;
@@ -195,8 +210,10 @@ class RocksReplayStore {
 
   // Serialises mutations: a writer decides its evictions and writes them
   // without another writer changing the table in between.
-  absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  mutable absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   uint64_t next_key_ ABSL_GUARDED_BY(write_mu_) = 1;
+  // Prefixes closed by CloseTables (records "c/<prefix>").
+  std::set<std::string> closed_ ABSL_GUARDED_BY(write_mu_);
 
   // Guards the in-memory index. Invariant that lets readers drop mu_ before
   // reading the item: a key is added only after its write is durable, and

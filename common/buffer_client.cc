@@ -155,6 +155,21 @@ absl::StatusOr<v1::DeleteTablesResponse> RemoteReplayBuffer::DeleteTables(
   return resp;
 }
 
+absl::StatusOr<v1::DeleteTablesResponse> RemoteReplayBuffer::CloseTables(
+    const std::string& prefix) {
+  v1::DeleteTablesRequest req;
+  req.set_prefix(prefix);
+  v1::DeleteTablesResponse resp;
+  absl::Status s = WithRetries([&] {
+    resp.Clear();
+    auto ctx = MakeContext(config_);
+    ctx->AddMetadata(kClosePrefixMetadata, "1");
+    return FromGrpcStatus(stub_->DeleteTables(ctx.get(), req, &resp));
+  });
+  if (!s.ok()) return s;
+  return resp;
+}
+
 absl::StatusOr<v1::StatsResponse> RemoteReplayBuffer::Stats(const std::string& prefix) {
   v1::StatsRequest req;
   req.set_prefix(prefix);

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/replay_buffer.h"
+#include "common/buffer_protocol.h"
 #include "common/rpc.h"
 #include "common/tensor_codec.h"
 #include "lopt/v1/buffer_service.grpc.pb.h"
@@ -68,6 +69,8 @@ class RemoteReplayBuffer : public ReplayBuffer {
   absl::StatusOr<std::vector<uint64_t>> ListKeys(const std::string& table);
   // Deletes the tables whose name starts with prefix (not empty).
   absl::StatusOr<v1::DeleteTablesResponse> DeleteTables(const std::string& prefix);
+  // Deletes them and closes the prefix (kClosePrefixMetadata).
+  absl::StatusOr<v1::DeleteTablesResponse> CloseTables(const std::string& prefix);
   absl::StatusOr<v1::StatsResponse> Stats(const std::string& prefix = "");
 
   // Waits up to timeout_ms for the channel to connect.

@@ -15,12 +15,20 @@ RUN apt-get update -qq && apt-get install -y -q --no-install-recommends \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# The four Debian images' build stages are the same up to here, word for word, and build all
+# four services: the first image built compiles them, the others reuse its layers (docker
+# build's cache; buildah bud --layers), instead of compiling the project again for each image.
+# deploy/check/check_dockerfiles.js checks that they stay the same.
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DLOPT_BUILD_TESTS=OFF -DLOPT_BUILD_BENCH=OFF \
-    && cmake --build build --target loptctl \
-    && mkdir -p /out/bin \
-    && cp build/cli/loptctl /out/bin/ \
-    && strip /out/bin/* \
+    && cmake --build build --target lopt-learner loptctl lopt-buffer lopt-worker \
+    && mkdir -p /out/all \
+    && cp build/learner/lopt-learner build/cli/loptctl build/buffer_server/lopt-buffer \
+          build/worker/lopt-worker /out/all/ \
+    && strip /out/all/*
+# This image's binaries, and the packages that own the libraries they load.
+RUN mkdir -p /out/bin \
+    && cp /out/all/loptctl /out/bin/ \
     && docker/runtime-deps.sh /out/bin/* > /out/runtime-packages.txt
 
 FROM debian:${DEBIAN_RELEASE}-slim

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/meta_test_report.h"
+#include "common/buffer_protocol.h"
 #include "common/checkpoint.h"
 #include "common/job_limits.h"
 #include "common/job_spec.h"
@@ -113,6 +114,9 @@ struct JobManager::Worker {
   std::string unit_job;
   int32_t unit_shard = -1;
   int64_t unit_token = -1;  // the job core's own id of the unit (JobCore::Start)
+  // The unit a job's end took from it, for the heartbeat's reply (Heartbeat).
+  uint64_t ended_unit = 0;
+  std::string ended_job, ended_state;
 };
 
 void JobManager::Job::AddSeries() {
@@ -217,7 +221,11 @@ void JobManager::Apply(Slot& slot, Effects& fx) {
   if (fx.release_units)
     for (auto& [wid, w] : workers_)
       if (w->unit_job == id) {
-        // Their results will be answered "unknown unit".
+        // Their results will be answered "unknown unit"; their next heartbeat
+        // tells them to stop the unit.
+        w->ended_unit = w->unit_id;
+        w->ended_job = id;
+        w->ended_state = fx.ended_state;
         w->unit_id = 0;
         w->unit_job.clear();
         w->unit_shard = -1;
@@ -652,7 +660,10 @@ std::vector<v1::JobStatus> JobManager::List() const {
 
 void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) {
   job.error = error;
-  job.fx.release_units = true;  // their results will be answered "unknown unit"
+  // Their results will be answered "unknown unit"; their next heartbeat
+  // tells them to stop the unit (Apply).
+  job.fx.release_units = true;
+  job.fx.ended_state = v1::JobState_Name(state);
   if (state == v1::SUCCEEDED) {
     // Not succeeded until its result is durable: Save finishes it.
     job.finishing = true;
@@ -826,10 +837,17 @@ void JobManager::DisconnectWorker(const std::string& worker_id) {
   workers_.erase(it);
 }
 
-void JobManager::Heartbeat(const std::string& worker_id) {
+std::string JobManager::Heartbeat(const std::string& worker_id, uint64_t unit_id) {
   MutexLock l(&mu_);
   auto it = workers_.find(worker_id);
-  if (it != workers_.end()) it->second->last_seen = Clock::now();
+  if (it == workers_.end()) return "";
+  Worker& w = *it->second;
+  w.last_seen = Clock::now();
+  if (unit_id == 0 || unit_id == w.unit_id) return "";
+  if (unit_id == w.ended_unit)
+    return absl::StrCat("unit ", unit_id, " of job '", w.ended_job, "': the job ended (",
+                        w.ended_state, ")");
+  return absl::StrCat("unit ", unit_id, " is no longer this worker's (reassigned, or its job ended)");
 }
 
 absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
@@ -1107,6 +1125,8 @@ void JobManager::JanitorLoop() {
       req.set_prefix(p);
       v1::DeleteTablesResponse resp;
       auto ctx = MakeContext(options_.buffer, 5000);
+      // Closed too: a worker's late put must not create the tables again.
+      ctx->AddMetadata(kClosePrefixMetadata, "1");
       grpc::Status s = stub->DeleteTables(ctx.get(), req, &resp);
       if (s.ok())
         LogInfo("deleted the job's buffer tables",

@@ -115,7 +115,11 @@ class JobManager {
   // of receiving or decoding them: the result is rejected with it).
   v1::ResultAck HandleResult(const std::string& worker_id, const v1::WorkResult& result,
                              const absl::StatusOr<NamedTensors>& payload = NamedTensors{});
-  void Heartbeat(const std::string& worker_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // A heartbeat naming the unit the worker runs (0: idle). Returns why that
+  // unit is no longer the worker's (its job ended, or it was reassigned):
+  // the caller tells the worker to stop it. Empty while it still is.
+  std::string Heartbeat(const std::string& worker_id, uint64_t unit_id = 0)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The worker's stream ended: its running unit goes back to the pool.
   void DisconnectWorker(const std::string& worker_id) ABSL_LOCKS_EXCLUDED(mu_);
   int ConnectedWorkers() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -149,6 +153,7 @@ class JobManager {
     std::chrono::steady_clock::time_point next_save;
     bool state_changed = false;  // lopt_jobs by state
     bool release_units = false;  // the job ended: its workers' units are over
+    std::string ended_state;     // and how (for the heartbeats' replies)
     bool finished = false;       // Finished: its buffer tables go, its series later
     bool outputs = false, meta_test = false;
     std::vector<YardstickRequest> yardsticks;

@@ -196,6 +196,20 @@ grpc::Status WorkServiceImpl::Connect(
           continue;
         }
         ok = ack(m.result(), NamedTensors{});
+      } else if (m.has_heartbeat()) {
+        // A unit the worker runs that is no longer its own (its job was
+        // cancelled, say): tell it to stop, as a ResultAck with CANCELLED for
+        // that unit, so that it takes new work instead of finishing it.
+        const std::string why = manager_->Heartbeat(id, m.heartbeat().unit_id());
+        if (!why.empty()) {
+          v1::LearnerMessage out;
+          out.mutable_ack()->set_unit_id(m.heartbeat().unit_id());
+          out.mutable_ack()->set_accepted(false);
+          out.mutable_ack()->set_code(static_cast<int>(grpc::StatusCode::CANCELLED));
+          out.mutable_ack()->set_error(why);
+          std::lock_guard<std::mutex> l(write_mu);
+          ok = stream->Write(out);
+        }
       } else {
         manager_->Heartbeat(id);
       }

@@ -60,12 +60,20 @@ absl::StatusOr<std::unique_ptr<EloShard>> EloShard::Create(const v1::JobSpec& jo
   return shard;
 }
 
+void EloShard::set_cancel_check(const std::function<bool()>& check) {
+  for (auto& g : groups_) g.unroller->set_cancel_check(check);
+}
+
 TruncationResult EloShard::RunTruncation(const torch::Tensor& theta, double alpha,
                                          int64_t outer_step) {
   if (groups_.size() == 1) return groups_[0].unroller->RunTruncation(theta, alpha, outer_step);
   TruncationResult r;
   for (auto& g : groups_) {
     TruncationResult t = g.unroller->RunTruncation(theta, alpha, outer_step);
+    if (t.cancelled) {
+      r.cancelled = true;
+      return r;
+    }
     r.grad = r.grad.defined() ? r.grad + g.weight * t.grad : g.weight * t.grad;
     r.meta_loss += g.weight * t.meta_loss;
     r.task_loss += g.weight * t.task_loss;

@@ -48,6 +48,9 @@ class EloShard {
   // One truncation of every group with theta [D]; the result's gradient and
   // losses are the groups' weighted means, its counts their sums.
   TruncationResult RunTruncation(const torch::Tensor& theta, double alpha, int64_t outer_step);
+  // Every group's unroller asks `check` between inner steps
+  // (EloUnroller::set_cancel_check); a cancelled truncation skips the rest.
+  void set_cancel_check(const std::function<bool()>& check);
 
   // Every group's state; group 0's names as a lone EloUnroller's, group k's
   // prefixed "g<k>/".

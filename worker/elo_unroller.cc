@@ -507,6 +507,10 @@ TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double a
   if (ds->chunk_graph) C = ds->chunk_steps;  // captured for this many
 #endif
   for (int64_t k = 0; k < K;) {
+    if (cancel_check_ && cancel_check_()) {
+      r.cancelled = true;
+      break;
+    }
     bool restarted = false;
     for (int64_t i = 0; i < T; ++i) {
       if (buffer_ && step_[i] == push_at_[i]) {
@@ -568,11 +572,13 @@ TruncationResult EloUnroller::RunTruncation(const torch::Tensor& theta, double a
     for (auto& s : step_) ++s;
     ++k;
   }
-  r.grad = pes_.EndTruncation().cpu();
-  r.task_loss = ds->sum_task.item<double>() / K;
-  r.meta_loss = bc ? ds->sum_meta.item<double>() / K : r.task_loss;
-  r.bc_loss = bc ? ds->sum_bc.item<double>() / K : 0;
-  r.particle_steps = 2 * T * K;
+  if (!r.cancelled) {
+    r.grad = pes_.EndTruncation().cpu();
+    r.task_loss = ds->sum_task.item<double>() / K;
+    r.meta_loss = bc ? ds->sum_meta.item<double>() / K : r.task_loss;
+    r.bc_loss = bc ? ds->sum_bc.item<double>() / K : 0;
+    r.particle_steps = 2 * T * K;
+  }
   r.buffer_failures = buffer_failures_;
   r.buffer_error = buffer_error_;
 #ifdef LOPT_WITH_CUDA

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,9 @@ struct TruncationResult {
   int64_t buffer_failures = 0;
   std::string buffer_error;
   std::vector<UnrollStart> unroll_starts;
+  // Stopped between inner steps by the cancel check: no gradient or losses,
+  // and the unroller's state is left mid-truncation (not to be used again).
+  bool cancelled = false;
 };
 
 class EloUnroller {
@@ -64,6 +68,11 @@ class EloUnroller {
   // with meta-parameters theta [D]; alpha is ELO's alpha_t in [0, 1].
   TruncationResult RunTruncation(const torch::Tensor& theta, double alpha,
                                  int64_t outer_step);
+
+  // Asked before each inner step of a truncation; true stops it there
+  // (TruncationResult::cancelled). The worker's: the learner no longer wants
+  // the unit (its job was cancelled, say).
+  void set_cancel_check(std::function<bool()> check) { cancel_check_ = std::move(check); }
 
   int64_t num_tasks() const { return num_tasks_; }
   int64_t num_particles() const { return 2 * num_tasks_; }
@@ -117,6 +126,7 @@ class EloUnroller {
   SmallFcLopt lopt_;
   AdamOptions teacher_;
   bool initialized_ = false;
+  std::function<bool()> cancel_check_;
   int64_t buffer_failures_ = 0;  // in this truncation
   std::string buffer_error_;
   std::vector<double> update_scales_;  // MUP: the task's; empty: all 1

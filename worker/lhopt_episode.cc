@@ -209,6 +209,8 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
   int64_t last_eval_step = -1;
 
   for (int64_t step = 0;; ++step) {  // `step` inner steps done
+    if (c.cancelled && c.cancelled())
+      return absl::CancelledError(absl::StrCat("cancelled after ", step, " of ", N, " inner steps"));
     if (next_curve < out.curve_steps.size() && out.curve_steps[next_curve] == step) {
       last_eval = task.Evaluate(state);
       last_eval_step = step;
@@ -397,6 +399,7 @@ absl::StatusOr<std::vector<PowerLawFit>> LhoptEpisodeRunner::BaselineFits(const 
     c.task_seed = u.task_seed;
     c.mode = ActMode::kGreedy;
     c.reward_clip = job_.lhopt().reward_clip();
+    c.cancelled = cancel_check_;
     RegisterStore store(buffer_, absl::StrCat(prefix_, "/registers/baseline/", u.unit_id));
     auto run = RunControlled(**task, c, baseline.get(), &norm, nullptr, &store);
     (void)store.ReleaseAll();
@@ -448,6 +451,7 @@ absl::StatusOr<LhoptUnitResult> LhoptEpisodeRunner::Run(const LhoptUnit& u) {
   c.action_seed = MakeGenerator(job_.seed(), 0x1a10, u.unit_id).current_seed();
   c.mode = ActMode::kSample;
   c.reward_clip = job_.lhopt().reward_clip();
+  c.cancelled = cancel_check_;
   RegisterStore store(buffer_, absl::StrCat(prefix_, "/registers/unit/", u.unit_id));
   auto run = RunControlled(**task, c, policy.get(), &norm, &*fits, &store);
   (void)store.ReleaseAll();

@@ -87,6 +87,9 @@ struct ControlledRunConfig {
   // and before each inner step with the hyperparameters it uses.
   std::function<void(int64_t decision, const TaskState&, const CiaoState&)> on_decision;
   std::function<void(int64_t step, const CiaoHparamTensors&)> on_step;
+  // Asked before each inner step: true ends the run with CANCELLED (the
+  // worker's, when the learner cancels the unit).
+  std::function<bool()> cancelled;
 };
 
 struct ControlledRunResult {
@@ -158,6 +161,9 @@ class LhoptEpisodeRunner {
   // Errors: INVALID_ARGUMENT for a malformed unit, a task that cannot be
   // built, register or buffer failures.
   absl::StatusOr<LhoptUnitResult> Run(const LhoptUnit& unit);
+  // Run's episodes and baseline runs ask `check` before each inner step and
+  // end with CANCELLED when it says so (ControlledRunConfig::cancelled).
+  void set_cancel_check(std::function<bool()> check) { cancel_check_ = std::move(check); }
 
   // The baseline fits of the unit's task instance: the memo, else the curve
   // in the buffer, else a baseline run (whose curve goes to the buffer).
@@ -187,6 +193,7 @@ class LhoptEpisodeRunner {
   std::map<std::string, Memo> memo_;
   std::set<std::string> baseline_tables_;
   int64_t baseline_runs_ = 0, memo_hits_ = 0, buffer_hits_ = 0;
+  std::function<bool()> cancel_check_;
 };
 
 }  // namespace lopt

@@ -1,12 +1,15 @@
 #include "worker/worker.h"
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <random>
 #include <thread>
 
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/job_spec.h"
 #include "common/lhopt_wire.h"
 #include "common/log.h"
@@ -119,11 +122,25 @@ v1::WorkResult Worker::RunUnit(const v1::WorkUnit& unit) {
   auto theta = DecodeFloatTensor(unit.theta(), {lopt.theta_size()}, "theta");
   if (!theta.ok()) return fail(theta.status());
   TruncationResult tr;
+  (*shard)->unroller->set_cancel_check([this, id = unit.unit_id()] { return Cancelled(id); });
   try {
     tr = (*shard)->unroller->RunTruncation(*theta, unit.alpha(), unit.truncation());
   } catch (const std::exception& e) {
     shards_.erase({unit.job_id(), unit.shard()});
     return fail(absl::InternalError(absl::StrCat("truncation failed: ", e.what())));
+  }
+  if (tr.cancelled) {
+    // Its inner states stopped mid-truncation: the shard starts afresh if
+    // its job ever sends it again.
+    shards_.erase({unit.job_id(), unit.shard()});
+    r.set_error("cancelled by the learner while running");
+    M().units.Add({{"result", "cancelled"}}).Increment();
+    LogInfo("unit stopped: the learner cancelled it",
+            {{"job", unit.job_id()}, {"unit", absl::StrCat(unit.unit_id())},
+             {"seconds", absl::StrFormat("%.2f", std::chrono::duration<double>(
+                                                     std::chrono::steady_clock::now() - t0)
+                                                     .count())}});
+    return r;
   }
   *r.mutable_grad() = EncodeTensor(tr.grad, "grad");
   r.set_meta_loss(tr.meta_loss);
@@ -198,11 +215,20 @@ v1::WorkResult Worker::RunLhoptUnit(const v1::WorkUnit& unit,
   auto runner = LhoptRunnerFor(unit);
   if (!runner.ok()) return fail(runner.status());
   absl::StatusOr<LhoptUnitResult> res;
+  (*runner)->set_cancel_check([this, id = unit.unit_id()] { return Cancelled(id); });
   try {
     res = (*runner)->Run(*lu);
   } catch (const std::exception& e) {
     lhopt_.erase(unit.job_id());
     return fail(absl::InternalError(absl::StrCat("LHOPT episodes failed: ", e.what())));
+  }
+  if (!res.ok() && absl::IsCancelled(res.status()) && Cancelled(unit.unit_id())) {
+    r.set_error("cancelled by the learner while running");
+    M().units.Add({{"result", "cancelled"}}).Increment();
+    LogInfo("unit stopped: the learner cancelled it",
+            {{"job", unit.job_id()}, {"unit", absl::StrCat(unit.unit_id())},
+             {"error", std::string(res.status().message())}});
+    return r;
   }
   if (!res.ok()) return fail(res.status());
   NamedTensors tensors;
@@ -243,6 +269,24 @@ void Worker::Serve() {
   std::atomic<uint64_t> current{0};
   std::atomic<bool> done{false};
   std::thread heartbeats;
+  cancelled_unit_ = 0;  // unit ids are the learner's, counted afresh after its restart
+  // The learner's messages are read on their own thread while a unit runs, so
+  // that a cancel (a ResultAck for the running unit with code CANCELLED, the
+  // reply to a heartbeat that named it) reaches the unit between its inner
+  // steps; everything else queues for the loop below in order.
+  std::mutex q_mu;
+  std::condition_variable q_cv;
+  std::deque<v1::LearnerMessage> queue;
+  bool q_done = false;
+  std::thread reader;
+  auto next = [&](v1::LearnerMessage* m) {
+    std::unique_lock<std::mutex> l(q_mu);
+    q_cv.wait(l, [&] { return !queue.empty() || q_done; });
+    if (queue.empty()) return false;
+    *m = std::move(queue.front());
+    queue.pop_front();
+    return true;
+  };
   if (ok) {
     ++connections_;
     M().connected.Set(1);
@@ -260,7 +304,26 @@ void Worker::Serve() {
         if (!stream->Write(hb)) break;
       }
     });
-    while (!stop_ && stream->Read(&msg)) {
+    reader = std::thread([&] {
+      v1::LearnerMessage m;
+      while (stream->Read(&m)) {
+        if (m.has_ack() && !m.ack().accepted() &&
+            m.ack().code() == static_cast<int>(grpc::StatusCode::CANCELLED)) {
+          const uint64_t u = m.ack().unit_id();
+          if (u != 0 && u == current.load() && cancelled_unit_.exchange(u) != u)
+            LogInfo("the learner cancelled the running unit",
+                    {{"unit", absl::StrCat(u)}, {"reason", m.ack().error()}});
+          continue;
+        }
+        std::lock_guard<std::mutex> l(q_mu);
+        queue.push_back(std::move(m));
+        q_cv.notify_one();
+      }
+      std::lock_guard<std::mutex> l(q_mu);
+      q_done = true;
+      q_cv.notify_all();
+    });
+    while (!stop_ && next(&msg)) {
       if (msg.has_unit() && msg.unit().has_payload()) {
         v1::WorkUnit unit = msg.unit();
         current = unit.unit_id();
@@ -270,7 +333,7 @@ void Worker::Serve() {
         if (!receiver.ok()) payload = receiver.status();
         bool read_ok = true;
         while (receiver.ok() && !receiver->complete()) {
-          if (!(read_ok = stream->Read(&msg))) break;
+          if (!(read_ok = next(&msg))) break;
           if (!msg.has_chunk()) {
             payload = absl::InvalidArgumentError("the unit's payload was cut short");
             break;
@@ -286,6 +349,7 @@ void Worker::Serve() {
         v1::WorkerMessage out;
         *out.mutable_result() = RunLhoptUnit(unit, payload, &result_payload);
         current = 0;
+        if (Cancelled(unit.unit_id())) continue;  // the learner no longer wants its result
         // The result and its chunks back to back (no heartbeat between).
         std::lock_guard<std::mutex> l(write_mu);
         bool ok = stream->Write(out);
@@ -297,10 +361,12 @@ void Worker::Serve() {
           }
         if (!ok) break;
       } else if (msg.has_unit()) {
-        current = msg.unit().unit_id();
+        const uint64_t id = msg.unit().unit_id();
+        current = id;
         v1::WorkerMessage out;
         *out.mutable_result() = RunUnit(msg.unit());
         current = 0;
+        if (Cancelled(id)) continue;  // the learner no longer wants its result
         std::lock_guard<std::mutex> l(write_mu);
         if (!stream->Write(out)) break;
       } else if (msg.has_ack() && !msg.ack().accepted()) {
@@ -322,6 +388,8 @@ void Worker::Serve() {
     if (stop_ || still_open) ctx_->TryCancel();
     ctx_ = nullptr;
   }
+  // The stream is over or cancelled: the reader's Read fails and it ends.
+  if (reader.joinable()) reader.join();
   grpc::Status s = stream->Finish();
   M().connected.Set(0);
   if (!stop_ && s.error_code() == grpc::StatusCode::UNAUTHENTICATED)

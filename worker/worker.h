@@ -4,8 +4,11 @@
 // LHOPT_PPO: PPO episodes with LhoptEpisodeRunner, whose register and
 // baseline tables live in make_buffer's buffer under the unit's
 // buffer_prefix) and streams back one result per unit (LHOPT: with its
-// episodes as a chunked payload), with heartbeats while it works. When the learner goes
-// away it reconnects with exponential backoff.
+// episodes as a chunked payload), with heartbeats while it works. A heartbeat's
+// reply can cancel the running unit (its job was cancelled or ended, or the unit
+// went to another worker): an ELO unit stops before its next inner step, sends
+// no result and the worker takes its next unit. When the learner goes away it
+// reconnects with exponential backoff.
 #pragma once
 
 #include <atomic>
@@ -79,11 +82,15 @@ class Worker {
   absl::StatusOr<LhoptEpisodeRunner*> LhoptRunnerFor(const v1::WorkUnit& unit);
   // One connection's life; returns when the stream ends.
   void Serve();
+  // Whether the learner cancelled unit `unit_id` (RunUnit asks between inner steps).
+  bool Cancelled(uint64_t unit_id) const { return unit_id != 0 && cancelled_unit_.load() == unit_id; }
 
   WorkerOptions options_;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> units_done_{0};
   std::atomic<int64_t> connections_{0};
+  // The unit the learner cancelled on this connection (0: none).
+  std::atomic<uint64_t> cancelled_unit_{0};
   std::mutex ctx_mu_;
   grpc::ClientContext* ctx_ = nullptr;  // guarded by ctx_mu_: the live stream's
   std::map<std::pair<std::string, int32_t>, Shard> shards_;

@@ -10,7 +10,11 @@
 // - every COPY source from the build context exists and .dockerignore keeps the build outputs
 //   and fetched data out of the context;
 // - every service image has a HEALTHCHECK; the GPU worker builds with -DLOPT_CUDA=ON and moves
-//   the wheel's bundled protobuf headers aside (shared/gpu/README.md).
+//   the wheel's bundled protobuf headers aside (shared/gpu/README.md);
+// - the Debian images' build stages are the same, instruction for instruction, up to and
+//   including the RUN that compiles (it builds every service's target), so that building the
+//   images one after the other compiles the project once (the later ones hit the layer cache);
+// - every COPY --from names a stage of its file (or an image, which must have a tag).
 // The CMake targets the images build are reported when no CMakeLists.txt defines them yet (the
 // services are written in parallel), without failing. Exits 1 on any problem.
 "use strict";
@@ -50,6 +54,9 @@ const cmakeTargets = new Set();
       for (const m of fs.readFileSync(path.join(dir, e.name), "utf8").matchAll(/add_executable\(\s*([\w-]+)/g)) cmakeTargets.add(m[1]);
   }
 })(root);
+
+// The Debian images' shared build stage: file -> its instructions' text up to the compile.
+const debianBuildStages = new Map();
 
 const files = fs.readdirSync(path.join(root, "docker")).filter((f) => f.startsWith("Dockerfile."));
 if (!files.length) problem("docker/", "no Dockerfile.*");
@@ -95,10 +102,22 @@ for (const f of files) {
   if (user === "root" || user === "0") problem(rel, "the final stage runs as root (no non-root USER)");
   const isService = f !== "Dockerfile.ctl";
   if (isService && !instructions.some((i) => i.getKeyword() === "HEALTHCHECK" && inStage(i, lastStage))) problem(rel, "no HEALTHCHECK in the final stage");
+  const stageNames = new Set(froms.map((x) => x.getBuildStage()).filter(Boolean));
+  if (!gpu && build >= 0) {
+    const text = (ins) => lines.slice(ins.getRange().start.line, ins.getRange().end.line + 1)
+      .filter((l) => !/^\s*#/.test(l)).join("\n").replace(/\s+/g, " ").trim();
+    const own = instructions.filter((i) => inStage(i, stages[build]));
+    const upto = own.findIndex((i) => i.getKeyword() === "RUN" && /--target/.test(i.getArgumentsContent() || ""));
+    if (upto < 0) problem(rel, "the build stage has no RUN that builds --target ...");
+    else debianBuildStages.set(rel, [stages[build].from, ...own.slice(0, upto + 1)].map(text));
+  }
   for (const ins of instructions) {
     const kw = ins.getKeyword();
     if (kw === "COPY" || kw === "ADD") {
-      if (/^\s*(COPY|ADD)\s[^\n]*--from=/i.test(lines[ins.getRange().start.line])) continue;
+      const from = /--from=(\S+)/i.exec(lines[ins.getRange().start.line]);
+      if (from && !stageNames.has(from[1]) && !/[:@]/.test(from[1]))
+        problem(`${rel}:${ins.getRange().start.line + 1}`, `COPY --from=${from[1]} names no stage of this file`);
+      if (from) continue;
       const a = ins.getArguments().map((x) => x.getValue());
       const srcs = a.filter((x) => !x.startsWith("--")).slice(0, -1);
       for (const s of srcs) if (s !== "." && !fs.existsSync(path.join(root, s))) problem(`${rel}:${ins.getRange().start.line + 1}`, `COPY source ${s} does not exist`);
@@ -115,6 +134,19 @@ for (const f of files) {
           if (!cmakeTargets.has(t)) notes.push(`${rel}: CMake target ${t} is not defined yet (no add_executable(${t}) in any CMakeLists.txt)`);
     }
   }
+}
+// The first Debian file's build stage is the reference; each other must match it.
+const [refFile, ref] = [...debianBuildStages.entries()][0] || [];
+for (const [rel, stage] of debianBuildStages) {
+  if (rel === refFile) continue;
+  const n = Math.max(stage.length, ref.length);
+  for (let i = 0; i < n; ++i)
+    if (stage[i] !== ref[i]) {
+      problem(rel, `build stage differs from ${refFile}'s at its instruction ${i + 1} ` +
+        `(${JSON.stringify((stage[i] || "<none>").slice(0, 80))} vs ${JSON.stringify((ref[i] || "<none>").slice(0, 80))}): ` +
+        "the Debian images share one compile only while their build stages are the same");
+      break;
+    }
 }
 for (const n of [...new Set(notes)]) console.log(`note: ${n}`);
 if (problems.length) {

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <regex>
@@ -22,9 +23,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/buffer_client.h"
 #include "common/checkpoint.h"
 #include "common/job_spec.h"
 #include "common/optimizer_file.h"
+#include "tests/support/buffer_items.h"
 #include "tests/support/child_process.h"
 #include "tests/support/service_cluster.h"
 
@@ -101,6 +104,117 @@ TEST(ServicesFaults, SigtermStopsTheLearnerCleanlyAndItCheckpointsItsJobsFirst) 
                                                    " outer_step=([0-9]+)")))
       << out;
   EXPECT_GE(std::stoi(m[1]), 5) << "the steps done before the SIGTERM were lost";
+}
+
+// --- Lesser: a worker's late put after its job ended --------------------------
+
+// The learner deletes a job's buffer tables when it ends; a put that arrives
+// after that (a worker that was still running a unit of the job) used to
+// create the table again, an orphan nobody deletes. It is refused now, also
+// after the buffer restarts, and only under the ended job's prefix.
+TEST(ServicesFaults, ALatePutToAnEndedJobsTableIsRefusedAndCreatesNoOrphanTable) {
+  Services s("lateput");
+  s.StartBuffer();
+  s.StartLearner();
+  s.StartWorker("w1");
+  const std::string id = s.Submit(JobText("late", 6, 2));
+  RemoteReplayBuffer buffer(ClientConfig{absl::StrCat("127.0.0.1:", s.buffer_port()), "", 10000});
+  // A table of the job, as its worker made it (its first pushes come after a
+  // few inner steps).
+  std::string table;
+  for (int i = 0; i < 1200 && table.empty(); ++i) {
+    auto stats = buffer.Stats(id + "/");
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    if (stats->tables_size() > 0)
+      table = stats->tables(0).name();
+    else
+      std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_FALSE(table.empty()) << "the worker put nothing under " << id << "/";
+  auto [code, out] = s.RunCtl(absl::StrCat("watch ", id, " --no-progress"));
+  ASSERT_EQ(code, 0) << out;
+  ASSERT_TRUE(s.learner().WaitForLine(absl::StrCat("deleted the job's buffer tables\" prefix=", id, "/"), 10s))
+      << s.learner().Output();
+
+  // The late put: refused with a reason, and no table comes back.
+  auto late = buffer.PutEncoded(table, 8, testing::FilledItem(4096, 7));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition) << late.status();
+  EXPECT_NE(late.status().message().find(absl::StrCat("is under '", id,
+                                                      "/', whose tables were deleted when its job ended")),
+            std::string::npos)
+      << late.status();
+  auto stats = buffer.Stats(id + "/");
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->tables_size(), 0) << "an orphan table: " << stats->DebugString();
+  EXPECT_GE(MetricValue(testing::Scrape(s.buffer().metrics_port()), "lopt_buffer_rejected_total",
+                        "reason=\"closed\""),
+            1);
+
+  // Only that job's prefix is closed: another job's table, and a name that
+  // merely starts with the same characters, still take puts.
+  EXPECT_TRUE(buffer.PutEncoded("other-job/states", 8, testing::FilledItem(64, 1)).ok());
+  EXPECT_TRUE(buffer.PutEncoded(id + "x/states", 8, testing::FilledItem(64, 1)).ok());
+
+  // And the buffer remembers it across a kill -9 and a restart.
+  s.buffer().Kill9();
+  s.StartBuffer();
+  late = buffer.PutEncoded(table, 8, testing::FilledItem(4096, 7));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition) << late.status();
+  stats = buffer.Stats(id + "/");
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->tables_size(), 0) << stats->DebugString();
+}
+
+// --- 3b. Cancel stops a running unit within seconds --------------------------
+
+// `loptctl cancel` used to end the job at the learner only: its worker ran
+// the unit to its end (here minutes) before it took new work. Now the reply
+// to the worker's next heartbeat cancels the unit, which stops before its
+// next inner step; the worker sends no result and takes the next job's unit.
+TEST(ServicesFaults, CancelStopsARunningUnitWithinSecondsAndTheWorkerTakesNewWork) {
+  Services s("cancel");
+  s.StartBuffer();
+  s.StartLearner();
+  s.StartWorker("w1");
+  // One truncation of 6000 inner steps of a 512-wide MLP: minutes on a CPU
+  // worker (3000 took 110 s with main's worker, which ran it to its end).
+  const std::string slow =
+      "name: \"slow\"\nseed: 3\n"
+      "task { fmnist_mlp { image_size: 8 hidden_sizes: 512 batch_size: 32 } }\n"
+      "pes { num_tasks: 2 truncation_length: 6000 min_unroll_length: 6000 max_unroll_length: 12000 }\n"
+      "budget { outer_steps: 2 }\n";
+  const std::string id = s.Submit(slow);
+  std::string st = s.PollStatus(id, "state: RUNNING", 60s);
+  ASSERT_NE(st.find("state: RUNNING"), std::string::npos) << st;
+  // Well into its inner steps (its data is loaded within a second or two).
+  std::this_thread::sleep_for(5s);
+  ASSERT_FALSE(s.worker("w1").WaitForLine("msg=\"unit stopped", 0s));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto [code, out] = s.RunCtl("cancel " + id);
+  ASSERT_EQ(code, 0) << out;
+  // "Within seconds": a heartbeat (every second) and one inner step; 20 s is
+  // far above that and far below the unit's length.
+  EXPECT_TRUE(s.worker("w1").WaitForLine("msg=\"unit stopped: the learner cancelled it\" job=" + id, 20s))
+      << s.worker("w1").Output();
+  const double stop_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("the cancelled unit stopped %.1f s after loptctl cancel\n", stop_s);
+  EXPECT_TRUE(s.worker("w1").running());
+  const std::string wm = testing::Scrape(s.worker("w1").metrics_port());
+  EXPECT_EQ(MetricValue(wm, "lopt_worker_units_total", "result=\"cancelled\""), 1) << wm;
+
+  // The worker takes new work at once: a small job succeeds on it, well
+  // before the cancelled unit would have ended.
+  const std::string next = s.Submit(JobText("after", 3, 3));
+  std::tie(code, out) = s.RunCtl(absl::StrCat("watch ", next, " --no-progress"));
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("succeeded at outer step 3/3"), std::string::npos) << out;
+  const double next_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("the next job succeeded %.1f s after the cancel\n", next_s);
+  EXPECT_LT(next_s, 120) << "the worker did not take new work soon after the cancel";
+  st = s.RunCtl("status " + id).second;
+  EXPECT_NE(st.find("state: CANCELLED"), std::string::npos) << st;
 }
 
 // --- Lesser: loptctl watch follows a job across a learner restart ----------

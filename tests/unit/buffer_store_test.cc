@@ -206,6 +206,34 @@ TEST(RocksReplayStore, DeleteTablesRemovesOnlyThePrefix) {
   EXPECT_EQ(MustPut(*store, "j1/a", 5, "n").table_size, 1);
 }
 
+TEST(RocksReplayStore, CloseTablesDeletesThemAndRefusesLaterPutsAcrossAReopen) {
+  TempDir dir;
+  {
+    auto store = MustOpen(dir.path());
+    for (const char* t : {"j1/a", "j1/b", "j10/a"}) MustPut(*store, t, 5, Payload(1, 100));
+    auto r = store->CloseTables("j1/");
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->tables_deleted, 2);
+    EXPECT_EQ(store->ClosedPrefixOf("j1/a"), "j1/");
+    auto late = store->Put(Header("j1/a", 5, "late"), "late");
+    EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition) << late.status();
+    EXPECT_EQ(store->Size("j1/a"), 0);
+    // Closing a prefix with no table left still records it; twice is fine.
+    ASSERT_TRUE(store->CloseTables("j7/").ok());
+    ASSERT_TRUE(store->CloseTables("j7/").ok());
+    EXPECT_EQ(store->CloseTables("").status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  auto store = MustOpen(dir.path());
+  EXPECT_EQ(store->Put(Header("j1/new", 5, "x"), "x").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->Put(Header("j7/a", 5, "x"), "x").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // Other prefixes are open: "j10/" only starts like "j1".
+  MustPut(*store, "j10/a", 5, "y");
+  MustPut(*store, "j1", 5, "y");
+  EXPECT_EQ(store->Totals().tables, 2);
+}
+
 TEST(RocksReplayStore, RejectsBadHeadersNamingTheField) {
   TempDir dir;
   auto store = MustOpen(dir.path());
