@@ -20,6 +20,7 @@
 #include "common/job_spec.h"
 #include "common/optimizer_file.h"
 #include "common/run_files.h"
+#include "worker/meta_test.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
@@ -220,7 +221,7 @@ absl::StatusOr<Report> LoadReport(const std::string& run) {
     const std::string opt = f.at("optimizer").string_value();
     // AdamW's arms (constant, and cosine where the meta-test ran it): the
     // best of them all is the one compared.
-    const bool adamw = opt == "adamw" || opt == "adamw_cosine";
+    const bool adamw = IsAdamWArm(opt);
     const std::string label =
         adamw ? absl::StrFormat("%s lr=%g", opt, Num(f.at("lr"))) : opt;
     auto [it, fresh] = index.emplace(label, r.arms.size());
@@ -249,7 +250,7 @@ std::map<int64_t, double> MeanCurve(const std::string& dir, const std::string& l
     }
     std::vector<std::string> c = absl::StrSplit(line, ',');
     if (c.size() < 5) continue;
-    const std::string l = c[0] == "adamw" || c[0] == "adamw_cosine"
+    const std::string l = IsAdamWArm(c[0])
                               ? absl::StrFormat("%s lr=%g", c[0], std::atof(c[1].c_str()))
                               : c[0];
     if (l != label) continue;
