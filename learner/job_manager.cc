@@ -216,6 +216,12 @@ void JobManager::Apply(Slot& slot, Effects& fx) {
     slot.version = fx.touches;
     slot.unsaved = fx.unsaved;
     slot.next_save = fx.next_save;
+    // The janitor drops a terminal job's series metrics_retention_ms after
+    // this. A later section can be applied before the one that finished the
+    // job (two threads leave it in either order), so the clock starts at the
+    // first terminal status the slot sees, not at fx.finished.
+    if (Terminal(slot.status.state()) && slot.finished_at == Clock::time_point())
+      slot.finished_at = Clock::now();
   }
   const std::string& id = slot.job->id;
   if (fx.release_units)
@@ -232,7 +238,7 @@ void JobManager::Apply(Slot& slot, Effects& fx) {
         w->unit_token = -1;
       }
   if (fx.finished) {
-    slot.finished_at = Clock::now();
+    if (slot.finished_at == Clock::time_point()) slot.finished_at = Clock::now();
     cleanup_prefixes_.push_back(id + "/");
   }
   if (fx.outputs) EnqueueOutputs(*slot.job, fx.meta_test);
