@@ -102,6 +102,7 @@ std::string Line(const lopt::v1::JobStatus& s) {
   if (s.buffer_failures() > 0)  // ELO running without (part of) its replay buffer
     absl::StrAppendFormat(&line, "  BUFFER FAILING (%d calls; last: %s)", s.buffer_failures(),
                           s.buffer_error());
+  if (!s.error().empty()) absl::StrAppend(&line, "  ", s.error());  // why it failed, or waits
   return line;
 }
 

@@ -13,6 +13,7 @@
 #include "common/utf8.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
+#include "lopt/v1/work_service.pb.h"
 
 namespace lopt {
 namespace {
@@ -186,6 +187,9 @@ UnitSize Estimate(const v1::JobSpec& job) {
     per_param += kLoptFeatures + 2.0 * job.lopt().hidden_size();
     what = "pes.num_tasks (x2 particles), lopt.hidden_size";
     tasks.emplace_back(job.task(), "task");
+    // A task distribution: bounded as if every particle ran its largest entry.
+    for (int i = 0; i < job.elo().tasks_size(); ++i)
+      tasks.emplace_back(job.elo().tasks(i).task(), absl::StrCat("elo.tasks[", i, "].task"));
   }
   UnitSize best;
   for (const auto& [t, prefix] : tasks) {
@@ -244,6 +248,22 @@ absl::Status ValidateUnitSize(const v1::JobSpec& job) {
       "one work unit of this job would need about ", Bytes(u.bytes), " of memory, more than the ",
       Bytes(double(kMaxUnitBytes)), " a worker is allowed; it is sized by ", u.fields,
       ": make them smaller"));
+}
+
+int64_t UnitParticles(const v1::JobSpec& job) {
+  return job.has_lhopt() ? int64_t{job.lhopt().particles()} : 2 * int64_t{job.pes().num_tasks()};
+}
+
+std::string WhyWorkerCannotHold(const v1::WorkerInfo& worker, const v1::JobSpec& job) {
+  const int64_t particles = UnitParticles(job);
+  if (worker.max_particles() > 0 && particles > worker.max_particles())
+    return absl::StrCat("a unit has ", particles, " particles, the worker takes at most ",
+                        worker.max_particles(), " (--max-particles)");
+  const int64_t bytes = EstimateUnitBytes(job);
+  if (worker.memory_bytes() > 0 && bytes > worker.memory_bytes())
+    return absl::StrCat("a unit needs about ", Bytes(double(bytes)), " of memory, the worker has ",
+                        Bytes(double(worker.memory_bytes())), " (--memory)");
+  return "";
 }
 
 }  // namespace lopt

@@ -13,6 +13,10 @@
 #include "lopt/v1/job.pb.h"
 
 namespace lopt {
+namespace v1 {
+class WorkerInfo;  // lopt/v1/work_service.pb.h
+}  // namespace v1
+
 
 // The longest job name, in bytes.
 inline constexpr size_t kMaxJobNameBytes = 256;
@@ -46,6 +50,14 @@ absl::Status CheckDataFile(const std::string& path, int64_t max_bytes = kMaxData
 // state, whose width grows with lopt.hidden_size) and its activations
 // (batch x widths). An estimate within a factor of a few, for admission.
 int64_t EstimateUnitBytes(const v1::JobSpec& job);
+
+// The particles of one work unit: 2 x pes.num_tasks for ELO, lhopt.particles.
+int64_t UnitParticles(const v1::JobSpec& job);
+
+// Admission: why `worker` cannot run a unit of `job` -- more particles than
+// its --max-particles, or more memory (EstimateUnitBytes) than it reports
+// having -- or "" when it can. A worker that reports no limit (0) is trusted.
+std::string WhyWorkerCannotHold(const v1::WorkerInfo& worker, const v1::JobSpec& job);
 
 // INVALID_ARGUMENT naming the fields and the estimate when
 // EstimateUnitBytes(job) > kMaxUnitBytes.

@@ -64,8 +64,6 @@ class EloCore : public JobCore {
 
   std::optional<CoreUnit> Start(const v1::WorkerInfo& worker, bool,
                                 const std::function<bool(const std::string&)>& connected) override {
-    const int64_t particles = 2 * int64_t(job_.spec().pes().num_tasks());
-    if (worker.max_particles() > 0 && particles > worker.max_particles()) return std::nullopt;
     // Prefer the shards this worker owns (their inner states live there),
     // then free ones: unowned or owned by a worker that is gone.
     int32_t pick = -1;
@@ -186,11 +184,9 @@ class LhoptCore : public JobCore {
     return SaveControllerFile(path, *file);
   }
 
-  std::optional<CoreUnit> Start(const v1::WorkerInfo& worker, bool can_take_payload,
+  std::optional<CoreUnit> Start(const v1::WorkerInfo&, bool can_take_payload,
                                 const std::function<bool(const std::string&)>&) override {
     if (!can_take_payload) return std::nullopt;
-    if (worker.max_particles() > 0 && job_.spec().lhopt().particles() > worker.max_particles())
-      return std::nullopt;
     if (!job_.CanStart()) return std::nullopt;
     LhoptUnit lu = job_.Start();
     CoreUnit out;

@@ -598,13 +598,38 @@ v1::JobStatus JobManager::ClientStatus(const Slot& slot) const {
   for (const auto& [wid, w] : workers_)
     if (w->alive && w->unit_id != 0 && w->unit_job == slot.job->id) ++running;
   s.set_workers(running);
+  // A job that waits because no connected worker can hold a unit says so.
+  if (running == 0 && !Terminal(s.state()) && s.error().empty()) {
+    std::string why = WhyNoWorkerCanHold(slot.job->spec);
+    if (!why.empty()) s.set_error(absl::StrCat("waiting: ", why));
+  }
   return s;
+}
+
+std::string JobManager::WhyNoWorkerCanHold(const v1::JobSpec& spec) const {
+  std::string why;
+  int alive = 0;
+  for (const auto& [wid, w] : workers_) {
+    if (!w->alive) continue;
+    std::string r = WhyWorkerCannotHold(w->info, spec);
+    if (r.empty()) return "";
+    if (++alive <= 3) absl::StrAppend(&why, alive > 1 ? "; " : "", w->info.name(), ": ", r);
+  }
+  if (alive == 0) return "";  // workers may yet connect
+  if (alive > 3) absl::StrAppend(&why, "; and ", alive - 3, " more");
+  return absl::StrCat("no connected worker can run a unit of this job (", alive,
+                      alive == 1 ? " worker; " : " workers; ", why, ")");
 }
 
 absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
   std::string id;
   {
     MutexLock l(&mu_);
+    // Admission: refused at the door when no connected worker could run it.
+    if (std::string why = WhyNoWorkerCanHold(spec); !why.empty())
+      return absl::FailedPreconditionError(absl::StrCat(
+          why, ": make its units smaller (pes.num_tasks, lhopt.particles, the task's sizes) or "
+               "connect a worker with more memory"));
     do id = NewJobId(spec.name());
     while (jobs_.count(id) || reserved_ids_.count(id));
     reserved_ids_.insert(id);
@@ -877,6 +902,7 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
         // and client that needs mu_. Its Leave wakes this loop.
         if (slot->busy > 0 || Terminal(slot->status.state())) continue;
         Job& job = *slot->job;
+        if (!WhyWorkerCannotHold(w.info, job.spec).empty()) continue;  // admission
         MutexLock jl(&job.mu);  // free: nobody is busy with the job
         // A job whose steps are all done needs no more work, also while its
         // result is still being saved (it stays RUNNING until that is durable).

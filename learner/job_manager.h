@@ -263,6 +263,9 @@ class JobManager {
   // counts them).
   v1::JobStatus StatusOf(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
   v1::JobStatus ClientStatus(const Slot& slot) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Why no connected worker can run a unit of `spec` (WhyWorkerCannotHold for
+  // each), or "" when one can or none is connected (workers may yet come).
+  std::string WhyNoWorkerCanHold(const v1::JobSpec& spec) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Touch(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
   void RecordParticleSteps(Job& job, int64_t steps) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
   v1::ResultAck HandleResultLocked(Job& job, const std::string& worker_id,

@@ -2,9 +2,16 @@
 // machine's CPU or GPU and streams the results back over gRPC.
 #include <unistd.h>
 
+#include <cctype>
+#include <fstream>
 #include <thread>
 #include <vector>
 
+#ifdef LOPT_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -30,11 +37,53 @@ const std::vector<lopt::FlagDef> kFlags = {
     {"device", "cpu", "where inner loops run: cpu (cuda when built with LOPT_CUDA)"},
     {"threads", "0", "LibTorch threads (0: all cores)"},
     {"max-particles", "0", "refuse jobs with more particles than this (0: no limit)"},
+    {"memory", "auto",
+     "memory a work unit may use, reported to the learner for admission: auto (the GPU's memory "
+     "for cuda, else the cgroup's memory.max or the machine's MemTotal), a size (512M, 16G), or 0 "
+     "(none reported: the learner trusts it)"},
     {"max-cached-shards", "16", "shards whose inner states stay in memory between units"},
     {"auth-token-file", "", "file with the bearer token of the learner and the buffer server"},
     {"timeout-ms", "10000", "deadline of each unary call to the buffer server"},
     {"tls-ca-file", "", "PEM roots that sign the learner's and the buffer's certificates: talk TLS (empty: plaintext)"},
 };
+
+// What --memory means on this machine, in bytes (0: none reported).
+absl::StatusOr<int64_t> MemoryBytes(const std::string& flag, const torch::Device& device) {
+  if (flag == "auto") {
+#ifdef LOPT_WITH_CUDA
+    if (device.is_cuda())
+      return int64_t(at::cuda::getDeviceProperties(device.has_index() ? device.index() : 0)
+                         ->totalGlobalMem);
+#endif
+    (void)device;
+    int64_t bytes = 0;
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key, unit;
+    int64_t kb = 0;
+    while (meminfo >> key >> kb >> unit)
+      if (key == "MemTotal:") bytes = kb * 1024;
+    std::ifstream cgroup("/sys/fs/cgroup/memory.max");  // "max" when unlimited
+    int64_t limit = 0;
+    if (cgroup >> limit && limit > 0 && (bytes == 0 || limit < bytes)) bytes = limit;
+    return bytes;
+  }
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(flag, &used);
+  } catch (...) {
+    used = 0;
+  }
+  std::string suffix = flag.substr(used);
+  double mult = suffix.empty() ? 1 : 0;
+  if (suffix == "K" || suffix == "k") mult = 1024;
+  if (suffix == "M" || suffix == "m") mult = 1024.0 * 1024;
+  if (suffix == "G" || suffix == "g") mult = 1024.0 * 1024 * 1024;
+  if (used == 0 || mult == 0 || !(value >= 0) || value * mult > 9e18)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--memory must be auto, 0, or a size such as 512M or 16G, got '", flag, "'"));
+  return int64_t(value * mult);
+}
 
 }  // namespace
 
@@ -71,6 +120,9 @@ int main(int argc, char** argv) {
   opt.name = f->Get("name").empty() ? Hostname() : f->Get("name");
   opt.device = f->Get("device");
   opt.max_particles = *max_particles;
+  auto memory = MemoryBytes(f->Get("memory"), *device);
+  if (!memory.ok()) return Fail(memory.status());
+  opt.memory_bytes = *memory;
   opt.max_cached_shards = static_cast<int32_t>(*cached);
   if (!f->Get("buffer").empty()) {
     lopt::ClientConfig buffer = opt.learner;  // token, deadline and TLS roots
@@ -80,6 +132,7 @@ int main(int argc, char** argv) {
   lopt::Worker worker(opt);
   lopt::LogInfo("starting", {{"name", opt.name}, {"learner", opt.learner.target},
                              {"buffer", f->Get("buffer").empty() ? "in-process" : f->Get("buffer")},
+                             {"memory_bytes", absl::StrCat(opt.memory_bytes)},
                              {"metrics_port", absl::StrCat(metrics_port)}});
   std::thread stopper = lopt::WaitForStopSignal(stop, [&](const std::string&) { worker.Stop(); });
   worker.Run();

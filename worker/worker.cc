@@ -260,6 +260,7 @@ void Worker::Serve() {
   info->set_name(options_.name);
   info->set_device(options_.device);
   info->set_max_particles(static_cast<int32_t>(options_.max_particles));
+  info->set_memory_bytes(options_.memory_bytes);
   info->set_version(LOPT_VERSION);
   v1::LearnerMessage msg;
   bool ok = stream->Write(reg) && stream->Read(&msg) && msg.has_registered();

@@ -35,6 +35,7 @@ struct WorkerOptions {
   std::string name;            // stable across restarts (host or pod name)
   std::string device = "cpu";
   int64_t max_particles = 0;   // 0: no limit
+  int64_t memory_bytes = 0;    // reported to the learner for admission (0: none)
   int32_t max_cached_shards = 16;
   int64_t initial_backoff_ms = 200;
   int64_t max_backoff_ms = 5000;

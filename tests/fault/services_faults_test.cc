@@ -38,6 +38,7 @@ using lopt::testing::ChildProcess;
 using lopt::testing::FreePort;
 using lopt::testing::HttpGet;
 using lopt::testing::RunCommand;
+using lopt::testing::Scrape;
 using namespace std::chrono_literals;
 
 using lopt::testing::MetricValue;
@@ -419,6 +420,60 @@ TEST(ServicesFaults, DevZeroDataAndOversizedUnitsAreRefusedByValidateSubmitAndEv
   auto [code, out] = s.RunCtl("list");
   EXPECT_EQ(code, 0) << out;
   EXPECT_EQ(out.find("huge"), std::string::npos) << out;
+}
+
+// Admission against what the workers report (--memory, --max-particles): a
+// job that no connected worker can hold is refused at the door, one that
+// waits for such a worker says why in its status, and units go only to
+// workers that can hold them.
+TEST(ServicesFaults, AdmissionRefusesWhatNoConnectedWorkerCanHoldAndRoutesUnitsToOneThatCan) {
+  Services s("admission");
+  s.StartLearner();
+  // No worker yet: accepted (workers may connect later).
+  const std::string waiting = s.Submit(JobText("waits", 4, 2));
+  s.StartWorker("small", {"--memory=64K"});
+  ASSERT_TRUE(s.worker("small").WaitForLine("memory_bytes=65536", 5s)) << s.worker("small").Output();
+  std::string st = s.PollStatus(waiting, "waiting: no connected worker can run a unit", 10s);
+  EXPECT_NE(st.find("state: QUEUED"), std::string::npos) << st;
+  EXPECT_NE(st.find("small: a unit needs about"), std::string::npos) << st;
+  EXPECT_NE(st.find("the worker has 0.1 MiB (--memory)"), std::string::npos) << st;
+  // With only the small worker connected a new job is refused, and nothing is kept of it.
+  auto [code, out] = s.TrySubmit(JobText("refused", 4, 2));
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("FAILED_PRECONDITION"), std::string::npos) << out;
+  EXPECT_NE(out.find("no connected worker can run a unit of this job (1 worker; small: a unit "
+                     "needs about"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("connect a worker with more memory"), std::string::npos) << out;
+  std::tie(code, out) = s.RunCtl("list");
+  EXPECT_EQ(out.find("refused"), std::string::npos) << out;
+  EXPECT_NE(out.find("waiting: no connected worker"), std::string::npos) << out;
+  // Too many particles for --max-particles is the same refusal.
+  s.StartWorker("narrow", {"--max-particles=2"});
+  std::tie(code, out) = s.TrySubmit(JobText("refused2", 4, 2));
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("(2 workers; "), std::string::npos) << out;
+  EXPECT_NE(out.find("narrow: a unit has 4 particles, the worker takes at most 2 "
+                     "(--max-particles)"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("small: a unit needs about"), std::string::npos) << out;
+  // A worker that can hold it takes every unit; the small ones take none.
+  s.StartWorker("big", {"--memory=64G"});
+  auto [wcode, watch] = s.RunCtl(absl::StrCat("watch ", waiting, " --no-progress"));
+  EXPECT_EQ(wcode, 0) << watch;
+  EXPECT_NE(watch.find("succeeded at outer step 4/4"), std::string::npos) << watch;
+  auto units = [&](const std::string& w) {
+    return MetricValue(Scrape(s.worker(w).metrics_port()), "lopt_worker_units_total",
+                       "result=\"ok\"");
+  };
+  EXPECT_GE(units("big"), 4);
+  EXPECT_LE(units("small"), 0);
+  EXPECT_LE(units("narrow"), 0);
+  // And a new job is admitted now.
+  std::tie(code, out) = s.TrySubmit(JobText("admitted", 2, 2));
+  EXPECT_EQ(code, 0) << out;
 }
 
 // --- 6. A wrong token is reported as such ----------------------------------

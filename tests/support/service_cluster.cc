@@ -134,13 +134,14 @@ void ServiceCluster::StartLearner(bool ignore_sigxfsz) {
   learner_ = std::move(*p);
 }
 
-void ServiceCluster::StartWorker(const std::string& name) {
+void ServiceCluster::StartWorker(const std::string& name, const std::vector<std::string>& extra) {
   std::vector<std::string> args = {bin_.worker, "--learner=" + learner_target(),
                                    "--metrics-listen=127.0.0.1:0", "--name=" + name,
                                    "--threads=1"};
   if (buffer_port_ != 0) args.push_back(absl::StrCat("--buffer=127.0.0.1:", buffer_port_));
   if (!tls_.ca.empty()) args.push_back("--tls-ca-file=" + tls_.ca);
   if (!token_file_.empty()) args.push_back("--auth-token-file=" + token_file_);
+  args.insert(args.end(), extra.begin(), extra.end());
   workers_.erase(name);
   auto p = ChildProcess::Start(name, args, "msg=connected");
   ASSERT_TRUE(p.ok()) << p.status();

@@ -67,7 +67,8 @@ class ServiceCluster {
   // `ignore_sigxfsz`: through /bin/sh with SIGXFSZ ignored (kept across
   // exec), so that a file-size limit makes writes fail instead of killing it.
   void StartLearner(bool ignore_sigxfsz = false);
-  void StartWorker(const std::string& name);
+  // `extra`: more lopt-worker flags (--memory=64K, say).
+  void StartWorker(const std::string& name, const std::vector<std::string>& extra = {});
 
   // The learner's command line on `port`, without --buffer.
   std::vector<std::string> LearnerArgs(int port) const;

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "common/job_limits.h"
+#include "lopt/v1/work_service.pb.h"
 
 namespace lopt {
 namespace {
@@ -180,6 +181,29 @@ TEST(JobSpec, EveryTaskFamilyHasAUnitEstimateAndAHugeResnetIsRefused) {
       "batch_size: 60000 } } pes { num_tasks: 64 }");
   EXPECT_NE(e.find("one work unit of this job would need about "), std::string::npos) << e;
   EXPECT_NE(e.find("task.fmnist_resnet.{image_size, channels, batch_size}"), std::string::npos) << e;
+}
+
+TEST(JobSpec, AUnitsEstimateCoversItsTaskDistributionAndAdmissionComparesItWithTheWorker) {
+  auto base = JobFromText("name: \"x\" task { fmnist_mlp { hidden_sizes: 128 } } pes { num_tasks: 4 }", "j");
+  ASSERT_TRUE(base.ok()) << base.status();
+  // ELO over a distribution: any PES task may draw its widest member.
+  auto mixed = *base;
+  auto* wide = mixed.mutable_elo()->add_tasks();
+  wide->mutable_task()->mutable_fmnist_mlp()->add_hidden_sizes(2048);
+  wide->set_weight(1);
+  const int64_t b = EstimateUnitBytes(*base), m = EstimateUnitBytes(mixed);
+  EXPECT_GT(m, 8 * b) << b << " " << m;
+  EXPECT_EQ(UnitParticles(mixed), 8);
+  v1::WorkerInfo w;
+  EXPECT_EQ(WhyWorkerCannotHold(w, mixed), "");  // reports nothing: trusted
+  w.set_memory_bytes(m);
+  EXPECT_EQ(WhyWorkerCannotHold(w, mixed), "");
+  w.set_memory_bytes(m - 1);
+  EXPECT_NE(WhyWorkerCannotHold(w, mixed).find("a unit needs about"), std::string::npos);
+  EXPECT_EQ(WhyWorkerCannotHold(w, *base), "");
+  w.set_max_particles(7);
+  EXPECT_EQ(WhyWorkerCannotHold(w, *base),
+            "a unit has 8 particles, the worker takes at most 7 (--max-particles)");
 }
 
 TEST(JobSpec, AUnitThatNoWorkerCanHoldIsRefusedWithItsEstimate) {
