@@ -28,6 +28,8 @@ VARIANTS = [
     ("elo_xi0", "ELO, PES accumulator reset at restores"),
     ("elo_ramp", "ELO, accumulator reset, alpha = 1 from half of meta-training"),
     ("elo_ramp_p05", "the same with P_th = 0.05"),
+    ("elo_t16", "ELO, accumulator reset, 16 PES tasks, alpha = 1 from half-way"),
+    ("elo_lr1e3", "ELO, accumulator reset, outer lr 1e-3"),
     ("curriculum", "LO (curriculum 1k to 10k)"),
     ("mulo", "muLO (ELO in muP over widths 128/512/1024)"),
 ]
@@ -90,7 +92,8 @@ def lopt_runs(report, name):
 
 
 def gpu_name(root):
-    """The GPU the study ran on: device.txt (run_study.sh's pack writes it), else H100."""
+    """The device the study ran on: device.txt (run_study.sh's pack writes the GPU's name; a
+    CPU run's folder holds "CPU ..."), else H100."""
     try:
         with open(os.path.join(root, "device.txt")) as f:
             name = f.readline().strip()
@@ -109,7 +112,8 @@ def main():
     p = out.append
 
     # --- Meta-training: wall time and where it ended.
-    p(f"### Meta-training ({gpu}, `lopt train --device cuda`)\n")
+    flag = "cpu" if gpu.startswith("CPU") else "cuda"
+    p(f"### Meta-training ({gpu}, `lopt train --device {flag}`)\n")
     p("| variant | seed | outer steps | wall s | inner particle-steps/s | task loss, first 10 → last 10 steps |")
     p("|---|---|---|---|---|---|")
     for v, label in VARIANTS:
