@@ -279,6 +279,36 @@ TEST(Services, PrometheusScrapesAllThreeProcesses) {
   ASSERT_TRUE(buf.ok());
   EXPECT_NE(buf->find("lopt_buffer_puts_total"), std::string::npos) << *buf;
   (*p)->Stop();
+  // Every lopt_ metric the three export is in deploy/check/exported_metrics.txt
+  // (the list the dashboards and alerting rules are checked against) with its
+  // type and process, so the list cannot fall behind the code.
+  std::map<std::string, std::pair<std::string, std::string>> listed;  // name -> (type, processes)
+  for (absl::string_view line : absl::StrSplit(lopt::ReadFile(LOPT_EXPORTED_METRICS).value_or(""), '\n')) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    if (f.size() >= 3 && f[0][0] != '#') listed[f[0]] = {f[1], f[2]};
+  }
+  ASSERT_GT(listed.size(), 20u) << LOPT_EXPORTED_METRICS;
+  int seen = 0;
+  for (const auto& [process, mport] : std::vector<std::pair<std::string, int>>{
+           {"learner", c.learner().metrics_port()},
+           {"buffer", c.buffer().metrics_port()},
+           {"worker", worker_metrics}}) {
+    for (absl::string_view line : absl::StrSplit(lopt::testing::Scrape(mport), '\n')) {
+      std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+      if (f.size() != 4 || f[0] != "#" || f[1] != "TYPE" || f[2].rfind("lopt_", 0) != 0) continue;
+      ++seen;
+      auto it = listed.find(f[2]);
+      if (it == listed.end()) {
+        ADD_FAILURE() << process << " exports " << f[2] << " (" << f[3]
+                      << "), which deploy/check/exported_metrics.txt does not list";
+        continue;
+      }
+      EXPECT_EQ(it->second.first, f[3]) << f[2];
+      EXPECT_NE(it->second.second.find(process), std::string::npos)
+          << f[2] << " is exported by the " << process << ", the list says " << it->second.second;
+    }
+  }
+  EXPECT_GT(seen, 20);
 }
 
 TEST(Services, TlsClusterRunsAJobAndRefusesPlaintextAndStrangers) {
