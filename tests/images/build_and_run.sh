@@ -115,18 +115,18 @@ start() {  # start NAME IMAGE CMD... : a container of IMAGE running CMD in the b
     -v "$run_dir/shared:/shared" "$c" -- lopt-entrypoint "$@" > "$run_dir/$name.log" 2>&1 &
   pids+=($!)
 }
+# loptctl's container is made here, in the script's own shell: made on first use inside ctl(),
+# it was made in the subshell of out=$(ctl submit ...), so the script never saw its name (watch
+# ran in a container named "") and cleanup never removed it.
+ctl_ctr=$("${B[@]}" from --pull=never --name "lopt-test-ctl-$$" lopt-ctl) || fail "buildah from lopt-ctl"
+ctrs+=("$ctl_ctr")
 ctl() {  # loptctl in the ctl image
-  local c
-  if [ -z "${ctl_ctr:-}" ]; then
-    ctl_ctr=$("${B[@]}" from --pull=never --name "lopt-test-ctl-$$" lopt-ctl) || fail "buildah from lopt-ctl"
-    ctrs+=("$ctl_ctr")
-  fi
   "${B[@]}" run --isolation chroot --network host --user 10001:10001 \
     -v "$run_dir/shared:/shared" "$ctl_ctr" -- loptctl --learner "127.0.0.1:$lport" "$@"
 }
 wait_line() {  # wait_line FILE REGEX SECONDS
   for _ in $(seq 1 "$(($3 * 5))"); do
-    grep -qE "$2" "$1" && return 0
+    grep -qsE "$2" "$1" && return 0  # -s: the log may not exist yet
     sleep 0.2
   done
   return 1
@@ -163,8 +163,11 @@ id=$(echo "$out" | head -n1 | awk '{print $1}')
 echo "== job $id submitted from the ctl image"
 watch_out=$(timeout 600 "${B[@]}" run --isolation chroot --network host --user 10001:10001 \
   "$ctl_ctr" -- loptctl --learner "127.0.0.1:$lport" watch "$id" 2>&1)
+watch_rc=$?
 echo "$watch_out" | tail -3
-echo "$watch_out" | grep -q "SUCCEEDED" || {
+# loptctl watch exits 0 only when the job succeeded and ends with "job ID succeeded at outer
+# step N/N" (the state in lower case: the script's earlier grep for SUCCEEDED never matched).
+[ "$watch_rc" = 0 ] && echo "$watch_out" | grep -q "job $id succeeded at outer step" || {
   tail -20 "$run_dir/learner.log"; tail -20 "$run_dir/worker.log"
   fail "job $id did not succeed: $(echo "$watch_out" | tail -1)"; }
 t_job=$(secs "$t_run" "$(now)")
