@@ -21,8 +21,10 @@
 # LOPT_IMAGES_SKIP_BUILD=1 (run the job on the images built before), LOPT_IMAGES_BUILD="learner"
 # (build only these of learner, buffer, ctl, worker-cpu; the job runs on all four).
 # Disk: vfs copies the whole root file system for each layer and keeps each step's working
-# container until the build ends: the store held 45 GB after three images, and a build of an
-# image with LibTorch needs ~30 GB more while it runs. Check `df` first on a shared machine.
+# container until the build ends (a stopped build leaves them: buildah containers, rm --all):
+# the store holds 25 GB with the base image, the build cache and the four images, and a build
+# needs up to ~25 GB more while it runs, even from the cache. Check `df` first on a shared machine.
+# The layer cache is hit only by the same tree (docker/README.md, "The cache and the context").
 # Prints PASS or FAIL; exits 77 (ctest: skipped) when buildah, podman or debootstrap is missing.
 set -uo pipefail
 src=$(cd "${1:?usage: build_and_run.sh SOURCE_DIR WORK_DIR}" && pwd)
@@ -75,9 +77,15 @@ fi
 images=(learner buffer ctl worker-cpu)
 if [ "${LOPT_IMAGES_SKIP_BUILD:-0}" != 1 ]; then
   ctx="$work/context"
+  umask 022
   rm -rf "$ctx"
   mkdir -p "$ctx"
-  (cd "$src" && git ls-files -co --exclude-standard -z | tar --null -T - -c) | tar -C "$ctx" -x \
+  # buildah's layer cache keys COPY . . on a digest of the context that ignores times but not
+  # modes or owners, so the snapshot's modes are those of git archive (664, 775 if executable;
+  # directories 755) and its owner root, whatever the checkout's umask: a checkout made with
+  # umask 022 (644) missed the cache of one made with 002 and compiled the project again.
+  (cd "$src" && git ls-files -co --exclude-standard -z |
+     tar --null -T - -c --mode=g+w,o-w --owner=0 --group=0 --numeric-owner) | tar -C "$ctx" -x \
     || fail "cannot snapshot $src (a git work tree is needed)"
   echo "== context: $(cd "$src" && git rev-parse --short HEAD 2>/dev/null)$(cd "$src" && git diff --quiet HEAD 2>/dev/null || echo '+changes'), $(du -sh "$ctx" | cut -f1)"
   for img in ${LOPT_IMAGES_BUILD:-${images[*]}}; do
