@@ -21,8 +21,10 @@
 # LOPT_IMAGES_SKIP_BUILD=1 (run the job on the images built before), LOPT_IMAGES_BUILD="learner"
 # (build only these of learner, buffer, ctl, worker-cpu; the job runs on all four).
 # Disk: vfs copies the whole root file system for each layer and keeps each step's working
-# container until the build ends: the store held 45 GB after three images, and a build of an
-# image with LibTorch needs ~30 GB more while it runs. Check `df` first on a shared machine.
+# container until the build ends (a stopped build leaves them: buildah containers, rm --all):
+# the store holds 25 GB with the base image, the build cache and the four images, and a build
+# needs up to ~25 GB more while it runs, even from the cache. Check `df` first on a shared machine.
+# The layer cache is hit only by the same tree (docker/README.md, "The cache and the context").
 # Prints PASS or FAIL; exits 77 (ctest: skipped) when buildah, podman or debootstrap is missing.
 set -uo pipefail
 src=$(cd "${1:?usage: build_and_run.sh SOURCE_DIR WORK_DIR}" && pwd)
@@ -75,9 +77,15 @@ fi
 images=(learner buffer ctl worker-cpu)
 if [ "${LOPT_IMAGES_SKIP_BUILD:-0}" != 1 ]; then
   ctx="$work/context"
+  umask 022
   rm -rf "$ctx"
   mkdir -p "$ctx"
-  (cd "$src" && git ls-files -co --exclude-standard -z | tar --null -T - -c) | tar -C "$ctx" -x \
+  # buildah's layer cache keys COPY . . on a digest of the context that ignores times but not
+  # modes or owners, so the snapshot's modes are those of git archive (664, 775 if executable;
+  # directories 755) and its owner root, whatever the checkout's umask: a checkout made with
+  # umask 022 (644) missed the cache of one made with 002 and compiled the project again.
+  (cd "$src" && git ls-files -co --exclude-standard -z |
+     tar --null -T - -c --mode=g+w,o-w --owner=0 --group=0 --numeric-owner) | tar -C "$ctx" -x \
     || fail "cannot snapshot $src (a git work tree is needed)"
   echo "== context: $(cd "$src" && git rev-parse --short HEAD 2>/dev/null)$(cd "$src" && git diff --quiet HEAD 2>/dev/null || echo '+changes'), $(du -sh "$ctx" | cut -f1)"
   for img in ${LOPT_IMAGES_BUILD:-${images[*]}}; do
@@ -115,18 +123,18 @@ start() {  # start NAME IMAGE CMD... : a container of IMAGE running CMD in the b
     -v "$run_dir/shared:/shared" "$c" -- lopt-entrypoint "$@" > "$run_dir/$name.log" 2>&1 &
   pids+=($!)
 }
+# loptctl's container is made here, in the script's own shell: made on first use inside ctl(),
+# it was made in the subshell of out=$(ctl submit ...), so the script never saw its name (watch
+# ran in a container named "") and cleanup never removed it.
+ctl_ctr=$("${B[@]}" from --pull=never --name "lopt-test-ctl-$$" lopt-ctl) || fail "buildah from lopt-ctl"
+ctrs+=("$ctl_ctr")
 ctl() {  # loptctl in the ctl image
-  local c
-  if [ -z "${ctl_ctr:-}" ]; then
-    ctl_ctr=$("${B[@]}" from --pull=never --name "lopt-test-ctl-$$" lopt-ctl) || fail "buildah from lopt-ctl"
-    ctrs+=("$ctl_ctr")
-  fi
   "${B[@]}" run --isolation chroot --network host --user 10001:10001 \
     -v "$run_dir/shared:/shared" "$ctl_ctr" -- loptctl --learner "127.0.0.1:$lport" "$@"
 }
 wait_line() {  # wait_line FILE REGEX SECONDS
   for _ in $(seq 1 "$(($3 * 5))"); do
-    grep -qE "$2" "$1" && return 0
+    grep -qsE "$2" "$1" && return 0  # -s: the log may not exist yet
     sleep 0.2
   done
   return 1
@@ -163,8 +171,11 @@ id=$(echo "$out" | head -n1 | awk '{print $1}')
 echo "== job $id submitted from the ctl image"
 watch_out=$(timeout 600 "${B[@]}" run --isolation chroot --network host --user 10001:10001 \
   "$ctl_ctr" -- loptctl --learner "127.0.0.1:$lport" watch "$id" 2>&1)
+watch_rc=$?
 echo "$watch_out" | tail -3
-echo "$watch_out" | grep -q "SUCCEEDED" || {
+# loptctl watch exits 0 only when the job succeeded and ends with "job ID succeeded at outer
+# step N/N" (the state in lower case: the script's earlier grep for SUCCEEDED never matched).
+[ "$watch_rc" = 0 ] && echo "$watch_out" | grep -q "job $id succeeded at outer step" || {
   tail -20 "$run_dir/learner.log"; tail -20 "$run_dir/worker.log"
   fail "job $id did not succeed: $(echo "$watch_out" | tail -1)"; }
 t_job=$(secs "$t_run" "$(now)")
