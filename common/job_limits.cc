@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -173,30 +174,47 @@ struct UnitSize {
 };
 
 UnitSize Estimate(const v1::JobSpec& job) {
-  std::vector<std::pair<v1::TaskSpec, std::string>> tasks;
-  double particles;
+  // (task, where it is in the spec, particles that run it)
+  std::vector<std::tuple<v1::TaskSpec, std::string, double>> tasks;
   double per_param = kStateFloatsPerParam;
   std::string what;
   if (job.has_lhopt()) {
-    particles = job.lhopt().particles();
     what = "lhopt.particles";
     for (int i = 0; i < job.lhopt().tasks_size(); ++i)
-      tasks.emplace_back(job.lhopt().tasks(i).task(), absl::StrCat("lhopt.tasks[", i, "].task"));
+      tasks.emplace_back(job.lhopt().tasks(i).task(), absl::StrCat("lhopt.tasks[", i, "].task"),
+                         double(job.lhopt().particles()));
   } else {
-    particles = 2.0 * job.pes().num_tasks();
     per_param += kLoptFeatures + 2.0 * job.lopt().hidden_size();
     what = "pes.num_tasks (x2 particles), lopt.hidden_size";
-    tasks.emplace_back(job.task(), "task");
-    // A task distribution: bounded as if every particle ran its largest entry.
-    for (int i = 0; i < job.elo().tasks_size(); ++i)
-      tasks.emplace_back(job.elo().tasks(i).task(), absl::StrCat("elo.tasks[", i, "].task"));
+    const double T = job.pes().num_tasks();
+    tasks.emplace_back(job.task(), "task", 2 * T);
+    // A task distribution splits the PES tasks over its entries (one each,
+    // the rest by weight: MixtureTaskCounts); its unroll holds them all at
+    // once. Bounded here by rounding each entry's share up.
+    const auto& mix = job.elo().tasks();
+    double total = 0;
+    for (const auto& c : mix) total += std::max(0.0, double(c.weight()));
+    const double rest = std::max(0.0, T - mix.size());
+    for (int i = 0; i < mix.size(); ++i) {
+      const double n = total > 0 ? 1 + std::ceil(rest * std::max(0.0, double(mix[i].weight())) / total) : T;
+      tasks.emplace_back(mix[i].task(), absl::StrCat("elo.tasks[", i, "].task"), 2 * n);
+    }
   }
-  UnitSize best;
-  for (const auto& [t, prefix] : tasks) {
+  UnitSize best, mixture;
+  for (size_t k = 0; k < tasks.size(); ++k) {
+    const auto& [t, prefix, particles] = tasks[k];
     TaskSize z = SizeOf(t, prefix);
     const double bytes = 4.0 * particles * (z.params * per_param + z.activations);
-    if (bytes > best.bytes) best = {bytes, absl::StrCat(what, ", ", z.fields)};
+    if (k == 0 || job.has_lhopt()) {
+      // The one task (or LHOPT's largest: its particles run one task at a time).
+      if (bytes > best.bytes) best = {bytes, absl::StrCat(what, ", ", z.fields)};
+    } else {
+      mixture.bytes += bytes;
+      absl::StrAppend(&mixture.fields, mixture.fields.empty() ? "" : ", ", z.fields);
+    }
   }
+  if (mixture.bytes > best.bytes)
+    best = {mixture.bytes, absl::StrCat(what, ", elo.tasks' weights, ", mixture.fields)};
   return best;
 }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
 
 #include "common/job_limits.h"
 #include "lopt/v1/work_service.pb.h"
@@ -231,11 +232,20 @@ TEST(JobSpec, AUnitThatNoWorkerCanHoldIsRefusedWithItsEstimate) {
 TEST(JobSpec, EveryShippedJobFileIsWithinTheLimits) {
   const char* src = std::getenv("LOPT_SOURCE_DIR");
   if (!src) GTEST_SKIP() << "LOPT_SOURCE_DIR not set (ctest sets it)";
-  for (const char* f : {"common/default_job.textproto", "deploy/jobs/fmnist8_cluster.textproto",
-                        "examples/lhopt_mixture.textproto", "models/fmnist8_elo.job.textproto",
-                        "tests/data/smoke_job.textproto", "bench/lhopt/mixture_yardstick.textproto",
-                        "bench/lhopt/transfer_cnn.textproto",
-                        "bench/lhopt/transfer_byte_lm.textproto"}) {
+  // Every job file the tree ships, by folder, so that a new one is checked too.
+  std::vector<std::string> files = {"common/default_job.textproto", "tests/data/smoke_job.textproto"};
+  for (const char* dir : {"deploy/jobs", "examples", "models", "bench/elo/jobs", "bench/lhopt",
+                          "bench/neumf"}) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(std::string(src) + "/" + dir, ec)) {
+      const std::string name = e.path().filename().string();
+      if (e.is_regular_file() && name.size() > 10 &&
+          name.compare(name.size() - 10, 10, ".textproto") == 0)
+        files.push_back(std::string(dir) + "/" + name);
+    }
+  }
+  EXPECT_GT(files.size(), 20u);
+  for (const auto& f : files) {
     auto job = LoadJobFile(std::string(src) + "/" + f);
     EXPECT_TRUE(job.ok()) << f << ": " << job.status();
   }
