@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
-#include <numeric>
+#include <tuple>
 #include <set>
 
 #include <torch/torch.h>
@@ -55,9 +55,13 @@ void PruneBaselineTables(const LhoptJob& job, const LhoptEpisodeRunner& runner,
 }
 
 absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, const LhoptJob& job,
-                            const std::set<std::string>& tables, ReplayBuffer& buffer) {
+                            const std::set<std::string>& tables, ReplayBuffer& buffer,
+                            double wall_seconds) {
   NamedTensors all;
   all.emplace_back("job", StringTensor(spec.SerializeAsString()));
+  // Seconds of training up to this checkpoint, over every run of the job
+  // (yardstick evaluations in): a resumed run's wall_s continues from here.
+  all.emplace_back("run/wall_seconds", torch::tensor(wall_seconds, torch::kFloat64));
   for (auto& [k, v] : job.SaveState()) all.emplace_back("learner/" + k, v);
   int64_t n = 0;
   for (const std::string& table : tables) {
@@ -75,11 +79,6 @@ absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, co
   return WriteFileAtomically(path, *bytes);
 }
 
-double MeanOf(const std::vector<double>& v, size_t begin, size_t end) {
-  if (end <= begin) return NAN;
-  return std::accumulate(v.begin() + begin, v.begin() + end, 0.0) / double(end - begin);
-}
-
 }  // namespace
 
 absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
@@ -90,8 +89,10 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
   LhoptEpisodeRunner runner(spec, &buffer, spec.name());
 
   const std::string ckpt = opt.out_dir + "/checkpoint.pt";
+  const std::string metrics_path = opt.out_dir + "/metrics.csv";
   std::set<std::string> tables;  // baseline curves to checkpoint
   LhoptTrainSummary summary;
+  double wall_before = 0;  // training seconds before this run (resumed)
   if (!opt.fresh && FileExists(ckpt)) {
     auto bytes = ReadFile(ckpt);
     if (!bytes.ok()) return bytes.status();
@@ -102,10 +103,14 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
       return absl::FailedPreconditionError(absl::StrCat(
           ckpt, " belongs to a different job spec; use --fresh to start over or another --out"));
     if (auto s = job.LoadState(WithPrefix(*all, "learner/")); !s.ok()) return s;
-    int64_t n = Find(*all, "buffer/size").value().item<int64_t>();
+    auto size = Find(*all, "buffer/size");
+    if (!size.ok()) return size.status();
+    const int64_t n = size->item<int64_t>();
     for (int64_t i = 0; i < n; ++i) {
       NamedTensors item = WithPrefix(*all, absl::StrCat("buffer/", i, "/"));
-      std::string table = TensorString(Find(item, "@table").value());
+      auto table_t = Find(item, "@table");
+      if (!table_t.ok()) return table_t.status();
+      std::string table = TensorString(*table_t);
       item.erase(std::remove_if(item.begin(), item.end(),
                                 [](const auto& kv) { return kv.first == "@table"; }),
                  item.end());
@@ -113,21 +118,27 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
       tables.insert(table);
     }
     summary.resumed_from = job.version();
+    // metrics.csv row i: the update to version i + 1; yardstick.csv row v:
+    // version v. The rows a crash left after the checkpoint are recomputed,
+    // not repeated.
+    if (auto s = DropCsvRowsFrom(metrics_path, summary.resumed_from); !s.ok()) return s;
+    if (auto s = DropCsvRowsFrom(opt.out_dir + "/yardstick.csv", summary.resumed_from + 1); !s.ok())
+      return s;
+    if (auto w = Find(*all, "run/wall_seconds"); w.ok())
+      wall_before = w->item<double>();
+    else  // a checkpoint from before it kept the time: the last kept row's
+      wall_before = LastCsvValue(metrics_path, "wall_s", 0);
+    std::fprintf(stderr,
+                 "lopt train: resuming %s from its checkpoint at iteration %lld of %lld "
+                 "(%s of training so far); --fresh starts over\n",
+                 opt.out_dir.c_str(), (long long)summary.resumed_from,
+                 (long long)job.iterations(), FormatDuration(wall_before).c_str());
   }
 
   if (auto s = WriteJobText(opt.out_dir, spec); !s.ok()) return s;
-  if (summary.resumed_from > 0) {
-    // metrics.csv row i: the update to version i + 1; yardstick.csv row v: version v.
-    if (auto s = DropCsvRowsFrom(opt.out_dir + "/metrics.csv", summary.resumed_from); !s.ok()) return s;
-    if (auto s = DropCsvRowsFrom(opt.out_dir + "/yardstick.csv", summary.resumed_from + 1); !s.ok())
-      return s;
-  }
-  std::ofstream metrics(opt.out_dir + "/metrics.csv",
-                        summary.resumed_from > 0 ? std::ios::app : std::ios::trunc);
-  if (summary.resumed_from == 0)
-    metrics << "iteration,mean_reward,mean_episode_length,entropy,approx_kl,value_loss,"
-               "policy_loss,clip_fraction,grad_norm,episodes,dropped_stale,mean_final_eval_loss,"
-               "baseline_runs,register_saves,register_loads,inner_particle_steps_per_s,wall_s\n";
+  const bool append = summary.resumed_from > 0 && FileExists(metrics_path);
+  std::ofstream metrics(metrics_path, append ? std::ios::app : std::ios::trunc);
+  if (!append) metrics << kLhoptMetricsHeader;
 
   // The fixed yardstick (lhopt.yardstick): its row for a version is written
   // before that version's checkpoint, so a resumed run does not repeat it.
@@ -149,6 +160,11 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
                  (long long)r->runs, r->wall_seconds);
     return absl::OkStatus();
   };
+  auto t0 = std::chrono::steady_clock::now(), ts = t0;
+  auto seconds_so_far = [&] {
+    return wall_before +
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
   if (yardstick.enabled()) {
     yardstick_csv.open(opt.out_dir + "/yardstick.csv",
                        summary.resumed_from > 0 ? std::ios::app : std::ios::trunc);
@@ -160,7 +176,6 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
 
   ProgressBar bar("lhopt", job.iterations(), opt.progress);
   bar.Update(job.version(), "");
-  auto t0 = std::chrono::steady_clock::now(), ts = t0;
   int64_t particle_steps = 0, ran = 0;
   while (!job.done() && (opt.stop_after < 0 || ran < opt.stop_after)) {
     if (!job.CanStart()) return absl::InternalError("LHOPT job cannot start a unit");
@@ -174,16 +189,10 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
     if (*outcome != LhoptAcceptOutcome::kUpdated) continue;
     auto now = std::chrono::steady_clock::now();
     double dt = std::chrono::duration<double>(now - ts).count();
-    double wall = std::chrono::duration<double>(now - t0).count();
     ts = now;
-    metrics << absl::StrFormat("%d,%.6g,%.4g,%.6g,%.6g,%.6g,%.6g,%.4g,%.4g,%d,%d,%.6g,%d,%d,%d,%.1f,%.1f\n",
-                               rec.iteration, rec.mean_reward, rec.mean_episode_length,
-                               rec.ppo.entropy, rec.ppo.approx_kl, rec.ppo.value_loss,
-                               rec.ppo.policy_loss, rec.ppo.clip_fraction, rec.ppo.grad_norm,
-                               rec.episodes, rec.dropped_stale, rec.mean_final_eval_loss,
-                               rec.baseline_runs, rec.register_saves, rec.register_loads,
-                               rec.inner_particle_steps / dt, wall)
-            << std::flush;
+    metrics << LhoptMetricsColumns(rec.MetricsRow())
+            << MetricsCsvTail(rec.inner_particle_steps / dt, seconds_so_far())
+            << std::flush;  // followable while it runs
     ++ran;
     bar.Update(job.version(),
                absl::StrFormat("reward %+.3f len %.1f H %.2f KL %.4f VL %.3f", rec.mean_reward,
@@ -191,10 +200,16 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
                                rec.ppo.value_loss));
     if (auto s = run_yardstick(); !s.ok()) return s;
     ts = std::chrono::steady_clock::now();  // the next rate leaves the yardstick out
+    // Ctrl-C: the final checkpoint below is this iteration's.
+    if (opt.stop && opt.stop->load()) {
+      summary.stopped_early = !job.done();
+      break;
+    }
     int64_t every = spec.lhopt().checkpoint_every();
     if (every > 0 && job.version() % every == 0 && !job.done()) {
       PruneBaselineTables(job, runner, buffer, &tables);
-      if (auto s = SaveCheckpoint(ckpt, spec, job, tables, buffer); !s.ok()) return s;
+      if (auto s = SaveCheckpoint(ckpt, spec, job, tables, buffer, seconds_so_far()); !s.ok())
+        return s;
       // The latest policy as a controller file too, usable before the run ends.
       auto file = job.MakeControllerFile();
       if (!file.ok()) return file.status();
@@ -206,26 +221,23 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
   bar.Finish(absl::StrFormat("reward %+.3f", rewards.empty() ? NAN : rewards.back()));
   metrics.close();
   PruneBaselineTables(job, runner, buffer, &tables);
-  if (auto s = SaveCheckpoint(ckpt, spec, job, tables, buffer); !s.ok()) return s;
+  if (auto s = SaveCheckpoint(ckpt, spec, job, tables, buffer, wall_before + wall); !s.ok())
+    return s;
+  summary.checkpoint_path = ckpt;
 
   summary.iterations = job.version();
-  size_t n = rewards.size(), w = std::min<size_t>(5, n);
-  summary.reward_start = MeanOf(rewards, 0, w);
-  summary.reward_end = MeanOf(rewards, n - w, n);
+  summary.total_iterations = job.iterations();
+  summary.iterations_this_run = summary.iterations - summary.resumed_from;
+  std::tie(summary.reward_start, summary.reward_end) = StartEndMeans(rewards, 5);
   summary.wall_seconds = wall;
+  summary.total_wall_seconds = wall_before + wall;
   summary.inner_particle_steps_per_second = particle_steps / std::max(wall, 1e-9);
   summary.controller_path = opt.out_dir + "/controller.lhopt";
   auto file = job.MakeControllerFile();
   if (!file.ok()) return file.status();
   if (auto s = SaveControllerFile(summary.controller_path, *file); !s.ok()) return s;
 
-  RunGnuplot(opt.out_dir + "/rewards.gp",
-          absl::StrCat("set terminal pngcairo size 1000,600 noenhanced\nset output '", opt.out_dir,
-                       "/rewards.png'\nset datafile separator ','\nset key top left\n",
-                       "set title 'LHOPT ", spec.name(), ": mean episode reward a PPO iteration'\n",
-                       "set xlabel 'PPO iteration'\nset ylabel 'mean reward (log speed-up over the EMA baseline)'\n",
-                       "plot '", opt.out_dir, "/metrics.csv' using 1:2 with linespoints title 'mean reward', ",
-                       "'' using 1:2 smooth bezier lw 3 title 'smoothed'\n"));
+  PlotLhoptRewards(opt.out_dir, spec.name());  // rewards.png (needs gnuplot)
   if (yardstick.enabled()) {
     yardstick_csv.close();
     const size_t T = spec.lhopt().tasks_size();
@@ -239,18 +251,24 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
       absl::StrAppend(&gp, ", '' using 1:", 3 + t, " with linespoints title columnheader(", 3 + t, ")");
     RunGnuplot(opt.out_dir + "/yardstick.gp", gp + "\n");
   }
+  // What this run did and where the job stands in all (a resumed run's
+  // iterations and wall_seconds count every run of the job), as ELO's.
   std::string json = absl::StrCat(
       "{\n  \"job\": ", JsonString(spec.name()), ",\n  \"iterations\": ", summary.iterations,
+      ",\n  \"total_iterations\": ", summary.total_iterations,
       ",\n  \"resumed_from\": ", summary.resumed_from,
+      ",\n  \"iterations_this_run\": ", summary.iterations_this_run,
       ",\n  \"reward_start\": ", JsonNumber(summary.reward_start),
       ",\n  \"reward_end\": ", JsonNumber(summary.reward_end),
       ",\n  \"baseline_runs\": ", runner.baseline_runs(),
       ",\n  \"baseline_memo_hits\": ", runner.baseline_memo_hits(),
       ",\n  \"inner_particle_steps_per_second\": ", JsonNumber(summary.inner_particle_steps_per_second),
-      ",\n  \"wall_seconds\": ", JsonNumber(wall),
+      ",\n  \"wall_seconds\": ", JsonNumber(summary.total_wall_seconds),
+      ",\n  \"wall_seconds_this_run\": ", JsonNumber(wall),
       ",\n  \"yardstick_seconds\": ", JsonNumber(yardstick_seconds),
       ",\n  \"yardstick_first\": ", JsonNumber(yardstick_scores.empty() ? NAN : yardstick_scores.front()),
       ",\n  \"yardstick_last\": ", JsonNumber(yardstick_scores.empty() ? NAN : yardstick_scores.back()),
+      ",\n  \"stopped_early\": ", summary.stopped_early ? "true" : "false",
       ",\n  \"controller\": ", JsonString(summary.controller_path), "\n}\n");
   if (auto s = WriteFileAtomically(opt.out_dir + "/summary.json", json); !s.ok()) return s;
   return summary;

@@ -8,7 +8,7 @@
 #include <deque>
 #include <fstream>
 #include <map>
-#include <numeric>
+#include <tuple>
 
 #include <torch/torch.h>
 
@@ -64,11 +64,6 @@ NamedTensors WithPrefix(const NamedTensors& all, const std::string& prefix) {
   for (const auto& [k, v] : all)
     if (k.rfind(prefix, 0) == 0) out.emplace_back(k.substr(prefix.size()), v);
   return out;
-}
-
-double MeanOf(const std::vector<double>& v, size_t begin, size_t end) {
-  if (end <= begin) return NAN;
-  return std::accumulate(v.begin() + begin, v.begin() + end, 0.0) / double(end - begin);
 }
 
 }  // namespace
@@ -217,13 +212,8 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
   summary.outer_steps = learner.outer_step();
   summary.total_steps = job.total_steps();
   summary.outer_steps_this_run = summary.outer_steps - summary.resumed_from;
-  const std::vector<double>& meta = job.meta_losses();
-  const std::vector<double>& tl = job.task_losses();
-  size_t n = meta.size(), w = std::min<size_t>(10, n);
-  summary.meta_loss_start = MeanOf(meta, 0, w);
-  summary.meta_loss_end = MeanOf(meta, n - w, n);
-  summary.task_loss_start = MeanOf(tl, 0, w);
-  summary.task_loss_end = MeanOf(tl, n - w, n);
+  std::tie(summary.meta_loss_start, summary.meta_loss_end) = StartEndMeans(job.meta_losses(), 10);
+  std::tie(summary.task_loss_start, summary.task_loss_end) = StartEndMeans(job.task_losses(), 10);
   summary.particle_steps_per_second = rate;
   summary.wall_seconds = wall;
   summary.total_wall_seconds = wall_before + wall;

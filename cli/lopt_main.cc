@@ -67,8 +67,10 @@ usage:
       schedule and weight decay at inference.
   lopt train --job LHOPT_JOB [--out DIR] [--iterations N] ...
       A job with an `lhopt` section trains an LHOPT controller with PPO:
-      DIR/controller.lhopt, metrics.csv, rewards.png, summary.json, a
-      checkpoint it resumes from; then evaluates the controller into DIR/eval.
+      DIR/controller.lhopt, job.textproto, metrics.csv, rewards.png,
+      summary.json, a checkpoint it resumes from (the same command resumes;
+      Ctrl-C stops after the PPO iteration under way, with a checkpoint);
+      then evaluates the controller into DIR/eval.
   lopt schedule --controller FILE --job FILE --out DIR [--steps N] [--decisions N]
       Runs the controller greedily on the job's `task` and writes its
       hyperparameters over normalised progress: schedule.csv/json/png.
@@ -259,7 +261,29 @@ int Main(int argc, char** argv) {
     o.fresh = f->Has("fresh");
     o.progress = !f->Has("no-progress");
     o.device = f->Get("device", "cpu");
-    if (IsLhoptJob(*job)) {
+    // Ctrl-C or SIGTERM stops after the outer step (ELO) or PPO iteration
+    // (LHOPT) under way, with a checkpoint and a usable trained file; the
+    // same command resumes.
+    static std::atomic<bool> stop{false};
+    static const char* stop_message = nullptr;
+    static size_t stop_message_size = 0;
+    static const char kEloStop[] =
+        "\nlopt train: stopping after the outer step under way, with a checkpoint "
+        "(again to quit now, losing the steps since the last checkpoint)\n";
+    static const char kLhoptStop[] =
+        "\nlopt train: stopping after the PPO iteration under way, with a checkpoint "
+        "(again to quit now, losing the iterations since the last checkpoint)\n";
+    const bool lhopt = IsLhoptJob(*job);
+    stop_message = lhopt ? kLhoptStop : kEloStop;
+    stop_message_size = lhopt ? sizeof(kLhoptStop) - 1 : sizeof(kEloStop) - 1;
+    o.stop = &stop;
+    // A second one quits at once: the next run resumes from the last
+    // periodic checkpoint.
+    auto on_signal = [](int) {
+      if (stop.exchange(true)) _exit(130);
+      (void)!write(STDERR_FILENO, stop_message, stop_message_size);
+    };
+    if (lhopt) {
       const auto& l = job->lhopt();
       std::fprintf(stderr,
                    "lopt train: LHOPT job '%s', %d PPO iterations x %d episodes (%d tasks in the "
@@ -267,13 +291,35 @@ int Main(int argc, char** argv) {
                    job->name().c_str(), l.iterations(), l.episodes_per_iteration(), l.tasks_size(),
                    l.min_inner_steps(), l.max_inner_steps(), l.min_decisions(), l.max_decisions(),
                    o.out_dir.c_str());
+      std::signal(SIGINT, on_signal);
+      std::signal(SIGTERM, on_signal);
       auto summary = RunLocalLhoptTraining(*job, o);
+      std::signal(SIGINT, SIG_DFL);
+      std::signal(SIGTERM, SIG_DFL);
       if (!summary.ok()) return Fail(summary.status());
-      std::printf("trained %lld PPO iterations in %s (%.0f inner particle-steps/s)\n"
+      if (summary->stopped_early) {
+        std::printf("stopped at iteration %lld of %lld, checkpointed in %s (this run: %lld "
+                    "iterations, %s); %s holds the policy of that iteration; run the same "
+                    "command to resume\n",
+                    (long long)summary->iterations, (long long)summary->total_iterations,
+                    summary->checkpoint_path.c_str(), (long long)summary->iterations_this_run,
+                    FormatDuration(summary->wall_seconds).c_str(),
+                    summary->controller_path.c_str());
+        return 0;
+      }
+      std::string resumed;
+      if (summary->resumed_from > 0)
+        resumed = absl::StrFormat(" after resuming at iteration %lld; %lld of %lld in %s in all",
+                                  (long long)summary->resumed_from,
+                                  (long long)summary->iterations,
+                                  (long long)summary->total_iterations,
+                                  FormatDuration(summary->total_wall_seconds));
+      std::printf("trained %lld PPO iterations in %s (%.0f inner particle-steps/s)%s\n"
                   "mean reward %.4f -> %.4f\ncontroller: %s\n",
-                  (long long)summary->iterations, FormatDuration(summary->wall_seconds).c_str(),
-                  summary->inner_particle_steps_per_second, summary->reward_start,
-                  summary->reward_end, summary->controller_path.c_str());
+                  (long long)summary->iterations_this_run,
+                  FormatDuration(summary->wall_seconds).c_str(),
+                  summary->inner_particle_steps_per_second, resumed.c_str(),
+                  summary->reward_start, summary->reward_end, summary->controller_path.c_str());
       if (f->Has("no-eval")) return 0;
       if (auto s = EvalLhopt(*job, summary->controller_path, "", o.out_dir + "/eval", *f); !s.ok())
         return Fail(s);
@@ -282,19 +328,6 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "lopt train: job '%s', %d outer steps, %d tasks x 2 particles, truncation %d, out %s\n",
                  job->name().c_str(), job->budget().outer_steps(), job->pes().num_tasks(),
                  job->pes().truncation_length(), o.out_dir.c_str());
-    // Ctrl-C or SIGTERM stops after the outer step under way, with a
-    // checkpoint and a usable optimizer file; the same command resumes.
-    static std::atomic<bool> stop{false};
-    o.stop = &stop;
-    // A second one quits at once: the next run resumes from the last
-    // periodic checkpoint.
-    auto on_signal = [](int) {
-      if (stop.exchange(true)) _exit(130);
-      static const char kMsg[] =
-          "\nlopt train: stopping after the outer step under way, with a checkpoint "
-          "(again to quit now, losing the steps since the last checkpoint)\n";
-      (void)!write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
-    };
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     auto summary = RunLocalTraining(*job, o);

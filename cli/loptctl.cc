@@ -33,7 +33,7 @@ const std::vector<lopt::FlagDef> kFlags = {
     {"timeout-ms", "10000", "deadline of each call (watch: of each status)"},
     {"tls-ca-file", "", "PEM roots that sign the learner's certificate: talk TLS (empty: plaintext)"},
     {"out", "", "export: where to write the optimizer file (-o FILE too)"},
-    {"all", "", "export: every file of the job's directory (trained file, job.textproto, metrics.csv, training.png, eval/) into --out DIR", true},
+    {"all", "", "export: every file of the job's directory (trained file, job.textproto, summary.json, metrics.csv, training.png or rewards.png, eval/) into --out DIR", true},
     {"watch", "", "submit: then watch the job until it ends", true},
     {"no-progress", "", "watch: print a line per change instead of a progress bar", true},
 };
@@ -48,7 +48,8 @@ const char kUsage[] =
     "  cancel ID                        cancel a running job\n"
     "  export ID --out FILE             write the (trained) optimizer file (-o FILE too)\n"
     "  export ID --all --out DIR        the job's run directory: trained file, job.textproto,\n"
-    "                                   metrics.csv, training.png, eval/ (meta-test report)\n"
+    "                                   summary.json, metrics.csv, training.png (ELO) or\n"
+    "                                   rewards.png (LHOPT), eval/ (meta-test report)\n"
     "  health                           exit 0 if the learner serves, 1 if not";
 
 int Fail(const std::string& msg, int code = 1) {
@@ -318,11 +319,15 @@ int main(int argc, char** argv) {
     std::vector<std::string> wrote = {controller ? "controller.lhopt" : "optimizer.lopt"};
     if (auto s = lopt::WriteFileAtomically(out + "/" + wrote[0], bytes); !s.ok())
       return Fail(std::string(s.message()));
-    for (const char* file : {"job.textproto", "metrics.csv", "training.png", "yardstick.csv",
-                             "eval/report.json", "eval/table.txt", "eval/curves.csv",
-                             "eval/test_curves.csv", "eval/curves.png"}) {
+    for (const char* file : {"job.textproto", "summary.json", "metrics.csv", "training.png",
+                             "rewards.png", "yardstick.csv", "eval/report.json", "eval/table.txt",
+                             "eval/curves.csv", "eval/test_curves.csv", "eval/curves.png"}) {
       grpc::Status s = fetch(file, &bytes);
       if (s.error_code() == grpc::StatusCode::NOT_FOUND) continue;  // not (yet) there
+      // A learner older than this loptctl does not know the file's name.
+      if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT &&
+          s.error_message().find("no file '") != std::string::npos)
+        continue;
       if (!s.ok()) return FailRpc(s);
       if (auto w = lopt::WriteFileAtomically(out + "/" + file, bytes); !w.ok())
         return Fail(std::string(w.message()));

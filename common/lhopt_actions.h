@@ -128,6 +128,8 @@ class RestartRegisters {
                         double progress);
 
   const RegisterEntry& entry(int r) const { return entries_.at(r); }
+  // Sets register r as a saved run had it (entry(r) of that run).
+  void set_entry(int r, const RegisterEntry& e) { entries_.at(r) = e; }
   int num_registers() const { return static_cast<int>(entries_.size()); }
   // Every state id some register holds (what must not be deleted).
   std::vector<int64_t> LiveStateIds() const;

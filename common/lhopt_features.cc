@@ -120,6 +120,38 @@ void CiaoStatsMean::Reset() {
   count_ = 0;
 }
 
+std::vector<torch::Tensor> CiaoStatsMean::state() const {
+  if (count_ == 0) return {};
+  const CiaoStats& s = sum_;
+  return {torch::tensor(count_, torch::kInt64), s.grad_norm.clone(), s.clipped.clone(),
+          s.clip_scale.clone(), s.update_norm.clone(), s.param_norm.clone(),
+          s.momentum_norm.clone(), s.momentum_minus_grad_norm.clone(),
+          s.cos_grad_momentum.clone(), s.cos_grad_param.clone(), s.cos_grad_update.clone(),
+          s.dim.clone()};
+}
+
+void CiaoStatsMean::set_state(const std::vector<torch::Tensor>& s) {
+  if (s.empty()) return Reset();
+  TORCH_CHECK(s.size() == 12 && s[0].numel() == 1 && s[0].item<int64_t>() > 0,
+              "bad CiaoStatsMean state: need a step count > 0 and 11 tensors");
+  for (size_t i = 2; i < 12; ++i)
+    TORCH_CHECK(s[i].sizes() == s[1].sizes(), "bad CiaoStatsMean state: tensor ", i,
+                " has another shape than the first sum");
+  auto f64 = [](const torch::Tensor& t) { return t.to(torch::kFloat64).clone(); };
+  count_ = s[0].item<int64_t>();
+  sum_.grad_norm = f64(s[1]);
+  sum_.clipped = f64(s[2]);
+  sum_.clip_scale = f64(s[3]);
+  sum_.update_norm = f64(s[4]);
+  sum_.param_norm = f64(s[5]);
+  sum_.momentum_norm = f64(s[6]);
+  sum_.momentum_minus_grad_norm = f64(s[7]);
+  sum_.cos_grad_momentum = f64(s[8]);
+  sum_.cos_grad_param = f64(s[9]);
+  sum_.cos_grad_update = f64(s[10]);
+  sum_.dim = s[11].to(torch::kInt64).clone();
+}
+
 // ---------------------------------------------------------------------------
 
 RunningGaussianCdf::RunningGaussianCdf(int64_t rows, int64_t cols, double decay,

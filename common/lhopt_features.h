@@ -76,6 +76,11 @@ class CiaoStatsMean {
   int64_t count() const { return count_; }
   void Reset();
 
+  // The step count and sums, to save with a run (empty for no steps):
+  // count, then CiaoStats' fields in their order, dim last.
+  std::vector<torch::Tensor> state() const;
+  void set_state(const std::vector<torch::Tensor>& s);
+
  private:
   CiaoStats sum_;
   int64_t count_ = 0;

@@ -1,5 +1,6 @@
 #include "common/run_files.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <sstream>
@@ -21,6 +22,25 @@ std::string EloMetricsColumns(const EloMetricsRow& r) {
 
 std::string MetricsCsvTail(double particle_steps_per_s, double wall_s) {
   return absl::StrFormat(",%.1f,%.3f\n", particle_steps_per_s, wall_s);
+}
+
+std::string LhoptMetricsColumns(const LhoptMetricsRow& r) {
+  return absl::StrFormat("%d,%.6g,%.4g,%.6g,%.6g,%.6g,%.6g,%.4g,%.4g,%d,%d,%.6g,%d,%d,%d",
+                         r.iteration, r.mean_reward, r.mean_episode_length, r.entropy,
+                         r.approx_kl, r.value_loss, r.policy_loss, r.clip_fraction, r.grad_norm,
+                         r.episodes, r.dropped_stale, r.mean_final_eval_loss, r.baseline_runs,
+                         r.register_saves, r.register_loads);
+}
+
+std::pair<double, double> StartEndMeans(const std::vector<double>& v, size_t window) {
+  const size_t n = v.size(), w = std::min(window, n);
+  if (w == 0) return {NAN, NAN};
+  auto mean = [&](size_t begin, size_t end) {
+    double s = 0;
+    for (size_t i = begin; i < end; ++i) s += v[i];
+    return s / double(end - begin);
+  };
+  return {mean(0, w), mean(n - w, n)};
 }
 
 std::string FormatEloMetricsRow(const EloMetricsRow& r) {
@@ -106,6 +126,20 @@ bool PlotEloTraining(const std::string& dir, const std::string& job_name) {
       series("particle_steps_per_s", "#8c564b", "inner particle-steps/s"), "\n",
       "unset multiplot\n");
   return RunGnuplot(dir + "/training.gp", gp);
+}
+
+bool PlotLhoptRewards(const std::string& dir, const std::string& job_name) {
+  const std::string csv = dir + "/metrics.csv";
+  if (LastCsvValue(csv, "iteration", -1) < 0) return false;  // no rows yet
+  return RunGnuplot(
+      dir + "/rewards.gp",
+      absl::StrCat("set terminal pngcairo size 1000,600 noenhanced\nset output '", dir,
+                   "/rewards.png'\nset datafile separator ','\nset key top left\n",
+                   "set title 'LHOPT ", job_name, ": mean episode reward a PPO iteration'\n",
+                   "set xlabel 'PPO iteration'\n",
+                   "set ylabel 'mean reward (log speed-up over the EMA baseline)'\n", "plot '", csv,
+                   "' using 1:2 with linespoints title 'mean reward', ",
+                   "'' using 1:2 smooth bezier lw 3 title 'smoothed'\n"));
 }
 
 }  // namespace lopt

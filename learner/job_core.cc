@@ -1,12 +1,14 @@
 #include "learner/job_core.h"
 
 #include <cmath>
+#include <tuple>
 
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/job_spec.h"
+#include "common/json.h"
 #include "common/lhopt_wire.h"
 #include "common/metrics.h"
 #include "common/optimizer_file.h"
@@ -48,6 +50,18 @@ class EloCore : public JobCore {
   int64_t CheckpointEvery() const override { return job_.spec().budget().checkpoint_every(); }
   double Alpha() const override { return job_.learner().Alpha(); }
   std::string MetricsCsvHeader() const override { return kEloMetricsHeader; }
+  // As local mode's summary.json: means over the first and last 10 steps.
+  std::vector<std::pair<std::string, std::string>> SummaryFields() const override {
+    auto [meta_start, meta_end] = StartEndMeans(job_.meta_losses(), 10);
+    auto [task_start, task_end] = StartEndMeans(job_.task_losses(), 10);
+    return {{"outer_steps", absl::StrCat(job_.outer_step())},
+            {"total_steps", absl::StrCat(job_.total_steps())},
+            {"meta_loss_start", JsonNumber(meta_start)},
+            {"meta_loss_end", JsonNumber(meta_end)},
+            {"task_loss_start", JsonNumber(task_start)},
+            {"task_loss_end", JsonNumber(task_end)},
+            {"alpha", JsonNumber(job_.learner().Alpha())}};
+  }
   std::optional<std::pair<double, double>> LastLosses() const override {
     if (job_.meta_losses().empty()) return std::nullopt;
     return std::make_pair(job_.meta_losses().back(), job_.task_losses().back());
@@ -165,6 +179,15 @@ class LhoptCore : public JobCore {
   bool Done() const override { return job_.done(); }
   int32_t NumShards() const override { return 0; }
   int64_t CheckpointEvery() const override { return job_.spec().lhopt().checkpoint_every(); }
+  std::string MetricsCsvHeader() const override { return kLhoptMetricsHeader; }
+  // As local mode's summary.json: mean rewards over the first and last 5 iterations.
+  std::vector<std::pair<std::string, std::string>> SummaryFields() const override {
+    auto [reward_start, reward_end] = StartEndMeans(job_.mean_rewards(), 5);
+    return {{"iterations", absl::StrCat(job_.version())},
+            {"total_iterations", absl::StrCat(job_.iterations())},
+            {"reward_start", JsonNumber(reward_start)},
+            {"reward_end", JsonNumber(reward_end)}};
+  }
   // LHOPT's status: meta_loss is the latest iteration's mean reward, task_loss
   // its mean final eval loss (job_service.proto); a restored job shows its
   // last reward.
@@ -239,6 +262,7 @@ class LhoptCore : public JobCore {
         value_loss_->Set(rec.ppo.value_loss);
         length_->Set(rec.mean_episode_length);
       }
+      v.metrics_row = LhoptMetricsColumns(rec.MetricsRow());
       v.log_message = "PPO iteration";
       v.log_fields = {{"iteration", absl::StrCat(rec.iteration)},
                       {"mean_reward", absl::StrFormat("%.5g", rec.mean_reward)},
@@ -302,6 +326,10 @@ class LhoptCore : public JobCore {
 std::unique_ptr<JobCore> MakeJobCore(const v1::JobSpec& spec) {
   if (IsLhoptJob(spec)) return std::make_unique<LhoptCore>(spec);
   return std::make_unique<EloCore>(spec);
+}
+
+bool PlotRunMetrics(const v1::JobSpec& spec, const std::string& dir) {
+  return IsLhoptJob(spec) ? PlotLhoptRewards(dir, spec.name()) : PlotEloTraining(dir, spec.name());
 }
 
 }  // namespace lopt

@@ -71,6 +71,10 @@ class JobCore {
   virtual int64_t CheckpointEvery() const = 0;
   // The header of the metrics.csv that updates' metrics_row fill (empty: none).
   virtual std::string MetricsCsvHeader() const { return ""; }
+  // The kind's own entries of the summary.json a job leaves when it ends
+  // (key, JSON value), with the keys `lopt train` writes: the updates done
+  // and the budget, the losses (rewards) at the start and at the end.
+  virtual std::vector<std::pair<std::string, std::string>> SummaryFields() const = 0;
   // ELO's alpha_t for the status (0 where it has none).
   virtual double Alpha() const { return 0; }
   // The latest update's status losses (meta, task), if there was one: what a
@@ -115,5 +119,9 @@ class JobCore {
 // The core of a validated spec: LHOPT's for specs with an lhopt section,
 // ELO's for the rest.
 std::unique_ptr<JobCore> MakeJobCore(const v1::JobSpec& spec);
+
+// The plot of a run directory's metrics.csv, as `lopt train` draws it:
+// training.png for ELO, rewards.png for LHOPT (false without gnuplot or rows).
+bool PlotRunMetrics(const v1::JobSpec& spec, const std::string& dir);
 
 }  // namespace lopt

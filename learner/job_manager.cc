@@ -16,6 +16,7 @@
 #include "common/checkpoint.h"
 #include "common/job_limits.h"
 #include "common/job_spec.h"
+#include "common/json.h"
 #include "common/lhopt_wire.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -241,7 +242,7 @@ void JobManager::Apply(Slot& slot, Effects& fx) {
     if (slot.finished_at == Clock::time_point()) slot.finished_at = Clock::now();
     cleanup_prefixes_.push_back(id + "/");
   }
-  if (fx.outputs) EnqueueOutputs(*slot.job, fx.meta_test);
+  if (fx.outputs) EnqueueOutputs(*slot.job, fx.meta_test, fx.finished);
   for (auto& y : fx.yardsticks) yardstick_queue_.push_back(std::move(y));
   fx.yardsticks.clear();
   if (fx.state_changed) UpdateJobGauges();
@@ -290,13 +291,14 @@ void JobManager::QueueOutputs(Job& job, bool meta_test) {
   job.fx.meta_test |= meta_test;
 }
 
-void JobManager::EnqueueOutputs(const Job& job, bool meta_test) {
+void JobManager::EnqueueOutputs(const Job& job, bool meta_test, bool ended) {
   for (auto& q : outputs_queue_)
     if (q.job_id == job.id) {  // one request a job: the latest wins
       q.meta_test |= meta_test;
+      q.ended |= ended;
       return;
     }
-  outputs_queue_.push_back({job.id, job.spec, meta_test});
+  outputs_queue_.push_back({job.id, job.spec, meta_test, ended});
   cv_.SignalAll();
 }
 
@@ -315,7 +317,7 @@ void JobManager::OutputsLoop() {
       outputs_queue_.pop_front();
     }
     const std::string dir = JobDir(req.job_id);
-    PlotEloTraining(dir, req.spec.name());  // false without metrics.csv (LHOPT)
+    PlotRunMetrics(req.spec, dir);  // training.png (ELO) or rewards.png (LHOPT)
     if (req.meta_test) {
       LogInfo("meta-test of the trained optimizer", {{"job", req.job_id}, {"out", dir + "/eval"}});
       MetaTestOptions o;
@@ -331,18 +333,21 @@ void JobManager::OutputsLoop() {
       } catch (const MetaTestAbandoned&) {
         LogInfo("meta-test abandoned: the learner stops (it runs again after a restart)",
                 {{"job", req.job_id}});
+        continue;
       } catch (const std::exception& e) {
         LogError("meta-test failed", {{"job", req.job_id}, {"error", e.what()}});
       }
     }
+    // What a client (loptctl export --all) fetches from here on is final.
+    if (req.ended) LogInfo("run directory complete", {{"job", req.job_id}, {"dir", dir}});
   }
 }
 
 absl::StatusOr<std::string> JobManager::ExportFile(const std::string& id, const std::string& file) {
   static const std::set<std::string> kFiles = {
-      "job.textproto",    "metrics.csv",      "training.png",          "yardstick.csv",
-      "eval/report.json", "eval/curves.csv",  "eval/test_curves.csv",  "eval/curves.png",
-      "eval/table.txt"};
+      "job.textproto",    "summary.json",     "metrics.csv",           "training.png",
+      "rewards.png",      "yardstick.csv",    "eval/report.json",      "eval/curves.csv",
+      "eval/test_curves.csv", "eval/curves.png", "eval/table.txt"};
   if (!kFiles.count(file)) {
     std::string names;
     for (const auto& f : kFiles) absl::StrAppend(&names, names.empty() ? "" : ", ", f);
@@ -707,7 +712,32 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
   Finished(job);
 }
 
+void JobManager::WriteSummary(const Job& job) {
+  // wall_seconds as metrics.csv's wall_s: from the submission to the end,
+  // queueing and learner restarts in.
+  const int64_t now = NowUnixMs();
+  std::string json = absl::StrCat(
+      "{\n  \"job\": ", JsonString(job.spec.name()), ",\n  \"job_id\": ", JsonString(job.id),
+      ",\n  \"algorithm\": ", JsonString(job.core->algorithm()),
+      ",\n  \"state\": ", JsonString(v1::JobState_Name(job.state)),
+      ",\n  \"error\": ", JsonString(job.error));
+  for (const auto& [key, value] : job.core->SummaryFields())
+    absl::StrAppend(&json, ",\n  ", JsonString(key), ": ", value);
+  absl::StrAppend(
+      &json, ",\n  \"results_accepted\": ", job.accepted,
+      ",\n  \"results_dropped_stale\": ", job.dropped_stale,
+      ",\n  \"results_rejected\": ", job.rejected,
+      ",\n  \"inner_particle_steps_per_second\": ", JsonNumber(job.rate),
+      ",\n  \"submitted_unix_ms\": ", job.submitted_ms, ",\n  \"ended_unix_ms\": ", now,
+      ",\n  \"wall_seconds\": ", JsonNumber(double(now - job.submitted_ms) / 1000.0),
+      ",\n  \"trained_file\": ",
+      job.state == v1::SUCCEEDED ? JsonString(job.core->TrainedFileName(false)) : "null", "\n}\n");
+  if (auto s = WriteFileAtomically(JobDir(job.id) + "/summary.json", json); !s.ok())
+    LogWarning("cannot write summary.json", {{"job", job.id}, {"error", std::string(s.message())}});
+}
+
 void JobManager::Finished(Job& job) {
+  WriteSummary(job);
   job.fx.finished = true;
   job.fx.state_changed = true;
   QueueOutputs(job, job.state == v1::SUCCEEDED && options_.meta_test && !IsLhoptJob(job.spec));

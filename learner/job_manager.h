@@ -95,7 +95,8 @@ class JobManager {
   // runs. LHOPT jobs: the controller file (controller.lhopt), likewise.
   absl::StatusOr<std::string> ExportOptimizer(const std::string& job_id);
   // Another file of the job's directory (ExportOptimizerRequest.file's list:
-  // job.textproto, metrics.csv, training.png, eval/report.json, ...).
+  // job.textproto, summary.json, metrics.csv, training.png, rewards.png,
+  // eval/report.json, ...).
   // INVALID_ARGUMENT for a name not on it, NOT_FOUND while it does not exist.
   absl::StatusOr<std::string> ExportFile(const std::string& job_id, const std::string& file);
 
@@ -142,6 +143,9 @@ class JobManager {
     std::string job_id;
     v1::JobSpec spec;
     bool meta_test = false;
+    // The job has ended: once these outputs are drawn its directory is final,
+    // and the log says so ("run directory complete").
+    bool ended = false;
   };
   // What a job's section leaves for the manager (Job::fx, then TakeEffects):
   // applied under mu_ by Apply.
@@ -252,8 +256,13 @@ class JobManager {
   void Finish(Job& job, v1::JobState state, const std::string& error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
   // The end of Finish once the job's final state is set (and, for SUCCEEDED,
-  // durable): logs, gauges, the buffer's tables.
-  void Finished(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  // durable): summary.json, logs, gauges, the buffer's tables.
+  void Finished(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu) ABSL_LOCKS_EXCLUDED(mu_);
+  // <job dir>/summary.json of an ended job, as `lopt train` leaves one: its
+  // state, updates and budget, losses (rewards) at the start and the end,
+  // results, wall seconds. A small file written in the job's section (its
+  // lock), never under mu_; a failure is logged.
+  void WriteSummary(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu) ABSL_LOCKS_EXCLUDED(mu_);
   // Writes the job's checkpoint (a finishing job: its trained file, then a
   // checkpoint that says SUCCEEDED, then Finished). A failure is counted in
   // lopt_checkpoint_failures_total, shown in the job's status and retried
@@ -293,7 +302,7 @@ class JobManager {
   // abandons a meta-test under way.
   void AppendMetricsRow(Job& job, const std::string& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
   void QueueOutputs(Job& job, bool meta_test) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
-  void EnqueueOutputs(const Job& job, bool meta_test) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EnqueueOutputs(const Job& job, bool meta_test, bool ended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OutputsLoop() ABSL_LOCKS_EXCLUDED(mu_);
 
   const LearnerOptions options_;

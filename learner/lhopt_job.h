@@ -28,6 +28,7 @@
 #include "common/lhopt_policy.h"
 #include "common/lhopt_unit.h"
 #include "common/replay_buffer.h"
+#include "common/run_files.h"
 #include "learner/ppo.h"
 #include "lopt/v1/job.pb.h"
 #include "lopt/v1/optimizer_file.pb.h"
@@ -46,6 +47,15 @@ struct LhoptIterationRecord {
   int64_t register_saves = 0, register_loads = 0;
   int64_t inner_particle_steps = 0;
   PpoStats ppo;
+
+  // Its metrics.csv row (common/run_files.h) but the last two columns, as
+  // local mode and the learner write it.
+  LhoptMetricsRow MetricsRow() const {
+    return {iteration,      mean_reward,          mean_episode_length, ppo.entropy,
+            ppo.approx_kl,  ppo.value_loss,       ppo.policy_loss,     ppo.clip_fraction,
+            ppo.grad_norm,  episodes,             dropped_stale,       mean_final_eval_loss,
+            baseline_runs,  register_saves,       register_loads};
+  }
 };
 
 enum class LhoptAcceptOutcome { kAccepted, kUpdated, kDroppedStale };

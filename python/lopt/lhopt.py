@@ -33,6 +33,7 @@ Running a controller online (the inner optimizer is CIAO, in C++, as in meta-tra
         opt.step(loss=loss.item())          # you report each step's loss
 """
 import bisect
+import copy
 import os
 from typing import Callable, Dict, Iterable, List, Optional, Union
 
@@ -149,8 +150,25 @@ class LhoptController(torch.optim.Optimizer):
 
     The hyperparameters in force are `hparams` (a dict), mirrored into the parameter group
     as lr, betas, eps, weight_decay, clip_fraction after each decision (read-only: the
-    controller sets them). `decisions_log` lists each decision (step, hparams, actions,
-    register action). The controller's recurrent state is not in state_dict.
+    controller sets them). `decisions_log` lists each decision (step, progress, the
+    interval's training loss, hparams, actions, register action, and the 70 features the
+    policy decided on, in common/lhopt_features.h's order, before normalisation).
+
+    Checkpoints: state_dict() holds everything the run's next steps and decisions depend on
+    besides the parameters' values -- CIAO's moments, bias corrections and rolling maximum,
+    the hyperparameters in force, the policy's LSTM state and previous actions, the features'
+    running statistics, the decision interval's sums, the restart registers with the states
+    they hold, the step counts and decisions_log -- as tensors and numbers that torch.save
+    writes. Save it with the model's state_dict(); a controller built with the same file,
+    total_steps and decisions on the same model, the model's and this state loaded, goes on
+    exactly as the saved run would have:
+
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, "ckpt.pt")
+        ...
+        ckpt = torch.load("ckpt.pt")
+        model.load_state_dict(ckpt["model"])
+        opt = lopt.LhoptController(model.parameters(), "controller.lhopt", total_steps=1000)
+        opt.load_state_dict(ckpt["opt"])
     """
 
     def __init__(self, params: Iterable, controller: Union[str, os.PathLike], total_steps: int,
@@ -202,9 +220,20 @@ class LhoptController(torch.optim.Optimizer):
         return loss
 
     def state_dict(self):
-        raise NotImplementedError(
-            "LhoptController keeps the controller's LSTM state, feature history and CIAO's "
-            "state in C++; a run cannot be saved and resumed")
+        """The run's state (see the class's doc): copies, unchanged by the steps that follow."""
+        return {"lhopt_controller": self._c.state_dict(),
+                "decisions_log": copy.deepcopy(self.decisions_log)}
 
     def load_state_dict(self, state_dict):
-        self.state_dict()
+        """Makes this controller the one whose state_dict() `state_dict` is. ValueError, and
+        nothing changed, if it is not an LhoptController's or its run differs from this one
+        (total_steps, decisions, the policy's size, the parameters' number and shapes)."""
+        if not isinstance(state_dict, dict) or "lhopt_controller" not in state_dict:
+            raise ValueError("not an lopt.LhoptController state_dict (no 'lhopt_controller' "
+                             "entry); a torch optimizer's state does not load into it")
+        log = state_dict.get("decisions_log", [])
+        if not isinstance(log, list):
+            raise ValueError("LhoptController.load_state_dict: decisions_log must be a list")
+        self._c.load_state_dict(state_dict["lhopt_controller"])
+        self.decisions_log = copy.deepcopy(log)
+        self._mirror()

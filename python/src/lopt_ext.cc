@@ -15,6 +15,8 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include <pybind11/stl.h>
@@ -294,7 +296,213 @@ class PyController {
     std::vector<int64_t> acts(a.data_ptr<int64_t>(), a.data_ptr<int64_t>() + a.numel());
     out["actions"] = acts;
     out["register"] = reg;
+    // The policy's inputs before normalisation (common/lhopt_features.h's
+    // columns, FeatureNames()): what the decision was made on.
+    torch::Tensor f = x[0].to(torch::kFloat64).contiguous();
+    out["features"] = std::vector<double>(f.data_ptr<double>(), f.data_ptr<double>() + f.numel());
     return out;
+  }
+
+  // Everything the run's next decisions depend on besides the parameters'
+  // values (the user's model saves those): CIAO's state, the hyperparameters,
+  // the policy's LSTM state, the features' CDF history, the interval's sums,
+  // the restart registers and the states they hold, the step counts. Copies:
+  // the run going on does not change them.
+  py::dict StateDict() {
+    py::dict d;
+    d["format_version"] = kStateFormat;
+    d["total_steps"] = total_steps_;
+    d["decisions"] = decisions_;
+    d["steps"] = steps_;
+    d["next_decision"] = int64_t(next_decision_);
+    d["next_state_id"] = next_state_id_;
+    d["interval_loss"] = interval_loss_;
+    d["interval_steps"] = interval_steps_;
+    d["interval_stats"] = interval_.state();
+    py::dict h;
+    h["lr"] = h_.lr.clone();
+    h["one_minus_beta1"] = h_.one_minus_beta1.clone();
+    h["one_minus_beta2"] = h_.one_minus_beta2.clone();
+    h["eps"] = h_.eps.clone();
+    h["weight_decay"] = h_.weight_decay.clone();
+    h["clip_fraction"] = h_.clip_fraction.clone();
+    d["hparams"] = h;
+    d["policy_h"] = ps_.h.clone();
+    d["policy_c"] = ps_.c.clone();
+    d["prev_actions"] = prev_.clone();
+    std::vector<torch::Tensor> cdf;
+    for (const auto& t : features_.cdf().state())
+      cdf.push_back(t.clone());
+    d["feature_cdf"] = cdf;
+    d["ciao"] = CiaoDict(cs_.m, cs_.v, cs_.bias_correction1, cs_.bias_correction2,
+                         cs_.rolling_max, cs_.step);
+    py::list regs;
+    for (int r = 0; r < regs_[0].num_registers(); ++r) {
+      const RegisterEntry& e = regs_[0].entry(r);
+      py::dict re;
+      re["filled"] = e.filled;
+      re["state_id"] = e.state_id;
+      re["loss"] = e.loss;
+      re["progress"] = e.progress;
+      regs.append(re);
+    }
+    d["registers"] = regs;
+    py::dict store;
+    for (const auto& [id, saved] : store_) {
+      py::dict sd = CiaoDict(saved.m, saved.v, saved.bc1, saved.bc2, saved.rolling_max,
+                             torch::Tensor());
+      std::vector<torch::Tensor> params;
+      for (const auto& p : saved.params) params.push_back(p.clone());
+      sd["params"] = params;
+      store[py::int_(id)] = sd;
+    }
+    d["saved_states"] = store;
+    return d;
+  }
+
+  // A state_dict() of a controller run with the same total_steps, decisions,
+  // policy and parameter shapes. Checked whole before anything changes:
+  // ValueError saying what does not fit.
+  void LoadStateDict(const py::dict& d) {
+    auto fail = [](const std::string& what) -> void {
+      throw py::value_error("LhoptController.load_state_dict: " + what);
+    };
+    auto item = [&](const py::dict& in, const char* key) -> py::object {
+      if (!in.contains(key)) fail(std::string("the state has no '") + key + "'");
+      return in[key];
+    };
+    auto cast = [&](const py::dict& in, const char* key, auto* out) {
+      py::object v = item(in, key);
+      try {
+        *out = py::cast<std::decay_t<decltype(*out)>>(v);
+      } catch (const py::cast_error&) {
+        fail(std::string("'") + key + "' has the wrong type");
+      } catch (const py::error_already_set&) {
+        fail(std::string("'") + key + "' has the wrong type");
+      }
+    };
+    auto like = [&](const torch::Tensor& t, const torch::Tensor& ref, const std::string& what) {
+      if (!t.defined() || t.sizes() != ref.sizes())
+        fail(what + " has shape " + (t.defined() ? ShapeOf(t) : "none") + ", this run's " +
+             ShapeOf(ref));
+      return t.to(ref.device(), ref.scalar_type()).clone();
+    };
+    int64_t format = 0, total = 0, decisions = 0;
+    cast(d, "format_version", &format);
+    if (format != kStateFormat)
+      fail("format_version " + std::to_string(format) + ", this lopt reads " +
+           std::to_string(kStateFormat));
+    cast(d, "total_steps", &total);
+    cast(d, "decisions", &decisions);
+    if (total != total_steps_ || decisions != decisions_)
+      fail("the state is of a run of total_steps=" + std::to_string(total) +
+           " and decisions=" + std::to_string(decisions) + ", this controller has " +
+           std::to_string(total_steps_) + " and " + std::to_string(decisions_));
+    int64_t steps = 0, next_decision = 0, next_state_id = 0, interval_steps = 0;
+    double interval_loss = 0;
+    cast(d, "steps", &steps);
+    cast(d, "next_decision", &next_decision);
+    cast(d, "next_state_id", &next_state_id);
+    cast(d, "interval_loss", &interval_loss);
+    cast(d, "interval_steps", &interval_steps);
+    if (steps < 0 || next_decision < 0 || next_decision > decisions_ || interval_steps < 0)
+      fail("steps, next_decision or interval_steps out of range");
+    std::vector<torch::Tensor> interval_stats, cdf;
+    cast(d, "interval_stats", &interval_stats);
+    cast(d, "feature_cdf", &cdf);
+    if (cdf.size() != 3) fail("feature_cdf must be 3 tensors, got " + std::to_string(cdf.size()));
+    torch::Tensor h, c, prev;
+    cast(d, "policy_h", &h);
+    cast(d, "policy_c", &c);
+    cast(d, "prev_actions", &prev);
+    PolicyState ps{like(h, ps_.h, "policy_h"), like(c, ps_.c, "policy_c")};
+    prev = like(prev, prev_, "prev_actions");
+    py::dict hd;
+    cast(d, "hparams", &hd);
+    CiaoHparamTensors hp;
+    for (auto [name, field, ref] :
+         {std::tuple{"lr", &hp.lr, &h_.lr},
+          std::tuple{"one_minus_beta1", &hp.one_minus_beta1, &h_.one_minus_beta1},
+          std::tuple{"one_minus_beta2", &hp.one_minus_beta2, &h_.one_minus_beta2},
+          std::tuple{"eps", &hp.eps, &h_.eps},
+          std::tuple{"weight_decay", &hp.weight_decay, &h_.weight_decay},
+          std::tuple{"clip_fraction", &hp.clip_fraction, &h_.clip_fraction}}) {
+      torch::Tensor t;
+      cast(hd, name, &t);
+      *field = like(t, *ref, std::string("hparams['") + name + "']");
+    }
+    py::dict cd;
+    cast(d, "ciao", &cd);
+    CiaoState cs = LoadCiao(cd, /*with_step=*/true, like, cast);
+    std::vector<RegisterEntry> entries;
+    py::list regs;
+    cast(d, "registers", &regs);
+    if (int(regs.size()) != regs_[0].num_registers())
+      fail("the state has " + std::to_string(regs.size()) + " registers, the controller " +
+           std::to_string(regs_[0].num_registers()));
+    for (auto r : regs) {
+      py::dict re;
+      try {
+        re = py::cast<py::dict>(r);
+      } catch (const py::cast_error&) {
+        fail("a register is not a dict");
+      }
+      RegisterEntry e;
+      cast(re, "filled", &e.filled);
+      cast(re, "state_id", &e.state_id);
+      cast(re, "loss", &e.loss);
+      cast(re, "progress", &e.progress);
+      entries.push_back(e);
+    }
+    py::dict sd;
+    cast(d, "saved_states", &sd);
+    std::map<int64_t, Saved> store;
+    for (auto [k, v] : sd) {
+      int64_t id = 0;
+      py::dict one;
+      try {
+        id = py::cast<int64_t>(k);
+        one = py::cast<py::dict>(v);
+      } catch (const py::cast_error&) {
+        fail("saved_states must map state ids to dicts");
+      }
+      CiaoState st = LoadCiao(one, /*with_step=*/false, like, cast);
+      Saved s{{}, st.m, st.v, st.bias_correction1, st.bias_correction2, st.rolling_max};
+      std::vector<torch::Tensor> params;
+      cast(one, "params", &params);
+      if (params.size() != params_.size())
+        fail("a saved state has " + std::to_string(params.size()) + " parameters, this run " +
+             std::to_string(params_.size()));
+      for (size_t i = 0; i < params.size(); ++i)
+        s.params.push_back(like(params[i], params_[i].detach(), "a saved state's parameter " +
+                                                                  std::to_string(i)));
+      store[id] = std::move(s);
+    }
+    for (const auto& e : entries)
+      if (e.filled && !store.count(e.state_id))
+        fail("a register holds state " + std::to_string(e.state_id) + ", which saved_states lacks");
+    // Every piece fits: the run is the saved one from here on.
+    LhoptFeatureBuilder features(1);
+    CiaoStatsMean interval;
+    try {
+      features.cdf().set_state({cdf[0].clone(), cdf[1].clone(), cdf[2].clone()});
+      interval.set_state(interval_stats);
+    } catch (const c10::Error& e) {
+      fail(e.what_without_backtrace());
+    }
+    features_ = std::move(features);
+    interval_ = std::move(interval);
+    steps_ = steps;
+    next_decision_ = size_t(next_decision);
+    next_state_id_ = next_state_id;
+    interval_loss_ = interval_loss;
+    interval_steps_ = interval_steps;
+    ps_ = ps;
+    prev_ = prev;
+    h_ = hp;
+    cs_ = cs;
+    for (size_t r = 0; r < entries.size(); ++r) regs_[0].set_entry(int(r), entries[r]);
+    store_ = std::move(store);
   }
 
   py::dict Hparams() const { return HparamsDict(h_.At(0)); }
@@ -319,6 +527,61 @@ class PyController {
     s.rolling_max = cs_.rolling_max.clone();
     return s;
   }
+  static constexpr int64_t kStateFormat = 1;
+
+  static std::string ShapeOf(const torch::Tensor& t) {
+    std::string out = "[";
+    for (int64_t i = 0; i < t.dim(); ++i) out += (i ? ", " : "") + std::to_string(t.size(i));
+    return out + "]";
+  }
+
+  static py::dict CiaoDict(const std::vector<torch::Tensor>& m, const std::vector<torch::Tensor>& v,
+                           const torch::Tensor& bc1, const torch::Tensor& bc2,
+                           const torch::Tensor& rolling_max, const torch::Tensor& step) {
+    auto clones = [](const std::vector<torch::Tensor>& ts) {
+      std::vector<torch::Tensor> out;
+      for (const auto& t : ts) out.push_back(t.clone());
+      return out;
+    };
+    py::dict d;
+    d["m"] = clones(m);
+    d["v"] = clones(v);
+    d["bias_correction1"] = bc1.clone();
+    d["bias_correction2"] = bc2.clone();
+    d["rolling_max"] = rolling_max.clone();
+    if (step.defined()) d["step"] = step.clone();
+    return d;
+  }
+
+  // CIAO's state from a CiaoDict, shaped as this run's (cs_).
+  template <typename Like, typename Cast>
+  CiaoState LoadCiao(const py::dict& d, bool with_step, Like& like, Cast& cast) const {
+    CiaoState out;
+    std::vector<torch::Tensor> m, v;
+    cast(d, "m", &m);
+    cast(d, "v", &v);
+    if (m.size() != cs_.m.size() || v.size() != cs_.v.size())
+      throw py::value_error("LhoptController.load_state_dict: CIAO's state has " +
+                            std::to_string(m.size()) + " parameters, this run " +
+                            std::to_string(cs_.m.size()));
+    for (size_t i = 0; i < m.size(); ++i) {
+      out.m.push_back(like(m[i], cs_.m[i], "CIAO's m of parameter " + std::to_string(i)));
+      out.v.push_back(like(v[i], cs_.v[i], "CIAO's v of parameter " + std::to_string(i)));
+    }
+    torch::Tensor t;
+    cast(d, "bias_correction1", &t);
+    out.bias_correction1 = like(t, cs_.bias_correction1, "bias_correction1");
+    cast(d, "bias_correction2", &t);
+    out.bias_correction2 = like(t, cs_.bias_correction2, "bias_correction2");
+    cast(d, "rolling_max", &t);
+    out.rolling_max = like(t, cs_.rolling_max, "rolling_max");
+    if (with_step) {
+      cast(d, "step", &t);
+      out.step = like(t, cs_.step, "step");
+    }
+    return out;
+  }
+
   // The weights and CIAO's moments, bias corrections and rolling max (not the
   // hyperparameters, not the step count: the budget keeps running).
   void Restore(const Saved& s) {
@@ -440,6 +703,10 @@ PYBIND11_MODULE(_C, m) {
       .def("decide", [](PyController& c, std::optional<double> v) {
         return Checked([&] { return c.Decide(v); });
       }, py::arg("valid_loss") = py::none())
+      .def("state_dict", &PyController::StateDict)
+      .def("load_state_dict", [](PyController& c, const py::dict& d) {
+        Checked([&] { c.LoadStateDict(d); });
+      }, py::arg("state"))
       .def("hparams", &PyController::Hparams)
       .def("set_hparams", &PyController::SetHparams)
       .def_property_readonly("steps", &PyController::steps)

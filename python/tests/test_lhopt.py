@@ -1,4 +1,5 @@
 """LHOPT from Python: schedule replay on torch optimizers, a controller online."""
+import copy
 import json
 import math
 
@@ -188,3 +189,139 @@ def test_controller_needs_the_loss_and_a_controller_file(controller, tmp_path):
     with pytest.raises(FileNotFoundError):
         lopt.LhoptController(model.parameters(), str(tmp_path / "none.lhopt"), total_steps=10,
                               decisions=2)
+
+
+# Checkpoints of a controlled run (LhoptController.state_dict / load_state_dict).
+
+def ckpt_model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+
+def ckpt_batch(t):
+    g = torch.Generator().manual_seed(100 + t)
+    return torch.randn(32, 8, generator=g), torch.randn(32, 1, generator=g)
+
+
+def ckpt_controller(model, controller, steps=60, decisions=6):
+    g = torch.Generator().manual_seed(7)
+    xv, yv = torch.randn(32, 8, generator=g), torch.randn(32, 1, generator=g)
+    return lopt.LhoptController(
+        model.parameters(), controller, total_steps=steps, decisions=decisions,
+        valid_loss_fn=lambda: torch.nn.functional.mse_loss(model(xv), yv).item())
+
+
+def ckpt_run(model, opt, steps):
+    """Steps `steps` (each with its own batch); per step: the hparams in force and the
+    parameters after it."""
+    trace = []
+    for t in steps:
+        x, y = ckpt_batch(t)
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step(loss=loss.item())
+        trace.append((dict(opt.hparams), [p.detach().clone() for p in model.parameters()]))
+    return trace
+
+
+def assert_same_trace(a, b):
+    assert len(a) == len(b)
+    for t, ((ha, pa), (hb, pb)) in enumerate(zip(a, b)):
+        assert ha == hb, f"step {t}: hparams {ha} != {hb}"
+        for x, y in zip(pa, pb):
+            assert torch.equal(x, y), f"step {t}: parameters differ by {(x - y).abs().max()}"
+
+
+def test_controller_state_dict_resumes_the_run_exactly(controller, tmp_path):
+    # Decisions after steps 1, 10, 20, 30, 40, 50: the cut at 25 is inside an interval, so
+    # the interval's sums, the LSTM state, the CDF history and CIAO's state all count.
+    a_model = ckpt_model()
+    a = ckpt_controller(a_model, controller)
+    ckpt_run(a_model, a, range(25))
+    assert len(a.decisions_log) == 3
+    state = a.state_dict()
+    cut_hparams = dict(a.hparams)
+    torch.save({"model": a_model.state_dict(), "opt": state}, tmp_path / "ckpt.pt")
+    rest = ckpt_run(a_model, a, range(25, 60))
+    assert len(a.decisions_log) == 6 and a.steps == 60
+    # Each decision shows the features it was made on; comparing them checks every piece of
+    # the state that feeds them (the interval's sums, the CDF history, the registers), also
+    # where the greedy actions would not change.
+    assert all(len(d["features"]) == 70 for d in a.decisions_log)
+
+    # From the file, into a fresh controller on a model of other initial values.
+    b_model = ckpt_model(seed=1)
+    b = ckpt_controller(b_model, controller)
+    ckpt = torch.load(tmp_path / "ckpt.pt")
+    b_model.load_state_dict(ckpt["model"])
+    b.load_state_dict(ckpt["opt"])
+    assert b.steps == 25 and b.hparams == cut_hparams
+    assert b.param_groups[0]["lr"] == b.hparams["lr"]
+    assert b.decisions_log == a.decisions_log[:3]
+    assert_same_trace(ckpt_run(b_model, b, range(25, 60)), rest)
+    assert b.decisions_log == a.decisions_log
+    assert b.steps == 60
+
+    # The in-memory state_dict was a copy: the 35 steps `a` took after it left it as it was.
+    c_model = ckpt_model(seed=2)
+    c = ckpt_controller(c_model, controller)
+    c_model.load_state_dict(ckpt["model"])
+    c.load_state_dict(state)
+    assert_same_trace(ckpt_run(c_model, c, range(25, 60)), rest)
+
+    # The model's values alone do not resume the run: a controller without the state
+    # (CIAO's moments at zero, its own step count) goes elsewhere at once.
+    d_model = ckpt_model(seed=3)
+    d_model.load_state_dict(ckpt["model"])
+    d = ckpt_controller(d_model, controller)
+    other = ckpt_run(d_model, d, range(25, 26))
+    assert any(not torch.equal(x, y) for x, y in zip(other[0][1], rest[0][1]))
+
+
+def test_controller_state_dict_refuses_what_does_not_fit(controller):
+    model = ckpt_model()
+    opt = ckpt_controller(model, controller)
+    ckpt_run(model, opt, range(12))
+    good = opt.state_dict()
+    before = opt.state_dict()
+
+    def unchanged():
+        now = opt.state_dict()["lhopt_controller"]
+        was = before["lhopt_controller"]
+        assert now["steps"] == was["steps"] == 12
+        assert torch.equal(now["policy_h"], was["policy_h"])
+        assert all(torch.equal(x, y) for x, y in zip(now["ciao"]["m"], was["ciao"]["m"]))
+        assert opt.decisions_log == before["decisions_log"]
+
+    fresh = ckpt_controller(ckpt_model(), controller, steps=50)
+    with pytest.raises(ValueError, match=r"total_steps=60 and decisions=6, this controller has 50"):
+        fresh.load_state_dict(good)
+    with pytest.raises(ValueError, match="not an lopt.LhoptController state_dict"):
+        opt.load_state_dict(torch.optim.AdamW(model.parameters()).state_dict())
+    broken = copy.deepcopy(good)
+    del broken["lhopt_controller"]["ciao"]
+    with pytest.raises(ValueError, match="no 'ciao'"):
+        opt.load_state_dict(broken)
+    broken = copy.deepcopy(good)
+    broken["lhopt_controller"]["policy_h"] = torch.zeros(1, 3)
+    with pytest.raises(ValueError, match=r"policy_h has shape \[1, 3\], this run's \[1, 32\]"):
+        opt.load_state_dict(broken)
+    broken = copy.deepcopy(good)
+    broken["lhopt_controller"]["steps"] = "many"
+    with pytest.raises(ValueError, match="'steps' has the wrong type"):
+        opt.load_state_dict(broken)
+    broken = copy.deepcopy(good)
+    broken["lhopt_controller"]["format_version"] = 99
+    with pytest.raises(ValueError, match="format_version 99"):
+        opt.load_state_dict(broken)
+    unchanged()
+    # Another model's parameters: CIAO's moments do not fit them.
+    small = torch.nn.Linear(8, 1)
+    other = lopt.LhoptController(small.parameters(), controller, total_steps=60, decisions=6)
+    with pytest.raises(ValueError, match="CIAO's state has 4 parameters, this run 2"):
+        other.load_state_dict(good)
+    # A state before any step loads too (an empty interval).
+    start = ckpt_controller(ckpt_model(), controller).state_dict()
+    opt.load_state_dict(start)
+    assert opt.steps == 0 and opt.decisions_log == []

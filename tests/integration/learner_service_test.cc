@@ -8,6 +8,7 @@
 #include <functional>
 #include <thread>
 #include <map>
+#include <regex>
 
 #include <gtest/gtest.h>
 
@@ -20,6 +21,7 @@
 #include "common/lhopt_wire.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
+#include "common/run_files.h"
 #include "common/tensor_codec.h"
 #include "learner/job_manager.h"
 #include "learner/learner_services.h"
@@ -36,6 +38,20 @@ using testing::FakeWorker;
 using testing::GoodResult;
 using testing::LearnerServer;
 using testing::Submit;
+
+// The raw value of `key` in a summary.json ("" where it has none).
+std::string JsonValue(const std::string& json, const std::string& key) {
+  std::smatch m;
+  if (!std::regex_search(json, m, std::regex("\"" + key + "\": ([^,\n]*)"))) return "";
+  return m[1];
+}
+
+// The file of the job's directory is what ExportFile returns.
+void ExpectExportable(LearnerServer& s, const std::string& id, const std::string& file) {
+  auto exported = s.manager().ExportFile(id, file);
+  ASSERT_TRUE(exported.ok()) << file << ": " << exported.status();
+  EXPECT_EQ(*exported, ReadFile(s.dir() + "/jobs/" + id + "/" + file).value_or("")) << file;
+}
 
 const char kJob[] =
     "name: \"svc\"\nseed: 3\n"
@@ -211,6 +227,19 @@ TEST(LearnerService, CancelStopsAJobAndItsUnits) {
   EXPECT_FALSE(a.accepted());
   EXPECT_EQ(s.manager().Get(id, false)->outer_step(), 0);
   EXPECT_EQ(s.manager().Get(id, false)->state(), v1::CANCELLED);
+  // The job's directory says how it ended (issue 13), with no trained file.
+  auto summary = ReadFile(s.dir() + "/jobs/" + id + "/summary.json");
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(JsonValue(*summary, "state"), "\"CANCELLED\"") << *summary;
+  EXPECT_EQ(JsonValue(*summary, "error"), "\"cancelled by a client\"") << *summary;
+  EXPECT_EQ(JsonValue(*summary, "job_id"), "\"" + id + "\"") << *summary;
+  EXPECT_EQ(JsonValue(*summary, "algorithm"), "\"elo_pes\"") << *summary;
+  EXPECT_EQ(JsonValue(*summary, "outer_steps"), "0") << *summary;
+  EXPECT_EQ(JsonValue(*summary, "total_steps"), "3") << *summary;
+  EXPECT_EQ(JsonValue(*summary, "results_accepted"), "0") << *summary;
+  EXPECT_EQ(JsonValue(*summary, "trained_file"), "null") << *summary;
+  EXPECT_GE(std::stod(JsonValue(*summary, "wall_seconds")), 0.0) << *summary;
+  ExpectExportable(s, id, "summary.json");
 }
 
 TEST(LearnerService, SharesWorkersFairlyBetweenJobs) {
@@ -381,6 +410,40 @@ TEST(LearnerService, LhoptJobResumesFromItsCheckpointAfterARestart) {
   auto done = RunWorkerUntil(s, id, [](const v1::JobStatus&) { return false; });
   EXPECT_EQ(done.state(), v1::SUCCEEDED) << done.error();
   EXPECT_EQ(done.outer_step(), 3);
+  // metrics.csv as local LHOPT mode writes it: iterations 0..2 once each
+  // (the rows after the reloaded checkpoint were cut back and done again),
+  // wall_s never going back.
+  const std::string jdir = s.dir() + "/jobs/" + id;
+  auto csv = ReadFile(jdir + "/metrics.csv");
+  ASSERT_TRUE(csv.ok()) << csv.status();
+  std::istringstream in(*csv);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line + "\n", kLhoptMetricsHeader);
+  std::vector<int64_t> rows;
+  double last_wall = -1;
+  while (std::getline(in, line)) {
+    rows.push_back(std::stoll(line));
+    const double wall = std::stod(line.substr(line.rfind(',') + 1));
+    EXPECT_GE(wall, last_wall) << *csv;
+    last_wall = wall;
+  }
+  EXPECT_EQ(rows, (std::vector<int64_t>{0, 1, 2})) << *csv;
+  // summary.json: the whole job, both learner runs.
+  auto summary = ReadFile(jdir + "/summary.json");
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(JsonValue(*summary, "state"), "\"SUCCEEDED\"") << *summary;
+  EXPECT_EQ(JsonValue(*summary, "algorithm"), "\"lhopt_ppo\"") << *summary;
+  EXPECT_EQ(JsonValue(*summary, "iterations"), "3") << *summary;
+  EXPECT_EQ(JsonValue(*summary, "total_iterations"), "3") << *summary;
+  EXPECT_EQ(JsonValue(*summary, "results_accepted"), absl::StrCat(done.results_accepted()))
+      << *summary;
+  EXPECT_EQ(JsonValue(*summary, "trained_file"), "\"controller.lhopt\"") << *summary;
+  // Means over the first and last min(5, 3) iterations: the same three.
+  EXPECT_TRUE(std::isfinite(std::stod(JsonValue(*summary, "reward_end")))) << *summary;
+  EXPECT_EQ(JsonValue(*summary, "reward_start"), JsonValue(*summary, "reward_end")) << *summary;
+  EXPECT_GE(std::stod(JsonValue(*summary, "wall_seconds")) + 1e-3, last_wall) << *summary;
+  for (const char* f : {"summary.json", "metrics.csv", "job.textproto"}) ExpectExportable(s, id, f);
 }
 
 TEST(LearnerService, RejectsCorruptAndTruncatedLhoptPayloadsClearly) {

@@ -2,9 +2,11 @@
 // lopt-worker processes on loopback, jobs submitted and watched with
 // loptctl, and a real Prometheus server scraping them.
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <regex>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -60,6 +62,19 @@ torch::Tensor ExportTheta(Cluster& c, const std::string& id) {
   auto file = LoadOptimizerFile(out);
   EXPECT_TRUE(file.ok()) << file.status();
   return file.ok() ? file->theta : torch::Tensor();
+}
+
+// The raw value of `key` in a summary.json ("" where it has none).
+std::string JsonValue(const std::string& json, const std::string& key) {
+  std::smatch m;
+  if (!std::regex_search(json, m, std::regex("\"" + key + "\": ([^,\n]*)"))) return "";
+  return m[1];
+}
+
+// The last row's wall_s (the last column) of a metrics.csv.
+double LastWallSeconds(const std::string& csv) {
+  std::vector<std::string> lines = absl::StrSplit(csv, '\n', absl::SkipEmpty());
+  return lines.size() < 2 ? -1 : std::stod(lines.back().substr(lines.back().rfind(',') + 1));
 }
 
 // metrics.csv of a run directory: local mode's header, then outer steps
@@ -211,14 +226,30 @@ TEST(Services, AJobLeavesTheRunDirectoryOfALocalRunAndExportsIt) {
   const std::string e = c.dir() + "/exported";
   auto [code, text] = RunCommand(c.Ctl(absl::StrCat("export ", id, " --all -o ", e)));
   ASSERT_EQ(code, 0) << text;
-  for (const char* f : {"optimizer.lopt", "job.textproto", "metrics.csv", "training.png",
-                        "eval/report.json", "eval/curves.png", "eval/table.txt",
+  for (const char* f : {"optimizer.lopt", "job.textproto", "summary.json", "metrics.csv",
+                        "training.png", "eval/report.json", "eval/curves.png", "eval/table.txt",
                         "eval/curves.csv", "eval/test_curves.csv"}) {
     EXPECT_TRUE(lopt::FileExists(e + "/" + f)) << f << " not exported: " << text;
     EXPECT_EQ(lopt::ReadFile(e + "/" + f).value_or("a"), lopt::ReadFile(dir + "/" + f).value_or("b"))
         << f;
   }
   ExpectOneRowAnOuterStep(e + "/metrics.csv", kSteps);
+  EXPECT_FALSE(lopt::FileExists(e + "/rewards.png")) << "an ELO job has no LHOPT plot";
+  // summary.json: how the job ended, with local mode's keys for its figures.
+  const std::string summary = lopt::ReadFile(e + "/summary.json").value_or("");
+  EXPECT_EQ(JsonValue(summary, "state"), "\"SUCCEEDED\"") << summary;
+  EXPECT_EQ(JsonValue(summary, "job"), "\"rundir\"") << summary;
+  EXPECT_EQ(JsonValue(summary, "outer_steps"), absl::StrCat(kSteps)) << summary;
+  EXPECT_EQ(JsonValue(summary, "total_steps"), absl::StrCat(kSteps)) << summary;
+  EXPECT_EQ(JsonValue(summary, "trained_file"), "\"optimizer.lopt\"") << summary;
+  EXPECT_EQ(std::stod(JsonValue(summary, "results_accepted")),
+            c.LearnerMetric("lopt_results_accepted_total", "job_id=\"" + id + "\""))
+      << summary;
+  EXPECT_TRUE(std::isfinite(std::stod(JsonValue(summary, "meta_loss_end")))) << summary;
+  EXPECT_TRUE(std::isfinite(std::stod(JsonValue(summary, "task_loss_start")))) << summary;
+  EXPECT_GE(std::stod(JsonValue(summary, "wall_seconds")) + 1e-3,
+            LastWallSeconds(lopt::ReadFile(e + "/metrics.csv").value_or("")))
+      << summary;
   auto job = LoadJobFile(e + "/job.textproto");
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->name(), "rundir");
@@ -380,6 +411,44 @@ TEST(Services, TwoWorkersRunAnLhoptJobAndItsControllerExports) {
   EXPECT_NE(text.find("schedule.json"), std::string::npos) << text;
   // The job's buffer tables (registers, baseline curves) went with it.
   EXPECT_TRUE(c.learner().WaitForLine("msg=\"deleted the job's buffer tables\"", 10s));
+
+  // Issue 13: the job leaves local LHOPT mode's run files in the learner's
+  // state directory -- job.textproto, metrics.csv (a row a PPO iteration),
+  // rewards.png, summary.json -- and `loptctl export --all` fetches them.
+  const std::string dir = c.dir() + "/learner/jobs/" + id;
+  // rewards.png is drawn by the learner's outputs thread, after the job's end.
+  ASSERT_TRUE(c.learner().WaitForLine("msg=\"run directory complete\" job=" + id, 60s))
+      << c.learner().Output();
+  const std::string e = c.dir() + "/exported";
+  std::tie(code, text) = RunCommand(c.Ctl(absl::StrCat("export ", id, " --all -o ", e)));
+  ASSERT_EQ(code, 0) << text;
+  for (const char* f : {"controller.lhopt", "job.textproto", "summary.json", "metrics.csv",
+                        "rewards.png"}) {
+    EXPECT_TRUE(lopt::FileExists(e + "/" + f)) << f << " not exported: " << text;
+    EXPECT_EQ(lopt::ReadFile(e + "/" + f).value_or("a"), lopt::ReadFile(dir + "/" + f).value_or("b"))
+        << f;
+  }
+  EXPECT_FALSE(lopt::FileExists(e + "/training.png")) << "an LHOPT job has no ELO plot";
+  EXPECT_EQ(lopt::ReadFile(e + "/controller.lhopt").value_or("a"),
+            lopt::ReadFile(controller).value_or("b"));
+  const std::string csv = lopt::ReadFile(e + "/metrics.csv").value_or("");
+  std::vector<std::string> lines = absl::StrSplit(csv, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << csv;
+  EXPECT_EQ(lines[0] + "\n", lopt::kLhoptMetricsHeader);
+  EXPECT_EQ(std::atoi(lines[1].c_str()), 0) << csv;
+  EXPECT_EQ(std::atoi(lines[2].c_str()), 1) << csv;
+  const std::string summary = lopt::ReadFile(e + "/summary.json").value_or("");
+  EXPECT_EQ(JsonValue(summary, "state"), "\"SUCCEEDED\"") << summary;
+  EXPECT_EQ(JsonValue(summary, "algorithm"), "\"lhopt_ppo\"") << summary;
+  EXPECT_EQ(JsonValue(summary, "iterations"), "2") << summary;
+  EXPECT_EQ(JsonValue(summary, "total_iterations"), "2") << summary;
+  EXPECT_EQ(JsonValue(summary, "results_accepted"), "4") << summary;
+  EXPECT_EQ(JsonValue(summary, "trained_file"), "\"controller.lhopt\"") << summary;
+  EXPECT_TRUE(std::isfinite(std::stod(JsonValue(summary, "reward_end")))) << summary;
+  EXPECT_GE(std::stod(JsonValue(summary, "wall_seconds")) + 1e-3, LastWallSeconds(csv)) << summary;
+  auto exported_job = LoadJobFile(e + "/job.textproto");
+  ASSERT_TRUE(exported_job.ok()) << exported_job.status();
+  EXPECT_EQ(exported_job->name(), "lhopt_services");
 }
 
 TEST(Services, LoptctlReportsBadJobFilesAndUnknownJobsClearly) {
