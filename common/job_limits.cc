@@ -14,7 +14,6 @@
 #include "common/utf8.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
-#include "lopt/v1/work_service.pb.h"
 
 namespace lopt {
 namespace {
@@ -272,15 +271,16 @@ int64_t UnitParticles(const v1::JobSpec& job) {
   return job.has_lhopt() ? int64_t{job.lhopt().particles()} : 2 * int64_t{job.pes().num_tasks()};
 }
 
-std::string WhyWorkerCannotHold(const v1::WorkerInfo& worker, const v1::JobSpec& job) {
+std::string WhyWorkerCannotHold(int64_t memory_bytes, int64_t max_particles,
+                                const v1::JobSpec& job) {
   const int64_t particles = UnitParticles(job);
-  if (worker.max_particles() > 0 && particles > worker.max_particles())
+  if (max_particles > 0 && particles > max_particles)
     return absl::StrCat("a unit has ", particles, " particles, the worker takes at most ",
-                        worker.max_particles(), " (--max-particles)");
+                        max_particles, " (--max-particles)");
   const int64_t bytes = EstimateUnitBytes(job);
-  if (worker.memory_bytes() > 0 && bytes > worker.memory_bytes())
+  if (memory_bytes > 0 && bytes > memory_bytes)
     return absl::StrCat("a unit needs about ", Bytes(double(bytes)), " of memory, the worker has ",
-                        Bytes(double(worker.memory_bytes())), " (--memory)");
+                        Bytes(double(memory_bytes)), " (--memory)");
   return "";
 }
 

@@ -13,9 +13,6 @@
 #include "lopt/v1/job.pb.h"
 
 namespace lopt {
-namespace v1 {
-class WorkerInfo;  // lopt/v1/work_service.pb.h
-}  // namespace v1
 
 
 // The longest job name, in bytes.
@@ -54,10 +51,12 @@ int64_t EstimateUnitBytes(const v1::JobSpec& job);
 // The particles of one work unit: 2 x pes.num_tasks for ELO, lhopt.particles.
 int64_t UnitParticles(const v1::JobSpec& job);
 
-// Admission: why `worker` cannot run a unit of `job` -- more particles than
-// its --max-particles, or more memory (EstimateUnitBytes) than it reports
-// having -- or "" when it can. A worker that reports no limit (0) is trusted.
-std::string WhyWorkerCannotHold(const v1::WorkerInfo& worker, const v1::JobSpec& job);
+// Admission: why a worker that reports `memory_bytes` and `max_particles`
+// (WorkerInfo's, from --memory and --max-particles) cannot run a unit of
+// `job` -- more particles, or more memory by EstimateUnitBytes -- or "" when
+// it can. A limit of 0 is none: such a worker is trusted.
+std::string WhyWorkerCannotHold(int64_t memory_bytes, int64_t max_particles,
+                                const v1::JobSpec& job);
 
 // INVALID_ARGUMENT naming the fields and the estimate when
 // EstimateUnitBytes(job) > kMaxUnitBytes.

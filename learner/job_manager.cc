@@ -616,7 +616,7 @@ std::string JobManager::WhyNoWorkerCanHold(const v1::JobSpec& spec) const {
   int alive = 0;
   for (const auto& [wid, w] : workers_) {
     if (!w->alive) continue;
-    std::string r = WhyWorkerCannotHold(w->info, spec);
+    std::string r = WhyWorkerCannotHold(w->info.memory_bytes(), w->info.max_particles(), spec);
     if (r.empty()) return "";
     if (++alive <= 3) absl::StrAppend(&why, alive > 1 ? "; " : "", w->info.name(), ": ", r);
   }
@@ -932,7 +932,9 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
         // and client that needs mu_. Its Leave wakes this loop.
         if (slot->busy > 0 || Terminal(slot->status.state())) continue;
         Job& job = *slot->job;
-        if (!WhyWorkerCannotHold(w.info, job.spec).empty()) continue;  // admission
+        // Admission: only a worker that can hold its units.
+        if (!WhyWorkerCannotHold(w.info.memory_bytes(), w.info.max_particles(), job.spec).empty())
+          continue;
         MutexLock jl(&job.mu);  // free: nobody is busy with the job
         // A job whose steps are all done needs no more work, also while its
         // result is still being saved (it stays RUNNING until that is durable).

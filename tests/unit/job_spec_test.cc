@@ -6,7 +6,6 @@
 #include <filesystem>
 
 #include "common/job_limits.h"
-#include "lopt/v1/work_service.pb.h"
 
 namespace lopt {
 namespace {
@@ -23,7 +22,11 @@ TEST(JobSpec, DefaultJobIsValidAndFilled) {
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_TRUE(job->task().has_fmnist_mlp());
   EXPECT_EQ(job->task().fmnist_mlp().image_size(), 8);
-  EXPECT_EQ(job->eval().adamw_lrs_size(), 7);
+  // ELO's grid of 7 with 5e-2, 3e-2 and 2e-2 added, and the scheduled AdamW.
+  EXPECT_EQ(job->eval().adamw_lrs_size(), 10);
+  EXPECT_TRUE(job->eval().adamw_cosine());
+  EXPECT_FLOAT_EQ(job->outer().lr(), 1e-3f);
+  EXPECT_FALSE(job->elo().buffer().restore_pes_accumulator());
   EXPECT_EQ(job->pes().truncation_length(), 50);
   EXPECT_FLOAT_EQ(job->elo().buffer().fresh_start_probability(), 0.2f);
 }
@@ -195,15 +198,11 @@ TEST(JobSpec, AUnitsEstimateCoversItsTaskDistributionAndAdmissionComparesItWithT
   const int64_t b = EstimateUnitBytes(*base), m = EstimateUnitBytes(mixed);
   EXPECT_GT(m, 8 * b) << b << " " << m;
   EXPECT_EQ(UnitParticles(mixed), 8);
-  v1::WorkerInfo w;
-  EXPECT_EQ(WhyWorkerCannotHold(w, mixed), "");  // reports nothing: trusted
-  w.set_memory_bytes(m);
-  EXPECT_EQ(WhyWorkerCannotHold(w, mixed), "");
-  w.set_memory_bytes(m - 1);
-  EXPECT_NE(WhyWorkerCannotHold(w, mixed).find("a unit needs about"), std::string::npos);
-  EXPECT_EQ(WhyWorkerCannotHold(w, *base), "");
-  w.set_max_particles(7);
-  EXPECT_EQ(WhyWorkerCannotHold(w, *base),
+  EXPECT_EQ(WhyWorkerCannotHold(0, 0, mixed), "");  // reports nothing: trusted
+  EXPECT_EQ(WhyWorkerCannotHold(m, 0, mixed), "");
+  EXPECT_NE(WhyWorkerCannotHold(m - 1, 0, mixed).find("a unit needs about"), std::string::npos);
+  EXPECT_EQ(WhyWorkerCannotHold(m - 1, 0, *base), "");
+  EXPECT_EQ(WhyWorkerCannotHold(m - 1, 7, *base),
             "a unit has 8 particles, the worker takes at most 7 (--max-particles)");
 }
 
