@@ -10,6 +10,8 @@
 #include <map>
 #include <regex>
 
+#include <filesystem>
+
 #include <gtest/gtest.h>
 
 #include <sstream>
@@ -388,6 +390,7 @@ TEST(LearnerService, LhoptYardstickIsScoredOffTheDoorsAndExported) {
 TEST(LearnerService, LhoptJobResumesFromItsCheckpointAfterARestart) {
   const std::string dir =
       absl::StrCat(::testing::TempDir(), "lopt_learner_svc_lhopt_resume_", getpid());
+  std::filesystem::remove_all(dir);  // an old run's, if the pid came round again
   std::string text = kLhoptJob;
   text.replace(text.find("iterations: 2"), 13, "iterations: 3");
   std::string id;

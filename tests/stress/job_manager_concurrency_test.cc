@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include <filesystem>
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -61,6 +63,7 @@ TEST(JobManagerConcurrency, WorkersWatchersAndClientsOnSeveralJobsAccountForEver
   torch::set_num_threads(1);
   LearnerOptions opt;
   opt.state_dir = absl::StrCat(::testing::TempDir(), "lopt_conc_", getpid());
+  std::filesystem::remove_all(opt.state_dir);  // an old run's, if the pid came round again
   opt.worker_timeout_ms = 60000;
   auto created = JobManager::Create(opt);
   ASSERT_TRUE(created.ok()) << created.status();

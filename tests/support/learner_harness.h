@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <memory>
@@ -36,8 +37,13 @@ class LearnerServer {
   explicit LearnerServer(const std::string& token = "", const std::string& dir = "",
                          int64_t worker_timeout_ms = 2000)
       : token_(token), dir_(dir) {
-    if (dir_.empty())
-      dir_ = absl::StrCat(::testing::TempDir(), "lopt_learner_svc_", getpid(), "_", counter_++);
+    if (dir_.empty()) {
+      // A new directory each time: a name made of the pid alone met an old
+      // run's jobs when the pid came round again (pid_max 32768).
+      std::string tmpl = absl::StrCat(::testing::TempDir(), "lopt_learner_svc_XXXXXX");
+      EXPECT_NE(::mkdtemp(tmpl.data()), nullptr) << tmpl;
+      dir_ = tmpl;
+    }
     LearnerOptions opt;
     opt.state_dir = dir_;
     opt.worker_timeout_ms = worker_timeout_ms;
@@ -64,7 +70,6 @@ class LearnerServer {
   const std::string& dir() const { return dir_; }
 
  private:
-  static inline int counter_ = 0;
   std::string token_, dir_;
   int port_ = 0;
   std::unique_ptr<JobManager> manager_;
