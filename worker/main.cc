@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cstdio>
 #include <fstream>
 #include <thread>
 #include <vector>
@@ -58,10 +59,9 @@ absl::StatusOr<int64_t> MemoryBytes(const std::string& flag, const torch::Device
     (void)device;
     int64_t bytes = 0;
     std::ifstream meminfo("/proc/meminfo");
-    std::string key, unit;
-    int64_t kb = 0;
-    while (meminfo >> key >> kb >> unit)
-      if (key == "MemTotal:") bytes = kb * 1024;
+    long long kb = 0;
+    for (std::string line; std::getline(meminfo, line);)
+      if (std::sscanf(line.c_str(), "MemTotal: %lld kB", &kb) == 1) bytes = int64_t(kb) * 1024;
     std::ifstream cgroup("/sys/fs/cgroup/memory.max");  // "max" when unlimited
     int64_t limit = 0;
     if (cgroup >> limit && limit > 0 && (bytes == 0 || limit < bytes)) bytes = limit;
