@@ -19,7 +19,7 @@
 namespace lopt {
 namespace {
 
-TEST(DefaultJob, TrainedOptimizerBeatsUntrainedAndTeacherAtTenTimesTheHorizon) {
+TEST(DefaultJob, TrainedOptimizerBeatsUntrainedTeacherAndBestConstantAdamWAtTenTimesTheHorizon) {
   ConfigureRuntime();
   auto job = JobFromText(DefaultJobText(), "<default job>").value();
   LocalTrainOptions o;
