@@ -144,26 +144,23 @@ absl::StatusOr<std::vector<uint64_t>> RemoteReplayBuffer::ListKeys(const std::st
 
 absl::StatusOr<v1::DeleteTablesResponse> RemoteReplayBuffer::DeleteTables(
     const std::string& prefix) {
-  v1::DeleteTablesRequest req;
-  req.set_prefix(prefix);
-  v1::DeleteTablesResponse resp;
-  absl::Status s = WithRetries([&] {
-    resp.Clear();
-    return FromGrpcStatus(stub_->DeleteTables(MakeContext(config_).get(), req, &resp));
-  });
-  if (!s.ok()) return s;
-  return resp;
+  return DeleteTablesCall(prefix, /*close=*/false);
 }
 
 absl::StatusOr<v1::DeleteTablesResponse> RemoteReplayBuffer::CloseTables(
     const std::string& prefix) {
+  return DeleteTablesCall(prefix, /*close=*/true);
+}
+
+absl::StatusOr<v1::DeleteTablesResponse> RemoteReplayBuffer::DeleteTablesCall(
+    const std::string& prefix, bool close) {
   v1::DeleteTablesRequest req;
   req.set_prefix(prefix);
   v1::DeleteTablesResponse resp;
   absl::Status s = WithRetries([&] {
     resp.Clear();
     auto ctx = MakeContext(config_);
-    ctx->AddMetadata(kClosePrefixMetadata, "1");
+    if (close) ctx->AddMetadata(kClosePrefixMetadata, "1");
     return FromGrpcStatus(stub_->DeleteTables(ctx.get(), req, &resp));
   });
   if (!s.ok()) return s;

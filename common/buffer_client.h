@@ -84,6 +84,8 @@ class RemoteReplayBuffer : public ReplayBuffer {
   using StartRead = std::function<std::unique_ptr<grpc::ClientReader<v1::ItemChunk>>(
       grpc::ClientContext*)>;
   absl::StatusOr<RemoteItem> ReadItem(const StartRead& start);
+  // DeleteTables, with the close metadata when `close` (CloseTables).
+  absl::StatusOr<v1::DeleteTablesResponse> DeleteTablesCall(const std::string& prefix, bool close);
 
   const ClientConfig config_;
   const RemoteReplayBufferOptions options_;

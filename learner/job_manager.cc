@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/meta_test_report.h"
-#include "common/buffer_protocol.h"
+#include "common/buffer_client.h"
 #include "common/checkpoint.h"
 #include "common/job_limits.h"
 #include "common/job_spec.h"
@@ -25,7 +25,6 @@
 #include "common/utf8.h"
 #include "learner/job_core.h"
 #include "worker/lhopt_yardstick.h"
-#include "lopt/v1/buffer_service.grpc.pb.h"
 
 namespace lopt {
 namespace {
@@ -1183,21 +1182,21 @@ void JobManager::JanitorLoop() {
       Leave(*job, std::move(fx));
     }
     if (prefixes.empty()) continue;
-    auto stub = v1::BufferService::NewStub(MakeChannel(options_.buffer));
+    // One attempt of 5 s each: the janitor also retries checkpoints.
+    ClientConfig buffer = options_.buffer;
+    buffer.timeout_ms = 5000;
+    RemoteReplayBufferOptions once;
+    once.max_attempts = 1;
+    RemoteReplayBuffer client(buffer, once);
     for (const auto& p : prefixes) {
-      v1::DeleteTablesRequest req;
-      req.set_prefix(p);
-      v1::DeleteTablesResponse resp;
-      auto ctx = MakeContext(options_.buffer, 5000);
       // Closed too: a worker's late put must not create the tables again.
-      ctx->AddMetadata(kClosePrefixMetadata, "1");
-      grpc::Status s = stub->DeleteTables(ctx.get(), req, &resp);
-      if (s.ok())
+      auto resp = client.CloseTables(p);
+      if (resp.ok())
         LogInfo("deleted the job's buffer tables",
-                {{"prefix", p}, {"tables", absl::StrCat(resp.tables_deleted())}});
+                {{"prefix", p}, {"tables", absl::StrCat(resp->tables_deleted())}});
       else
         LogWarning("cannot delete the job's buffer tables",
-                   {{"prefix", p}, {"error", s.error_message()}});
+                   {{"prefix", p}, {"error", std::string(resp.status().message())}});
     }
   }
 }
