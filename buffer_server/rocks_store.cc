@@ -509,20 +509,22 @@ std::string RocksReplayStore::ClosedPrefixOf(const std::string& table) const {
   return ClosedPrefixOfLocked(table);
 }
 
+std::vector<std::string> RocksReplayStore::TablesWithPrefix(const std::string& prefix) const {
+  absl::MutexLock l(&mu_);
+  std::vector<std::string> names;
+  for (auto it = tables_.lower_bound(prefix);
+       it != tables_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
+    names.push_back(it->first);
+  return names;
+}
+
 absl::StatusOr<DeleteResult> RocksReplayStore::CloseTables(const std::string& prefix) {
   if (prefix.empty())
     return absl::InvalidArgumentError(
         "prefix must not be empty: an empty prefix would close every table");
   if (auto s = CheckTableName(prefix, "prefix"); !s.ok()) return s;
   absl::MutexLock wl(&write_mu_);
-  std::vector<std::string> names;
-  {
-    absl::MutexLock l(&mu_);
-    for (auto it = tables_.lower_bound(prefix);
-         it != tables_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
-      names.push_back(it->first);
-  }
-  return DeleteNamed(names, prefix);
+  return DeleteNamed(TablesWithPrefix(prefix), prefix);
 }
 
 absl::StatusOr<DeleteResult> RocksReplayStore::DeleteTables(const std::string& prefix) {
@@ -530,14 +532,7 @@ absl::StatusOr<DeleteResult> RocksReplayStore::DeleteTables(const std::string& p
     return absl::InvalidArgumentError(
         "prefix must not be empty: an empty prefix would delete every table");
   absl::MutexLock wl(&write_mu_);
-  std::vector<std::string> names;
-  {
-    absl::MutexLock l(&mu_);
-    for (auto it = tables_.lower_bound(prefix);
-         it != tables_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
-      names.push_back(it->first);
-  }
-  return DeleteNamed(names);
+  return DeleteNamed(TablesWithPrefix(prefix));
 }
 
 absl::StatusOr<DeleteResult> RocksReplayStore::DeleteTable(const std::string& table) {

@@ -191,6 +191,9 @@ class RocksReplayStore {
   // Reads the item `pick` names from a snapshot taken by the caller under mu_.
   absl::StatusOr<StoredItem> ReadItem(const std::string& table, const Pick& pick,
                                       const void* snapshot);
+  // The names of the tables that start with `prefix` (takes mu_).
+  std::vector<std::string> TablesWithPrefix(const std::string& prefix) const
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Deletes `names` (each present in tables_) in one synced write, which
   // with `close_prefix` non-empty also records that prefix as closed.
   absl::StatusOr<DeleteResult> DeleteNamed(const std::vector<std::string>& names,
