@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/run_clock.h"
 #include "common/checkpoint.h"
 #include "common/json.h"
 #include "common/lhopt_schedule.h"
@@ -59,9 +60,8 @@ absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, co
                             double wall_seconds) {
   NamedTensors all;
   all.emplace_back("job", StringTensor(spec.SerializeAsString()));
-  // Seconds of training up to this checkpoint, over every run of the job
-  // (yardstick evaluations in): a resumed run's wall_s continues from here.
-  all.emplace_back("run/wall_seconds", torch::tensor(wall_seconds, torch::kFloat64));
+  // Training time so far, the yardstick's evaluations in.
+  AddRunWallSeconds(wall_seconds, &all);
   for (auto& [k, v] : job.SaveState()) all.emplace_back("learner/" + k, v);
   int64_t n = 0;
   for (const std::string& table : tables) {
@@ -124,10 +124,7 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
     if (auto s = DropCsvRowsFrom(metrics_path, summary.resumed_from); !s.ok()) return s;
     if (auto s = DropCsvRowsFrom(opt.out_dir + "/yardstick.csv", summary.resumed_from + 1); !s.ok())
       return s;
-    if (auto w = Find(*all, "run/wall_seconds"); w.ok())
-      wall_before = w->item<double>();
-    else  // a checkpoint from before it kept the time: the last kept row's
-      wall_before = LastCsvValue(metrics_path, "wall_s", 0);
+    wall_before = RunWallSecondsBefore(*all, metrics_path);
     std::fprintf(stderr,
                  "lopt train: resuming %s from its checkpoint at iteration %lld of %lld "
                  "(%s of training so far); --fresh starts over\n",

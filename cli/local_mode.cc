@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/run_clock.h"
 #include "common/checkpoint.h"
 #include "common/json.h"
 #include "common/optimizer_file.h"
@@ -39,9 +40,7 @@ absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, co
                             double wall_seconds) {
   NamedTensors all;
   all.emplace_back("job", StringTensor(spec.SerializeAsString()));
-  // Seconds of meta-training up to this checkpoint, over every run of the
-  // job: a resumed run's wall_s continues from here.
-  all.emplace_back("run/wall_seconds", torch::tensor(wall_seconds, torch::kFloat64));
+  AddRunWallSeconds(wall_seconds, &all);
   for (auto& [k, v] : job.SaveState()) all.emplace_back("learner/" + k, v);
   for (size_t s = 0; s < unrollers.size(); ++s)
     for (auto& [k, v] : unrollers[s]->SaveState())
@@ -131,10 +130,7 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
     // metrics.csv's row s is outer step s (0-based): the rows a crash left
     // after the checkpoint are recomputed, not repeated.
     if (auto s = DropCsvRowsFrom(metrics_path, summary.resumed_from); !s.ok()) return s;
-    if (auto w = Find(*all, "run/wall_seconds"); w.ok())
-      wall_before = w->item<double>();
-    else  // a checkpoint from before it kept the time: the last kept row's
-      wall_before = LastCsvValue(metrics_path, "wall_s", 0);
+    wall_before = RunWallSecondsBefore(*all, metrics_path);
     std::fprintf(stderr,
                  "lopt train: resuming %s from its checkpoint at outer step %lld of %lld "
                  "(%s of meta-training so far); --fresh starts over\n",

@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "cli/lhopt_mode.h"
+#include "cli/run_clock.h"
 #include "common/checkpoint.h"
 #include "common/job_spec.h"
 #include "worker/lhopt_episode.h"
@@ -197,8 +198,8 @@ TEST(LhoptJob, CheckpointResumeIsBitIdentical) {
   auto sa = DeserializeTensors(ReadFile(straight.out_dir + "/checkpoint.pt").value()).value();
   auto sb = DeserializeTensors(ReadFile(first.out_dir + "/checkpoint.pt").value()).value();
   // run/wall_seconds: the run's time, which only counts on over the resume.
-  EXPECT_TRUE(SameWeights(sa, sb, {"learner/lhopt/adam", "run/wall_seconds"}));
-  EXPECT_GE(Find(sb, "run/wall_seconds").value().item<double>(), b1->total_wall_seconds);
+  EXPECT_TRUE(SameWeights(sa, sb, {"learner/lhopt/adam", kRunWallSecondsKey}));
+  EXPECT_GE(Find(sb, kRunWallSecondsKey).value().item<double>(), b1->total_wall_seconds);
   EXPECT_DOUBLE_EQ(b2->total_wall_seconds, b1->total_wall_seconds + b2->wall_seconds);
   EXPECT_EQ(MetricsWithoutTimes(straight.out_dir + "/metrics.csv"),
             MetricsWithoutTimes(first.out_dir + "/metrics.csv"));
