@@ -20,9 +20,9 @@
 #include <unistd.h>
 
 #include "buffer_server/testing/buffer_process.h"
-#include "common/buffer_client.h"
-#include "common/flags.h"
-#include "common/tensor_codec.h"
+#include "common/rpc/buffer_client.h"
+#include "common/rpc/tensor_codec.h"
+#include "common/util/flags.h"
 
 namespace lopt {
 namespace {

@@ -12,12 +12,12 @@
 
 #include <torch/torch.h>
 
-#include "common/idx_dataset.h"
-#include "common/job_spec.h"
-#include "common/learned_optimizer.h"
-#include "common/runtime.h"
-#include "common/small_fc_lopt.h"
-#include "common/task.h"
+#include "common/elo/learned_optimizer.h"
+#include "common/elo/small_fc_lopt.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/idx_dataset.h"
+#include "common/tasks/task.h"
+#include "common/util/runtime.h"
 
 namespace {
 

@@ -25,8 +25,8 @@
 #include <cuda_runtime.h>
 #include <torch/torch.h>
 
-#include "common/small_fc_lopt.h"
-#include "common/task.h"
+#include "common/elo/small_fc_lopt.h"
+#include "common/tasks/task.h"
 #include "kernels/lopt_step_cuda.h"
 
 namespace {

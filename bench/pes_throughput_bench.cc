@@ -24,11 +24,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/job_spec.h"
-#include "common/runtime.h"
-#include "common/small_fc_lopt.h"
-#include "common/task.h"
-#include "worker/elo_unroller.h"
+#include "common/elo/elo_unroller.h"
+#include "common/elo/small_fc_lopt.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/task.h"
+#include "common/util/runtime.h"
 
 namespace {
 

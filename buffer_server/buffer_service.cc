@@ -5,11 +5,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/chunk_codec.h"
-#include "common/log.h"
-#include "common/metrics.h"
-#include "common/buffer_protocol.h"
-#include "common/rpc.h"
+#include "common/rpc/buffer_protocol.h"
+#include "common/rpc/chunk_codec.h"
+#include "common/rpc/metrics.h"
+#include "common/rpc/rpc.h"
+#include "common/util/log.h"
 
 namespace lopt {
 namespace {

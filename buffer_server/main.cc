@@ -13,10 +13,10 @@
 #include "absl/strings/str_cat.h"
 #include "buffer_server/buffer_service.h"
 #include "buffer_server/rocks_store.h"
-#include "common/log.h"
-#include "common/metrics.h"
-#include "common/rpc.h"
-#include "common/service_main.h"
+#include "common/rpc/metrics.h"
+#include "common/rpc/rpc.h"
+#include "common/rpc/service_main.h"
+#include "common/util/log.h"
 
 namespace {
 

@@ -1,7 +1,7 @@
 #include "buffer_server/rocks_replay_buffer.h"
 
 #include "absl/strings/str_cat.h"
-#include "common/tensor_codec.h"
+#include "common/rpc/tensor_codec.h"
 
 namespace lopt {
 namespace {

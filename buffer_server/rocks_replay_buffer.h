@@ -1,4 +1,4 @@
-// RocksReplayBuffer: the ReplayBuffer interface (common/replay_buffer.h) over
+// RocksReplayBuffer: the ReplayBuffer interface (common/elo/replay_buffer.h) over
 // a RocksReplayStore, for local mode with its buffer in a directory. Items
 // are encoded with the one tensor codec on Put and decoded, after checking
 // their checksum, on Sample and Items. Thread-safe, as the store.
@@ -8,7 +8,7 @@
 #include <string>
 
 #include "buffer_server/rocks_store.h"
-#include "common/replay_buffer.h"
+#include "common/elo/replay_buffer.h"
 
 namespace lopt {
 

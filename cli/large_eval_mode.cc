@@ -13,14 +13,14 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cli/exit_code.h"
-#include "common/flags.h"
-#include "common/progress.h"
-#include "common/runtime.h"
-#include "common/task.h"
-#include "worker/large_eval.h"
-#include "worker/rank_launch.h"
+#include "cli/large_eval.h"
+#include "cli/rank_launch.h"
+#include "common/tasks/task.h"
+#include "common/util/flags.h"
+#include "common/util/progress.h"
+#include "common/util/runtime.h"
 #ifdef LOPT_WITH_NCCL
-#include "worker/data_parallel.h"
+#include "cli/data_parallel.h"
 #endif
 
 namespace lopt {

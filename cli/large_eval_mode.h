@@ -1,6 +1,6 @@
 // `lopt eval-large`: the meta-test of a trained optimizer on one big MLP,
 // on one device or data-parallel over N GPUs of this host (one process a GPU,
-// NCCL). worker/large_eval.h is the training; this is the command and its
+// NCCL). cli/large_eval.h is the training; this is the command and its
 // launcher.
 #pragma once
 

@@ -15,14 +15,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/run_clock.h"
-#include "common/checkpoint.h"
-#include "common/json.h"
-#include "common/lhopt_schedule.h"
-#include "common/progress.h"
-#include "common/run_files.h"
-#include "common/replay_buffer.h"
+#include "common/elo/replay_buffer.h"
+#include "common/lhopt/lhopt_schedule.h"
+#include "common/lhopt/lhopt_yardstick.h"
+#include "common/util/checkpoint.h"
+#include "common/util/json.h"
+#include "common/util/progress.h"
+#include "common/util/run_files.h"
 #include "learner/lhopt_job.h"
-#include "worker/lhopt_yardstick.h"
 
 namespace lopt {
 namespace {

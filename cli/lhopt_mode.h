@@ -8,10 +8,10 @@
 
 #include "absl/status/statusor.h"
 #include "cli/local_mode.h"
+#include "common/lhopt/lhopt_episode.h"
+#include "common/lhopt/lhopt_eval.h"
 #include "lopt/v1/job.pb.h"
 #include "lopt/v1/optimizer_file.pb.h"
-#include "worker/lhopt_episode.h"
-#include "worker/lhopt_eval.h"
 
 namespace lopt {
 

@@ -14,17 +14,17 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cli/run_clock.h"
-#include "common/checkpoint.h"
-#include "common/json.h"
-#include "common/optimizer_file.h"
-#include "common/progress.h"
-#include "common/run_files.h"
 #include "buffer_server/rocks_replay_buffer.h"
-#include "common/replay_buffer.h"
-#include "common/task.h"
+#include "cli/run_clock.h"
+#include "common/elo/elo_shard.h"
+#include "common/elo/optimizer_file.h"
+#include "common/elo/replay_buffer.h"
+#include "common/tasks/task.h"
+#include "common/util/checkpoint.h"
+#include "common/util/json.h"
+#include "common/util/progress.h"
+#include "common/util/run_files.h"
 #include "learner/elo_job.h"
-#include "worker/elo_shard.h"
 
 namespace lopt {
 namespace {

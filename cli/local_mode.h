@@ -7,9 +7,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/elo/evaluation.h"
+#include "common/elo/evaluation_report.h"
 #include "lopt/v1/job.pb.h"
-#include "cli/meta_test_report.h"
-#include "worker/meta_test.h"
 
 namespace lopt {
 

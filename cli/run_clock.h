@@ -7,8 +7,8 @@
 
 #include <torch/torch.h>
 
-#include "common/replay_buffer.h"
-#include "common/run_files.h"
+#include "common/elo/replay_buffer.h"
+#include "common/util/run_files.h"
 
 namespace lopt {
 

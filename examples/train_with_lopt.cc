@@ -9,8 +9,8 @@
 
 #include <torch/torch.h>
 
-#include "common/idx_dataset.h"
-#include "common/learned_optimizer.h"
+#include "common/elo/learned_optimizer.h"
+#include "common/tasks/idx_dataset.h"
 
 // Your model: nothing lopt-specific about it.
 struct NetImpl : torch::nn::Module {

@@ -22,7 +22,7 @@
 
 #include <torch/types.h>
 
-#include "common/small_fc_lopt.h"
+#include "common/elo/small_fc_lopt.h"
 
 namespace lopt {
 

@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t e0 = int64_t(tile - a.tile_start[j]) * kBcTile;
   const int64_t e1 = min(n, e0 + kBcTile);
   const size_t base = size_t(p) * size_t(n);
-  // Bias corrections in double, as common/adam.cc (1 - beta^t cancels at small t).
+  // Bias corrections in double, as common/tasks/adam.cc (1 - beta^t cancels at small t).
   const double t = double(step[p]) + 1.0;
   const float bc1 = float(1.0 - pow(double(beta1), t));
   const float bc2s = float(sqrt(1.0 - pow(double(beta2), t)));

@@ -39,7 +39,7 @@ const char* PesLossesCuda(const float* losses, int64_t T, float max_loss, const 
 //   m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2                 (in place)
 //   uh = lr[p] (m / (1 - b1^t) / (sqrt(v) / sqrt(1 - b2^t) + eps) + wd param)
 //   bc[p] += sum (u - uh)^2,  u = (1 - alpha) uh + alpha u          (u in place)
-// with t = step[p] + 1 (Adam's bias corrections, as common/adam.h). bc [P]
+// with t = step[p] + 1 (Adam's bias corrections, as common/tasks/adam.h). bc [P]
 // must be zero on entry. alpha is a device scalar.
 constexpr int kBcMaxTensors = 16;
 struct BcTensors {

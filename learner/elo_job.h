@@ -14,8 +14,8 @@
 #include <torch/types.h>
 
 #include "absl/status/statusor.h"
-#include "common/job_spec.h"
-#include "common/replay_buffer.h"
+#include "common/elo/replay_buffer.h"
+#include "common/spec/job_spec.h"
 #include "learner/elo_learner.h"
 #include "lopt/v1/job.pb.h"
 

@@ -4,17 +4,7 @@
 
 #include <torch/torch.h>
 
-#include "common/task.h"
-
 namespace lopt {
-namespace {
-constexpr uint64_t kStreamThetaInit = 2;
-}
-
-torch::Tensor InitialTheta(const v1::JobSpec& job) {
-  torch::Generator gen = MakeGenerator(job.seed(), kStreamThetaInit, 0);
-  return SmallFcLopt(job.lopt()).InitTheta(gen);
-}
 
 EloLearner::EloLearner(const v1::JobSpec& job)
     : job_(job),

@@ -9,17 +9,13 @@
 #include <torch/types.h>
 
 #include "absl/status/status.h"
-#include "common/replay_buffer.h"
-#include "common/small_fc_lopt.h"
+#include "common/elo/replay_buffer.h"
+#include "common/elo/small_fc_lopt.h"
 #include "learner/outer_optimizer.h"
 #include "lopt/v1/job.pb.h"
 #include "lopt/v1/optimizer_file.pb.h"
 
 namespace lopt {
-
-// The theta that meta-training of `job` starts from (the "untrained"
-// optimizer that meta-tests compare against).
-torch::Tensor InitialTheta(const v1::JobSpec& job);
 
 class EloLearner {
  public:

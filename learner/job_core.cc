@@ -7,15 +7,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/job_spec.h"
-#include "common/json.h"
-#include "common/lhopt_wire.h"
-#include "common/metrics.h"
-#include "common/optimizer_file.h"
-#include "common/run_files.h"
+#include "common/elo/optimizer_file.h"
+#include "common/lhopt/lhopt_wire.h"
+#include "common/lhopt/lhopt_yardstick.h"
+#include "common/rpc/metrics.h"
+#include "common/spec/job_spec.h"
+#include "common/util/json.h"
+#include "common/util/run_files.h"
 #include "learner/elo_job.h"
 #include "learner/lhopt_job.h"
-#include "worker/lhopt_yardstick.h"
 
 namespace lopt {
 namespace {

@@ -19,7 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/tensor_codec.h"
+#include "common/rpc/tensor_codec.h"
 #include "lopt/v1/job.pb.h"
 #include "lopt/v1/work_service.pb.h"
 

@@ -41,10 +41,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "learner/mutex.h"
-#include "common/rpc.h"
-#include "common/replay_buffer.h"
+#include "common/elo/replay_buffer.h"
+#include "common/rpc/rpc.h"
 #include "learner/job_core.h"
+#include "learner/mutex.h"
 #include "lopt/v1/job_service.pb.h"
 #include "lopt/v1/work_service.pb.h"
 

@@ -5,11 +5,11 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/job_spec.h"
-#include "common/lhopt_wire.h"
-#include "common/log.h"
-#include "common/rpc.h"
-#include "common/tensor_codec.h"
+#include "common/lhopt/lhopt_wire.h"
+#include "common/rpc/rpc.h"
+#include "common/rpc/tensor_codec.h"
+#include "common/spec/job_spec.h"
+#include "common/util/log.h"
 
 namespace lopt {
 namespace {

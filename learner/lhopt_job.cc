@@ -7,9 +7,9 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/checkpoint.h"
-#include "common/lhopt_actions.h"
-#include "common/task.h"
+#include "common/lhopt/lhopt_actions.h"
+#include "common/tasks/task.h"
+#include "common/util/checkpoint.h"
 
 namespace lopt {
 namespace {

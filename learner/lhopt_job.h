@@ -24,11 +24,11 @@
 #include <torch/types.h>
 
 #include "absl/status/statusor.h"
-#include "common/lhopt_features.h"
-#include "common/lhopt_policy.h"
-#include "common/lhopt_unit.h"
-#include "common/replay_buffer.h"
-#include "common/run_files.h"
+#include "common/elo/replay_buffer.h"
+#include "common/lhopt/lhopt_features.h"
+#include "common/lhopt/lhopt_policy.h"
+#include "common/lhopt/lhopt_unit.h"
+#include "common/util/run_files.h"
 #include "learner/ppo.h"
 #include "lopt/v1/job.pb.h"
 #include "lopt/v1/optimizer_file.pb.h"
@@ -48,7 +48,7 @@ struct LhoptIterationRecord {
   int64_t inner_particle_steps = 0;
   PpoStats ppo;
 
-  // Its metrics.csv row (common/run_files.h) but the last two columns, as
+  // Its metrics.csv row (common/util/run_files.h) but the last two columns, as
   // local mode and the learner write it.
   LhoptMetricsRow MetricsRow() const {
     return {iteration,      mean_reward,          mean_episode_length, ppo.entropy,

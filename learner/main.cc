@@ -4,12 +4,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/dir_lock.h"
-#include "common/log.h"
-#include "common/metrics.h"
-#include "common/rpc.h"
-#include "common/runtime.h"
-#include "common/service_main.h"
+#include "common/rpc/metrics.h"
+#include "common/rpc/rpc.h"
+#include "common/rpc/service_main.h"
+#include "common/util/dir_lock.h"
+#include "common/util/log.h"
+#include "common/util/runtime.h"
 #include "learner/job_manager.h"
 #include "learner/learner_services.h"
 

@@ -7,7 +7,7 @@
 #include <torch/types.h>
 
 #include "absl/status/status.h"
-#include "common/replay_buffer.h"
+#include "common/elo/replay_buffer.h"
 #include "lopt/v1/job.pb.h"
 
 namespace lopt {

@@ -5,7 +5,7 @@
 
 #include <torch/torch.h>
 
-#include "common/task.h"
+#include "common/tasks/task.h"
 
 namespace lopt {
 

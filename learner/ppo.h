@@ -12,7 +12,7 @@
 #include <torch/optim/adam.h>
 #include <torch/types.h>
 
-#include "common/lhopt_policy.h"
+#include "common/lhopt/lhopt_policy.h"
 
 namespace lopt {
 
@@ -43,7 +43,7 @@ torch::Tensor PpoClipLoss(const torch::Tensor& new_log_prob, const torch::Tensor
 // mean(x) over the entries where mask is 1 (all entries if mask is undefined).
 torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask);
 
-// PpoSegment (one lane of experience) lives in common/lhopt_policy.h: the
+// PpoSegment (one lane of experience) lives in common/lhopt/lhopt_policy.h: the
 // workers that act produce it.
 
 

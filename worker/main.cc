@@ -14,12 +14,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "common/log.h"
-#include "common/metrics.h"
-#include "common/rpc.h"
-#include "common/runtime.h"
-#include "common/service_main.h"
-#include "common/buffer_client.h"
+#include "common/rpc/buffer_client.h"
+#include "common/rpc/metrics.h"
+#include "common/rpc/rpc.h"
+#include "common/rpc/service_main.h"
+#include "common/util/log.h"
+#include "common/util/runtime.h"
 #include "worker/worker.h"
 
 namespace {

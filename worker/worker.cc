@@ -10,12 +10,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/job_spec.h"
-#include "common/lhopt_wire.h"
-#include "common/log.h"
-#include "common/metrics.h"
-#include "common/small_fc_lopt.h"
-#include "common/tensor_codec.h"
+#include "common/elo/small_fc_lopt.h"
+#include "common/lhopt/lhopt_wire.h"
+#include "common/rpc/metrics.h"
+#include "common/rpc/tensor_codec.h"
+#include "common/spec/job_spec.h"
+#include "common/util/log.h"
 
 namespace lopt {
 namespace {

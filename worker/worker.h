@@ -21,12 +21,12 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
-#include "common/replay_buffer.h"
-#include "common/rpc.h"
-#include "common/task.h"
+#include "common/elo/elo_shard.h"
+#include "common/elo/replay_buffer.h"
+#include "common/lhopt/lhopt_episode.h"
+#include "common/rpc/rpc.h"
+#include "common/tasks/task.h"
 #include "lopt/v1/work_service.grpc.pb.h"
-#include "worker/elo_shard.h"
-#include "worker/lhopt_episode.h"
 
 namespace lopt {
 

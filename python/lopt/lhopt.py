@@ -138,7 +138,7 @@ class LhoptController(torch.optim.Optimizer):
     rolling maximum gradient norm), starting from CIAO's defaults (or `initial`); the
     controller's LSTM policy decides `decisions` times over `total_steps` steps, at the same
     steps as `lopt eval --controller` (decision d after 1 + floor(d (N - 1) / D) steps), on the
-    features of common/lhopt_features.h, greedily, and its actions change the hyperparameters.
+    features of common/lhopt/lhopt_features.h, greedily, and its actions change the hyperparameters.
     Its restart registers are kept in memory: a "load" replaces the parameters' values (and
     CIAO's moments) by those saved earlier; only the parameters given here are saved and
     restored (not buffers such as batch-norm statistics).
@@ -152,7 +152,7 @@ class LhoptController(torch.optim.Optimizer):
     as lr, betas, eps, weight_decay, clip_fraction after each decision (read-only: the
     controller sets them). `decisions_log` lists each decision (step, progress, the
     interval's training loss, hparams, actions, register action, and the 70 features the
-    policy decided on, in common/lhopt_features.h's order, before normalisation).
+    policy decided on, in common/lhopt/lhopt_features.h's order, before normalisation).
 
     Checkpoints: state_dict() holds everything the run's next steps and decisions depend on
     besides the parameters' values -- CIAO's moments, bias corrections and rolling maximum,

@@ -5,11 +5,11 @@
 //     reference), as lopt::LearnedOptimizer::step applies it;
 //   * CppLearnedOptimizer: lopt::LearnedOptimizer itself (the reference the
 //     Python optimizer is tested against);
-//   * optimizer and schedule files (common/optimizer_file.h,
-//     common/lhopt_schedule.h) with their validation;
+//   * optimizer and schedule files (common/elo/optimizer_file.h,
+//     common/lhopt/lhopt_schedule.h) with their validation;
 //   * Controller: a trained LHOPT controller acting online on a user's
-//     training loop, with CIAO (common/ciao.h) as the inner optimizer, as
-//     worker/lhopt_episode.cc's RunControlled acts greedily.
+//     training loop, with CIAO (common/lhopt/ciao.h) as the inner optimizer, as
+//     common/lhopt/lhopt_episode.cc's RunControlled acts greedily.
 #include <cmath>
 #include <map>
 #include <optional>
@@ -24,15 +24,15 @@
 #include <torch/torch.h>
 
 #include "absl/status/status.h"
-#include "common/ciao.h"
-#include "common/learned_optimizer.h"
-#include "common/lhopt_actions.h"
-#include "common/lhopt_features.h"
-#include "common/lhopt_policy.h"
-#include "common/job_spec.h"
-#include "common/lhopt_schedule.h"
-#include "common/optimizer_file.h"
-#include "common/small_fc_lopt.h"
+#include "common/elo/learned_optimizer.h"
+#include "common/elo/optimizer_file.h"
+#include "common/elo/small_fc_lopt.h"
+#include "common/lhopt/ciao.h"
+#include "common/lhopt/lhopt_actions.h"
+#include "common/lhopt/lhopt_features.h"
+#include "common/lhopt/lhopt_policy.h"
+#include "common/lhopt/lhopt_schedule.h"
+#include "common/spec/job_spec.h"
 #include "kernels/lopt_step_cpu.h"
 #include "learner/lhopt_job.h"
 
@@ -176,7 +176,7 @@ CiaoHyperparameters HparamsFrom(const py::dict& d) {
 
 // A trained controller on one run of the user's: CIAO steps on the user's
 // parameters (one particle), the policy's greedy decisions at the same steps
-// as `lopt eval --controller` (DecisionSteps of worker/lhopt_episode.h:
+// as `lopt eval --controller` (DecisionSteps of common/lhopt/lhopt_episode.h:
 // decision d after 1 + floor(d (N - 1) / D) steps), restart registers kept
 // in memory (parameters and CIAO state; a load copies into the parameters).
 class PyController {
@@ -296,7 +296,7 @@ class PyController {
     std::vector<int64_t> acts(a.data_ptr<int64_t>(), a.data_ptr<int64_t>() + a.numel());
     out["actions"] = acts;
     out["register"] = reg;
-    // The policy's inputs before normalisation (common/lhopt_features.h's
+    // The policy's inputs before normalisation (common/lhopt/lhopt_features.h's
     // columns, FeatureNames()): what the decision was made on.
     torch::Tensor f = x[0].to(torch::kFloat64).contiguous();
     out["features"] = std::vector<double>(f.data_ptr<double>(), f.data_ptr<double>() + f.numel());

@@ -93,7 +93,7 @@ lhopt { tasks { task { noisy_quadratic { min_dim: 10 max_dim: 20 } } weight: 1 }
         particles: 2 episodes_per_iteration: 2 iterations: 1 hidden_size: 32 }
 """
 
-LR_FACTORS = [0.5, 0.707, 0.9, 1.0, 1.1, 1.414, 2.0]  # head 0 (common/lhopt_actions.h)
+LR_FACTORS = [0.5, 0.707, 0.9, 1.0, 1.1, 1.414, 2.0]  # head 0 (common/lhopt/lhopt_actions.h)
 
 
 @pytest.fixture

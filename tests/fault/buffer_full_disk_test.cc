@@ -11,9 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "buffer_server/testing/buffer_process.h"
-#include "common/buffer_client.h"
-#include "common/rpc.h"
-#include "common/tensor_codec.h"
+#include "common/rpc/buffer_client.h"
+#include "common/rpc/rpc.h"
+#include "common/rpc/tensor_codec.h"
 #include "tests/support/buffer_items.h"
 #include "tests/support/child_process.h"
 

@@ -13,8 +13,8 @@
 #include <gtest/gtest.h>
 
 #include "buffer_server/testing/buffer_process.h"
-#include "common/buffer_client.h"
-#include "common/tensor_codec.h"
+#include "common/rpc/buffer_client.h"
+#include "common/rpc/tensor_codec.h"
 #include "tests/support/buffer_items.h"
 
 #ifndef LOPT_BUFFER_BINARY

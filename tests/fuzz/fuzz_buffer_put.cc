@@ -20,8 +20,8 @@
 
 #include "buffer_server/buffer_service.h"
 #include "buffer_server/rocks_store.h"
-#include "common/chunk_codec.h"
-#include "common/log.h"
+#include "common/rpc/chunk_codec.h"
+#include "common/util/log.h"
 #include "tests/fuzz/fuzz_common.h"
 #include "tests/fuzz/fuzz_input.h"
 

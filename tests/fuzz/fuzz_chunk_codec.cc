@@ -1,4 +1,4 @@
-// Payload reassembly (common/chunk_codec.h), as the buffer server and the
+// Payload reassembly (common/rpc/chunk_codec.h), as the buffer server and the
 // work stream run it on chunks from a peer. Input (fuzz_input.h): the first
 // message is a v1::ItemHeader whose payload_bytes and payload_crc32 are the
 // announcement, the rest v1::Chunk messages. Checks: a refusal is
@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "common/chunk_codec.h"
+#include "common/rpc/chunk_codec.h"
 #include "lopt/v1/buffer_service.pb.h"
 #include "tests/fuzz/fuzz_common.h"
 #include "tests/fuzz/fuzz_input.h"

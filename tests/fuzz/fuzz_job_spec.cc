@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <string>
 
-#include "common/job_limits.h"
-#include "common/job_spec.h"
+#include "common/spec/job_limits.h"
+#include "common/spec/job_spec.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/field_comparator.h"
 #include "google/protobuf/util/message_differencer.h"

@@ -1,4 +1,4 @@
-// The .lopt reader (common/optimizer_file.h: what `lopt eval`,
+// The .lopt reader (common/elo/optimizer_file.h: what `lopt eval`,
 // LearnedOptimizer::FromFile and `loptctl export` consumers load) on
 // arbitrary bytes. Checks: refusals are DATA_LOSS, FAILED_PRECONDITION or
 // INVALID_ARGUMENT with a reason; an accepted file's theta has the size its
@@ -10,8 +10,8 @@
 
 #include <torch/torch.h>
 
-#include "common/optimizer_file.h"
-#include "common/small_fc_lopt.h"
+#include "common/elo/optimizer_file.h"
+#include "common/elo/small_fc_lopt.h"
 #include "tests/fuzz/fuzz_common.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "common/chunk_codec.h"
+#include "common/rpc/chunk_codec.h"
 #include "lopt/v1/buffer_service.pb.h"
 #include "tests/fuzz/fuzz_input.h"
 

@@ -1,4 +1,4 @@
-// The tensor codec's decoders (common/tensor_codec.h) on what a peer sends:
+// The tensor codec's decoders (common/rpc/tensor_codec.h) on what a peer sends:
 // a v1::TensorProto (DecodeTensor, DecodeFloatTensor) or an item's tensor
 // headers and payload (DecodeItem). Input (fuzz_input.h): with flags bit 0
 // clear, the first message is a TensorProto (the crc repaired when
@@ -14,7 +14,7 @@
 
 #include <torch/torch.h>
 
-#include "common/tensor_codec.h"
+#include "common/rpc/tensor_codec.h"
 #include "tests/fuzz/fuzz_common.h"
 #include "tests/fuzz/fuzz_input.h"
 

@@ -11,12 +11,12 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/job_spec.h"
-#include "common/replay_buffer.h"
-#include "common/small_fc_lopt.h"
-#include "common/task.h"
+#include "common/elo/elo_unroller.h"
+#include "common/elo/replay_buffer.h"
+#include "common/elo/small_fc_lopt.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/task.h"
 #include "kernels/lopt_step_cuda.h"
-#include "worker/elo_unroller.h"
 
 namespace {
 

@@ -15,9 +15,9 @@
 
 #include <torch/torch.h>
 
-#include "common/learned_optimizer.h"
-#include "common/small_fc_lopt.h"
-#include "common/task.h"
+#include "common/elo/learned_optimizer.h"
+#include "common/elo/small_fc_lopt.h"
+#include "common/tasks/task.h"
 #include "kernels/lopt_step_cuda.h"
 #include "kernels/lopt_step_cuda_torch.h"
 

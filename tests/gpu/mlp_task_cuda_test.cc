@@ -15,7 +15,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/task.h"
+#include "common/tasks/task.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// The NCCL data-parallel path (worker/data_parallel.h) on every GPU of the
+// The NCCL data-parallel path (cli/data_parallel.h) on every GPU of the
 // host, one process a GPU. Run without --rank it is the launcher: it starts
 // itself once per rank (fork + exec, so no CUDA state crosses the fork), rank
 // 0 writes the NCCL unique id to a file the others read, and it exits non-zero
@@ -32,11 +32,11 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/torch.h>
 
-#include "common/learned_optimizer.h"
-#include "common/small_fc_lopt.h"
+#include "cli/data_parallel.h"
+#include "cli/rank_launch.h"
+#include "common/elo/learned_optimizer.h"
+#include "common/elo/small_fc_lopt.h"
 #include "kernels/lopt_step_cuda.h"
-#include "worker/data_parallel.h"
-#include "worker/rank_launch.h"
 
 namespace {
 

@@ -13,9 +13,9 @@
 
 #include <torch/torch.h>
 
-#include "common/movielens.h"
-#include "common/task.h"
-#include "worker/meta_test.h"
+#include "common/elo/evaluation.h"
+#include "common/tasks/movielens.h"
+#include "common/tasks/task.h"
 
 namespace {
 

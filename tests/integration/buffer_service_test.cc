@@ -11,10 +11,10 @@
 
 #include "buffer_server/buffer_service.h"
 #include "buffer_server/rocks_store.h"
-#include "common/buffer_client.h"
-#include "common/metrics.h"
-#include "common/rpc.h"
-#include "common/tensor_codec.h"
+#include "common/rpc/buffer_client.h"
+#include "common/rpc/metrics.h"
+#include "common/rpc/rpc.h"
+#include "common/rpc/tensor_codec.h"
 
 namespace lopt {
 namespace {

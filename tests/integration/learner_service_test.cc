@@ -18,19 +18,19 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/checkpoint.h"
-#include "common/job_spec.h"
-#include "common/lhopt_wire.h"
-#include "common/metrics.h"
-#include "common/rpc.h"
-#include "common/run_files.h"
-#include "common/tensor_codec.h"
+#include "common/lhopt/lhopt_episode.h"
+#include "common/lhopt/lhopt_wire.h"
+#include "common/rpc/metrics.h"
+#include "common/rpc/rpc.h"
+#include "common/rpc/tensor_codec.h"
+#include "common/spec/job_spec.h"
+#include "common/util/checkpoint.h"
+#include "common/util/run_files.h"
 #include "learner/job_manager.h"
 #include "learner/learner_services.h"
 #include "learner/lhopt_job.h"
-#include "worker/lhopt_episode.h"
-#include "worker/worker.h"
 #include "tests/support/learner_harness.h"
+#include "worker/worker.h"
 
 namespace lopt {
 namespace {

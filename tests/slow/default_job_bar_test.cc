@@ -8,13 +8,13 @@
 #include <map>
 
 #include "cli/local_mode.h"
-#include "common/job_spec.h"
-#include "common/optimizer_file.h"
-#include "common/runtime.h"
-#include "common/small_fc_lopt.h"
-#include "common/task.h"
+#include "common/elo/evaluation.h"
+#include "common/elo/optimizer_file.h"
+#include "common/elo/small_fc_lopt.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/task.h"
+#include "common/util/runtime.h"
 #include "learner/elo_learner.h"
-#include "worker/meta_test.h"
 
 namespace lopt {
 namespace {

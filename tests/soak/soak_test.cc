@@ -34,9 +34,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/buffer_client.h"
-#include "common/optimizer_file.h"
-#include "common/rpc.h"
+#include "common/elo/optimizer_file.h"
+#include "common/rpc/buffer_client.h"
+#include "common/rpc/rpc.h"
 #include "lopt/v1/job_service.grpc.pb.h"
 #include "tests/support/buffer_items.h"
 #include "tests/support/child_process.h"

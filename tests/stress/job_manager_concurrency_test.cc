@@ -21,12 +21,12 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/job_spec.h"
-#include "common/lhopt_wire.h"
-#include "common/replay_buffer.h"
-#include "common/tensor_codec.h"
+#include "common/elo/replay_buffer.h"
+#include "common/lhopt/lhopt_episode.h"
+#include "common/lhopt/lhopt_wire.h"
+#include "common/rpc/tensor_codec.h"
+#include "common/spec/job_spec.h"
 #include "learner/job_manager.h"
-#include "worker/lhopt_episode.h"
 
 namespace lopt {
 namespace {

@@ -25,11 +25,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/job_spec.h"
-#include "common/lhopt_wire.h"
-#include "common/replay_buffer.h"
+#include "common/elo/replay_buffer.h"
+#include "common/lhopt/lhopt_episode.h"
+#include "common/lhopt/lhopt_wire.h"
+#include "common/spec/job_spec.h"
 #include "tests/support/learner_harness.h"
-#include "worker/lhopt_episode.h"
 
 namespace lopt {
 namespace {

@@ -13,7 +13,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
-#include "common/rpc.h"
+#include "common/rpc/rpc.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace lopt::testing {

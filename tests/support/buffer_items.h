@@ -7,7 +7,7 @@
 #include <random>
 #include <string>
 
-#include "common/tensor_codec.h"
+#include "common/rpc/tensor_codec.h"
 
 namespace lopt::testing {
 

@@ -20,8 +20,8 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/rpc.h"
-#include "common/tensor_codec.h"
+#include "common/rpc/rpc.h"
+#include "common/rpc/tensor_codec.h"
 #include "learner/job_manager.h"
 #include "learner/learner_services.h"
 #include "lopt/v1/job_service.grpc.pb.h"

@@ -1,4 +1,4 @@
-#include "common/adam.h"
+#include "common/tasks/adam.h"
 
 #include <gtest/gtest.h>
 

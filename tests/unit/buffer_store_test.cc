@@ -14,7 +14,7 @@
 
 #include "buffer_server/rocks_replay_buffer.h"
 #include "buffer_server/rocks_store.h"
-#include "common/tensor_codec.h"
+#include "common/rpc/tensor_codec.h"
 
 namespace lopt {
 namespace {

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "common/job_spec.h"
+#include "common/spec/job_spec.h"
 #include "learner/elo_job.h"
 
 namespace lopt {

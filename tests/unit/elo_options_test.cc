@@ -8,15 +8,15 @@
 
 #include <torch/torch.h>
 
-#include "common/buffer_client.h"
-#include "common/job_spec.h"
-#include "common/learned_optimizer.h"
-#include "common/replay_buffer.h"
-#include "common/small_fc_lopt.h"
-#include "common/task.h"
-#include "worker/elo_shard.h"
-#include "worker/elo_unroller.h"
-#include "worker/meta_test.h"
+#include "common/elo/elo_shard.h"
+#include "common/elo/elo_unroller.h"
+#include "common/elo/evaluation.h"
+#include "common/elo/learned_optimizer.h"
+#include "common/elo/replay_buffer.h"
+#include "common/elo/small_fc_lopt.h"
+#include "common/rpc/buffer_client.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/task.h"
 
 namespace lopt {
 namespace {

@@ -4,11 +4,11 @@
 
 #include <torch/torch.h>
 
-#include "common/job_spec.h"
-#include "common/replay_buffer.h"
-#include "common/task.h"
+#include "common/elo/elo_unroller.h"
+#include "common/elo/replay_buffer.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/task.h"
 #include "learner/elo_learner.h"
-#include "worker/elo_unroller.h"
 
 namespace lopt {
 namespace {

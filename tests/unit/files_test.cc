@@ -5,11 +5,11 @@
 
 #include <torch/torch.h>
 
-#include "common/checkpoint.h"
-#include "common/job_spec.h"
-#include "common/learned_optimizer.h"
-#include "common/optimizer_file.h"
-#include "common/task.h"
+#include "common/elo/learned_optimizer.h"
+#include "common/elo/optimizer_file.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/task.h"
+#include "common/util/checkpoint.h"
 
 namespace lopt {
 namespace {

@@ -1,7 +1,7 @@
 // Image augmentation: what it does to hand-made images (mirrors, shifts with
 // zeros shifted in, never wraps around), that a seed fixes it, and that the
 // tasks apply it to training batches only.
-#include "common/image_augmentation.h"
+#include "common/tasks/image_augmentation.h"
 
 #include <gtest/gtest.h>
 
@@ -10,8 +10,8 @@
 
 #include <torch/torch.h>
 
-#include "common/job_spec.h"
-#include "common/task.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/task.h"
 
 namespace lopt {
 namespace {

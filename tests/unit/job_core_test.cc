@@ -8,7 +8,7 @@
 
 #include <torch/torch.h>
 
-#include "common/job_spec.h"
+#include "common/spec/job_spec.h"
 #include "learner/job_core.h"
 
 namespace lopt {

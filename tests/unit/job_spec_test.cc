@@ -1,11 +1,11 @@
-#include "common/job_spec.h"
+#include "common/spec/job_spec.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
 
-#include "common/job_limits.h"
+#include "common/spec/job_limits.h"
 
 namespace lopt {
 namespace {
@@ -232,7 +232,7 @@ TEST(JobSpec, EveryShippedJobFileIsWithinTheLimits) {
   const char* src = std::getenv("LOPT_SOURCE_DIR");
   if (!src) GTEST_SKIP() << "LOPT_SOURCE_DIR not set (ctest sets it)";
   // Every job file the tree ships, by folder, so that a new one is checked too.
-  std::vector<std::string> files = {"common/default_job.textproto", "tests/data/smoke_job.textproto"};
+  std::vector<std::string> files = {"common/spec/default_job.textproto", "tests/data/smoke_job.textproto"};
   for (const char* dir : {"deploy/jobs", "examples", "models", "bench/elo/jobs", "bench/lhopt",
                           "bench/neumf"}) {
     std::error_code ec;

@@ -1,4 +1,4 @@
-// `lopt eval-large`'s training (worker/large_eval.h) on the CPU: it trains,
+// `lopt eval-large`'s training (cli/large_eval.h) on the CPU: it trains,
 // it refuses bad input, and its data-parallel arithmetic is right: two ranks
 // that each see half of every batch and average their gradients (here through
 // an in-process all-reduce between two threads, standing in for NCCL) must
@@ -13,7 +13,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "worker/large_eval.h"
+#include "cli/large_eval.h"
 
 namespace lopt {
 namespace {

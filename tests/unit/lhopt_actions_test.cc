@@ -1,4 +1,4 @@
-#include "common/lhopt_actions.h"
+#include "common/lhopt/lhopt_actions.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 
 #include <torch/torch.h>
 
-#include "common/task.h"
+#include "common/tasks/task.h"
 
 namespace lopt {
 namespace {

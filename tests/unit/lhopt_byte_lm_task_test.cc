@@ -1,4 +1,4 @@
-#include "common/byte_lm_task.h"
+#include "common/tasks/byte_lm_task.h"
 
 #include <gtest/gtest.h>
 
@@ -9,9 +9,9 @@
 
 #include <torch/torch.h>
 
-#include "common/ciao.h"
-#include "common/job_spec.h"
-#include "common/task.h"
+#include "common/lhopt/ciao.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/task.h"
 
 namespace lopt {
 namespace {

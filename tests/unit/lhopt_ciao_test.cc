@@ -1,4 +1,4 @@
-#include "common/ciao.h"
+#include "common/lhopt/ciao.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // The LHOPT worker side: episode runner, rewards, baseline cache, restart
 // registers, and schedule export/replay.
-#include "worker/lhopt_episode.h"
+#include "common/lhopt/lhopt_episode.h"
 
 #include <gtest/gtest.h>
 
@@ -9,11 +9,11 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/job_spec.h"
-#include "common/lhopt_actions.h"
-#include "common/lhopt_schedule.h"
+#include "common/lhopt/lhopt_actions.h"
+#include "common/lhopt/lhopt_eval.h"
+#include "common/lhopt/lhopt_schedule.h"
+#include "common/spec/job_spec.h"
 #include "learner/lhopt_job.h"
-#include "worker/lhopt_eval.h"
 
 namespace lopt {
 namespace {

@@ -1,4 +1,4 @@
-#include "common/lhopt_features.h"
+#include "common/lhopt/lhopt_features.h"
 
 #include <gtest/gtest.h>
 

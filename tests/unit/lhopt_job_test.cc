@@ -13,9 +13,9 @@
 
 #include "cli/lhopt_mode.h"
 #include "cli/run_clock.h"
-#include "common/checkpoint.h"
-#include "common/job_spec.h"
-#include "worker/lhopt_episode.h"
+#include "common/lhopt/lhopt_episode.h"
+#include "common/spec/job_spec.h"
+#include "common/util/checkpoint.h"
 
 namespace lopt {
 namespace {

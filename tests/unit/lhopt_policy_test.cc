@@ -1,4 +1,4 @@
-#include "common/lhopt_policy.h"
+#include "common/lhopt/lhopt_policy.h"
 
 #include <gtest/gtest.h>
 
@@ -6,9 +6,9 @@
 
 #include <torch/torch.h>
 
-#include "common/lhopt_actions.h"
-#include "common/lhopt_features.h"
-#include "common/task.h"
+#include "common/lhopt/lhopt_actions.h"
+#include "common/lhopt/lhopt_features.h"
+#include "common/tasks/task.h"
 
 namespace lopt {
 namespace {

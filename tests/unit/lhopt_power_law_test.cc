@@ -1,4 +1,4 @@
-#include "common/power_law.h"
+#include "common/lhopt/power_law.h"
 
 #include <gtest/gtest.h>
 

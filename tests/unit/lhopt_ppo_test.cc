@@ -6,8 +6,8 @@
 
 #include <torch/torch.h>
 
-#include "common/lhopt_actions.h"
-#include "common/task.h"
+#include "common/lhopt/lhopt_actions.h"
+#include "common/tasks/task.h"
 
 namespace lopt {
 namespace {

@@ -1,7 +1,7 @@
-// LHOPT units and results through the wire form (common/lhopt_wire.h): every
+// LHOPT units and results through the wire form (common/lhopt/lhopt_wire.h): every
 // field survives, tensors bit for bit, through the payload's chunks; broken
 // payloads give clear errors.
-#include "common/lhopt_wire.h"
+#include "common/lhopt/lhopt_wire.h"
 
 #include <gtest/gtest.h>
 
@@ -9,10 +9,10 @@
 
 #include <torch/torch.h>
 
-#include "common/job_spec.h"
-#include "common/rpc.h"
+#include "common/lhopt/lhopt_episode.h"
+#include "common/rpc/rpc.h"
+#include "common/spec/job_spec.h"
 #include "learner/lhopt_job.h"
-#include "worker/lhopt_episode.h"
 
 namespace lopt {
 namespace {

@@ -1,6 +1,6 @@
-// The fixed yardstick of LHOPT training (worker/lhopt_yardstick.h) and its
+// The fixed yardstick of LHOPT training (common/lhopt/lhopt_yardstick.h) and its
 // yardstick.csv in local mode.
-#include "worker/lhopt_yardstick.h"
+#include "common/lhopt/lhopt_yardstick.h"
 
 #include <gtest/gtest.h>
 
@@ -11,9 +11,9 @@
 #include <torch/torch.h>
 
 #include "cli/lhopt_mode.h"
-#include "common/job_spec.h"
-#include "common/lhopt_actions.h"
-#include "common/lhopt_unit.h"
+#include "common/lhopt/lhopt_actions.h"
+#include "common/lhopt/lhopt_unit.h"
+#include "common/spec/job_spec.h"
 #include "learner/lhopt_job.h"
 
 namespace lopt {

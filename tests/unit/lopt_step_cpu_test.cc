@@ -11,8 +11,8 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
-#include "common/small_fc_lopt.h"
-#include "common/task.h"
+#include "common/elo/small_fc_lopt.h"
+#include "common/tasks/task.h"
 
 namespace lopt {
 namespace {

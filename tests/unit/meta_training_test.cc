@@ -6,12 +6,12 @@
 #include <torch/torch.h>
 
 #include "cli/local_mode.h"
-#include "common/job_spec.h"
-#include "common/optimizer_file.h"
-#include "common/small_fc_lopt.h"
-#include "common/task.h"
+#include "common/elo/evaluation.h"
+#include "common/elo/optimizer_file.h"
+#include "common/elo/small_fc_lopt.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/task.h"
 #include "learner/elo_learner.h"
-#include "worker/meta_test.h"
 
 namespace lopt {
 namespace {

@@ -2,7 +2,7 @@
 // negative samplers, HR/NDCG, particle batching, the forward pass against
 // an independent per-particle reference, validation at the door, and the
 // family inside the meta-test and an LHOPT mixture.
-#include "common/neumf_task.h"
+#include "common/tasks/neumf_task.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -19,15 +19,15 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/job_limits.h"
+#include "common/elo/evaluation.h"
+#include "common/elo/replay_buffer.h"
+#include "common/lhopt/lhopt_episode.h"
+#include "common/spec/job_limits.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/movielens.h"
+#include "common/tasks/task.h"
 #include "google/protobuf/text_format.h"
-#include "common/job_spec.h"
-#include "common/movielens.h"
-#include "common/task.h"
 #include "learner/lhopt_job.h"
-#include "common/replay_buffer.h"
-#include "worker/lhopt_episode.h"
-#include "worker/meta_test.h"
 
 namespace lopt {
 namespace {

@@ -9,13 +9,13 @@
 // gradient. PES must recover g_j in every truncation; truncated ES (no
 // persistent accumulator) recovers only the part that flows through the
 // current truncation's theta, and is biased from the second truncation on.
-#include "common/pes.h"
+#include "common/elo/pes.h"
 
 #include <gtest/gtest.h>
 
 #include <torch/torch.h>
 
-#include "common/task.h"
+#include "common/tasks/task.h"
 
 namespace lopt {
 namespace {

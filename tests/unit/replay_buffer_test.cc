@@ -1,4 +1,4 @@
-#include "common/replay_buffer.h"
+#include "common/elo/replay_buffer.h"
 
 #include <gtest/gtest.h>
 

@@ -5,9 +5,9 @@
 
 #include <torch/torch.h>
 
-#include "common/adam.h"
-#include "common/job_spec.h"
-#include "common/task.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/adam.h"
+#include "common/tasks/task.h"
 
 namespace lopt {
 namespace {

@@ -1,6 +1,6 @@
 // small_fc_lopt against values computed here by hand, element by element,
 // in double precision, with no tensor operations.
-#include "common/small_fc_lopt.h"
+#include "common/elo/small_fc_lopt.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 
 #include <torch/torch.h>
 
-#include "common/task.h"
+#include "common/tasks/task.h"
 
 namespace lopt {
 namespace {

@@ -1,13 +1,13 @@
 // Particle batching must compute, for every particle, exactly what a
 // separate LibTorch model would.
-#include "common/task.h"
+#include "common/tasks/task.h"
 
 #include <gtest/gtest.h>
 
 #include <torch/torch.h>
 
-#include "common/idx_dataset.h"
-#include "common/job_spec.h"
+#include "common/spec/job_spec.h"
+#include "common/tasks/idx_dataset.h"
 
 namespace lopt {
 namespace {

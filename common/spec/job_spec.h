@@ -1,0 +1,92 @@
+// The job spec (proto/lopt/v1/job.proto): reading text-proto job files and
+// validating them, once, at the door. Every error names the field and the
+// value so that a user can act on it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "lopt/v1/job.pb.h"
+
+namespace lopt {
+
+// The text of the job that `lopt train` runs when given none (README command
+// 1): common/spec/default_job.textproto, embedded at build time.
+const char* DefaultJobText();
+
+// Job text is UTF-8: INVALID_ARGUMENT "<source>:<line>:<column>: the job
+// text is not valid UTF-8 (byte 0xff)" otherwise. The services carry it in a
+// proto3 string, which gRPC refuses to parse (INTERNAL, no message) when it is
+// not UTF-8, so clients check before they send it.
+absl::Status CheckJobTextUtf8(absl::string_view text, absl::string_view source_name);
+
+// Parses a text proto. Syntax errors come back as INVALID_ARGUMENT with
+// "<source>:<line>:<column>: <what>"; text that is not UTF-8 as
+// CheckJobTextUtf8 says.
+absl::StatusOr<v1::JobSpec> ParseJobText(absl::string_view text,
+                                         absl::string_view source_name);
+
+// Reads, parses, fills the defaults of repeated fields and validates.
+absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path);
+
+// NOT_FOUND naming each data_dir / data_path field of the job (with its
+// path and errno's text) that this host cannot read; `lopt validate` checks
+// it, while the learner's door cannot (its workers may hold the data).
+absl::Status CheckDataPathsExist(const v1::JobSpec& job);
+
+// Parse + FillJobDefaults + ValidateJob: what every entry point calls.
+absl::StatusOr<v1::JobSpec> JobFromText(absl::string_view text,
+                                        absl::string_view source_name);
+
+// Fills what proto2 defaults cannot express (empty repeated fields) and
+// selects fmnist_mlp when no task family is set. Idempotent.
+void FillJobDefaults(v1::JobSpec* job);
+
+// Checks every field's range and the fields' consistency. Returns
+// INVALID_ARGUMENT naming the first offending field, e.g.
+// "pes.truncation_length must be > 0, got -3".
+absl::Status ValidateJob(const v1::JobSpec& job);
+
+// A text LearnedOptimizerSpec (`--lopt-options`, e.g. ELO's inference
+// schedule) merged into a trained optimizer's options and validated; errors
+// name the line and column, or the field. hidden_size cannot change.
+absl::StatusOr<v1::LearnedOptimizerSpec> MergeLoptOptions(const v1::LearnedOptimizerSpec& base,
+                                                           absl::string_view text);
+
+// The AdamW learning-rate grid of the ELO paper.
+std::vector<float> DefaultAdamwLrGrid();
+
+// Meta-training horizon: the longest unroll an inner state sees from a fresh
+// start (pes.max_unroll_length, or the curriculum's final maximum).
+int64_t MetaTrainingHorizon(const v1::JobSpec& job);
+
+// The maximum unroll length at `outer_step`: pes.max_unroll_length, or with
+// a curriculum (pes.curriculum_final_max_unroll_length > 0) linear from it at
+// step 0 to the final maximum at step budget.outer_steps - 1.
+int64_t MaxUnrollLengthAt(const v1::JobSpec& job, int64_t outer_step);
+
+// How a shard's pes.num_tasks PES tasks are split over elo.tasks (the task
+// distribution): one each, the rest in proportion to the weights by largest
+// remainder (ties to the earlier entry). {num_tasks} without a distribution.
+std::vector<int32_t> MixtureTaskCounts(const v1::JobSpec& job);
+
+// The seed of a shard's unroller: shard 0 uses the job's seed, so that a
+// one-shard job is the same run in local mode and on the services; the
+// others get independent streams.
+uint64_t ShardSeed(const v1::JobSpec& job, int32_t shard);
+
+// SplitMix64's output mix: independent-looking seeds from (seed + k * odd constant).
+uint64_t SplitMix64(uint64_t z);
+
+// An LHOPT job (lhopt set) rather than an ELO one.
+inline bool IsLhoptJob(const v1::JobSpec& job) { return job.has_lhopt(); }
+
+// Meta-test length: eval.steps, or when 0 10x the horizon (ELO) or
+// lhopt.max_inner_steps (LHOPT).
+int64_t EvalSteps(const v1::JobSpec& job);
+
+}  // namespace lopt
