@@ -1,6 +1,9 @@
 #include "learner/job_core.h"
 
+#include <algorithm>
 #include <cmath>
+#include <deque>
+#include <map>
 #include <tuple>
 
 #include <torch/torch.h>
@@ -176,7 +179,12 @@ class LhoptCore : public JobCore {
   const char* algorithm() const override { return "lhopt_ppo"; }
   int64_t Step() const override { return job_.version(); }
   int64_t Total() const override { return job_.iterations(); }
-  bool Done() const override { return job_.done(); }
+  // Done once the last iteration is in and every yardstick score due (the
+  // last version's included) has come back.
+  bool Done() const override {
+    return job_.done() && sticks_pending_.empty() && sticks_running_.empty() &&
+           !YardstickDueNow();
+  }
   int32_t NumShards() const override { return 0; }
   int64_t CheckpointEvery() const override { return job_.spec().lhopt().checkpoint_every(); }
   std::string MetricsCsvHeader() const override { return kLhoptMetricsHeader; }
@@ -195,8 +203,28 @@ class LhoptCore : public JobCore {
     if (job_.mean_rewards().empty()) return std::nullopt;
     return std::make_pair(job_.mean_rewards().back(), 0.0);
   }
-  NamedTensors SaveState() const override { return job_.SaveState(); }
-  absl::Status LoadState(const NamedTensors& s) override { return job_.LoadState(s); }
+  // The job's state, and the last policy version whose yardstick score came
+  // back: a restored job scores its current version again unless it had.
+  NamedTensors SaveState() const override {
+    NamedTensors s = job_.SaveState();
+    s.emplace_back(kStickKey, torch::tensor({sticks_scored_through_}, torch::kInt64));
+    return s;
+  }
+  absl::Status LoadState(const NamedTensors& s) override {
+    NamedTensors rest;
+    for (const auto& [name, value] : s) {
+      if (name != kStickKey) {
+        rest.emplace_back(name, value);
+      } else if (value.numel() == 1) {
+        sticks_scored_through_ = value.to(torch::kInt64).item<int64_t>();
+      }
+    }
+    if (absl::Status st = job_.LoadState(rest); !st.ok()) return st;
+    sticks_pending_.clear();
+    sticks_running_.clear();
+    sticks_queued_through_ = sticks_scored_through_;
+    return absl::OkStatus();
+  }
 
   std::string TrainedFileName(bool partial) const override {
     return partial ? "controller.partial.lhopt" : "controller.lhopt";
@@ -210,6 +238,23 @@ class LhoptCore : public JobCore {
   std::optional<CoreUnit> Start(const v1::WorkerInfo&, bool can_take_payload,
                                 const std::function<bool(const std::string&)>&) override {
     if (!can_take_payload) return std::nullopt;
+    QueueDueYardstick();
+    if (!sticks_pending_.empty()) {
+      // The yardstick's unit goes first: it is due at most every
+      // yardstick.every iterations, and the job cannot end without it.
+      auto [version, policy] = std::move(sticks_pending_.front());
+      sticks_pending_.pop_front();
+      CoreUnit out;
+      out.shard = 0;
+      out.token = next_stick_token_--;
+      out.has_payload = true;
+      out.unit.set_algorithm(v1::LHOPT_YARDSTICK);
+      out.unit.set_shard(0);
+      out.unit.set_theta_version(version);
+      out.payload = policy;
+      sticks_running_[out.token] = {version, std::move(policy)};
+      return out;
+    }
     if (!job_.CanStart()) return std::nullopt;
     LhoptUnit lu = job_.Start();
     CoreUnit out;
@@ -222,10 +267,20 @@ class LhoptCore : public JobCore {
     return out;
   }
 
-  void Abandon(int32_t, int64_t token, bool) override { job_.Abandon(token); }
+  void Abandon(int32_t, int64_t token, bool) override {
+    if (token >= 0) {
+      job_.Abandon(token);
+      return;
+    }
+    auto it = sticks_running_.find(token);
+    if (it == sticks_running_.end()) return;
+    sticks_pending_.push_front(std::move(it->second));  // another worker scores it
+    sticks_running_.erase(it);
+  }
 
   CoreVerdict Accept(const v1::WorkResult& r, int64_t token,
                      const absl::StatusOr<NamedTensors>& payload) override {
+    if (token < 0) return AcceptYardstick(r, token);
     if (!payload.ok())
       return Rejected(payload.status().code() == absl::StatusCode::kDataLoss ? "corrupt_payload"
                                                                              : "bad_payload",
@@ -263,6 +318,7 @@ class LhoptCore : public JobCore {
         length_->Set(rec.mean_episode_length);
       }
       v.metrics_row = LhoptMetricsColumns(rec.MetricsRow());
+      QueueDueYardstick();
       v.log_message = "PPO iteration";
       v.log_fields = {{"iteration", absl::StrCat(rec.iteration)},
                       {"mean_reward", absl::StrFormat("%.5g", rec.mean_reward)},
@@ -303,19 +359,63 @@ class LhoptCore : public JobCore {
     }
   }
 
-  std::optional<std::pair<int64_t, NamedTensors>> DueYardstick() const override {
-    const int64_t v = job_.version();
-    if (!YardstickDue(job_.spec().lhopt(), v)) return std::nullopt;
-    return std::make_pair(v, job_.ShippedPolicy());
-  }
-  void SetYardstick(double score, int64_t iteration) override {
-    if (!yardstick_) return;
-    yardstick_->Set(score);
-    yardstick_iteration_->Set(double(iteration));
-  }
 
  private:
+  static constexpr const char* kStickKey = "core/yardstick_scored_through";
+
+  // Whether the current version's yardstick is due and not yet queued.
+  bool YardstickDueNow() const {
+    const int64_t v = job_.version();
+    return v > sticks_queued_through_ && YardstickDue(job_.spec().lhopt(), v);
+  }
+  // Queues the current version's policy for a yardstick unit if it is due.
+  void QueueDueYardstick() {
+    if (!YardstickDueNow()) return;
+    sticks_pending_.emplace_back(job_.version(), job_.ShippedPolicy());
+    sticks_queued_through_ = job_.version();
+  }
+
+  CoreVerdict AcceptYardstick(const v1::WorkResult& r, int64_t token) {
+    auto it = sticks_running_.find(token);
+    if (it == sticks_running_.end())
+      return Rejected("invalid", absl::InvalidArgumentError("no yardstick unit is out with that id"));
+    if (!r.has_yardstick())
+      return Rejected("invalid", absl::InvalidArgumentError(
+                                     "an LHOPT_YARDSTICK result must carry yardstick (YardstickResultInfo)"));
+    const int64_t version = it->second.first;
+    if (r.yardstick().iteration() != version)
+      return Rejected("invalid", absl::InvalidArgumentError(absl::StrCat(
+                                     "the yardstick result scores version ", r.yardstick().iteration(),
+                                     " but version ", version, " was sent")));
+    auto res = DecodeYardstickResult(r.yardstick(), job_.spec());
+    if (!res.ok()) return Rejected("invalid", res.status());
+    sticks_running_.erase(it);
+    sticks_scored_through_ = std::max(sticks_scored_through_, version);
+    if (yardstick_) {
+      yardstick_->Set(res->score);
+      yardstick_iteration_->Set(double(version));
+    }
+    CoreVerdict v;
+    v.kind = CoreVerdict::kAccepted;
+    v.particle_steps = std::max<int64_t>(0, r.particle_steps());
+    // yardstick.csv in the job's directory, as local mode writes it.
+    v.file_rows.push_back({"yardstick.csv", YardstickCsvHeader(job_.spec()), YardstickCsvRow(*res)});
+    v.log_message = "LHOPT yardstick";
+    v.log_fields = {{"iteration", absl::StrCat(version)},
+                    {"score", absl::StrFormat("%.4g", res->score)},
+                    {"diverged", absl::StrCat(res->diverged, "/", res->runs)},
+                    {"seconds", absl::StrFormat("%.1f", res->wall_seconds)}};
+    return v;
+  }
+
   LhoptJob job_;
+  // Yardstick units: the versions waiting for a worker, those out (by
+  // token, negative so as never to meet an LHOPT unit id), the last version
+  // queued and the last scored.
+  std::deque<std::pair<int64_t, NamedTensors>> sticks_pending_;
+  std::map<int64_t, std::pair<int64_t, NamedTensors>> sticks_running_;
+  int64_t sticks_queued_through_ = -1, sticks_scored_through_ = -1;
+  int64_t next_stick_token_ = -1;
   prometheus::Gauge *reward_ = nullptr, *entropy_ = nullptr, *kl_ = nullptr,
                     *value_loss_ = nullptr, *length_ = nullptr;
   prometheus::Gauge *yardstick_ = nullptr, *yardstick_iteration_ = nullptr;

@@ -1,7 +1,8 @@
 // A job's algorithm as the learner's JobManager sees it: its progress, its
 // state for checkpoints, the units it hands to workers, what it makes of their
 // results, the file it exports and its own metrics. One implementation a kind
-// of job: ELO meta-training with PES (EloJob) and LHOPT's PPO (LhoptJob);
+// of job: ELO meta-training with PES (EloJob) and LHOPT's PPO (LhoptJob,
+// whose fixed yardstick is a unit kind of its own that workers run);
 // MakeJobCore picks it from the spec. JobManager does what every kind shares
 // (workers, statuses, checkpoint files, the common metrics, logging) and never
 // asks which kind a job is.
@@ -35,6 +36,13 @@ struct CoreUnit {
   int64_t token = -1;  // the core's own id of the unit, handed back with its result
 };
 
+// A row a result adds to a CSV file of the job's directory (the header
+// first where the file is new).
+struct RunFileRow {
+  std::string file;  // relative to the job's directory
+  std::string header, row;
+};
+
 // What a result did.
 struct CoreVerdict {
   enum Kind { kRejected, kDroppedStale, kAccepted, kUpdated };
@@ -47,13 +55,17 @@ struct CoreVerdict {
   // kAccepted and kUpdated on an ELO job: the result's staleness (-1: none).
   int64_t staleness = -1;
   // kUpdated: the job's update (an outer step, a PPO iteration), its status
-  // losses and the log line's message and fields.
+  // losses; kUpdated and kAccepted: the log line's message (none where empty)
+  // and fields.
   double meta_loss = 0, task_loss = 0;
   std::string log_message;
   std::vector<std::pair<std::string, std::string>> log_fields;
   // kUpdated: the job's metrics.csv row but its last two columns
   // (throughput, wall seconds: the manager's), as local mode writes it.
   std::string metrics_row;
+  // Not kRejected: rows for other files of the job's directory (LHOPT's
+  // yardstick.csv).
+  std::vector<RunFileRow> file_rows;
 };
 
 class JobCore {
@@ -105,15 +117,6 @@ class JobCore {
   virtual void AddSeries(const std::string& job_id) { (void)job_id; }
   virtual void RemoveSeries() {}
 
-  // LHOPT's fixed yardstick: the version due for scoring now and its shipped
-  // policy (asked at submission and after each update), and its score.
-  virtual std::optional<std::pair<int64_t, NamedTensors>> DueYardstick() const {
-    return std::nullopt;
-  }
-  virtual void SetYardstick(double score, int64_t iteration) {
-    (void)score;
-    (void)iteration;
-  }
 };
 
 // The core of a validated spec: LHOPT's for specs with an lhopt section,

@@ -13,7 +13,6 @@
 #include "absl/strings/str_format.h"
 #include "common/elo/evaluation_report.h"
 #include "common/lhopt/lhopt_wire.h"
-#include "common/lhopt/lhopt_yardstick.h"
 #include "common/rpc/buffer_client.h"
 #include "common/rpc/metrics.h"
 #include "common/rpc/tensor_codec.h"
@@ -176,7 +175,6 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const LearnerOpti
     m->UpdateJobGauges();
   }
   m->janitor_ = std::thread([p = m.get()] { p->JanitorLoop(); });
-  m->yardstick_thread_ = std::thread([p = m.get()] { p->YardstickLoop(); });
   m->outputs_thread_ = std::thread([p = m.get()] { p->OutputsLoop(); });
   return m;
 }
@@ -184,7 +182,6 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const LearnerOpti
 JobManager::~JobManager() {
   Shutdown();
   if (janitor_.joinable()) janitor_.join();
-  if (yardstick_thread_.joinable()) yardstick_thread_.join();
   if (outputs_thread_.joinable()) outputs_thread_.join();
 }
 
@@ -242,8 +239,6 @@ void JobManager::Apply(Slot& slot, Effects& fx) {
     cleanup_prefixes_.push_back(id + "/");
   }
   if (fx.outputs) EnqueueOutputs(*slot.job, fx.meta_test, fx.finished);
-  for (auto& y : fx.yardsticks) yardstick_queue_.push_back(std::move(y));
-  fx.yardsticks.clear();
   if (fx.state_changed) UpdateJobGauges();
   cv_.SignalAll();
 }
@@ -272,7 +267,7 @@ void JobManager::DrainAbandons(Slot& slot) {
   Apply(slot, fx);
 }
 
-// --- outputs and yardstick ----------------------------------------------------
+// --- outputs -------------------------------------------------------------------
 
 void JobManager::AppendMetricsRow(Job& job, const std::string& row) {
   if (row.empty()) return;
@@ -283,6 +278,15 @@ void JobManager::AppendMetricsRow(Job& job, const std::string& row) {
   // wall_s: seconds since the job was submitted (queueing and restarts in).
   out << row << MetricsCsvTail(job.rate, double(NowUnixMs() - job.submitted_ms) / 1000.0);
   if (!out) LogWarning("cannot append to metrics.csv", {{"job", job.id}, {"path", path}});
+}
+
+void JobManager::AppendRunFileRow(Job& job, const RunFileRow& row) {
+  const std::string path = JobDir(job.id) + "/" + row.file;
+  const bool fresh = !FileExists(path);
+  std::ofstream out(path, std::ios::app);
+  if (fresh) out << row.header;
+  out << row.row;
+  if (!out) LogWarning("cannot append to a run file", {{"job", job.id}, {"path", path}});
 }
 
 void JobManager::QueueOutputs(Job& job, bool meta_test) {
@@ -358,66 +362,6 @@ absl::StatusOr<std::string> JobManager::ExportFile(const std::string& id, const 
     if (!jobs_.count(id)) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
   }
   return ReadFile(JobDir(id) + "/" + file);
-}
-
-void JobManager::QueueYardstick(Job& job) {
-  auto due = job.core->DueYardstick();
-  if (!due) return;
-  job.fx.yardsticks.push_back({job.id, job.spec, due->first, std::move(due->second)});
-}
-
-// Scores run here, outside every lock: an evaluation trains optimizees for
-// seconds to minutes, and the RPC doors must not wait for it. One job's
-// LhoptYardstick (its reference fits) lives as long as the job runs.
-void JobManager::YardstickLoop() {
-  std::map<std::string, std::unique_ptr<LhoptYardstick>> sticks;
-  while (true) {
-    YardstickRequest req;
-    {
-      MutexLock l(&mu_);
-      while (!shutdown_ && yardstick_queue_.empty()) cv_.Wait(&mu_);
-      if (shutdown_) break;
-      req = std::move(yardstick_queue_.front());
-      yardstick_queue_.pop_front();
-    }
-    auto& stick = sticks[req.job_id];
-    if (!stick) stick = std::make_unique<LhoptYardstick>(req.spec);
-    auto r = stick->EvaluateShipped(req.policy, req.version);
-    std::shared_ptr<Job> job;
-    {
-      MutexLock l(&mu_);
-      auto it = jobs_.find(req.job_id);
-      if (it == jobs_.end() || Terminal(it->second.status.state())) sticks.erase(req.job_id);
-      if (it != jobs_.end() && r.ok()) {
-        ++it->second.busy;
-        job = it->second.job;
-      }
-    }
-    if (!r.ok()) {
-      LogError("LHOPT yardstick failed", {{"job", req.job_id}, {"error", std::string(r.status().message())}});
-      continue;
-    }
-    if (job) {
-      Effects fx;
-      {
-        MutexLock jl(&job->mu);
-        job->core->SetYardstick(r->score, r->iteration);
-        fx = TakeEffects(*job);
-      }
-      Leave(*job, std::move(fx));
-    }
-    // yardstick.csv in the job's directory, as local mode writes it (this
-    // thread alone writes it).
-    const std::string path = JobDir(req.job_id) + "/yardstick.csv";
-    std::string text = FileExists(path) ? ReadFile(path).value_or("") : YardstickCsvHeader(req.spec);
-    text += YardstickCsvRow(*r);
-    if (auto s = WriteFileAtomically(path, text); !s.ok())
-      LogError("cannot write yardstick.csv", {{"job", req.job_id}, {"error", std::string(s.message())}});
-    LogInfo("LHOPT yardstick", {{"job", req.job_id}, {"iteration", absl::StrCat(r->iteration)},
-                                {"score", absl::StrFormat("%.4g", r->score)},
-                                {"diverged", absl::StrCat(r->diverged, "/", r->runs)},
-                                {"seconds", absl::StrFormat("%.1f", r->wall_seconds)}});
-  }
 }
 
 void JobManager::Shutdown() {
@@ -659,7 +603,6 @@ absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
                                 {"total_steps", absl::StrCat(job->core->Total())},
                                 {"shards", absl::StrCat(job->core->NumShards())},
                                 {"algorithm", job->core->algorithm()}});
-      QueueYardstick(*job);  // LHOPT's yardstick of the policy before training
     }
     fx = TakeEffects(*job);
   }
@@ -1106,11 +1049,20 @@ v1::ResultAck JobManager::HandleResultLocked(Job& job, const std::string& worker
     fields.emplace_back("worker", worker_id);
     Log(LogLevel::kInfo, v.log_message, fields);
     AppendMetricsRow(job, v.metrics_row);
-    QueueYardstick(job);
-    if (job.core->Done()) {
-      Finish(job, v1::SUCCEEDED, "");
-      return ack;
-    }
+  } else if (!v.log_message.empty()) {
+    std::vector<LogField> fields = {{"job", job.id}};
+    fields.insert(fields.end(), v.log_fields.begin(), v.log_fields.end());
+    fields.emplace_back("worker", worker_id);
+    Log(LogLevel::kInfo, v.log_message, fields);
+  }
+  for (const RunFileRow& row : v.file_rows) AppendRunFileRow(job, row);
+  // A job ends with its last update, or with the last result it waited for
+  // after it (LHOPT's yardstick of the final policy).
+  if (job.core->Done()) {
+    Finish(job, v1::SUCCEEDED, "");
+    return ack;
+  }
+  if (v.kind == CoreVerdict::kUpdated) {
     int64_t every = job.core->CheckpointEvery();
     if (every > 0 && job.core->Step() % every == 0) Save(job);
   }

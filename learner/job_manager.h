@@ -133,12 +133,6 @@ class JobManager {
   void SaveAll() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  struct YardstickRequest {
-    std::string job_id;
-    v1::JobSpec spec;
-    int64_t version = 0;
-    NamedTensors policy;
-  };
   struct OutputsRequest {
     std::string job_id;
     v1::JobSpec spec;
@@ -160,7 +154,6 @@ class JobManager {
     std::string ended_state;     // and how (for the heartbeats' replies)
     bool finished = false;       // Finished: its buffer tables go, its series later
     bool outputs = false, meta_test = false;
-    std::vector<YardstickRequest> yardsticks;
   };
   // A job (shared with the threads busy with it); its lock guards all but
   // its id and spec.
@@ -285,14 +278,6 @@ class JobManager {
   int ConnectedWorkersLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateJobGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void JanitorLoop() ABSL_LOCKS_EXCLUDED(mu_);
-  // LHOPT jobs with lhopt.yardstick.every > 0: the policy's weights at each
-  // due version are queued (by the job's section, through Job::fx) and
-  // scored by yardstick_thread_ outside every lock, which sets
-  // lopt_lhopt_yardstick_score and appends to the job's yardstick.csv. A
-  // request in flight delays the manager's destruction until its
-  // evaluation ends.
-  void QueueYardstick(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
-  void YardstickLoop() ABSL_LOCKS_EXCLUDED(mu_);
   std::string JobDir(const std::string& id) const;
   // What a run directory holds beside the checkpoint, as `lopt train` leaves
   // it: metrics.csv a row an update (AppendMetricsRow), and, by
@@ -301,6 +286,8 @@ class JobManager {
   // asks for them through Job::fx; EnqueueOutputs queues them). Shutdown
   // abandons a meta-test under way.
   void AppendMetricsRow(Job& job, const std::string& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  // A result's row of another CSV file of the job's directory (CoreVerdict::file_rows).
+  void AppendRunFileRow(Job& job, const RunFileRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
   void QueueOutputs(Job& job, bool meta_test) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
   void EnqueueOutputs(const Job& job, bool meta_test, bool ended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OutputsLoop() ABSL_LOCKS_EXCLUDED(mu_);
@@ -319,8 +306,6 @@ class JobManager {
   std::vector<std::string> cleanup_prefixes_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::thread janitor_;
-  std::deque<YardstickRequest> yardstick_queue_ ABSL_GUARDED_BY(mu_);
-  std::thread yardstick_thread_;
   std::deque<OutputsRequest> outputs_queue_ ABSL_GUARDED_BY(mu_);
   std::thread outputs_thread_;
   std::atomic<bool> stop_outputs_{false};

@@ -110,11 +110,12 @@ v1::WorkResult Worker::RunUnit(const v1::WorkUnit& unit) {
     LogWarning("cannot run unit", {{"job", unit.job_id()}, {"error", r.error()}});
     return r;
   };
-  if (unit.algorithm() == v1::LHOPT_PPO)
-    return fail(absl::InvalidArgumentError("an LHOPT_PPO unit needs its payload (RunLhoptUnit)"));
+  if (unit.algorithm() == v1::LHOPT_PPO || unit.algorithm() == v1::LHOPT_YARDSTICK)
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "an ", v1::Algorithm_Name(unit.algorithm()), " unit needs its payload (RunLhoptUnit)")));
   if (unit.algorithm() != v1::ELO_PES)
     return fail(absl::UnimplementedError(
-        absl::StrCat("this worker runs ELO_PES and LHOPT_PPO units, not ",
+        absl::StrCat("this worker runs ELO_PES, LHOPT_PPO and LHOPT_YARDSTICK units, not ",
                      v1::Algorithm_Name(unit.algorithm()))));
   auto shard = ShardFor(unit);
   if (!shard.ok()) return fail(shard.status());
@@ -189,6 +190,24 @@ absl::StatusOr<LhoptEpisodeRunner*> Worker::LhoptRunnerFor(const v1::WorkUnit& u
   return r.runner.get();
 }
 
+absl::StatusOr<LhoptYardstick*> Worker::YardstickFor(const v1::WorkUnit& unit) {
+  std::string bytes = unit.job().SerializeAsString();
+  auto it = sticks_.find(unit.job_id());
+  if (it != sticks_.end() && it->second.job_bytes == bytes) return it->second.stick.get();
+  v1::JobSpec spec = unit.job();
+  FillJobDefaults(&spec);
+  if (auto s = ValidateJob(spec); !s.ok()) return s;
+  if (!IsLhoptJob(spec) || spec.lhopt().yardstick().every() <= 0)
+    return absl::InvalidArgumentError(
+        "an LHOPT_YARDSTICK unit's job has no lhopt.yardstick with every > 0");
+  if (it == sticks_.end() && sticks_.size() >= 4) sticks_.clear();  // jobs long gone
+  YardstickHolder& h = sticks_[unit.job_id()];
+  h.job_bytes = bytes;
+  // Its reference runs are done once and kept for the job's later versions.
+  h.stick = std::make_unique<LhoptYardstick>(spec);
+  return h.stick.get();
+}
+
 v1::WorkResult Worker::RunLhoptUnit(const v1::WorkUnit& unit,
                                     const absl::StatusOr<NamedTensors>& payload,
                                     std::string* result_payload) {
@@ -210,6 +229,32 @@ v1::WorkResult Worker::RunLhoptUnit(const v1::WorkUnit& unit,
   if (!payload.ok())
     return fail(absl::Status(payload.status().code(),
                              absl::StrCat("the unit's payload: ", payload.status().message())));
+  if (unit.algorithm() == v1::LHOPT_YARDSTICK) {
+    r.set_theta_version(unit.theta_version());
+    auto stick = YardstickFor(unit);
+    if (!stick.ok()) return fail(stick.status());
+    absl::StatusOr<YardstickResult> ys;
+    try {
+      ys = (*stick)->EvaluateShipped(*payload, unit.theta_version());
+    } catch (const std::exception& e) {
+      sticks_.erase(unit.job_id());
+      return fail(absl::InternalError(absl::StrCat("the LHOPT yardstick failed: ", e.what())));
+    }
+    if (!ys.ok()) return fail(ys.status());
+    EncodeYardstickResult(*ys, r.mutable_yardstick());
+    r.set_particle_steps(ys->inner_particle_steps);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.set_seconds(secs);
+    M().units.Add({{"result", "ok"}}).Increment();
+    M().inner.Increment(static_cast<double>(ys->inner_particle_steps));
+    M().seconds.Observe(secs);
+    ++units_done_;
+    LogInfo("LHOPT yardstick scored", {{"job", unit.job_id()},
+                                       {"iteration", absl::StrCat(ys->iteration)},
+                                       {"score", absl::StrFormat("%.4g", ys->score)},
+                                       {"seconds", absl::StrFormat("%.1f", secs)}});
+    return r;
+  }
   auto lu = DecodeLhoptUnit(unit.lhopt(), *payload);
   if (!lu.ok()) return fail(lu.status());
   auto runner = LhoptRunnerFor(unit);

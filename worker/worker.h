@@ -3,7 +3,8 @@
 // with the shard's persistent inner states kept here between units;
 // LHOPT_PPO: PPO episodes with LhoptEpisodeRunner, whose register and
 // baseline tables live in make_buffer's buffer under the unit's
-// buffer_prefix) and streams back one result per unit (LHOPT: with its
+// buffer_prefix; LHOPT_YARDSTICK: the job's fixed yardstick scores a policy
+// version, its reference runs kept here between the job's versions) and streams back one result per unit (LHOPT: with its
 // episodes as a chunked payload), with heartbeats while it works. A heartbeat's
 // reply can cancel the running unit (its job was cancelled or ended, or the unit
 // went to another worker): an ELO unit stops before its next inner step, sends
@@ -24,6 +25,7 @@
 #include "common/elo/elo_shard.h"
 #include "common/elo/replay_buffer.h"
 #include "common/lhopt/lhopt_episode.h"
+#include "common/lhopt/lhopt_yardstick.h"
 #include "common/rpc/rpc.h"
 #include "common/tasks/task.h"
 #include "lopt/v1/work_service.grpc.pb.h"
@@ -56,7 +58,7 @@ class Worker {
 
   // Runs one unit here (no learner involved): what Run does with each unit.
   v1::WorkResult RunUnit(const v1::WorkUnit& unit);
-  // Runs an LHOPT_PPO unit whose payload (the weights) was received as
+  // Runs an LHOPT_PPO or LHOPT_YARDSTICK unit whose payload (the weights) was received as
   // `payload` (or failed to arrive: the result reports the error). The
   // result's payload bytes go to *result_payload (result.payload() says so).
   v1::WorkResult RunLhoptUnit(const v1::WorkUnit& unit,
@@ -81,6 +83,11 @@ class Worker {
     std::unique_ptr<LhoptEpisodeRunner> runner;
   };
   absl::StatusOr<LhoptEpisodeRunner*> LhoptRunnerFor(const v1::WorkUnit& unit);
+  struct YardstickHolder {
+    std::string job_bytes;
+    std::unique_ptr<LhoptYardstick> stick;
+  };
+  absl::StatusOr<LhoptYardstick*> YardstickFor(const v1::WorkUnit& unit);
   // One connection's life; returns when the stream ends.
   void Serve();
   // Whether the learner cancelled unit `unit_id` (RunUnit asks between inner steps).
@@ -97,6 +104,7 @@ class Worker {
   std::map<std::pair<std::string, int32_t>, Shard> shards_;
   std::map<std::string, std::shared_ptr<ReplayBuffer>> buffers_;  // per job
   std::map<std::string, LhoptRunner> lhopt_;                      // per job
+  std::map<std::string, YardstickHolder> sticks_;                 // per job
   uint64_t use_counter_ = 0;
 };
 

@@ -95,6 +95,7 @@ absl::StatusOr<const LhoptYardstick::Reference*> LhoptYardstick::GetReference(si
   auto run = RunControlled(**task, c, nullptr, nullptr, nullptr, nullptr);
   if (!run.ok()) return run.status();
   ++reference_runs_;
+  reference_particle_steps_ += instances_[i].inner_steps * particles_;
   Reference r;
   r.curve = run->curve;
   r.fits = FitCurves(run->curve_steps, run->curve, (*task)->MaxMetaLoss());
@@ -109,6 +110,7 @@ absl::StatusOr<YardstickResult> LhoptYardstick::Evaluate(LhoptPolicyImpl& policy
   const double clip = job_.lhopt().reward_clip();
   YardstickResult out;
   out.iteration = iteration;
+  const int64_t reference_steps_before = reference_particle_steps_;
   std::vector<double> score_sum(T, 0), loss_sum(T, 0), ref_sum(T, 0);
   std::vector<int64_t> score_n(T, 0), loss_n(T, 0), ref_n(T, 0);
   double total = 0;
@@ -123,6 +125,7 @@ absl::StatusOr<YardstickResult> LhoptYardstick::Evaluate(LhoptPolicyImpl& policy
     c.reward_clip = clip;
     auto run = RunControlled(**task, c, &policy, &normalizer, nullptr, nullptr);
     if (!run.ok()) return run.status();
+    out.inner_particle_steps += y.inner_steps * particles_;
     YardstickRun yr;
     yr.curve_steps = run->curve_steps;
     yr.curve = run->curve;
@@ -162,9 +165,47 @@ absl::StatusOr<YardstickResult> LhoptYardstick::Evaluate(LhoptPolicyImpl& policy
     out.task_final_loss.push_back(MeanOrNan(loss_sum[k], loss_n[k]));
     out.task_reference_final_loss.push_back(MeanOrNan(ref_sum[k], ref_n[k]));
   }
+  out.inner_particle_steps += reference_particle_steps_ - reference_steps_before;
   out.wall_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
+}
+
+void EncodeYardstickResult(const YardstickResult& r, v1::YardstickResultInfo* info) {
+  info->Clear();
+  info->set_iteration(r.iteration);
+  info->set_score(r.score);
+  for (double v : r.task_score) info->add_task_score(v);
+  for (double v : r.task_final_loss) info->add_task_final_loss(v);
+  for (double v : r.task_reference_final_loss) info->add_task_reference_final_loss(v);
+  info->set_runs(r.runs);
+  info->set_diverged(r.diverged);
+  info->set_wall_seconds(r.wall_seconds);
+}
+
+absl::StatusOr<YardstickResult> DecodeYardstickResult(const v1::YardstickResultInfo& info,
+                                                      const v1::JobSpec& job) {
+  const int n = job.lhopt().tasks_size();
+  if (info.task_score_size() != n || info.task_final_loss_size() != n ||
+      info.task_reference_final_loss_size() != n)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a yardstick result needs one score and two final losses for each of the job's ", n,
+        " lhopt.tasks entries; it has ", info.task_score_size(), ", ",
+        info.task_final_loss_size(), " and ", info.task_reference_final_loss_size()));
+  if (info.runs() < 0 || info.diverged() < 0 || info.diverged() > info.runs())
+    return absl::InvalidArgumentError(absl::StrCat("a yardstick result with ", info.diverged(),
+                                                   " diverged runs of ", info.runs()));
+  YardstickResult r;
+  r.iteration = info.iteration();
+  r.score = info.score();
+  r.task_score.assign(info.task_score().begin(), info.task_score().end());
+  r.task_final_loss.assign(info.task_final_loss().begin(), info.task_final_loss().end());
+  r.task_reference_final_loss.assign(info.task_reference_final_loss().begin(),
+                                     info.task_reference_final_loss().end());
+  r.runs = info.runs();
+  r.diverged = info.diverged();
+  r.wall_seconds = info.wall_seconds();
+  return r;
 }
 
 absl::StatusOr<YardstickResult> LhoptYardstick::EvaluateShipped(const NamedTensors& shipped,

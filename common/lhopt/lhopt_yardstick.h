@@ -40,6 +40,7 @@
 #include "common/lhopt/power_law.h"
 #include "common/tasks/task.h"
 #include "lopt/v1/job.pb.h"
+#include "lopt/v1/work_service.pb.h"
 
 namespace lopt {
 
@@ -76,6 +77,7 @@ struct YardstickResult {
   int64_t runs = 0;
   int64_t diverged = 0;  // runs whose last eval loss is not finite
   double wall_seconds = 0;
+  int64_t inner_particle_steps = 0;  // the policy's runs and the references run now
   std::vector<YardstickRun> instances;  // per YardstickInstances() entry
 };
 
@@ -117,7 +119,15 @@ class LhoptYardstick {
   std::map<size_t, std::unique_ptr<Task>> tasks_;
   std::map<size_t, Reference> references_;
   int64_t reference_runs_ = 0;
+  int64_t reference_particle_steps_ = 0;
 };
+
+// A result on the wire (an LHOPT_YARDSTICK unit's, work_service.proto): the
+// scalars of a yardstick.csv row; the curves stay on the worker.
+void EncodeYardstickResult(const YardstickResult& r, v1::YardstickResultInfo* info);
+// INVALID_ARGUMENT where the per-task columns do not match `job`'s mixture.
+absl::StatusOr<YardstickResult> DecodeYardstickResult(const v1::YardstickResultInfo& info,
+                                                      const v1::JobSpec& job);
 
 // "iteration,score,score_<task>...,final_loss_<task>...,reference_final_loss_<task>...,
 //  runs,diverged,wall_s"

@@ -356,29 +356,30 @@ double JobGauge(const std::string& name, const std::string& job_id) {
   return NAN;
 }
 
-TEST(LearnerService, LhoptYardstickIsScoredOffTheDoorsAndExported) {
+TEST(LearnerService, LhoptYardstickIsAUnitAWorkerScoresAndTheJobWaitsForTheLast) {
   LearnerServer s;
   std::string text = kLhoptJob;
   text.insert(text.rfind('}'), " yardstick { every: 1 instances_per_task: 1 particles: 1 } ");
   std::string id = Submit(s, text);
   v1::JobStatus st = RunWorkerUntil(s, id, [](const v1::JobStatus&) { return false; });
   EXPECT_EQ(st.state(), v1::SUCCEEDED) << st.error();
-  // Versions 0, 1 and 2 are scored by the manager's yardstick thread, in
-  // order; the gauges follow the latest.
+  // Versions 0, 1 and 2 were scored by the worker (LHOPT_YARDSTICK units),
+  // in order, and the job succeeded only once the last score was in: the
+  // file is complete the moment the job is.
   const std::string path = s.dir() + "/jobs/" + id + "/yardstick.csv";
   std::vector<int64_t> iterations;
-  for (int i = 0; i < 300 && iterations.size() < 3; ++i) {
-    std::this_thread::sleep_for(100ms);
-    iterations.clear();
-    auto csv = ReadFile(path);
-    if (!csv.ok()) continue;
-    std::istringstream in(*csv);
-    std::string line;
-    std::getline(in, line);
-    EXPECT_EQ(line.rfind("iteration,score,score_t0_noisy_quadratic,", 0), 0u) << line;
-    while (std::getline(in, line)) iterations.push_back(std::stoll(line));
-  }
+  auto csv = ReadFile(path);
+  ASSERT_TRUE(csv.ok()) << csv.status();
+  std::istringstream in(*csv);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line.rfind("iteration,score,score_t0_noisy_quadratic,", 0), 0u) << line;
+  while (std::getline(in, line)) iterations.push_back(std::stoll(line));
   EXPECT_EQ(iterations, (std::vector<int64_t>{0, 1, 2}));
+  // The learner did none of the inner training: the worker's results are
+  // the 4 PPO units (as RealWorkerEngineRunsAnLhoptJobInProcess) and the 3
+  // yardstick units.
+  EXPECT_EQ(st.results_accepted(), 7);
   EXPECT_EQ(JobGauge("lopt_lhopt_yardstick_iteration", id), 2.0);
   EXPECT_TRUE(std::isfinite(JobGauge("lopt_lhopt_yardstick_score", id)));
   // A job without a yardstick has no such series.

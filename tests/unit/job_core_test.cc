@@ -1,6 +1,7 @@
 // The job cores behind the learner's JobManager (learner/job_core.h): which
-// kind a spec gets, ELO's shard ownership across workers, and LHOPT's units,
-// which need a payload and must come back with their own id.
+// kind a spec gets, ELO's shard ownership across workers, LHOPT's units,
+// which need a payload and must come back with their own id, and LHOPT's
+// yardstick units.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -115,6 +116,82 @@ TEST(JobCore, LhoptUnitsNeedAPayloadAndTheirOwnId) {
   EXPECT_EQ(v.kind, CoreVerdict::kRejected);
   EXPECT_EQ(v.reason, "corrupt_payload");
   EXPECT_EQ(core->Step(), 0);
+}
+
+// LHOPT's fixed yardstick is a unit a worker runs: the version due goes out
+// first with the shipped policy, comes back as a yardstick.csv row, goes to
+// another worker when abandoned, and a restored core knows it was scored.
+TEST(JobCore, LhoptYardstickIsAUnitOfItsOwn) {
+  v1::JobSpec spec = LhoptSpec();
+  spec.mutable_lhopt()->mutable_yardstick()->set_every(1);
+  spec.mutable_lhopt()->mutable_yardstick()->set_instances_per_task(1);
+  auto core = MakeJobCore(spec);
+  auto any = [](const std::string&) { return true; };
+  auto y = core->Start(Worker("a"), true, any);
+  ASSERT_TRUE(y);
+  EXPECT_EQ(y->unit.algorithm(), v1::LHOPT_YARDSTICK);
+  EXPECT_EQ(y->unit.theta_version(), 0);
+  EXPECT_LT(y->token, 0);
+  ASSERT_TRUE(y->has_payload);
+  bool has_policy = false;
+  for (const auto& [name, value] : y->payload) has_policy |= name.rfind("policy/", 0) == 0;
+  EXPECT_TRUE(has_policy);
+  // Training goes on beside it: the next unit is PPO's.
+  auto u = core->Start(Worker("b"), true, any);
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->unit.algorithm(), v1::LHOPT_PPO);
+  EXPECT_GE(u->token, 0);
+
+  v1::WorkResult r;
+  CoreVerdict v = core->Accept(r, y->token, NamedTensors{});
+  EXPECT_EQ(v.kind, CoreVerdict::kRejected);  // no YardstickResultInfo
+  auto* info = r.mutable_yardstick();
+  info->set_iteration(1);
+  info->add_task_score(0.1);
+  info->add_task_final_loss(0.5);
+  info->add_task_reference_final_loss(0.6);
+  info->set_runs(2);
+  v = core->Accept(r, y->token, NamedTensors{});
+  EXPECT_EQ(v.kind, CoreVerdict::kRejected);  // version 1 was not sent
+  EXPECT_NE(v.error.message().find("version 0 was sent"), std::string::npos) << v.error;
+  info->set_iteration(0);
+  info->add_task_score(0.2);  // two scores for one mixture entry
+  v = core->Accept(r, y->token, NamedTensors{});
+  EXPECT_EQ(v.kind, CoreVerdict::kRejected);
+  info->mutable_task_score()->RemoveLast();
+
+  // Abandoned (its worker left): the same version goes out again.
+  core->Abandon(0, y->token, true);
+  auto y2 = core->Start(Worker("c"), true, any);
+  ASSERT_TRUE(y2);
+  EXPECT_EQ(y2->unit.algorithm(), v1::LHOPT_YARDSTICK);
+  EXPECT_EQ(y2->unit.theta_version(), 0);
+  EXPECT_NE(y2->token, y->token);
+  EXPECT_EQ(core->Accept(r, y->token, NamedTensors{}).kind, CoreVerdict::kRejected);  // stale token
+
+  info->set_score(0.25);
+  v = core->Accept(r, y2->token, NamedTensors{});
+  ASSERT_EQ(v.kind, CoreVerdict::kAccepted) << v.error;
+  ASSERT_EQ(v.file_rows.size(), 1u);
+  EXPECT_EQ(v.file_rows[0].file, "yardstick.csv");
+  EXPECT_EQ(v.file_rows[0].header.rfind("iteration,score,score_t0_noisy_quadratic,", 0), 0u);
+  EXPECT_EQ(v.file_rows[0].row.rfind("0,0.25,0.1,0.5,0.6,2,0,", 0), 0u) << v.file_rows[0].row;
+  EXPECT_EQ(core->Step(), 0);  // a score is no update
+  EXPECT_FALSE(core->Done());
+
+  // Restored from its state, the core does not score version 0 again.
+  auto restored = MakeJobCore(spec);
+  ASSERT_TRUE(restored->LoadState(core->SaveState()).ok());
+  auto next = restored->Start(Worker("a"), true, any);
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->unit.algorithm(), v1::LHOPT_PPO);
+  // A core restored from a state saved before the score does.
+  auto fresh = MakeJobCore(spec);
+  auto before = MakeJobCore(spec);
+  ASSERT_TRUE(before->LoadState(fresh->SaveState()).ok());
+  auto again = before->Start(Worker("a"), true, any);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->unit.algorithm(), v1::LHOPT_YARDSTICK);
 }
 
 }  // namespace
