@@ -357,7 +357,13 @@ absl::StatusOr<v1::LearnedOptimizerSpec> MergeLoptOptions(const v1::LearnedOptim
   v1::JobSpec check;
   *check.mutable_lopt() = merged;
   check.mutable_task()->set_parameterization(merged.parameterization());
-  check.mutable_task()->mutable_noisy_quadratic();
+  if (merged.parameterization() == v1::MUP) {
+    // A muLO's options are checked on the family muP is implemented for.
+    check.mutable_task()->mutable_fmnist_mlp();
+    check.mutable_task()->set_mup_base_width(128);
+  } else {
+    check.mutable_task()->mutable_noisy_quadratic();
+  }
   if (absl::Status st = ValidateJob(check); !st.ok())
     return Invalid(absl::StrCat("--lopt-options: ", st.message()));
   return merged;

@@ -416,5 +416,18 @@ TEST(StepMultSchedule, LoptOptionsMergeIntoTheFilesAndAreCheckedAtTheDoor) {
   EXPECT_FALSE(MergeLoptOptions(base, "hidden_size: 7").ok());
 }
 
+// A muLO's file (lopt.parameterization MUP) takes inference options too: the
+// study's `lopt eval` and `lopt eval-large` of the muLO failed here once,
+// because the options were checked against a task muP does not apply to.
+TEST(StepMultSchedule, LoptOptionsMergeIntoAMuLoFile) {
+  v1::LearnedOptimizerSpec base;
+  base.set_parameterization(v1::MUP);
+  auto merged = MergeLoptOptions(base, "warmup_fraction: 0.05");
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_EQ(merged->parameterization(), v1::MUP);
+  EXPECT_FLOAT_EQ(merged->warmup_fraction(), 0.05f);
+  EXPECT_FALSE(MergeLoptOptions(base, "warmup_fraction: 2").ok());
+}
+
 }  // namespace
 }  // namespace lopt
