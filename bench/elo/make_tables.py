@@ -91,6 +91,20 @@ def lopt_runs(report, name):
     return [r for r in report["runs"] if r["optimizer"] == name]
 
 
+def table_rows(path):
+    """(optimizer, 'train | test | acc') rows of a `lopt eval` table.txt, as printed
+    (mean +- std over its seeds); none if there is no such file."""
+    if not os.path.exists(path):
+        return []
+    rows = []
+    for line in open(path):
+        parts = line.split()
+        if len(parts) == 10 and parts[2] == "+-" and parts[5] == "+-" and parts[8] == "+-":
+            rows.append((parts[0], f"{parts[1]} ± {parts[3]} | {parts[4]} ± {parts[6]} | "
+                                   f"{parts[7].rstrip('%')} ± {parts[9]}"))
+    return rows
+
+
 def gpu_name(root):
     """The device the study ran on: device.txt (run_study.sh's pack writes the GPU's name; a
     CPU run's folder holds "CPU ..."), else H100."""
@@ -154,6 +168,12 @@ def main():
           for d in runs_of(root, v):
             f = os.path.join(d, ev, "report.json")
             if not os.path.exists(f):
+                # Where a device call returned the printed table but not the
+                # report (its file count limit), the table's own mean ± std.
+                for name, cols in table_rows(os.path.join(d, ev, "table.txt")):
+                    if name in ("lopt", "lopt_scheduled"):
+                        sched = ("warm-up, " + title.split(" then ")[1]) if name == "lopt_scheduled" else "none"
+                        p(f"| {label} ({d.rsplit('_', 1)[1]}) | {sched} | {cols} (table.txt) |")
                 continue
             rep = load(f)
             seed = d.rsplit("_", 1)[1]
