@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/byte_lm_task.h"
 #include "common/neumf_task.h"
+#include "common/speech_ctc_task.h"
 #include "common/idx_dataset.h"
 #include "common/image_augmentation.h"
 #ifdef LOPT_WITH_CUDA
@@ -762,6 +763,14 @@ absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_
       auto data = LoadNeumfData(spec.neumf());
       if (!data.ok()) return data.status();
       task = MakeNeumfTask(spec.neumf(), *std::move(data), device);
+      break;
+    }
+    case v1::TaskSpec::kSpeechCtc: {
+      auto corpus = LoadSpeechCorpus(spec.speech_ctc());
+      if (!corpus.ok()) return corpus.status();
+      auto made = MakeSpeechCtcTask(spec.speech_ctc(), *std::move(corpus), device);
+      if (!made.ok()) return made.status();
+      task = *std::move(made);
       break;
     }
     case v1::TaskSpec::FAMILY_NOT_SET:
