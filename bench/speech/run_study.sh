@@ -11,9 +11,9 @@
 #
 # Environment (the defaults are what bench/speech/README.md reports):
 #   LOPT=build/cli/lopt  UTTERANCES=240 MAX_WORDS=2 DATA_SEED=0
-#   STEPS=300 SEEDS=3 BATCH=8 THREADS=1 PRECISION=FP32
+#   STEPS=1500 SEEDS=3 BATCH=8 THREADS=1 PRECISION=FP32
 #   LRS="0.01 0.003 0.001 0.0003"           AdamW's grid (constant and cosine)
-#   MODEL='conv_channels: 8 conv_channels: 8 sequence_layer: GRU hidden_size: 32'
+#   MODEL='conv_channels: 8 conv_channels: 8 sequence_layer: CONV1D num_sequence_layers: 2 hidden_size: 64'
 # (keep THREADS=1 on a shared 2-core box: LibTorch's spinning OpenMP threads
 # slow a second thread down there.)
 set -euo pipefail
@@ -21,10 +21,10 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-runs/speech_study}
 LOPT=${LOPT:-build/cli/lopt}
 UTTERANCES=${UTTERANCES:-240} MAX_WORDS=${MAX_WORDS:-2} DATA_SEED=${DATA_SEED:-0}
-STEPS=${STEPS:-300} SEEDS=${SEEDS:-3} BATCH=${BATCH:-8} THREADS=${THREADS:-1}
+STEPS=${STEPS:-1500} SEEDS=${SEEDS:-3} BATCH=${BATCH:-8} THREADS=${THREADS:-1}
 PRECISION=${PRECISION:-FP32}
 LRS=${LRS:-"0.01 0.003 0.001 0.0003"}
-MODEL=${MODEL:-"conv_channels: 8 conv_channels: 8 sequence_layer: GRU hidden_size: 32"}
+MODEL=${MODEL:-"conv_channels: 8 conv_channels: 8 sequence_layer: CONV1D num_sequence_layers: 2 hidden_size: 64"}
 mkdir -p "$OUT"
 start=$(date +%s)
 "$LOPT" gen-speech --out "$OUT/data" --seed "$DATA_SEED" --utterances "$UTTERANCES" \

@@ -21,14 +21,14 @@ for p in espeak-ng sox; do
 done
 GEN="--utterances 12 --max-words 2"
 "$LOPT" gen-speech --out "$WORK/sp" --seed 1 $GEN >"$WORK/gen.out" 2>&1 || fail "gen-speech failed"
-grep -q "wrote $WORK/sp: 10 training and 2 test utterances, 2 speakers" "$WORK/gen.out" ||
+grep -q "wrote $WORK/sp: 6 training and 6 test utterances, 2 speakers" "$WORK/gen.out" ||
   fail "gen-speech did not say what it wrote"
 "$LOPT" gen-speech --out "$WORK/sp_again" --seed 1 $GEN >"$WORK/gen2.out" 2>&1 || fail "gen-speech failed"
 "$LOPT" gen-speech --out "$WORK/sp_other" --seed 2 $GEN >"$WORK/gen3.out" 2>&1 || fail "gen-speech failed"
 diff -r "$WORK/sp" "$WORK/sp_again" >/dev/null || fail "the same seed wrote other bytes"
 diff -r "$WORK/sp" "$WORK/sp_other" >/dev/null && fail "another seed wrote the same bytes"
-[ "$(find "$WORK/sp/train" -name '*.wav' | wc -l)" = 10 ] || fail "not 10 training WAVs"
-[ "$(cat "$WORK"/sp/test/*/*/*.trans.txt | wc -l)" = 2 ] || fail "not 2 test transcripts"
+[ "$(find "$WORK/sp/train" -name "*.wav" | wc -l)" = 6 ] || fail "not 6 training WAVs"
+[ "$(cat "$WORK"/sp/test/*/*/*.trans.txt | wc -l)" = 6 ] || fail "not 6 test transcripts"
 grep -qvE '^[0-9]+-[0-9]+-[0-9]{4} [A-Z ]+$' "$WORK"/sp/*/*/*/*.trans.txt && fail "a transcript line not in LibriSpeech's format"
 "$LOPT" gen-speech --out "$WORK/x" --utterances 1 >"$WORK/gen_bad.out" 2>&1 && fail "gen-speech took 1 utterance"
 grep -q -- "--utterances must be in \[2, 100000\]" "$WORK/gen_bad.out" || fail "no message naming --utterances"
@@ -41,7 +41,9 @@ task { $SPEC }
 eval { steps: 20 seeds: 2 record_every: 5 test_every: 10 adamw_lrs: 0.01 adamw_lrs: 0.001 }
 JOB
 "$LOPT" validate "$WORK/job.textproto" >"$WORK/validate.out" 2>&1 || fail "lopt validate refused the speech_ctc job"
-grep -q "precision: FP32" "$WORK/validate.out" || fail "validate did not fill in precision"
+echo "task { speech_ctc { data_path: \"$WORK/sp\" } }" >"$WORK/defaults.textproto"
+"$LOPT" validate "$WORK/defaults.textproto" >"$WORK/validate_defaults.out" 2>&1 || fail "lopt validate refused a default speech_ctc job"
+grep -q "conv_channels: 16" "$WORK/validate_defaults.out" || fail "validate did not fill in conv_channels"
 sed 's/hidden_size: 16/hidden_size: 16 alphabet: "abca"/' "$WORK/job.textproto" >"$WORK/bad.textproto"
 "$LOPT" validate "$WORK/bad.textproto" >"$WORK/validate_bad.out" 2>&1 && fail "lopt validate took a repeated letter"
 grep -q "task.speech_ctc.alphabet has 'a' twice" "$WORK/validate_bad.out" || fail "no message naming the field"
