@@ -75,7 +75,8 @@ def main():
 
     def key(item):
         name, o, lr = item
-        return ({"lopt": 0, "lopt_untrained": 1, "adamw": 2, "adamw_cosine": 3}.get(o, 4), -(lr or 0), name)
+        opt = next((i for i, x in enumerate(OPTS) if name.startswith(x)), len(OPTS))
+        return ({"lopt": 0, "lopt_untrained": 1, "adamw": 2, "adamw_cosine": 3}.get(o, 4), opt, -(lr or 0))
 
     order.sort(key=key)
     best = {}
@@ -97,8 +98,9 @@ def main():
         mark = " (best)" if any(b[0] == name for b in best.values()) else ""
         print(f"| {name}{mark}{note} | {tl[0]:.4f} ± {tl[1]:.4f} | {100 * ce[0]:.2f}% ± {100 * ce[1]:.2f} | "
               f"{fl[0]:.4f} ± {fl[1]:.4f} |")
+    print()
     for o, (name, tl) in sorted(best.items()):
-        print(f"\nbest {'constant' if o == 'adamw' else 'cosine'} AdamW by final test CTC loss: {name}")
+        print(f"best {'constant' if o == 'adamw' else 'cosine'} AdamW by final test CTC loss: {name}")
 
     # The plot: trained optimizers and the best AdamW of each schedule.
     shown = [n for n, o, _ in order if o == "lopt"] + [b[0] for _, b in sorted(best.items())]
