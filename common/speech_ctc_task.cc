@@ -153,32 +153,10 @@ class SpeechCtcTask : public Task {
       *grads = torch::autograd::grad({loss.sum()}, leaves);
       return loss.detach();
     }
-    // FP16: scale each particle's loss so that small gradients survive
-    // float16; a dynamic scale halves, for the particles whose gradients
-    // overflowed, and the backward pass runs again on the same graph.
+    // FP16: scale each particle's loss so that small gradients survive float16.
     const bool dynamic = spec_.loss_scale() == 0;
-    auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
-    torch::Tensor scale =
-        torch::full({P}, dynamic ? kInitialLossScale : double(spec_.loss_scale()), f32);
-    const torch::Tensor finite_loss = torch::isfinite(loss.detach());
-    std::vector<torch::Tensor> g;
-    for (int attempt = 0;; ++attempt) {
-      const bool last = !dynamic || attempt == kMaxScaleHalvings;
-      g = torch::autograd::grad({(loss * scale).sum()}, leaves, {}, /*retain_graph=*/!last);
-      if (last) break;
-      torch::Tensor ok = torch::ones({P}, f32.dtype(torch::kBool));
-      for (const auto& t : g) ok &= torch::isfinite(t).reshape({P, -1}).all(1);
-      // A particle whose loss is not finite has diverged: no scale helps it.
-      torch::Tensor retry = ok.logical_not() & finite_loss;
-      if (!retry.any().item<bool>()) break;
-      scale = torch::where(retry, scale * 0.5, scale);
-    }
-    for (auto& t : g) {
-      std::vector<int64_t> shape(t.dim(), 1);
-      shape[0] = P;
-      t = t / scale.view(shape);
-    }
-    *grads = std::move(g);
+    LossScaledGradients(loss, leaves, dynamic ? kInitialLossScale : double(spec_.loss_scale()),
+                        dynamic, kMaxScaleHalvings, grads);
     return loss.detach();
   }
 
@@ -322,6 +300,34 @@ class SpeechCtcTask : public Task {
 };
 
 }  // namespace
+
+torch::Tensor LossScaledGradients(const torch::Tensor& loss, const std::vector<torch::Tensor>& leaves,
+                                  double initial_scale, bool dynamic, int max_halvings,
+                                  std::vector<torch::Tensor>* grads) {
+  const int64_t P = loss.size(0);
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(loss.device());
+  torch::Tensor scale = torch::full({P}, initial_scale, f32);
+  const torch::Tensor finite_loss = torch::isfinite(loss.detach());
+  std::vector<torch::Tensor> g;
+  for (int attempt = 0;; ++attempt) {
+    const bool last = !dynamic || attempt == max_halvings;
+    g = torch::autograd::grad({(loss * scale).sum()}, leaves, {}, /*retain_graph=*/!last);
+    if (last) break;
+    torch::Tensor ok = torch::ones({P}, f32.dtype(torch::kBool));
+    for (const auto& t : g) ok &= torch::isfinite(t).reshape({P, -1}).all(1);
+    // A particle whose loss is not finite has diverged: no scale helps it.
+    torch::Tensor retry = ok.logical_not() & finite_loss;
+    if (!retry.any().item<bool>()) break;
+    scale = torch::where(retry, scale * 0.5, scale);
+  }
+  for (auto& t : g) {
+    std::vector<int64_t> shape(t.dim(), 1);
+    shape[0] = P;
+    t = t / scale.view(shape);
+  }
+  *grads = std::move(g);
+  return scale;
+}
 
 torch::Tensor CtcLossPerParticle(const torch::Tensor& log_probs, const torch::Tensor& targets,
                                  const torch::Tensor& input_lengths,

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -38,6 +39,18 @@ namespace lopt {
 torch::Tensor CtcLossPerParticle(const torch::Tensor& log_probs, const torch::Tensor& targets,
                                  const torch::Tensor& input_lengths,
                                  const torch::Tensor& target_lengths);
+
+// FP16's loss scaling: the gradients of loss.sum() ([P] per-particle
+// losses) w.r.t. `leaves`, each particle's loss multiplied by its scale
+// before the backward pass and its gradients divided by it after. `dynamic`:
+// starting at `scale`, the scale of every particle whose gradients are not
+// finite (while its loss is) halves and the backward pass runs again on the
+// same graph, at most `max_halvings` times; a particle whose loss itself is
+// not finite keeps its scale. Not dynamic: one pass at `scale`. Returns the
+// scales used [P] (float32, on the loss' device).
+torch::Tensor LossScaledGradients(const torch::Tensor& loss, const std::vector<torch::Tensor>& leaves,
+                                  double scale, bool dynamic, int max_halvings,
+                                  std::vector<torch::Tensor>* grads);
 
 // The task on a loaded corpus (REQUIRES: a spec that passes ValidateJob with
 // defaults filled, the corpus from LoadSpeechCorpus(spec)). INVALID_ARGUMENT

@@ -461,6 +461,32 @@ TEST(SpeechCtcTask, Fp16WithALossScaleRunsOrIsRefusedClearly) {
   }
 }
 
+// The dynamic loss scale, on float32 gradients made to overflow: particle 0's
+// gradient is 1e35 (times the scale: inf above 2^11), particle 1's is 1, and
+// particle 2 overflows too but its loss is infinite (diverged: no halving
+// helps it, so none is tried).
+TEST(SpeechCtcTask, DynamicLossScaleHalvesOnlyForTheParticlesThatOverflow) {
+  torch::AutoGradMode enable(true);
+  torch::Tensor x = torch::ones({3, 2}).requires_grad_(true);
+  torch::Tensor c = torch::tensor({1e35f, 1.0f, 1e35f}).view({3, 1});
+  torch::Tensor bias = torch::tensor({0.0f, 0.0f, INFINITY});
+  torch::Tensor loss = (c * x).sum(1) + bias;
+  std::vector<torch::Tensor> g;
+  torch::Tensor scale = LossScaledGradients(loss, {x}, 32768, /*dynamic=*/true, 24, &g);
+  EXPECT_EQ(scale[0].item<float>(), 2048.0f);  // 1e35 * 4096 overflows float32, * 2048 does not
+  EXPECT_EQ(scale[1].item<float>(), 32768.0f);
+  EXPECT_EQ(scale[2].item<float>(), 32768.0f);
+  EXPECT_TRUE(torch::isinf(g[0][2]).all().item<bool>());
+  EXPECT_TRUE(torch::allclose(g[0][0], torch::full({2}, 1e35f), 1e-6, 0));
+  EXPECT_TRUE(torch::equal(g[0][1], torch::ones({2})));
+  // A static scale makes one pass: particle 0's gradient stays infinite.
+  torch::Tensor loss2 = (c * x).sum(1);
+  torch::Tensor fixed = LossScaledGradients(loss2, {x}, 32768, /*dynamic=*/false, 24, &g);
+  EXPECT_EQ(fixed[0].item<float>(), 32768.0f);
+  EXPECT_TRUE(torch::isinf(g[0][0]).all().item<bool>());
+  EXPECT_TRUE(torch::equal(g[0][1], torch::ones({2})));
+}
+
 TEST(SpeechCtcTask, AdamWTrainsItAndTheMetaTestReportsCer) {
   v1::SpeechCtcSpec spec = ToneSpec();
   spec.set_sequence_layer(v1::CONV1D);
