@@ -170,6 +170,7 @@ struct Arm {
   bool adamw = false;
   std::vector<double> train, test, acc;  // over seeds
   std::vector<double> hr, ndcg;  // ranking families (neumf) only
+  std::vector<double> cer;       // transcription families (speech_ctc) only
 };
 
 struct Report {
@@ -232,6 +233,7 @@ absl::StatusOr<Report> LoadReport(const std::string& run) {
     a.acc.push_back(f.count("test_accuracy") ? Num(f.at("test_accuracy")) : NAN);
     if (f.count("test_hit_rate")) a.hr.push_back(Num(f.at("test_hit_rate")));
     if (f.count("test_ndcg")) a.ndcg.push_back(Num(f.at("test_ndcg")));
+    if (f.count("test_cer")) a.cer.push_back(Num(f.at("test_cer")));
   }
   if (r.arms.empty()) return absl::DataLossError(absl::StrCat(path, " holds no runs"));
   return r;
@@ -345,9 +347,14 @@ int RunCompareCommand(int argc, char** argv) {
   bool ranking = false;
   for (const auto& r : reports)
     for (const Arm& a : r.arms) ranking |= !a.hr.empty();
-  absl::StrAppend(&table, "\n", absl::StrFormat("%-*s  %-22s %-22s %-22s %-16s%s\n", int(w), "run",
+  // Transcription reports (speech_ctc) add a CER column.
+  bool transcription = false;
+  for (const auto& r : reports)
+    for (const Arm& a : r.arms) transcription |= !a.cer.empty();
+  absl::StrAppend(&table, "\n", absl::StrFormat("%-*s  %-22s %-22s %-22s %-16s%s%s\n", int(w), "run",
                                                 "optimizer", "final train loss", "test loss",
-                                                "test accuracy", ranking ? " HR@10    NDCG@10" : ""));
+                                                "test accuracy", ranking ? " HR@10    NDCG@10" : "",
+                                                transcription ? " CER" : ""));
   for (const auto& r : reports) {
     std::vector<const Arm*> shown;
     for (const Arm& a : r.arms)
@@ -363,10 +370,13 @@ int RunCompareCommand(int argc, char** argv) {
       absl::StrAppend(&table, absl::StrFormat("%-*s  %-22s %8.4f +- %-9.4f %8.4f +- %-9.4f %s",
                                               int(w), r.name,
                                               a == r.best_adamw ? a->label + " (best)" : a->label,
-                                              tr, trs, te, tes, ranking ? absl::StrFormat("%-16s", acc) : acc));
+                                              tr, trs, te, tes,
+                                              ranking || transcription ? absl::StrFormat("%-16s", acc) : acc));
       if (ranking && !a->hr.empty())
         absl::StrAppend(&table, absl::StrFormat(" %.4f   %.4f", MeanStd(a->hr).first,
                                                 MeanStd(a->ndcg).first));
+      if (transcription && !a->cer.empty())
+        absl::StrAppend(&table, absl::StrFormat(" %.2f%%", 100 * MeanStd(a->cer).first));
       table += "\n";
     }
   }

@@ -310,6 +310,8 @@ absl::StatusOr<std::string> WriteHparamEvalReport(const HparamEvalReport& report
   };
   // A ranking family (neumf) reports HR@10 and NDCG@10 for test accuracy.
   const bool ranking = !report.arms.empty() && report.arms[0].test_hit_rate.defined();
+  // A transcription family (speech_ctc) reports the character error rate.
+  const bool transcription = !report.arms.empty() && report.arms[0].test_cer.defined();
   std::string json = absl::StrCat("{\n  \"task\": ", JsonString(report.task),
                                   ",\n  \"steps\": ", report.steps, ",\n  \"arms\": [");
   std::string csv = "arm,lr,seed,step,train_loss\n";
@@ -326,6 +328,8 @@ absl::StatusOr<std::string> WriteHparamEvalReport(const HparamEvalReport& report
                     ranking ? absl::StrCat(", \"test_hit_rate\": ", JsonNumber(mean_std(a.test_hit_rate).first),
                                            ", \"test_ndcg\": ", JsonNumber(mean_std(a.test_ndcg).first))
                             : std::string(),
+                    transcription ? absl::StrCat(", \"test_cer\": ", JsonNumber(mean_std(a.test_cer).first))
+                                  : std::string(),
                     "}");
     torch::Tensor c = a.train_curve.contiguous();
     for (int64_t s = 0; s < c.size(1); ++s)
@@ -342,7 +346,7 @@ absl::StatusOr<std::string> WriteHparamEvalReport(const HparamEvalReport& report
       "%s, %d steps, %d seeds (final train loss = mean over the last 10%% of the steps)\n",
       report.task, report.steps, report.arms.empty() ? 0 : report.arms[0].test_loss.numel());
   absl::StrAppend(&table, absl::StrFormat("%-26s %-22s %-22s %-16s\n", "arm", "final train loss",
-                                          "test loss", ranking ? "HR@10   NDCG@10" : "test accuracy"));
+                                          "test loss", ranking ? "HR@10   NDCG@10" : transcription ? "test CER" : "test accuracy"));
   std::map<std::string, std::pair<double, std::string>> best;  // per grid family
   for (const auto& a : report.arms) {
     auto [fl, fls] = mean_std(a.final_train_loss);
@@ -353,6 +357,9 @@ absl::StatusOr<std::string> WriteHparamEvalReport(const HparamEvalReport& report
                                               label(a), fl, fls, tl, tls,
                                               mean_std(a.test_hit_rate).first,
                                               mean_std(a.test_ndcg).first));
+    else if (transcription && a.test_cer.defined())
+      absl::StrAppend(&table, absl::StrFormat("%-26s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%%\n",
+                                              label(a), fl, fls, tl, tls, 100 * mean_std(a.test_cer).first));
     else
       absl::StrAppend(&table, absl::StrFormat("%-26s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%%\n",
                                               label(a), fl, fls, tl, tls, 100 * ta));

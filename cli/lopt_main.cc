@@ -6,9 +6,11 @@
 //   lopt eval --schedule|--controller FILE --job FILE   LHOPT against AdamW, cosine
 //   lopt validate FILE                          check a job file
 //   lopt gen-movielens --out DIR                synthetic MovieLens-1M for neumf
+//   lopt gen-speech --out DIR                   synthetic spoken corpus for speech_ctc
 //   lopt print-default-job                      the embedded default job
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -35,6 +37,7 @@
 #include "common/util/flags.h"
 #include "common/util/progress.h"
 #include "common/util/runtime.h"
+#include "common/tasks/speech_corpus.h"
 #include "google/protobuf/text_format.h"
 #include "learner/elo_learner.h"
 #include "learner/lhopt_job.h"
@@ -94,6 +97,14 @@ usage:
       task family (task.neumf.data_path): a low-rank preference model with a
       Zipf-like item popularity, heavy-tailed user activity and timestamps.
       The same flags write the same bytes.
+  lopt gen-speech --out DIR [--seed N] [--utterances 300] [--max-words 3]
+                  [--sample-rate 16000]
+      Writes a synthetic spoken digits-and-words corpus for the speech_ctc
+      task family (task.speech_ctc.data_path) in LibriSpeech's layout:
+      DIR/{train,test}/SPEAKER/CHAPTER/*.wav and *.trans.txt, spoken by
+      espeak-ng (several voices, speeds and pitches) with sox for resampling
+      and noise; the test split's speakers are unseen. Needs espeak-ng and
+      sox on PATH. The same flags write the same bytes.
   lopt validate FILE         Checks a text-proto job file (and that its data
                              paths exist here); prints the filled-in job.
   lopt print-default-job     Prints the embedded default job.
@@ -417,6 +428,33 @@ int Main(int argc, char** argv) {
     std::printf("wrote %s: %lld users, %lld items, %lld ratings (seed %llu)\n", path->c_str(),
                 (long long)o.users, (long long)o.items, (long long)o.interactions,
                 (unsigned long long)o.seed);
+    return 0;
+  }
+  if (cmd == "gen-speech") {
+    auto f = ParseFlags(argc, argv, 2, {"out", "seed", "utterances", "max-words", "sample-rate"},
+                        {"help"});
+    if (!f.ok()) return Fail(f.status());
+    if (f->Has("help")) return std::printf("%s", kUsage), 0;
+    if (!f->Has("out")) return Fail(absl::InvalidArgumentError("lopt gen-speech needs --out DIR"));
+    SpeechGenOptions o;
+    auto utterances = f->GetInt("utterances", o.utterances);
+    auto max_words = f->GetInt("max-words", o.max_words);
+    auto rate = f->GetInt("sample-rate", o.sample_rate);
+    auto seed = f->GetInt("seed", 0);
+    for (const auto* v : {&utterances, &max_words, &rate, &seed})
+      if (!v->ok()) return Fail(v->status());
+    if (*seed < 0) return Fail(absl::InvalidArgumentError("--seed must be >= 0"));
+    o.utterances = *utterances;
+    o.max_words = *max_words;
+    o.sample_rate = int32_t(std::clamp<int64_t>(*rate, 0, 1 << 30));
+    o.seed = uint64_t(*seed);
+    auto sum = GenerateSpeechCorpus(o, f->Get("out"));
+    if (!sum.ok()) return Fail(sum.status());
+    std::printf("wrote %s: %lld training and %lld test utterances, %lld speakers, %.1f s of audio "
+                "at %d Hz (seed %llu)\n",
+                f->Get("out").c_str(), (long long)sum->train_utterances,
+                (long long)sum->test_utterances, (long long)sum->speakers, sum->seconds,
+                o.sample_rate, (unsigned long long)o.seed);
     return 0;
   }
   if (cmd == "eval-large") return RunEvalLargeCommand(argc, argv);

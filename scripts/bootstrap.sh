@@ -17,6 +17,8 @@ PACKAGES=(
   # tests/fuzz: libFuzzer targets built with clang (its sanitizer and fuzzer runtimes)
   clang libclang-rt-dev
   gnuplot-nox dataset-fashion-mnist fortunes
+  # lopt gen-speech (the speech_ctc family's synthetic corpus): text-to-speech, resampling and noise
+  espeak-ng sox libsox-fmt-base
   # the Python package (python/, PYTHONPATH=build/python): Debian's torch is the same build as libtorch-dev
   python3-dev python3-torch python3-numpy pybind11-dev python3-grpcio python3-protobuf python3-pytest
   # deploy/check's offline checks (compose config, promtool, Node validators); npm only where no nodejs already brings it (NodeSource's conflicts with Debian's npm)

@@ -23,6 +23,7 @@ struct Trained {
   torch::Tensor curve, final_loss;
   torch::Tensor test_curve, test_acc_curve;  // [points, P]
   torch::Tensor test_hr_curve, test_ndcg_curve;  // [points, P]; ranking families
+  torch::Tensor test_cer_curve;  // [points, P]; transcription families
   TaskState state;
 };
 
@@ -40,7 +41,7 @@ Trained Train(const Task& task, const MetaTestConfig& c, int64_t replicas, const
   torch::Tensor acc = torch::zeros({P}, f64);
   torch::Tensor final_acc = torch::zeros({P}, f64);
   torch::Tensor step = torch::zeros({P}, torch::TensorOptions().dtype(torch::kInt64).device(task.device()));
-  std::vector<torch::Tensor> curve, test_curve, test_acc, test_hr, test_ndcg;
+  std::vector<torch::Tensor> curve, test_curve, test_acc, test_hr, test_ndcg, test_cer;
   std::vector<torch::Tensor> grads;
   for (int64_t s = 0; s < c.steps; ++s) {
     Batch b = task.SampleBatch(c.seeds, data_gen);
@@ -63,12 +64,14 @@ Trained Train(const Task& task, const MetaTestConfig& c, int64_t replicas, const
         test_hr.push_back(ev.hit_rate.cpu());
         test_ndcg.push_back(ev.ndcg.cpu());
       }
+      if (ev.char_error_rate.defined()) test_cer.push_back(ev.char_error_rate.cpu());
     }
   }
   t.test_curve = test_curve.empty() ? torch::zeros({0, P}) : torch::stack(test_curve);
   t.test_acc_curve = test_acc.empty() ? torch::zeros({0, P}) : torch::stack(test_acc);
   t.test_hr_curve = test_hr.empty() ? torch::zeros({0, P}) : torch::stack(test_hr);
   t.test_ndcg_curve = test_ndcg.empty() ? torch::zeros({0, P}) : torch::stack(test_ndcg);
+  t.test_cer_curve = test_cer.empty() ? torch::zeros({0, P}) : torch::stack(test_cer);
   t.curve = curve.empty() ? torch::zeros({0, P}) : torch::stack(curve).cpu();
   t.final_loss = (final_acc / double(window)).cpu();
   return t;
@@ -90,6 +93,7 @@ void Collect(const Task& task, const Trained& t, const std::string& name,
       r.test_hit_rate = ev.hit_rate[p].item<double>();
       r.test_ndcg = ev.ndcg[p].item<double>();
     }
+    if (ev.char_error_rate.defined()) r.test_cer = ev.char_error_rate[p].item<double>();
     r.diverged = !std::isfinite(r.final_train_loss) || !std::isfinite(r.test_loss);
     if (r.diverged) r.final_train_loss = INFINITY;
     torch::Tensor col = t.curve.select(1, p).to(torch::kFloat32).contiguous();
@@ -102,6 +106,8 @@ void Collect(const Task& task, const Trained& t, const std::string& name,
     r.test_hr_curve.assign(th.data_ptr<float>(), th.data_ptr<float>() + th.numel());
     torch::Tensor tn = t.test_ndcg_curve.select(1, p).to(torch::kFloat32).contiguous();
     r.test_ndcg_curve.assign(tn.data_ptr<float>(), tn.data_ptr<float>() + tn.numel());
+    torch::Tensor tcer = t.test_cer_curve.select(1, p).to(torch::kFloat32).contiguous();
+    r.test_cer_curve.assign(tcer.data_ptr<float>(), tcer.data_ptr<float>() + tcer.numel());
     report->runs.push_back(std::move(r));
   }
 }

@@ -60,12 +60,15 @@ struct MetaTestRun {
   // Ranking families (neumf): test HR@10 and NDCG@10; NaN for the others.
   double test_hit_rate = std::numeric_limits<double>::quiet_NaN();
   double test_ndcg = std::numeric_limits<double>::quiet_NaN();
+  // Transcription families (speech_ctc): test character error rate; NaN for the others.
+  double test_cer = std::numeric_limits<double>::quiet_NaN();
   bool diverged = false;
   std::vector<float> curve;     // mean batch loss of each record_every window
   std::vector<float> test_curve;      // test loss every test_every steps
   std::vector<float> test_acc_curve;  // and test accuracy
   std::vector<float> test_hr_curve;    // and HR@10, NDCG@10 (ranking families only)
   std::vector<float> test_ndcg_curve;
+  std::vector<float> test_cer_curve;   // and CER (transcription families only)
 };
 
 struct MetaTestReport {

@@ -25,6 +25,9 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   // report test accuracy.
   bool ranking = false;
   for (const auto& r : report.runs) ranking |= !std::isnan(r.test_hit_rate);
+  // A transcription family (speech_ctc) reports the character error rate.
+  bool transcription = false;
+  for (const auto& r : report.runs) transcription |= !std::isnan(r.test_cer);
   // report.json
   std::string json = absl::StrCat("{\n  \"task\": ", JsonString(report.task),
                                   ",\n  \"steps\": ", report.steps,
@@ -41,6 +44,7 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
                     ranking ? absl::StrCat(", \"test_hit_rate\": ", JsonNumber(r.test_hit_rate),
                                            ", \"test_ndcg\": ", JsonNumber(r.test_ndcg))
                             : std::string(),
+                    transcription ? absl::StrCat(", \"test_cer\": ", JsonNumber(r.test_cer)) : std::string(),
                     ", \"diverged\": ", r.diverged ? "true" : "false", "}");
   }
   json += "\n  ]\n}\n";
@@ -70,7 +74,8 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   if (auto s = WriteFileAtomically(dir + "/curves.csv", csv); !s.ok()) return s;
   if (report.test_every > 0) {  // test_curves.csv: the test split along the run
     std::string tcsv = absl::StrCat("optimizer,lr,seed,step,test_loss,test_accuracy",
-                                    ranking ? ",test_hit_rate,test_ndcg" : "", "\n");
+                                    ranking ? ",test_hit_rate,test_ndcg" : "",
+                                    transcription ? ",test_cer" : "", "\n");
     for (const auto& r : report.runs)
       for (size_t k = 0; k < r.test_curve.size(); ++k) {
         absl::StrAppend(&tcsv, r.optimizer, ",", IsAdamWArm(r.optimizer) ? absl::StrCat(r.lr) : "",
@@ -80,6 +85,8 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
           absl::StrAppend(&tcsv, absl::StrFormat(",%.6g,%.6g",
                                                  k < r.test_hr_curve.size() ? r.test_hr_curve[k] : NAN,
                                                  k < r.test_ndcg_curve.size() ? r.test_ndcg_curve[k] : NAN));
+        if (transcription)
+          absl::StrAppend(&tcsv, absl::StrFormat(",%.6g", k < r.test_cer_curve.size() ? r.test_cer_curve[k] : NAN));
         tcsv += "\n";
       }
     if (auto s = WriteFileAtomically(dir + "/test_curves.csv", tcsv); !s.ok()) return s;
@@ -123,6 +130,7 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
     for (float v : r.test_acc_curve) with_acc |= std::isfinite(v);
   with_acc &= with_test;
   const bool with_hr = with_test && ranking && !with_acc;
+  const bool with_cer = with_test && transcription && !with_acc;
   if (with_test) {
     if (auto s = write_band("test_loss.dat", &MetaTestRun::test_curve, report.test_every, test_len);
         !s.ok())
@@ -136,6 +144,11 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
     if (with_hr) {
       if (auto s = write_band("test_hit_rate.dat", &MetaTestRun::test_hr_curve, report.test_every,
                               test_len);
+          !s.ok())
+        return s;
+    }
+    if (with_cer) {
+      if (auto s = write_band("test_cer.dat", &MetaTestRun::test_cer_curve, report.test_every, test_len);
           !s.ok())
         return s;
     }
@@ -173,7 +186,7 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   };
   const size_t seeds = groups.empty() ? 0 : groups[0].runs.size();
   std::string gp = absl::StrCat(
-      "set terminal pngcairo size ", with_acc || with_hr ? "1800,650" : with_test ? "1400,650" : "1100,700",
+      "set terminal pngcairo size ", with_acc || with_hr || with_cer ? "1800,650" : with_test ? "1400,650" : "1100,700",
       " noenhanced\n",
       "set output '", dir, "/curves.png'\nset datafile missing 'NaN'\nset grid\n",
       "set xlabel 'inner step'\nset xrange [0:", report.steps, "]\n");
@@ -183,7 +196,7 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
                     horizon, " steps)' at ", horizon, ", graph 0.03 right offset -0.5,0 font ',9'\n");
   const std::string what = absl::StrFormat("mean over %d seeds, band: lowest to highest seed", seeds);
   if (with_test) {
-    absl::StrAppend(&gp, "set multiplot layout 1,", with_acc || with_hr ? 3 : 2, " title 'meta-test on ",
+    absl::StrAppend(&gp, "set multiplot layout 1,", with_acc || with_hr || with_cer ? 3 : 2, " title 'meta-test on ",
                     report.task, " (", what, ")'\nset key top right font ',9'\n",
                     "set title 'training loss'\nset logscale y\n", panel(dir + "/curves.dat", true),
                     "set title 'test loss'\n", panel(dir + "/test_loss.dat", false));
@@ -193,6 +206,9 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
     if (with_hr)
       absl::StrAppend(&gp, "set title 'test HR@10'\nunset logscale y\n",
                       panel(dir + "/test_hit_rate.dat", false));
+    if (with_cer)
+      absl::StrAppend(&gp, "set title 'test character error rate'\nunset logscale y\n",
+                      panel(dir + "/test_cer.dat", false));
     gp += "unset multiplot\n";
   } else {
     absl::StrAppend(&gp, "set title 'meta-test on ", report.task, ": training loss (", what,
@@ -215,6 +231,9 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   if (ranking)
     absl::StrAppend(&table, absl::StrFormat("%-18s %-22s %-22s %-18s %-18s\n", "optimizer",
                                             "final train loss", "test loss", "HR@10", "NDCG@10"));
+  else if (transcription)
+    absl::StrAppend(&table, absl::StrFormat("%-18s %-22s %-22s %-16s\n", "optimizer",
+                                            "final train loss", "test CTC loss", "test CER"));
   else
     absl::StrAppend(&table, absl::StrFormat("%-18s %-22s %-22s %-16s\n", "optimizer",
                                             "final train loss", "test loss", "test accuracy"));
@@ -229,6 +248,10 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
       absl::StrAppend(&table,
                       absl::StrFormat("%-18s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.4f +- %-7.4f %6.4f +- %.4f\n",
                                       g.label, fl, fls, tl, tls, hr, hrs, nd, nds));
+    } else if (transcription) {
+      auto [ce, ces] = stats(g.runs, [](const MetaTestRun& r) { return r.test_cer; });
+      absl::StrAppend(&table, absl::StrFormat("%-18s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%% +- %.2f\n",
+                                              g.label, fl, fls, tl, tls, 100 * ce, 100 * ces));
     } else {
       absl::StrAppend(&table, absl::StrFormat("%-18s %8.4f +- %-9.4f %8.4f +- %-9.4f %6.2f%% +- %.2f\n",
                                               g.label, fl, fls, tl, tls, 100 * ta, 100 * tas));

@@ -335,6 +335,8 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
     out.test_hit_rate = last_eval.hit_rate.to(torch::kFloat64);
     out.test_ndcg = last_eval.ndcg.to(torch::kFloat64);
   }
+  if (last_eval.char_error_rate.defined())
+    out.test_cer = last_eval.char_error_rate.to(torch::kFloat64);
   if (registers == nullptr) (void)own_store.ReleaseAll();
   return out;
 }

@@ -112,6 +112,7 @@ struct ControlledRunResult {
   torch::Tensor test_accuracy;     // [P] at the end (NaN without labels)
   torch::Tensor test_hit_rate;     // [P] HR@10, NDCG@10 at the end: ranking
   torch::Tensor test_ndcg;         // families (neumf) only, else undefined
+  torch::Tensor test_cer;          // [P] CER at the end: speech_ctc only, else undefined
   int64_t register_saves = 0;
   int64_t register_loads = 0;
 };

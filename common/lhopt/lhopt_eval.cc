@@ -35,6 +35,7 @@ HparamEvalArm ArmOf(const std::string& name, double lr, const ControlledRunResul
     a.test_hit_rate = cols(r.test_hit_rate);
     a.test_ndcg = cols(r.test_ndcg);
   }
+  if (r.test_cer.defined()) a.test_cer = cols(r.test_cer);
   a.train_curve = cols(r.train_curve);
   return a;
 }

@@ -57,6 +57,7 @@ struct HparamEvalArm {
   torch::Tensor test_accuracy;     // [seeds]
   torch::Tensor test_hit_rate;     // [seeds] HR@10, NDCG@10: ranking families only
   torch::Tensor test_ndcg;         // (undefined for the others)
+  torch::Tensor test_cer;          // [seeds] CER: transcription families only
   torch::Tensor train_curve;       // [W, seeds] mean train loss per record window
 };
 

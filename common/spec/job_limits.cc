@@ -155,6 +155,36 @@ TaskSize SizeOf(const v1::TaskSpec& t, const std::string& prefix) {
                                       "mlp_layers, batch_size, negatives}");
       break;
     }
+    case v1::TaskSpec::kSpeechCtc: {
+      // The 2-D convolutions (the first halves time, each halves
+      // frequency), the sequence layers, the output layer; activations of a
+      // batch padded to max_frames, kept for the backward pass (GRU: its
+      // gates at every step), and the test split's chunk (as much again).
+      const auto& s = t.speech_ctc();
+      const double frames = s.max_frames(), out_frames = std::ceil(frames / 2);
+      const double h = s.hidden_size(), classes = double(s.alphabet().size()) + 1;
+      double in_c = 1, freq = s.num_mel_bins(), width = freq * frames;
+      z.params = 0;
+      for (int i = 0; i < s.conv_channels_size(); ++i) {
+        const double c = s.conv_channels(i);
+        z.params += 9.0 * c * in_c + c;
+        freq = std::ceil(freq / 2);
+        width += 2 * c * freq * out_frames;
+        in_c = c;
+      }
+      double in = in_c * freq;
+      for (int l = 0; l < s.num_sequence_layers(); ++l) {
+        z.params += s.sequence_layer() == v1::CONV1D ? 5 * in * h + h : 3 * h * (in + h + 2);
+        width += (s.sequence_layer() == v1::CONV1D ? 2 : 8) * h * out_frames;
+        in = h;
+      }
+      z.params += in * classes + classes;
+      width += 3 * classes * out_frames;
+      z.activations = 2 * 3.0 * s.batch_size() * width;
+      z.fields = absl::StrCat(prefix, ".speech_ctc.{max_frames, num_mel_bins, conv_channels, "
+                                      "num_sequence_layers, hidden_size, batch_size}");
+      break;
+    }
     case v1::TaskSpec::FAMILY_NOT_SET:
       break;
   }

@@ -190,10 +190,62 @@ absl::Status ValidateTask(const v1::TaskSpec& t, absl::string_view prefix = "tas
       LOPT_CHECK(InRange(F("neumf.eval_users"), n.eval_users(), 0, n.num_users()));
       break;
     }
+    case v1::TaskSpec::kSpeechCtc: {
+      const auto& s = t.speech_ctc();
+      if (s.data_path().empty())
+        return Invalid(F("speech_ctc.data_path must name a corpus directory holding train_subdir "
+                         "and test_subdir (`lopt gen-speech --out DIR` writes a synthetic one)"));
+      LOPT_CHECK(ValidateDataPath(F("speech_ctc.data_path"), s.data_path()));
+      for (auto [name, sub] : {std::pair<const char*, const std::string*>{"train_subdir", &s.train_subdir()},
+                               {"test_subdir", &s.test_subdir()}}) {
+        if (sub->empty() || sub->find('/') != std::string::npos || *sub == "." || *sub == "..")
+          return Invalid(absl::StrCat(F("speech_ctc."), name,
+                                      " must be one directory name under data_path (no '/'), got \"",
+                                      *sub, "\""));
+      }
+      LOPT_CHECK(InRange(F("speech_ctc.sample_rate"), s.sample_rate(), 4000, 96000));
+      LOPT_CHECK(InRange(F("speech_ctc.num_mel_bins"), s.num_mel_bins(), 4, 128));
+      LOPT_CHECK(InRange(F("speech_ctc.max_frames"), s.max_frames(), 8, 10000));
+      const std::string& a = s.alphabet();
+      if (a.empty() || a.size() > 255)
+        return Invalid(absl::StrCat(F("speech_ctc.alphabet must have 1 to 255 characters, got "),
+                                    a.size()));
+      for (size_t i = 0; i < a.size(); ++i) {
+        const unsigned char c = a[i];
+        if (c < 0x20 || c > 0x7e || (c >= 'A' && c <= 'Z'))
+          return Invalid(absl::StrFormat(
+              "%s must hold printable ASCII characters other than upper-case letters "
+              "(transcripts are lower-cased), got byte 0x%02x at offset %d",
+              F("speech_ctc.alphabet"), c, i));
+        if (a.find(char(c)) != i)
+          return Invalid(absl::StrFormat("%s has '%c' twice (offsets %d and %d)",
+                                         F("speech_ctc.alphabet"), c, a.find(char(c)), i));
+      }
+      if (s.conv_channels_size() > 8)
+        return Invalid(absl::StrCat(F("speech_ctc.conv_channels must have at most 8 layers, got "),
+                                    s.conv_channels_size()));
+      for (int i = 0; i < s.conv_channels_size(); ++i)
+        LOPT_CHECK(InRange(absl::StrCat(F("speech_ctc.conv_channels["), i, "]"), s.conv_channels(i),
+                           1, 1024));
+      if (s.sequence_layer() == v1::SEQUENCE_LAYER_UNSPECIFIED)
+        return Invalid(F("speech_ctc.sequence_layer must be GRU or CONV1D"));
+      LOPT_CHECK(InRange(F("speech_ctc.num_sequence_layers"), s.num_sequence_layers(), 0, 16));
+      LOPT_CHECK(InRange(F("speech_ctc.hidden_size"), s.hidden_size(), 1, 4096));
+      LOPT_CHECK(ValidateActivation(F("speech_ctc.activation"), s.activation()));
+      LOPT_CHECK(InRange(F("speech_ctc.batch_size"), s.batch_size(), 1, 65536));
+      if (s.precision() == v1::PRECISION_UNSPECIFIED)
+        return Invalid(F("speech_ctc.precision must be FP32, BF16 or FP16"));
+      LOPT_CHECK(InRange(F("speech_ctc.loss_scale"), s.loss_scale(), 0, 1e30));
+      if (s.loss_scale() != 0 && s.precision() != v1::FP16)
+        return Invalid(absl::StrCat(F("speech_ctc.loss_scale applies to precision FP16 only, got "),
+                                    s.loss_scale(), " with ", v1::Precision_Name(s.precision())));
+      LOPT_CHECK(InRange(F("speech_ctc.eval_utterances"), s.eval_utterances(), 0, 1 << 24));
+      break;
+    }
     case v1::TaskSpec::FAMILY_NOT_SET:
       return Invalid(absl::StrCat(prefix,
                                   " must set one family: fmnist_mlp, fmnist_cnn, fmnist_resnet, "
-                                  "noisy_quadratic, byte_lm or neumf"));
+                                  "noisy_quadratic, byte_lm, neumf or speech_ctc"));
   }
   if (t.has_augmentation() && t.augmentation().enabled()) {
     const auto& a = t.augmentation();
@@ -238,6 +290,8 @@ void FillTaskDefaults(v1::TaskSpec* task) {
   }
   if (task->has_neumf() && task->neumf().mlp_layers_size() == 0)
     for (int w : {32, 16, 8}) task->mutable_neumf()->add_mlp_layers(w);
+  if (task->has_speech_ctc() && task->speech_ctc().conv_channels_size() == 0)
+    for (int c : {16, 16}) task->mutable_speech_ctc()->add_conv_channels(c);
   if (task->has_fmnist_resnet() && task->fmnist_resnet().channels_size() == 0) {
     task->mutable_fmnist_resnet()->add_channels(16);
     task->mutable_fmnist_resnet()->add_channels(32);

@@ -13,6 +13,7 @@
 #include "common/tasks/idx_dataset.h"
 #include "common/tasks/image_augmentation.h"
 #include "common/tasks/neumf_task.h"
+#include "common/tasks/speech_ctc_task.h"
 #ifdef LOPT_WITH_CUDA
 #include "kernels/losses_cuda_torch.h"
 #endif
@@ -762,6 +763,14 @@ absl::StatusOr<std::unique_ptr<Task>> MakeTask(const v1::TaskSpec& spec, uint64_
       auto data = LoadNeumfData(spec.neumf());
       if (!data.ok()) return data.status();
       task = MakeNeumfTask(spec.neumf(), *std::move(data), device);
+      break;
+    }
+    case v1::TaskSpec::kSpeechCtc: {
+      auto corpus = LoadSpeechCorpus(spec.speech_ctc());
+      if (!corpus.ok()) return corpus.status();
+      auto made = MakeSpeechCtcTask(spec.speech_ctc(), *std::move(corpus), device);
+      if (!made.ok()) return made.status();
+      task = *std::move(made);
       break;
     }
     case v1::TaskSpec::FAMILY_NOT_SET:

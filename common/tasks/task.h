@@ -36,6 +36,9 @@ struct EvalResult {
   // (MLPerf's recommendation metrics); undefined for every other family.
   torch::Tensor hit_rate;
   torch::Tensor ndcg;
+  // Transcription families (speech_ctc): [P] character error rate of the
+  // test split (edit distance over reference length); undefined elsewhere.
+  torch::Tensor char_error_rate;
 };
 
 class Task {
