@@ -1,7 +1,7 @@
 // The learner's state: every job (its core, learner/job_core.h: ELO's or
 // LHOPT's algorithm; its status and checkpoint file), every connected worker,
 // and which worker runs which unit. The gRPC
-// services (learner/job_service.h, learner/work_service.h) are thin doors
+// services (learner/learner_services.h: JobService, WorkService) are thin doors
 // onto it.
 //
 // Thread-safe, and no job's slow work stalls the others or the doors. Two

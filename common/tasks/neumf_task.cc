@@ -15,18 +15,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/tasks/activation.h"
 
 namespace lopt {
 namespace {
-
-torch::Tensor Act(const torch::Tensor& x, v1::Activation a) {
-  switch (a) {
-    case v1::TANH: return torch::tanh(x);
-    case v1::GELU: return torch::gelu(x);
-    case v1::SIGMOID: return torch::sigmoid(x);
-    default: return torch::relu(x);
-  }
-}
 
 torch::Tensor FromInts(const std::vector<int32_t>& v) {
   return torch::tensor(at::ArrayRef<int32_t>(v.data(), v.size()), torch::kInt32);
@@ -211,7 +203,7 @@ class NeumfTask : public Task {
     torch::Tensor h = torch::cat({rows(p[2], users), rows(p[3], items)}, 2);
     size_t k = 4;
     for (size_t l = 0; l < layers_.size(); ++l, k += 2)
-      h = Act(torch::baddbmm(p[k + 1].unsqueeze(1), h, p[k]), spec_.activation());
+      h = Activate(torch::baddbmm(p[k + 1].unsqueeze(1), h, p[k]), spec_.activation());
     return torch::baddbmm(p[k + 1].unsqueeze(1), torch::cat({gmf, h}, 2), p[k]).squeeze(2);
   }
 

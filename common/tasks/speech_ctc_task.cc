@@ -9,18 +9,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/tasks/activation.h"
 
 namespace lopt {
 namespace {
-
-torch::Tensor Act(const torch::Tensor& x, v1::Activation a) {
-  switch (a) {
-    case v1::TANH: return torch::tanh(x);
-    case v1::GELU: return torch::gelu(x);
-    case v1::SIGMOID: return torch::sigmoid(x);
-    default: return torch::relu(x);
-  }
-}
 
 // The dynamic FP16 loss scale's start and the most halvings a step.
 constexpr double kInitialLossScale = 32768.0;
@@ -246,7 +238,7 @@ class SpeechCtcTask : public Task {
       const int64_t c = w.size(1);
       h = torch::conv2d(h, cast(w).reshape({P * c, w.size(2), 3, 3}), cast(p[k + 1]).reshape({P * c}),
                         /*stride=*/{l == 0 ? 2 : 1, 2}, /*padding=*/1, /*dilation=*/1, /*groups=*/P);
-      h = Act(h, spec_.activation());
+      h = Activate(h, spec_.activation());
       const int64_t fq = h.size(3);
       h = (h.view({B, P, c, Tp, fq}) * conv_mask).view({B, P * c, Tp, fq});
     }
@@ -279,7 +271,7 @@ class SpeechCtcTask : public Task {
         torch::Tensor out = torch::conv1d(in_t, cast(p[k]).reshape({P * H, in, kConv1dKernel}),
                                           cast(p[k + 1]).reshape({P * H}), /*stride=*/1,
                                           /*padding=*/kConv1dKernel / 2, /*dilation=*/1, /*groups=*/P);
-        seq = Act(out, spec_.activation()).view({B, P, H, Tp}).permute({1, 0, 3, 2});
+        seq = Activate(out, spec_.activation()).view({B, P, H, Tp}).permute({1, 0, 3, 2});
         seq = seq * mask.unsqueeze(-1);
         k += 2;
       }

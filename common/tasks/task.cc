@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/tasks/activation.h"
 #include "common/tasks/byte_lm_task.h"
 #include "common/tasks/idx_dataset.h"
 #include "common/tasks/image_augmentation.h"
@@ -47,15 +48,6 @@ torch::Generator MakeGenerator(uint64_t seed, uint64_t stream, uint64_t index) {
 }
 
 namespace {
-
-torch::Tensor Activate(const torch::Tensor& x, v1::Activation a) {
-  switch (a) {
-    case v1::TANH: return torch::tanh(x);
-    case v1::GELU: return torch::gelu(x);
-    case v1::SIGMOID: return torch::sigmoid(x);
-    default: return torch::relu(x);
-  }
-}
 
 // The activation's derivative as a function of its output h = act(a).
 torch::Tensor ActivationDerivative(const torch::Tensor& h, v1::Activation a) {
