@@ -271,13 +271,9 @@ void JobManager::DrainAbandons(Slot& slot) {
 
 void JobManager::AppendMetricsRow(Job& job, const std::string& row) {
   if (row.empty()) return;
-  const std::string path = JobDir(job.id) + "/metrics.csv";
-  const bool fresh = !FileExists(path);
-  std::ofstream out(path, std::ios::app);
-  if (fresh) out << job.core->MetricsCsvHeader();
   // wall_s: seconds since the job was submitted (queueing and restarts in).
-  out << row << MetricsCsvTail(job.rate, double(NowUnixMs() - job.submitted_ms) / 1000.0);
-  if (!out) LogWarning("cannot append to metrics.csv", {{"job", job.id}, {"path", path}});
+  AppendRunFileRow(job, {"metrics.csv", job.core->MetricsCsvHeader(),
+                         row + MetricsCsvTail(job.rate, double(NowUnixMs() - job.submitted_ms) / 1000.0)});
 }
 
 void JobManager::AppendRunFileRow(Job& job, const RunFileRow& row) {
@@ -1044,12 +1040,9 @@ v1::ResultAck JobManager::HandleResultLocked(Job& job, const std::string& worker
     job.m_step->Set(job.core->Step());
     job.m_meta->Set(v.meta_loss);
     job.m_task->Set(v.task_loss);
-    std::vector<LogField> fields = {{"job", job.id}};
-    fields.insert(fields.end(), v.log_fields.begin(), v.log_fields.end());
-    fields.emplace_back("worker", worker_id);
-    Log(LogLevel::kInfo, v.log_message, fields);
     AppendMetricsRow(job, v.metrics_row);
-  } else if (!v.log_message.empty()) {
+  }
+  if (!v.log_message.empty()) {  // every update's, and a yardstick score's
     std::vector<LogField> fields = {{"job", job.id}};
     fields.insert(fields.end(), v.log_fields.begin(), v.log_fields.end());
     fields.emplace_back("worker", worker_id);

@@ -97,6 +97,15 @@ absl::StatusOr<Worker::Shard*> Worker::ShardFor(const v1::WorkUnit& unit) {
   return &sh;
 }
 
+void Worker::CountRun(std::chrono::steady_clock::time_point t0, v1::WorkResult* r) {
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r->set_seconds(secs);
+  M().units.Add({{"result", "ok"}}).Increment();
+  M().inner.Increment(static_cast<double>(r->particle_steps()));
+  M().seconds.Observe(secs);
+  ++units_done_;
+}
+
 v1::WorkResult Worker::RunUnit(const v1::WorkUnit& unit) {
   auto t0 = std::chrono::steady_clock::now();
   v1::WorkResult r;
@@ -159,24 +168,30 @@ v1::WorkResult Worker::RunUnit(const v1::WorkUnit& unit) {
                {{"job", unit.job_id()}, {"failures", absl::StrCat(tr.buffer_failures)},
                 {"error", r.buffer_error()}});
   }
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.set_seconds(secs);
-  M().units.Add({{"result", "ok"}}).Increment();
-  M().inner.Increment(static_cast<double>(tr.particle_steps));
-  M().seconds.Observe(secs);
-  ++units_done_;
+  CountRun(t0, &r);
   return r;
 }
+
+namespace {
+// The job of an LHOPT_PPO or LHOPT_YARDSTICK unit, with its defaults, validated.
+absl::StatusOr<v1::JobSpec> LhoptJobOf(const v1::WorkUnit& unit) {
+  v1::JobSpec spec = unit.job();
+  FillJobDefaults(&spec);
+  if (auto s = ValidateJob(spec); !s.ok()) return s;
+  if (!IsLhoptJob(spec))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "an ", v1::Algorithm_Name(unit.algorithm()), " unit's job has no lhopt section"));
+  return spec;
+}
+}  // namespace
 
 absl::StatusOr<LhoptEpisodeRunner*> Worker::LhoptRunnerFor(const v1::WorkUnit& unit) {
   std::string bytes = unit.job().SerializeAsString();
   auto it = lhopt_.find(unit.job_id());
   if (it != lhopt_.end() && it->second.job_bytes == bytes) return it->second.runner.get();
-  v1::JobSpec spec = unit.job();
-  FillJobDefaults(&spec);
-  if (auto s = ValidateJob(spec); !s.ok()) return s;
-  if (!IsLhoptJob(spec))
-    return absl::InvalidArgumentError("an LHOPT_PPO unit's job has no lhopt section");
+  auto job = LhoptJobOf(unit);
+  if (!job.ok()) return job.status();
+  const v1::JobSpec& spec = *job;
   if (it == lhopt_.end() && lhopt_.size() >= 4) lhopt_.clear();  // jobs long gone
   auto& buffer = buffers_[unit.job_id()];
   if (!buffer) buffer = std::shared_ptr<ReplayBuffer>(options_.make_buffer());
@@ -194,10 +209,10 @@ absl::StatusOr<LhoptYardstick*> Worker::YardstickFor(const v1::WorkUnit& unit) {
   std::string bytes = unit.job().SerializeAsString();
   auto it = sticks_.find(unit.job_id());
   if (it != sticks_.end() && it->second.job_bytes == bytes) return it->second.stick.get();
-  v1::JobSpec spec = unit.job();
-  FillJobDefaults(&spec);
-  if (auto s = ValidateJob(spec); !s.ok()) return s;
-  if (!IsLhoptJob(spec) || spec.lhopt().yardstick().every() <= 0)
+  auto job = LhoptJobOf(unit);
+  if (!job.ok()) return job.status();
+  const v1::JobSpec& spec = *job;
+  if (spec.lhopt().yardstick().every() <= 0)
     return absl::InvalidArgumentError(
         "an LHOPT_YARDSTICK unit's job has no lhopt.yardstick with every > 0");
   if (it == sticks_.end() && sticks_.size() >= 4) sticks_.clear();  // jobs long gone
@@ -243,16 +258,11 @@ v1::WorkResult Worker::RunLhoptUnit(const v1::WorkUnit& unit,
     if (!ys.ok()) return fail(ys.status());
     EncodeYardstickResult(*ys, r.mutable_yardstick());
     r.set_particle_steps(ys->inner_particle_steps);
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    r.set_seconds(secs);
-    M().units.Add({{"result", "ok"}}).Increment();
-    M().inner.Increment(static_cast<double>(ys->inner_particle_steps));
-    M().seconds.Observe(secs);
-    ++units_done_;
+    CountRun(t0, &r);
     LogInfo("LHOPT yardstick scored", {{"job", unit.job_id()},
                                        {"iteration", absl::StrCat(ys->iteration)},
                                        {"score", absl::StrFormat("%.4g", ys->score)},
-                                       {"seconds", absl::StrFormat("%.1f", secs)}});
+                                       {"seconds", absl::StrFormat("%.1f", r.seconds())}});
     return r;
   }
   auto lu = DecodeLhoptUnit(unit.lhopt(), *payload);
@@ -280,12 +290,7 @@ v1::WorkResult Worker::RunLhoptUnit(const v1::WorkUnit& unit,
   EncodeLhoptResult(*res, r.mutable_lhopt(), &tensors);
   *r.mutable_payload() = EncodePayload(tensors, result_payload);
   r.set_particle_steps(res->inner_particle_steps);
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.set_seconds(secs);
-  M().units.Add({{"result", "ok"}}).Increment();
-  M().inner.Increment(static_cast<double>(res->inner_particle_steps));
-  M().seconds.Observe(secs);
-  ++units_done_;
+  CountRun(t0, &r);
   return r;
 }
 

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -83,6 +84,9 @@ class Worker {
     std::unique_ptr<LhoptEpisodeRunner> runner;
   };
   absl::StatusOr<LhoptEpisodeRunner*> LhoptRunnerFor(const v1::WorkUnit& unit);
+  // A unit that ran: its result's seconds since t0, the worker's counts and
+  // metrics (result "ok", its particle_steps, seconds).
+  void CountRun(std::chrono::steady_clock::time_point t0, v1::WorkResult* r);
   struct YardstickHolder {
     std::string job_bytes;
     std::unique_ptr<LhoptYardstick> stick;
