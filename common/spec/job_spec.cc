@@ -1,9 +1,9 @@
-#include <algorithm>
 #include "common/spec/job_spec.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
