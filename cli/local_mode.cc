@@ -187,6 +187,12 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
             wall_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (auto st = SaveCheckpoint(ckpt, spec, job, unrollers, buffer, tables, upto); !st.ok())
           return st;
+        // And the optimizer of that step, as LHOPT's runs write their controller: a run killed
+        // before its end (kill -9, out of memory, a second Ctrl-C) leaves a usable file.
+        if (auto st = SaveOptimizerFile(opt.out_dir + "/optimizer.lopt", job.learner().MakeOptimizerFile(),
+                                        job.learner().theta());
+            !st.ok())
+          return st;
       }
       if (opt.stop_after >= 0 && ran >= opt.stop_after) break;
       if (opt.stop && opt.stop->load()) break;

@@ -8,6 +8,7 @@
 //   lopt gen-movielens --out DIR                synthetic MovieLens-1M for neumf
 //   lopt gen-speech --out DIR                   synthetic spoken corpus for speech_ctc
 //   lopt print-default-job                      the embedded default job
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -289,10 +290,28 @@ int Main(int argc, char** argv) {
     stop_message_size = lhopt ? sizeof(kLhoptStop) - 1 : sizeof(kEloStop) - 1;
     o.stop = &stop;
     // A second one quits at once: the next run resumes from the last
-    // periodic checkpoint.
+    // periodic checkpoint. A repeat within a second is the same request
+    // delivered twice: `timeout` and `kill -- -PGID` signal the process and
+    // then its process group, and the second copy used to quit the run.
+    static std::atomic<int64_t> first_signal_ns{0};
     auto on_signal = [](int) {
-      if (stop.exchange(true)) _exit(130);
-      (void)!write(STDERR_FILENO, stop_message, stop_message_size);
+      timespec ts;
+      clock_gettime(CLOCK_MONOTONIC, &ts);  // async-signal-safe
+      const int64_t now = int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+      int64_t none = 0;
+      if (first_signal_ns.compare_exchange_strong(none, now)) {
+        stop.store(true);
+        (void)!write(STDERR_FILENO, stop_message, stop_message_size);
+        return;
+      }
+      if (now - first_signal_ns.load() >= 1000000000) _exit(130);
+    };
+    // After the run: the default action again, unless a stop was asked for,
+    // whose second copy may still be on its way (the run can end first).
+    auto restore_signals = [] {
+      if (stop.load()) return;
+      std::signal(SIGINT, SIG_DFL);
+      std::signal(SIGTERM, SIG_DFL);
     };
     if (lhopt) {
       const auto& l = job->lhopt();
@@ -305,8 +324,7 @@ int Main(int argc, char** argv) {
       std::signal(SIGINT, on_signal);
       std::signal(SIGTERM, on_signal);
       auto summary = RunLocalLhoptTraining(*job, o);
-      std::signal(SIGINT, SIG_DFL);
-      std::signal(SIGTERM, SIG_DFL);
+      restore_signals();
       if (!summary.ok()) return Fail(summary.status());
       if (summary->stopped_early) {
         std::printf("stopped at iteration %lld of %lld, checkpointed in %s (this run: %lld "
@@ -342,8 +360,7 @@ int Main(int argc, char** argv) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     auto summary = RunLocalTraining(*job, o);
-    std::signal(SIGINT, SIG_DFL);
-    std::signal(SIGTERM, SIG_DFL);
+    restore_signals();
     if (!summary.ok()) return Fail(summary.status());
     if (summary->stopped_early) {
       std::printf("stopped at outer step %lld of %lld, checkpointed in %s (this run: %lld outer "

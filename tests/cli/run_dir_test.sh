@@ -1,6 +1,7 @@
 #!/bin/bash
 # A `lopt train` run directory across interruptions, as a user meets it:
-# kill -9 between two checkpoints, a restart that resumes, Ctrl-C, and a
+# kill -9 between two checkpoints (the last checkpoint's optimizer.lopt stays), a
+# restart that resumes, Ctrl-C delivered twice within a second (as `timeout` does), and a
 # second restart to the end. metrics.csv must hold each outer step once, in
 # order, with wall_s cumulative; summary.json must count this run and the
 # total; the messages must say where it stopped and where it resumes; the
@@ -31,6 +32,9 @@ done
 kill -9 $pid 2>/dev/null || fail "lopt train ended before it could be killed"
 wait $pid 2>/dev/null
 killed_rows=$(rows)
+# Each checkpoint writes the optimizer of its step: the killed run left one.
+"$LOPT" inspect "$D/optimizer.lopt" >"$WORK/killed_inspect.out" 2>&1 ||
+  fail "kill -9 left no readable optimizer.lopt: $(cat "$WORK/killed_inspect.out")"
 
 # 2. The restart says where it resumes and cuts metrics.csv back to it; then Ctrl-C.
 "${TRAIN[@]}" >"$WORK/2.out" 2>"$WORK/2.err" &
@@ -40,10 +44,14 @@ while [ $SECONDS -lt $end ]; do grep -q "resuming" "$WORK/2.err" && break; sleep
 k=$(sed -n "s|.*lopt train: resuming $D from its checkpoint at outer step \([0-9]*\) of 12 .*|\1|p" "$WORK/2.err")
 [ -n "$k" ] || fail "the restart does not say where it resumes"
 [ "$killed_rows" -gt "$k" ] || fail "the kill left no rows after the checkpoint ($killed_rows rows, checkpoint $k)"
+grep -q "outer step: $k of 12" "$WORK/killed_inspect.out" ||
+  fail "the killed run's optimizer.lopt is not its checkpoint's (step $k): $(cat "$WORK/killed_inspect.out")"
 end=$((SECONDS + 60))
 while [ $SECONDS -lt $end ]; do [ "$(rows)" -ge $((k + 2)) ] && break; sleep 0.01; done
-kill -INT $pid
-wait $pid || fail "lopt train exited $? on Ctrl-C"
+# Twice within a second, as `timeout` and `kill -- -PGID` deliver it (to the
+# process, then to its group): one request to stop, not "again to quit now".
+kill -INT $pid; sleep 0.2; kill -INT $pid
+wait $pid || fail "lopt train exited $? on Ctrl-C delivered twice within a second"
 grep -q "stopping after the outer step under way" "$WORK/2.err" || fail "Ctrl-C is not acknowledged"
 s=$(sed -n "s|^stopped at outer step \([0-9]*\) of 12, checkpointed in $D/checkpoint.pt (this run: \([0-9]*\) outer steps.*run the same command to resume|\1|p" "$WORK/2.out")
 [ -n "$s" ] || fail "Ctrl-C does not say where it stopped"
