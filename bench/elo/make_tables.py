@@ -30,10 +30,15 @@ VARIANTS = [
     ("elo_ramp_p05", "the same with P_th = 0.05"),
     ("elo_t16", "ELO, accumulator reset, 16 PES tasks, alpha = 1 from half-way"),
     ("elo_lr1e3", "ELO, accumulator reset, outer lr 1e-3"),
+    ("elo_lr1e3_5k", "the same, a 5,000-step budget (stopped at the deadline)"),
     ("curriculum", "LO (curriculum 1k to 10k)"),
     ("mulo", "muLO (ELO in muP over widths 128/512/1024)"),
 ]
 HORIZON = 1000
+# The in-distribution meta-tests: folder, the learned optimizer's inference schedule.
+EVALS = (("eval_warmup", "warm-up 5% then constant"),
+         ("eval_cosine", "warm-up 5% then cosine to 0.1×"),
+         ("eval_cosine_6seeds", "warm-up 5% then cosine to 0.1× (6 meta-test seeds)"))
 
 
 def load(path):
@@ -134,21 +139,25 @@ def main():
         for d in runs_of(root, v):
             f = os.path.join(d, "summary.json")
             if not os.path.exists(f):
-                p(f"| {v} | {d.rsplit('_s', 1)[1]} | (not finished) | | | |")
-                continue
+                m = os.path.join(d, "metrics.csv")
+                if os.path.exists(m):  # stopped without a summary: where its metrics end
+                    last = list(csv.DictReader(open(m)))[-1]
+                    p(f"| {v} | {d.rsplit('_s', 1)[1]} | {last['outer_step']} (no summary, no optimizer) | "
+                      f"{float(last['wall_s']):.0f} | | |")
+                continue  # else meta-trained in another folder
             s = load(f)
             p(f"| {v} | {d.rsplit('_s', 1)[1]} | {s['outer_steps']} | {s['wall_seconds']:.0f} | "
               f"{s['inner_particle_steps_per_second']:.0f} | {s['task_loss_start']:.3f} → {s['task_loss_end']:.3f} |")
     p("")
 
     # --- Table 1 analogue, in distribution.
-    for ev, title in (("eval_warmup", "warm-up 5% then constant"),
-                      ("eval_cosine", "warm-up 5% then cosine to 0.1×")):
-        reports = {v: [load(os.path.join(d, ev, "report.json")) for d in runs_of(root, v)
-                       if os.path.exists(os.path.join(d, ev, "report.json"))] for v, _ in VARIANTS}
-        any_report = next((r[0] for r in reports.values() if r), None)
-        if any_report is None:
+    for ev, title in EVALS:
+        reports = [load(os.path.join(d, ev, "report.json")) for v, _ in VARIANTS for d in runs_of(root, v)
+                   if os.path.exists(os.path.join(d, ev, "report.json"))]
+        if not reports:
             continue
+        # The AdamW rows come from the report with the widest grid.
+        any_report = max(reports, key=lambda r: len(adamw_groups(r)))
         best_lr, best_runs, at_edge, lrs = best_adamw(any_report)
         steps = any_report["steps"]
         p(f"### In distribution: {any_report['task']}, {steps} steps (10× the horizon); "
@@ -172,12 +181,12 @@ def main():
                 # report (its file count limit), the table's own mean ± std.
                 for name, cols in table_rows(os.path.join(d, ev, "table.txt")):
                     if name in ("lopt", "lopt_scheduled"):
-                        sched = ("warm-up, " + title.split(" then ")[1]) if name == "lopt_scheduled" else "none"
+                        sched = ("warm-up, " + title.split(" then ")[1].split(" (")[0]) if name == "lopt_scheduled" else "none"
                         p(f"| {label} ({d.rsplit('_', 1)[1]}) | {sched} | {cols} (table.txt) |")
                 continue
             rep = load(f)
             seed = d.rsplit("_", 1)[1]
-            for name, sched in (("lopt", "none"), ("lopt_scheduled", title.split(" then ")[1] if ev else "")):
+            for name, sched in (("lopt", "none"), ("lopt_scheduled", title.split(" then ")[1].split(" (")[0] if ev else "")):
                 rs = lopt_runs(rep, name)
                 if not rs:
                     continue
@@ -244,7 +253,13 @@ def plots(root, gpu):
     """Train/test curves with the horizon marked, the ablation bars, meta-training curves."""
     if subprocess.run(["which", "gnuplot"], capture_output=True).returncode != 0:
         return
-    ev = "eval_warmup"
+    # The figures draw one meta-test: warm-up, else the one with more seeds, else cosine.
+    evs = [e for e in ("eval_warmup", "eval_cosine_6seeds", "eval_cosine")
+           if glob.glob(os.path.join(root, "*_s*", e, "report.json"))]
+    if not evs:
+        return
+    ev = evs[0]
+    cosine = ev != "eval_warmup"  # then the scheduled arm and cosine AdamW are drawn too
     series = []  # (label, steps, train mean, test steps, test mean)
     ref = None
     for v, label in VARIANTS:
@@ -252,17 +267,25 @@ def plots(root, gpu):
             if not os.path.exists(os.path.join(d, ev, "report.json")):
                 continue
             rep = load(os.path.join(d, ev, "report.json"))
-            if ref is None:
-                ref = (d, rep)
+            if ref is None or len(adamw_groups(rep)) > len(adamw_groups(ref[1])):
+                ref = (d, rep)  # the AdamW curves from the widest grid
             tag = f"{v} {d.rsplit('_', 1)[1]}"
             series.append((tag, curve(os.path.join(d, ev, "curves.csv"), "lopt"),
                            curve(os.path.join(d, ev, "test_curves.csv"), "lopt", "test_loss")))
+            if cosine:
+                series.append((tag + " + cosine", curve(os.path.join(d, ev, "curves.csv"), "lopt_scheduled"),
+                               curve(os.path.join(d, ev, "test_curves.csv"), "lopt_scheduled", "test_loss")))
     if ref is None:
         return
     d, rep = ref
     lr, _, _, _ = best_adamw(rep)
     series.insert(0, (f"AdamW lr {lr:g} (best of grid)", curve(os.path.join(d, ev, "curves.csv"), "adamw", lr=lr),
                       curve(os.path.join(d, ev, "test_curves.csv"), "adamw", "test_loss", lr=lr)))
+    cos = best_adamw(rep, "adamw_cosine") if cosine else None
+    if cos:
+        series.insert(1, (f"AdamW cosine, peak lr {cos[0]:g} (best of grid)",
+                          curve(os.path.join(d, ev, "curves.csv"), "adamw_cosine", lr=cos[0]),
+                          curve(os.path.join(d, ev, "test_curves.csv"), "adamw_cosine", "test_loss", lr=cos[0])))
     for which, idx, fname, ylabel in (("train", 1, "curves_train.png", "train loss (mean of seeds, 10-step windows)"),
                                       ("test", 2, "curves_test.png", "test loss (mean of seeds)")):
         dat = os.path.join(root, f"curves_{which}.dat")
@@ -277,7 +300,7 @@ def plots(root, gpu):
               f"set logscale y; set xlabel 'inner step'; set ylabel '{ylabel}';"
               f"set arrow from {HORIZON}, graph 0 to {HORIZON}, graph 1 nohead dt 2 lc rgb 'gray';"
               f"set label 'meta-training horizon' at {HORIZON}, graph 0.95 offset 0.5,0;"
-              f"set key top right; set title '{rep['task']}: {which} loss, ELO study ({gpu})';"
+              f"set key top right; set title '{rep['task']}: {which} loss, ELO study ({gpu}, {ev})';"
               f"plot for [i=0:{len(series) - 1}] '{dat}' index i using 1:2 with lines lw 2 title columnheader(1)")
         subprocess.run(["gnuplot", "-e", gp], check=False)
     # Ablation bars: final train loss per variant (mean over runs, lopt with warm-up).
