@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/tasks/task.h"
+#include "common/util/error_kinds.h"
 
 namespace lopt {
 
@@ -57,10 +58,10 @@ absl::StatusOr<EloAcceptOutcome> EloJob::Accept(const EloShardResult& r, EloStep
                                         absl::StrJoin(r.grad.sizes().vec(), ", "), "]")
                          : "none"));
   if (!std::isfinite(r.meta_loss) || !std::isfinite(r.task_loss) || !std::isfinite(r.bc_loss))
-    return absl::InvalidArgumentError(absl::StrCat("non-finite losses: meta_loss ", r.meta_loss,
-                                                   ", task_loss ", r.task_loss));
+    return NonFiniteError(absl::StrCat("non-finite losses: meta_loss ", r.meta_loss,
+                                       ", task_loss ", r.task_loss));
   if (!torch::isfinite(r.grad).all().item<bool>())
-    return absl::InvalidArgumentError("gradient has non-finite entries");
+    return NonFiniteError("gradient has non-finite entries");
   if (r.theta_version > outer_step() || r.theta_version < 0)
     return absl::InvalidArgumentError(absl::StrCat("theta version ", r.theta_version,
                                                    " is not one this job handed out (now ",

@@ -15,6 +15,7 @@
 #include "common/lhopt/lhopt_yardstick.h"
 #include "common/rpc/metrics.h"
 #include "common/spec/job_spec.h"
+#include "common/util/error_kinds.h"
 #include "common/util/json.h"
 #include "common/util/run_files.h"
 #include "learner/elo_job.h"
@@ -32,11 +33,8 @@ CoreVerdict Rejected(std::string reason, absl::Status error) {
 }
 
 // A job's Accept refusing a result: non-finite values have their own reason.
-CoreVerdict RefusedByJob(const absl::Status& s, const char* non_finite_marker) {
-  return Rejected(std::string(s.message()).find(non_finite_marker) != std::string::npos
-                      ? "non_finite"
-                      : "invalid",
-                  s);
+CoreVerdict RefusedByJob(const absl::Status& s) {
+  return Rejected(IsNonFiniteError(s) ? "non_finite" : "invalid", s);
 }
 
 // --- ELO: PES meta-training of small_fc_lopt over shards --------------------
@@ -118,7 +116,7 @@ class EloCore : public JobCore {
     const int64_t staleness = job_.staleness_of(r.theta_version());
     EloStepRecord rec;
     auto outcome = job_.Accept(res, &rec);
-    if (!outcome.ok()) return RefusedByJob(outcome.status(), "non-finite");
+    if (!outcome.ok()) return RefusedByJob(outcome.status());
     CoreVerdict v;
     v.particle_steps = r.particle_steps();
     if (*outcome == EloAcceptOutcome::kDroppedStale) {
@@ -298,7 +296,7 @@ class LhoptCore : public JobCore {
     if (!res.ok()) return Rejected("bad_payload", res.status());
     LhoptIterationRecord rec;
     auto outcome = job_.Accept(*res, &rec);
-    if (!outcome.ok()) return RefusedByJob(outcome.status(), "finite");
+    if (!outcome.ok()) return RefusedByJob(outcome.status());
     CoreVerdict v;
     v.particle_steps = res->inner_particle_steps;
     if (*outcome == LhoptAcceptOutcome::kDroppedStale) {

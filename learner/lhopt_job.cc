@@ -10,6 +10,7 @@
 #include "common/lhopt/lhopt_actions.h"
 #include "common/tasks/task.h"
 #include "common/util/checkpoint.h"
+#include "common/util/error_kinds.h"
 
 namespace lopt {
 namespace {
@@ -169,7 +170,7 @@ absl::StatusOr<LhoptAcceptOutcome> LhoptJob::Accept(const LhoptUnitResult& r,
     if (!torch::isfinite(s.rewards).all().item<bool>() ||
         !torch::isfinite(s.log_probs).all().item<bool>() ||
         !torch::isfinite(s.features).all().item<bool>())
-      return absl::InvalidArgumentError(
+      return NonFiniteError(
           absl::StrCat("unit ", r.unit_id, " episode ", i, ": non-finite rewards or inputs"));
   }
   if (!r.raw_features.defined() || r.raw_features.dim() != 2 || r.raw_features.size(1) != F)

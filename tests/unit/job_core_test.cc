@@ -4,12 +4,17 @@
 // yardstick units.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <set>
 #include <string>
 
 #include <torch/torch.h>
 
+#include "common/elo/small_fc_lopt.h"
+#include "common/rpc/tensor_codec.h"
 #include "common/spec/job_spec.h"
+#include "common/util/error_kinds.h"
 #include "learner/job_core.h"
 
 namespace lopt {
@@ -89,6 +94,47 @@ TEST(JobCore, EloShardsStayWithTheirWorkerUntilItIsGone) {
   auto d = core->Start(Worker("d"), false, connected);
   ASSERT_TRUE(d);
   EXPECT_EQ(d->shard, 0);
+}
+
+// A result holding NaN or Inf is refused as "non_finite" (a worker whose
+// numerics went bad), other malformed results as "bad_tensor" or "invalid":
+// the reason comes from the error's kind, not from a word of its message.
+TEST(JobCore, NonFiniteResultsHaveTheirOwnReason) {
+  const v1::JobSpec spec = EloSpec();
+  auto core = MakeJobCore(spec);
+  auto any = [](const std::string&) { return true; };
+  auto u = core->Start(Worker("a"), false, any);
+  ASSERT_TRUE(u);
+  const int64_t d = SmallFcLopt(spec.lopt()).theta_size();
+  auto result = [&](const torch::Tensor& grad, double loss) {
+    v1::WorkResult r;
+    r.set_shard(u->shard);
+    r.set_theta_version(0);
+    *r.mutable_grad() = EncodeTensor(grad, "grad");
+    r.set_meta_loss(loss);
+    r.set_task_loss(loss);
+    r.set_particle_steps(8);
+    return r;
+  };
+  CoreVerdict v = core->Accept(result(torch::zeros({d}), std::nan("")), u->token, NamedTensors{});
+  EXPECT_EQ(v.kind, CoreVerdict::kRejected);
+  EXPECT_EQ(v.reason, "non_finite") << v.error;
+  torch::Tensor inf = torch::zeros({d});
+  inf[3] = std::numeric_limits<float>::infinity();
+  v = core->Accept(result(inf, 1.0), u->token, NamedTensors{});
+  EXPECT_EQ(v.reason, "non_finite") << v.error;
+  v = core->Accept(result(torch::zeros({d + 1}), 1.0), u->token, NamedTensors{});
+  EXPECT_EQ(v.reason, "bad_tensor") << v.error;
+  v1::WorkResult future = result(torch::zeros({d}), 1.0);
+  future.set_theta_version(7);  // a version this job never handed out
+  v = core->Accept(future, u->token, NamedTensors{});
+  EXPECT_EQ(v.reason, "invalid") << v.error;
+  v = core->Accept(result(torch::zeros({d}), 1.0), u->token, NamedTensors{});
+  EXPECT_NE(v.kind, CoreVerdict::kRejected) << v.error;
+
+  // The kind travels with the status, whatever its message says.
+  EXPECT_TRUE(IsNonFiniteError(NonFiniteError("rewards hold NaN")));
+  EXPECT_FALSE(IsNonFiniteError(absl::InvalidArgumentError("non-finite, says the text only")));
 }
 
 // LHOPT units carry a payload; a caller that cannot send one gets none; a
