@@ -1,5 +1,6 @@
 // lopt-learner: holds every job's meta-parameters, hands out work units to
 // workers and applies their results (JobService + WorkService over gRPC).
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -15,15 +16,18 @@
 
 namespace {
 
+// The defaults are LearnerOptions' own, written once (learner/job_manager.h).
+const lopt::LearnerOptions kDefaults;
+
 const std::vector<lopt::FlagDef> kFlags = {
     {"listen", "0.0.0.0:50051", "gRPC address of JobService and WorkService (port 0: any free port)"},
     {"metrics-listen", "0.0.0.0:9101", "address of /metrics for Prometheus (empty: off)"},
-    {"state-dir", "/var/lib/lopt/learner", "jobs' checkpoints and trained optimizers"},
+    {"state-dir", kDefaults.state_dir, "jobs' checkpoints and trained optimizers"},
     {"buffer", "", "buffer server host:port, to delete a finished job's tables (empty: none)"},
     {"auth-token-file", "", "file with the bearer token clients, workers and the buffer share (empty: no auth)"},
-    {"worker-timeout-ms", "30000", "a worker silent this long loses its unit to another"},
-    {"heartbeat-interval-ms", "1000", "how often workers are told to send heartbeats"},
-    {"metrics-retention-ms", "600000", "how long a finished job's labelled series stay exported"},
+    {"worker-timeout-ms", std::to_string(kDefaults.worker_timeout_ms), "a worker silent this long loses its unit to another"},
+    {"heartbeat-interval-ms", std::to_string(kDefaults.heartbeat_interval_ms), "how often workers are told to send heartbeats"},
+    {"metrics-retention-ms", std::to_string(kDefaults.metrics_retention_ms), "how long a finished job's labelled series stay exported"},
     {"threads", "0", "LibTorch threads (0: all cores)"},
     {"tls-cert-file", "", "PEM certificate chain: serve TLS (with --tls-key-file; empty: plaintext)"},
     {"tls-key-file", "", "PEM private key of --tls-cert-file"},
@@ -50,9 +54,9 @@ int main(int argc, char** argv) {
   if (!state_lock.ok())
     return Fail(absl::Status(state_lock.status().code(),
                              absl::StrCat("--state-dir ", state_lock.status().message())));
-  auto timeout = f->GetInt("worker-timeout-ms", 30000);
-  auto hb = f->GetInt("heartbeat-interval-ms", 1000);
-  auto retention = f->GetInt("metrics-retention-ms", 600000);
+  auto timeout = f->GetInt("worker-timeout-ms", kDefaults.worker_timeout_ms);
+  auto hb = f->GetInt("heartbeat-interval-ms", kDefaults.heartbeat_interval_ms);
+  auto retention = f->GetInt("metrics-retention-ms", kDefaults.metrics_retention_ms);
   auto threads = f->GetInt("threads", 0);
   for (const auto* v : {&timeout, &hb, &retention, &threads})
     if (!v->ok()) return Fail(v->status());

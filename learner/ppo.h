@@ -13,6 +13,7 @@
 #include <torch/types.h>
 
 #include "common/lhopt/lhopt_policy.h"
+#include "lopt/v1/job.pb.h"
 
 namespace lopt {
 
@@ -53,20 +54,23 @@ std::vector<PpoSegment> DropStaleSegments(const std::vector<PpoSegment>& segment
                                           int64_t current_version, int64_t max_staleness,
                                           int64_t* dropped = nullptr);
 
+// The defaults of the fields a job sets are the job spec's (LhoptPpoSpec in
+// proto/lopt/v1/job.proto), written there only.
 struct PpoOptions {
-  double clip = 0.2;
-  double value_coef = 0.5;
-  double entropy_coef = 1e-2;
-  double lr = 2e-4;
+  static const v1::LhoptPpoSpec& Spec() { return v1::LhoptPpoSpec::default_instance(); }
+  double clip = Spec().clip();
+  double value_coef = Spec().value_coef();
+  double entropy_coef = Spec().entropy_coef();
+  double lr = Spec().lr();
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
-  double max_grad_norm = 5;
-  double gamma = 1.0;
-  double gae_lambda = 0.95;
-  int64_t epochs = 4;             // passes over the batch, at most max_sample_reuse
-  int64_t max_sample_reuse = 4;
-  int64_t minibatch_segments = 8;  // segments (lanes) per gradient step
-  int64_t max_staleness = 4;
+  double max_grad_norm = Spec().max_grad_norm();
+  double gamma = Spec().gamma();
+  double gae_lambda = Spec().gae_lambda();
+  int64_t epochs = Spec().epochs();  // passes over the batch, at most max_sample_reuse
+  int64_t max_sample_reuse = Spec().max_sample_reuse();
+  int64_t minibatch_segments = Spec().minibatch_episodes();  // segments (lanes) per gradient step
+  int64_t max_staleness = Spec().max_staleness();
   bool normalize_advantages = true;  // over the whole batch
   uint64_t seed = 0;                 // minibatch shuffling
 };
