@@ -217,6 +217,7 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
   std::tie(summary.meta_loss_start, summary.meta_loss_end) = StartEndMeans(job.meta_losses(), 10);
   std::tie(summary.task_loss_start, summary.task_loss_end) = StartEndMeans(job.task_losses(), 10);
   summary.particle_steps_per_second = rate;
+  summary.alpha = learner.Alpha();
   summary.wall_seconds = wall;
   summary.total_wall_seconds = wall_before + wall;
   summary.optimizer_path = opt.out_dir + "/optimizer.lopt";
@@ -242,6 +243,7 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
       ",\n  \"wall_seconds\": ", JsonNumber(summary.total_wall_seconds),
       ",\n  \"wall_seconds_this_run\": ", JsonNumber(wall),
       ",\n  \"stopped_early\": ", summary.stopped_early ? "true" : "false",
+      ",\n  \"alpha\": ", JsonNumber(summary.alpha),
       ",\n  \"optimizer\": ", JsonString(summary.optimizer_path), "\n}\n");
   if (auto s = WriteFileAtomically(opt.out_dir + "/summary.json", json); !s.ok()) return s;
   return summary;

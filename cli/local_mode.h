@@ -40,6 +40,9 @@ struct TrainSummary {
   std::string optimizer_path;
   std::string checkpoint_path;
   bool stopped_early = false;       // options.stop ended it before the budget
+  // Behaviour cloning's alpha at the last step (1 without BC): below 1 the
+  // optimizer was trained on updates partly Adam's.
+  double alpha = 1;
 };
 
 // Runs (or resumes) meta-training of `job` in `options.out_dir`: writes

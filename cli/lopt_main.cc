@@ -369,6 +369,16 @@ int Main(int argc, char** argv) {
                   summary->checkpoint_path.c_str(), (long long)summary->outer_steps_this_run,
                   FormatDuration(summary->wall_seconds).c_str(),
                   summary->optimizer_path.c_str());
+      // Measured: ELO stopped at alpha 0.26 (621 of 2,400 steps) leaves a
+      // network at ln 10 when meta-tested alone; its trajectories were
+      // three-quarters Adam's (bench/elo/results/2026-12-07-cpu/mulo_probe/).
+      if (summary->alpha < 0.99)
+        std::fprintf(stderr,
+                     "note: behaviour cloning's alpha is %.2f at this step: the optimizer was "
+                     "meta-trained on updates %.0f%% Adam's and is not expected to train alone "
+                     "until alpha nears 1. Resume to finish, or give a job that must stop early "
+                     "fewer outer steps or elo.behavior_cloning.alpha_ramp_fraction < 1.\n",
+                     summary->alpha, 100 * (1 - summary->alpha));
       return 0;
     }
     std::string resumed;

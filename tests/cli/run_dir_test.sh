@@ -57,6 +57,10 @@ s=$(sed -n "s|^stopped at outer step \([0-9]*\) of 12, checkpointed in $D/checkp
 [ -n "$s" ] || fail "Ctrl-C does not say where it stopped"
 [ "$(rows)" -eq "$s" ] || fail "metrics.csv has $(rows) rows after stopping at step $s"
 grep -q "this run: $((s - k)) outer steps" "$WORK/2.out" || fail "the stop does not count this run's steps"
+# Stopped at alpha = s / 11 < 1: the run says its optimizer is not ready to train alone.
+grep -q "note: behaviour cloning's alpha is 0\.[0-9]* at this step.*not expected to train alone" "$WORK/2.err" ||
+  fail "a stop before alpha reaches 1 does not say the optimizer is not ready"
+grep -q "\"alpha\": 0\.[0-9]" "$D/summary.json" || fail "summary.json of the stopped run has no alpha < 1"
 
 # 3. The second restart runs to the end.
 "${TRAIN[@]}" >"$WORK/3.out" 2>"$WORK/3.err" || fail "the second restart failed"
@@ -74,6 +78,7 @@ last_wall=$(tail -1 "$D/metrics.csv" | cut -d, -f11)
 # summary.json: the total and this run.
 j() { sed -n "s/.*\"$1\": \([^,]*\),*$/\1/p" "$D/summary.json"; }
 [ "$(j outer_steps)" = 12 ] || fail "summary outer_steps $(j outer_steps)"
+[ "$(j alpha)" = 1 ] || fail "summary alpha $(j alpha) at the end of the ramp"
 [ "$(j resumed_from)" = "$s" ] || fail "summary resumed_from $(j resumed_from)"
 [ "$(j outer_steps_this_run)" = $((12 - s)) ] || fail "summary outer_steps_this_run $(j outer_steps_this_run)"
 awk -v a="$(j wall_seconds)" -v b="$(j wall_seconds_this_run)" -v w="$last_wall" \
