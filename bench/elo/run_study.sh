@@ -16,12 +16,17 @@
 # pack (RUNS_DIR's result files, without checkpoints and buffers, into
 # $OUT/study.tar.gz). Default: train eval ood evallarge pack.
 # Env: LOPT_STUDY_RUNS ("variant:seed ..."), LOPT_STUDY_DEVICE (cuda),
-# LOPT_STUDY_DEADLINE_S (train's wall limit, 480), LOPT_DATA_DIR (the
+# LOPT_STUDY_DEADLINE_S (train's wall limit, 480; a run it stops below alpha 1 is not ready
+# to train alone: give such a variant fewer steps), LOPT_DATA_DIR (the
 # Fashion-MNIST IDX directory, default the jobs'), LOPT_TEXT_DIR (byte_lm's
 # text, default the jobs'), LOPT_STUDY_OUTER_STEPS
 # (overrides budget.outer_steps; LOPT_STUDY_OUTER_STEPS_MULO etc. for one
 # variant), LOPT_STUDY_SCHEDULES (warmup cosine: the
-# inference schedules meta-tested), LOPT_STUDY_OOD_VARIANTS, LOPT_STUDY_OOD_STEPS,
+# inference schedules meta-tested), LOPT_STUDY_EVAL_SEEDS, LOPT_STUDY_EVAL_TAG (a suffix of
+# the eval folders, e.g. _6seeds), LOPT_STUDY_ADAMW_LRS ("1e-3 3e-3": the AdamW grid of every
+# meta-test instead of the jobs'; LOPT_STUDY_ADAMW_LRS_OOD_RESNET etc. for one job),
+# LOPT_STUDY_OOD_VARIANTS ("variant[:seed] ..."), LOPT_STUDY_OOD_STEPS,
+# LOPT_STUDY_OOD_SCHEDULES (warmup cosine: ood_<task>/ and ood_<task>_cosine/),
 # LOPT_STUDY_WIDE ("width:steps ..."), LOPT_STUDY_WIDE_LRS, LOPT_STUDY_SCALE=cpu (the
 # study shrunk for a 2-core CPU: 8x8 images, widths / 4, 1,000 outer steps).
 # The GPU machine (shared/gpu/README.md):
@@ -53,6 +58,14 @@ job_of() {
       -e "${LOPT_TEXT_DIR:+s#byte_lm {#byte_lm { data_path: \"$LOPT_TEXT_DIR\"#g}" \
       -e "${steps:+s#outer_steps: [0-9]*#outer_steps: $steps#}" \
       "$here/jobs/$v.textproto" >"$f"
+  # LOPT_STUDY_ADAMW_LRS_<JOB> (e.g. _OOD_RESNET) overrides LOPT_STUDY_ADAMW_LRS for one job.
+  local per_lrs="LOPT_STUDY_ADAMW_LRS_${v^^}"
+  local lrs=${!per_lrs:-${LOPT_STUDY_ADAMW_LRS:-}}
+  if [ -n "$lrs" ]; then
+    local grid=""
+    for lr in $lrs; do grid="$grid adamw_lrs: $lr"; done
+    sed -i -e 's/ *adamw_lrs: [0-9.eE+-]*//g' -e "s/eval {/eval {$grid/" "$f"
+  fi
   if [ "${LOPT_STUDY_SCALE:-}" = cpu ]; then
     # The same study shrunk for a 2-core CPU: 8x8 images, widths / 4
     # (muLO over 32/128/256 around base 32), 1,000 outer steps.
@@ -101,10 +114,11 @@ for phase in $phases; do
             warmup) opts="warmup_fraction: 0.05" ;;
             cosine) opts="warmup_fraction: 0.05 step_mult_schedule: COSINE min_step_mult: 0.0001" ;;
           esac
-          [ -f "$dir/eval_$name/report.json" ] && continue
+          ev=eval_$name${LOPT_STUDY_EVAL_TAG:-}
+          [ -f "$dir/$ev/report.json" ] && continue
           "$lopt" eval --optimizer "$dir/optimizer.lopt" --job "$job" --device "$device" \
             --lopt-options "$opts" ${LOPT_STUDY_EVAL_SEEDS:+--seeds $LOPT_STUDY_EVAL_SEEDS} \
-            --out "$dir/eval_$name" --no-progress >"$dir.eval_$name.log" 2>&1 &
+            --out "$dir/$ev" --no-progress >"$dir.$ev.log" 2>&1 &
           pids+=($!)
         done
       done
@@ -115,21 +129,27 @@ for phase in $phases; do
       done ;;
     ood)
       # Out of distribution on the device: the GPT-style byte_lm (and the
-      # ResNet where the build has it), seed 0 of each variant.
+      # ResNet where the build has it), seed 0 of each variant (variant:seed for another).
       pids=()
       for v in ${LOPT_STUDY_OOD_VARIANTS:-naive elo curriculum mulo}; do
-        dir=$runs/${v}_s0
+        case $v in *:*) dir=$runs/${v/:/_s} ;; *) dir=$runs/${v}_s0 ;; esac  # variant[:seed]
         [ -f "$dir/optimizer.lopt" ] || continue
         for t in $(cd "$here/jobs" && ls ood_*.textproto | sed 's/.textproto//'); do
-          [ -f "$dir/$t/report.json" ] && continue
-          "$lopt" eval --optimizer "$dir/optimizer.lopt" --job "$(job_of "$t")" --device "$device" \
-            ${LOPT_STUDY_OOD_STEPS:+--steps $LOPT_STUDY_OOD_STEPS} --lopt-options "warmup_fraction: 0.05" \
-            --out "$dir/$t" --no-progress >"$dir.$t.log" 2>&1 &
-          pids+=($!)
+          for name in ${LOPT_STUDY_OOD_SCHEDULES:-warmup}; do
+            case $name in
+              warmup) opts="warmup_fraction: 0.05" o=$t ;;
+              cosine) opts="warmup_fraction: 0.05 step_mult_schedule: COSINE min_step_mult: 0.0001" o=${t}_cosine ;;
+            esac
+            [ -f "$dir/$o/report.json" ] && continue
+            "$lopt" eval --optimizer "$dir/optimizer.lopt" --job "$(job_of "$t")" --device "$device" \
+              ${LOPT_STUDY_OOD_STEPS:+--steps $LOPT_STUDY_OOD_STEPS} ${LOPT_STUDY_EVAL_SEEDS:+--seeds $LOPT_STUDY_EVAL_SEEDS} \
+              --lopt-options "$opts" --out "$dir/$o" --no-progress >"$dir.$o.log" 2>&1 &
+            pids+=($!)
+          done
         done
       done
       wait "${pids[@]}" 2>/dev/null
-      for f in "$runs"/*_s0/ood_*/table.txt; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done ;;
+      for f in "$runs"/*_s*/ood_*/table.txt; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done ;;
     evallarge)
       # Width generalisation: the muLO and the ELO of seed 0 on 784-w-w-10.
       for r in ${LOPT_STUDY_WIDE_RUNS:-mulo:0 elo:0}; do
