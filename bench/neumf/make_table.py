@@ -103,6 +103,42 @@ def main():
         print(f"| popularity (no training) | {hr:.4f} | {nd:.4f} | | |")
     if best:
         print(f"\nbest AdamW by HR@10: {best[0]}")
+    lhopt_table(out)
+
+
+def lhopt_table(out):
+    """The shipped LHOPT controller's evals (lopt eval --controller / --schedule): their reports
+    hold each arm's means (HR@10, NDCG@10) and loss mean +- std over the seeds."""
+    arms = []
+    for sub, label in (("lhopt_mlp_quadratic", "controller (online)"),
+                       ("lhopt_mlp_quadratic_schedule", "its schedule, replayed")):
+        path = os.path.join(out, sub, "report.json")
+        if not os.path.exists(path):
+            continue
+        for a in json.load(open(path))["arms"]:
+            name = a["arm"]
+            if name == "controller_untrained" or (sub.endswith("schedule") and name != "schedule"
+                                                 and not name.startswith("schedule_peak")):
+                continue  # CIAO's defaults and AdamW: once, from the controller's report
+            if name == "controller":
+                name = label
+            elif name == "schedule":
+                name = label
+            elif name == "schedule_peak":
+                name = f"its schedule's shape, peak lr={a['lr']:g}"
+            elif a.get("lr") is not None:
+                name = f"{name} lr={a['lr']:g} (this eval's)"
+            arms.append((name, a))
+    if not arms:
+        return
+    print("\nThe shipped LHOPT controller (`models/lhopt_mlp_quadratic.lhopt`), its own evals "
+          "(CIAO as the inner optimizer; the AdamW rows are those evals' own runs):\n")
+    print("| arm | HR@10 | NDCG@10 | final train loss | test loss |")
+    print("|---|---|---|---|---|")
+    for name, a in arms:
+        print(f"| {name} | {a.get('test_hit_rate', float('nan')):.4f} | {a.get('test_ndcg', float('nan')):.4f} | "
+              f"{a['final_train_loss']:.4f} ± {a['final_train_loss_std']:.4f} | "
+              f"{a['test_loss']:.4f} ± {a['test_loss_std']:.4f} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/bin/bash
 # The neumf study (issue 16): `lopt eval` on a synthetic MovieLens-1M-shaped
-# set, the shipped ELO optimizers against AdamW over a constant learning-rate
+# set, the shipped ELO optimizers and the shipped LHOPT controller (online and
+# its recorded schedule replayed) against AdamW over a constant learning-rate
 # grid, several seeds; HR@10, NDCG@10 and the final training loss. Writes
 # OUT/{data,job.textproto,<optimizer>/,table.md} and prints the table.
 #
@@ -47,5 +48,15 @@ for opt in fmnist8_elo fmnist28_mlp_elo_xi0; do
   "$LOPT" eval --optimizer "models/$opt.lopt" --job "$j" --out "$OUT/$opt" --threads "$THREADS" --no-progress
   first=0
 done
+# The shipped LHOPT controller: online, and the schedule it records on this
+# task replayed (lopt eval --schedule), from the same initialisations.
+C=models/lhopt_mlp_quadratic.lhopt
+echo "== lopt eval --controller $C"
+"$LOPT" eval --controller "$C" --job "$OUT/job.textproto" --out "$OUT/lhopt_mlp_quadratic" \
+  --threads "$THREADS" --no-progress
+"$LOPT" schedule --controller "$C" --job "$OUT/job.textproto" --out "$OUT/lhopt_schedule" --threads "$THREADS" >/dev/null
+echo "== lopt eval --schedule $OUT/lhopt_schedule/schedule.json"
+"$LOPT" eval --schedule "$OUT/lhopt_schedule/schedule.json" --job "$OUT/job.textproto" \
+  --out "$OUT/lhopt_mlp_quadratic_schedule" --threads "$THREADS" --no-progress
 /usr/bin/python3 bench/neumf/make_table.py "$OUT" | tee "$OUT/table.md"
 echo "study took $(( $(date +%s) - start )) s on $(nproc) cores; wrote $OUT/table.md"
