@@ -101,6 +101,7 @@ def main():
     print()
     for o, (name, tl) in sorted(best.items()):
         print(f"best {'constant' if o == 'adamw' else 'cosine'} AdamW by final test CTC loss: {name}")
+    lhopt_table(out)
 
     # The plot: trained optimizers and the best AdamW of each schedule.
     shown = [n for n, o, _ in order if o == "lopt"] + [b[0] for _, b in sorted(best.items())]
@@ -135,6 +136,39 @@ def main():
         print(f"\nwrote {out}/validation_ctc.png")
     except (OSError, subprocess.CalledProcessError) as e:
         print(f"\n(no plot: {e})")
+
+
+def lhopt_table(out):
+    """The shipped LHOPT controller's evals (lopt eval --controller / --schedule): each arm's
+    test CTC loss and train loss mean +- std, and its mean CER, over the seeds."""
+    arms = []
+    for sub, label in (("lhopt_mlp_quadratic", "controller (online)"),
+                       ("lhopt_mlp_quadratic_schedule", "its schedule, replayed")):
+        path = os.path.join(out, sub, "report.json")
+        if not os.path.exists(path):
+            continue
+        for a in json.load(open(path))["arms"]:
+            name = a["arm"]
+            if name == "controller_untrained" or (sub.endswith("schedule") and name != "schedule"
+                                                 and not name.startswith("schedule_peak")):
+                continue  # CIAO's defaults and AdamW: once, from the controller's report
+            if name in ("controller", "schedule"):
+                name = label
+            elif name == "schedule_peak":
+                name = f"its schedule's shape, peak lr={a['lr']:g}"
+            elif a.get("lr") is not None:
+                name = f"{name} lr={a['lr']:g} (this eval's)"
+            arms.append((name, a))
+    if not arms:
+        return
+    print("\nThe shipped LHOPT controller (`models/lhopt_mlp_quadratic.lhopt`), its own evals "
+          "(CIAO as the inner optimizer; the AdamW rows are those evals' own runs):\n")
+    print("| arm | test CTC loss | test CER | final train loss |")
+    print("|---|---|---|---|")
+    for name, a in arms:
+        print(f"| {name} | {a['test_loss']:.4f} ± {a['test_loss_std']:.4f} | "
+              f"{100 * a.get('test_cer', float('nan')):.2f}% | "
+              f"{a['final_train_loss']:.4f} ± {a['final_train_loss_std']:.4f} |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/bin/bash
 # The speech_ctc study (issue 16): `lopt eval` on a synthetic spoken
 # digits-and-words corpus (`lopt gen-speech`: espeak-ng voices, sox noise),
-# the shipped ELO optimizers against AdamW over a learning-rate grid, constant
+# the shipped ELO optimizers and the shipped LHOPT controller (online and its
+# recorded schedule replayed) against AdamW over a learning-rate grid, constant
 # and cosine, several seeds; the test CTC loss along the run (the seed's
 # Figure 6 analogue: validation CTC loss over training), the character error
 # rate and the final training loss. Writes OUT/{data,job*.textproto,
@@ -54,5 +55,15 @@ for opt in fmnist8_elo fmnist28_mlp_elo_xi0; do
   echo "($opt: $(( $(date +%s) - t0 )) s)"
   first=0
 done
+# The shipped LHOPT controller: online, and the schedule it records on this
+# task replayed (lopt eval --schedule), from the same initialisations.
+C=models/lhopt_mlp_quadratic.lhopt
+echo "== lopt eval --controller $C"
+"$LOPT" eval --controller "$C" --job "$OUT/job.textproto" --out "$OUT/lhopt_mlp_quadratic" \
+  --threads "$THREADS" --no-progress
+"$LOPT" schedule --controller "$C" --job "$OUT/job.textproto" --out "$OUT/lhopt_schedule" --threads "$THREADS" >/dev/null
+echo "== lopt eval --schedule $OUT/lhopt_schedule/schedule.json"
+"$LOPT" eval --schedule "$OUT/lhopt_schedule/schedule.json" --job "$OUT/job.textproto" \
+  --out "$OUT/lhopt_mlp_quadratic_schedule" --threads "$THREADS" --no-progress
 /usr/bin/python3 bench/speech/make_table.py "$OUT" | tee "$OUT/table.md"
 echo "study took $(( $(date +%s) - start )) s on $(nproc) cores; wrote $OUT/table.md"
