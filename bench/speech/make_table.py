@@ -23,6 +23,9 @@ import statistics
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import shipped_controller  # noqa: E402  (bench/shipped_controller.py)
+
 OPTS = ("fmnist8_elo", "fmnist28_mlp_elo_xi0")
 
 
@@ -139,30 +142,11 @@ def main():
 
 
 def lhopt_table(out):
-    """The shipped LHOPT controller's evals (lopt eval --controller / --schedule): each arm's
-    test CTC loss and train loss mean +- std, and its mean CER, over the seeds."""
-    arms = []
-    for sub, label in (("lhopt_mlp_quadratic", "controller (online)"),
-                       ("lhopt_mlp_quadratic_schedule", "its schedule, replayed")):
-        path = os.path.join(out, sub, "report.json")
-        if not os.path.exists(path):
-            continue
-        for a in json.load(open(path))["arms"]:
-            name = a["arm"]
-            if name == "controller_untrained" or (sub.endswith("schedule") and name != "schedule"
-                                                 and not name.startswith("schedule_peak")):
-                continue  # CIAO's defaults and AdamW: once, from the controller's report
-            if name in ("controller", "schedule"):
-                name = label
-            elif name == "schedule_peak":
-                name = f"its schedule's shape, peak lr={a['lr']:g}"
-            elif a.get("lr") is not None:
-                name = f"{name} lr={a['lr']:g} (this eval's)"
-            arms.append((name, a))
+    """The shipped LHOPT controller's rows (bench/shipped_controller.py), if its evals ran."""
+    arms = shipped_controller.arms(out)
     if not arms:
         return
-    print("\nThe shipped LHOPT controller (`models/lhopt_mlp_quadratic.lhopt`), its own evals "
-          "(CIAO as the inner optimizer; the AdamW rows are those evals' own runs):\n")
+    print("\n" + shipped_controller.TITLE + "\n")
     print("| arm | test CTC loss | test CER | final train loss |")
     print("|---|---|---|---|")
     for name, a in arms:

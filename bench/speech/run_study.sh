@@ -55,15 +55,6 @@ for opt in fmnist8_elo fmnist28_mlp_elo_xi0; do
   echo "($opt: $(( $(date +%s) - t0 )) s)"
   first=0
 done
-# The shipped LHOPT controller: online, and the schedule it records on this
-# task replayed (lopt eval --schedule), from the same initialisations.
-C=models/lhopt_mlp_quadratic.lhopt
-echo "== lopt eval --controller $C"
-"$LOPT" eval --controller "$C" --job "$OUT/job.textproto" --out "$OUT/lhopt_mlp_quadratic" \
-  --threads "$THREADS" --no-progress
-"$LOPT" schedule --controller "$C" --job "$OUT/job.textproto" --out "$OUT/lhopt_schedule" --threads "$THREADS" >/dev/null
-echo "== lopt eval --schedule $OUT/lhopt_schedule/schedule.json"
-"$LOPT" eval --schedule "$OUT/lhopt_schedule/schedule.json" --job "$OUT/job.textproto" \
-  --out "$OUT/lhopt_mlp_quadratic_schedule" --threads "$THREADS" --no-progress
+bench/shipped_controller.sh "$LOPT" "$OUT/job.textproto" "$OUT" "$THREADS"
 /usr/bin/python3 bench/speech/make_table.py "$OUT" | tee "$OUT/table.md"
 echo "study took $(( $(date +%s) - start )) s on $(nproc) cores; wrote $OUT/table.md"
