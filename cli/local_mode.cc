@@ -98,6 +98,11 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
     if (auto s = buffer.DeleteTable(table); !s.ok() && !absl::IsNotFound(s)) return s;
 
   const std::string ckpt = opt.out_dir + "/checkpoint.pt";
+  const std::string optimizer_path = opt.out_dir + "/optimizer.lopt";
+  // θ of the learner's current step, with its provenance: at each checkpoint and at the end.
+  auto save_optimizer = [&] {
+    return SaveOptimizerFile(optimizer_path, job.learner().MakeOptimizerFile(), job.learner().theta());
+  };
   const std::string metrics_path = opt.out_dir + "/metrics.csv";
   TrainSummary summary;
   double wall_before = 0;  // meta-training seconds before this run (resumed)
@@ -189,10 +194,7 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
           return st;
         // And the optimizer of that step, as LHOPT's runs write their controller: a run killed
         // before its end (kill -9, out of memory, a second Ctrl-C) leaves a usable file.
-        if (auto st = SaveOptimizerFile(opt.out_dir + "/optimizer.lopt", job.learner().MakeOptimizerFile(),
-                                        job.learner().theta());
-            !st.ok())
-          return st;
+        if (auto st = save_optimizer(); !st.ok()) return st;
       }
       if (opt.stop_after >= 0 && ran >= opt.stop_after) break;
       if (opt.stop && opt.stop->load()) break;
@@ -220,11 +222,8 @@ absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& spec,
   summary.alpha = learner.Alpha();
   summary.wall_seconds = wall;
   summary.total_wall_seconds = wall_before + wall;
-  summary.optimizer_path = opt.out_dir + "/optimizer.lopt";
-  if (auto s = SaveOptimizerFile(summary.optimizer_path, learner.MakeOptimizerFile(),
-                                 learner.theta());
-      !s.ok())
-    return s;
+  summary.optimizer_path = optimizer_path;
+  if (auto s = save_optimizer(); !s.ok()) return s;
 
   PlotEloTraining(opt.out_dir, spec.name());  // training.png (needs gnuplot)
   // What this run did and where the job stands in all (a resumed run's

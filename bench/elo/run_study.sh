@@ -76,6 +76,16 @@ job_of() {
   echo "$f"
 }
 
+# ELO's inference schedules, as --lopt-options: warm-up over the first 5%, then
+# constant ("warmup"), or then a cosine to 0.1 of step_mult ("cosine").
+schedule_options() {
+  case $1 in
+    warmup) echo "warmup_fraction: 0.05" ;;
+    cosine) echo "warmup_fraction: 0.05 step_mult_schedule: COSINE min_step_mult: 0.0001" ;;
+    *) echo "unknown schedule $1" >&2; exit 2 ;;
+  esac
+}
+
 for phase in $phases; do
   echo "=== $phase ($(date -u +%T))"
   case $phase in
@@ -107,13 +117,8 @@ for phase in $phases; do
         v=${r%:*} dir=$runs/${r/:/_s}
         [ -f "$dir/optimizer.lopt" ] || { echo "$r: not trained"; continue; }
         job=$(job_of "$v")
-        # ELO's inference schedule: warm-up over the first 5%, then constant;
-        # and warm-up then cosine to 0.1 of step_mult.
         for name in ${LOPT_STUDY_SCHEDULES:-warmup cosine}; do
-          case $name in
-            warmup) opts="warmup_fraction: 0.05" ;;
-            cosine) opts="warmup_fraction: 0.05 step_mult_schedule: COSINE min_step_mult: 0.0001" ;;
-          esac
+          opts=$(schedule_options "$name") || exit 2
           ev=eval_$name${LOPT_STUDY_EVAL_TAG:-}
           [ -f "$dir/$ev/report.json" ] && continue
           "$lopt" eval --optimizer "$dir/optimizer.lopt" --job "$job" --device "$device" \
@@ -136,10 +141,9 @@ for phase in $phases; do
         [ -f "$dir/optimizer.lopt" ] || continue
         for t in $(cd "$here/jobs" && ls ood_*.textproto | sed 's/.textproto//'); do
           for name in ${LOPT_STUDY_OOD_SCHEDULES:-warmup}; do
-            case $name in
-              warmup) opts="warmup_fraction: 0.05" o=$t ;;
-              cosine) opts="warmup_fraction: 0.05 step_mult_schedule: COSINE min_step_mult: 0.0001" o=${t}_cosine ;;
-            esac
+            opts=$(schedule_options "$name") || exit 2
+            o=$t
+            [ "$name" = warmup ] || o=${t}_$name
             [ -f "$dir/$o/report.json" ] && continue
             "$lopt" eval --optimizer "$dir/optimizer.lopt" --job "$(job_of "$t")" --device "$device" \
               ${LOPT_STUDY_OOD_STEPS:+--steps $LOPT_STUDY_OOD_STEPS} ${LOPT_STUDY_EVAL_SEEDS:+--seeds $LOPT_STUDY_EVAL_SEEDS} \
