@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/spec/job_limits.h"
+#include "common/tasks/loss_and_grad.h"
 
 namespace lopt {
 
@@ -119,16 +120,9 @@ class ByteLmTask : public Task {
                             std::vector<torch::Tensor>* grads) const override {
     const int64_t reps = s.num_particles() / batch.x.size(0);
     torch::Tensor windows = RepeatGroups(batch.x, reps);  // [P, B, ctx + 1]
-    if (grads == nullptr) {
-      torch::NoGradGuard no_grad;
-      return Loss(s.params, windows, nullptr);
-    }
-    torch::AutoGradMode enable(true);
-    std::vector<torch::Tensor> leaves;
-    for (const auto& p : s.params) leaves.push_back(p.detach().requires_grad_(true));
-    torch::Tensor loss = Loss(leaves, windows, nullptr);
-    *grads = torch::autograd::grad({loss.sum()}, leaves);
-    return loss.detach();
+    return LossAndGradOf(
+        s.params, [&](const std::vector<torch::Tensor>& p) { return Loss(p, windows, nullptr); },
+        grads);
   }
 
   EvalResult Evaluate(const TaskState& s) const override {

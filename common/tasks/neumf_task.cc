@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/tasks/activation.h"
+#include "common/tasks/loss_and_grad.h"
 
 namespace lopt {
 namespace {
@@ -139,16 +140,7 @@ class NeumfTask : public Task {
       return torch::binary_cross_entropy_with_logits(logits, y, {}, {}, at::Reduction::None)
           .mean(1);
     };
-    if (grads == nullptr) {
-      torch::NoGradGuard no_grad;
-      return loss_of(s.params);
-    }
-    torch::AutoGradMode enable(true);
-    std::vector<torch::Tensor> leaves;
-    for (const auto& p : s.params) leaves.push_back(p.detach().requires_grad_(true));
-    torch::Tensor loss = loss_of(leaves);
-    *grads = torch::autograd::grad({loss.sum()}, leaves);
-    return loss.detach();
+    return LossAndGradOf(s.params, loss_of, grads);
   }
 
   // The test split in chunks of users (bounded memory at any P): the test

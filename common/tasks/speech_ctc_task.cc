@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/tasks/activation.h"
+#include "common/tasks/loss_and_grad.h"
 
 namespace lopt {
 namespace {
@@ -133,23 +134,16 @@ class SpeechCtcTask : public Task {
       torch::Tensor logp = torch::log_softmax(Logits(p, x, in_len).to(torch::kFloat32), -1);
       return CtcLossPerParticle(logp, targets, in_len, tgt_len);
     };
-    if (grads == nullptr) {
-      torch::NoGradGuard no_grad;
-      return loss_of(s.params);
-    }
-    torch::AutoGradMode enable(true);
-    std::vector<torch::Tensor> leaves;
-    for (const auto& p : s.params) leaves.push_back(p.detach().requires_grad_(true));
-    torch::Tensor loss = loss_of(leaves);
-    if (spec_.precision() != v1::FP16) {
-      *grads = torch::autograd::grad({loss.sum()}, leaves);
-      return loss.detach();
-    }
+    if (spec_.precision() != v1::FP16) return LossAndGradOf(s.params, loss_of, grads);
     // FP16: scale each particle's loss so that small gradients survive float16.
     const bool dynamic = spec_.loss_scale() == 0;
-    LossScaledGradients(loss, leaves, dynamic ? kInitialLossScale : double(spec_.loss_scale()),
-                        dynamic, kMaxScaleHalvings, grads);
-    return loss.detach();
+    return LossAndGradOf(s.params, loss_of, grads,
+                         [&](const torch::Tensor& loss, const std::vector<torch::Tensor>& leaves,
+                             std::vector<torch::Tensor>* g) {
+                           LossScaledGradients(loss, leaves,
+                                               dynamic ? kInitialLossScale : double(spec_.loss_scale()),
+                                               dynamic, kMaxScaleHalvings, g);
+                         });
   }
 
   // The test split (its first eval_utterances) in chunks of utterances:

@@ -13,6 +13,7 @@
 #include "common/tasks/byte_lm_task.h"
 #include "common/tasks/idx_dataset.h"
 #include "common/tasks/image_augmentation.h"
+#include "common/tasks/loss_and_grad.h"
 #include "common/tasks/neumf_task.h"
 #include "common/tasks/speech_ctc_task.h"
 #ifdef LOPT_WITH_CUDA
@@ -47,23 +48,8 @@ torch::Generator MakeGenerator(uint64_t seed, uint64_t stream, uint64_t index) {
   return at::make_generator<at::CPUGeneratorImpl>(s);
 }
 
-namespace {
-
-// The activation's derivative as a function of its output h = act(a).
-torch::Tensor ActivationDerivative(const torch::Tensor& h, v1::Activation a) {
-  switch (a) {
-    case v1::TANH: return 1 - h.square();
-    case v1::SIGMOID: return h * (1 - h);
-    default: return (h > 0).to(h.scalar_type());
-  }
-}
-
-// Runs `loss_fn` on the parameters and, if asked, differentiates it. The
-// particles are independent, so the gradient of the sum is every particle's own.
-torch::Tensor LossAndGradOf(
-    const std::vector<torch::Tensor>& params,
-    const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& loss_fn,
-    std::vector<torch::Tensor>* grads) {
+torch::Tensor LossAndGradOf(const std::vector<torch::Tensor>& params, const LossFn& loss_fn,
+                            std::vector<torch::Tensor>* grads, const GradientFn& differentiate) {
   if (grads == nullptr) {
     torch::NoGradGuard no_grad;
     return loss_fn(params);
@@ -73,8 +59,22 @@ torch::Tensor LossAndGradOf(
   leaves.reserve(params.size());
   for (const auto& p : params) leaves.push_back(p.detach().requires_grad_(true));
   torch::Tensor loss = loss_fn(leaves);
-  *grads = torch::autograd::grad({loss.sum()}, leaves);
+  if (differentiate)
+    differentiate(loss, leaves, grads);
+  else
+    *grads = torch::autograd::grad({loss.sum()}, leaves);
   return loss.detach();
+}
+
+namespace {
+
+// The activation's derivative as a function of its output h = act(a).
+torch::Tensor ActivationDerivative(const torch::Tensor& h, v1::Activation a) {
+  switch (a) {
+    case v1::TANH: return 1 - h.square();
+    case v1::SIGMOID: return h * (1 - h);
+    default: return (h > 0).to(h.scalar_type());
+  }
 }
 
 // Per-particle mean cross-entropy: logits [P, B, C], labels [P, B].
