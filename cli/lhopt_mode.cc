@@ -84,9 +84,13 @@ absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, co
 absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
                                                         const LocalTrainOptions& opt) {
   if (absl::Status s = MakeDirs(opt.out_dir); !s.ok()) return s;
+  // --device: where the episodes', baselines' and yardstick's inner runs go
+  // (the PPO update and the policy's acting stay on the CPU).
+  auto device = ParseDevice(opt.device);
+  if (!device.ok()) return device.status();
   InMemoryReplayBuffer buffer;
   LhoptJob job(spec);
-  LhoptEpisodeRunner runner(spec, &buffer, spec.name());
+  LhoptEpisodeRunner runner(spec, &buffer, spec.name(), *device);
 
   const std::string ckpt = opt.out_dir + "/checkpoint.pt";
   const std::string metrics_path = opt.out_dir + "/metrics.csv";
@@ -139,7 +143,7 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
 
   // The fixed yardstick (lhopt.yardstick): its row for a version is written
   // before that version's checkpoint, so a resumed run does not repeat it.
-  LhoptYardstick yardstick(spec);
+  LhoptYardstick yardstick(spec, *device);
   std::ofstream yardstick_csv;
   double yardstick_seconds = 0;
   std::vector<double> yardstick_scores;

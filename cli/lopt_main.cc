@@ -74,12 +74,13 @@ usage:
       DIR/controller.lhopt, job.textproto, metrics.csv, rewards.png,
       summary.json, a checkpoint it resumes from (the same command resumes;
       Ctrl-C stops after the PPO iteration under way, with a checkpoint);
-      then evaluates the controller into DIR/eval.
-  lopt schedule --controller FILE --job FILE --out DIR [--steps N] [--decisions N]
+      then evaluates the controller into DIR/eval. --device cuda runs the
+      episodes' inner training (tasks, CIAO) on the GPU; PPO stays on the CPU.
+  lopt schedule --controller FILE --job FILE --out DIR [--steps N] [--decisions N] [--device D]
       Runs the controller greedily on the job's `task` and writes its
       hyperparameters over normalised progress: schedule.csv/json/png.
   lopt eval --schedule schedule.json --job FILE [--out DIR] [--steps N] [--seeds N]
-  lopt eval --controller FILE --job FILE [--out DIR] [--steps N] [--seeds N]
+  lopt eval --controller FILE --job FILE [--out DIR] [--steps N] [--seeds N] [--device D]
       Replays the schedule with CIAO (or runs the controller, and its untrained
       policy) on the job's `task` against CIAO's defaults and AdamW, constant
       and cosine-decayed, over the job's eval.adamw_lrs at the same budget.
@@ -186,7 +187,9 @@ absl::Status EvalLhopt(const v1::JobSpec& job, const std::string& controller_pat
   if (!seeds.ok()) return seeds.status();
   if (*steps <= 1 || *seeds <= 0)
     return absl::InvalidArgumentError("--steps must be > 1 and --seeds > 0");
-  auto task = MakeTask(job.task(), job.seed());
+  auto device = ParseDevice(f.Get("device", "cpu"));
+  if (!device.ok()) return device.status();
+  auto task = MakeTask(job.task(), job.seed(), *device);
   if (!task.ok()) return task.status();
   HparamEvalConfig c;
   c.steps = *steps;
@@ -400,7 +403,7 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "schedule") {
-    auto f = ParseFlags(argc, argv, 2, {"controller", "job", "out", "steps", "decisions", "threads"},
+    auto f = ParseFlags(argc, argv, 2, {"controller", "job", "out", "steps", "decisions", "threads", "device"},
                         {"help"});
     if (!f.ok()) return Fail(f.status());
     if (f->Has("help")) return std::printf("%s", kUsage), 0;
@@ -417,7 +420,9 @@ int Main(int argc, char** argv) {
     if (!decisions.ok()) return Fail(decisions.status());
     if (*steps <= 1 || *decisions < 1)
       return Fail(absl::InvalidArgumentError("--steps must be > 1 and --decisions >= 1"));
-    auto task = MakeTask(job->task(), job->seed());
+    auto device = ParseDevice(f->Get("device", "cpu"));
+    if (!device.ok()) return Fail(device.status());
+    auto task = MakeTask(job->task(), job->seed(), *device);
     if (!task.ok()) return Fail(task.status());
     auto sched = RecordSchedule(**task, *c->policy, *c->normalizer, *steps, *decisions,
                                 job->seed() + 1000003);

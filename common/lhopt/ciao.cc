@@ -57,6 +57,11 @@ CiaoHparamTensors CiaoHparamTensors::Select(const torch::Tensor& index) const {
           weight_decay.index_select(0, index),  clip_fraction.index_select(0, index)};
 }
 
+CiaoHparamTensors CiaoHparamTensors::On(const torch::Device& device) const {
+  auto on = [&](const torch::Tensor& t) { return t.to(F64(device)); };
+  return {on(lr), on(one_minus_beta1), on(one_minus_beta2), on(eps), on(weight_decay), on(clip_fraction)};
+}
+
 CiaoState InitCiaoState(const std::vector<torch::Tensor>& params) {
   TORCH_CHECK(!params.empty(), "CIAO needs at least one parameter tensor");
   CiaoState s;

@@ -60,6 +60,8 @@ struct CiaoHparamTensors {
   CiaoHyperparameters At(int64_t i) const;
   // Rows `index` ([K] int64) of every field.
   CiaoHparamTensors Select(const torch::Tensor& index) const;
+  // Every field as float64 on `device` (what CiaoStep uses there).
+  CiaoHparamTensors On(const torch::Device& device) const;
 };
 
 // Options fixed for a run (not controlled by the policy).

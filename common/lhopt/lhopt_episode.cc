@@ -30,16 +30,19 @@ torch::Tensor HparamRow(const CiaoHparamTensors& h) {
 // Rows `p` of everything a restart restores: the weights and CIAO's moments,
 // bias corrections and rolling max (not the hyperparameters, not the step:
 // the budget keeps running).
+// Particle p's state, copied to the CPU (what a replay buffer keeps, as ELO's
+// items): a CUDA run's registers hold no GPU memory and cross the wire as they are.
 NamedTensors ParticleState(const TaskState& s, const CiaoState& cs, int64_t p) {
+  auto copy = [](const torch::Tensor& row) { return row.is_cpu() ? row.clone() : row.cpu(); };
   NamedTensors out;
   for (size_t i = 0; i < s.params.size(); ++i) {
-    out.emplace_back(absl::StrCat("param/", i), s.params[i][p].clone());
-    out.emplace_back(absl::StrCat("m/", i), cs.m[i][p].clone());
-    out.emplace_back(absl::StrCat("v/", i), cs.v[i][p].clone());
+    out.emplace_back(absl::StrCat("param/", i), copy(s.params[i][p]));
+    out.emplace_back(absl::StrCat("m/", i), copy(cs.m[i][p]));
+    out.emplace_back(absl::StrCat("v/", i), copy(cs.v[i][p]));
   }
-  out.emplace_back("bc1", cs.bias_correction1[p].clone());
-  out.emplace_back("bc2", cs.bias_correction2[p].clone());
-  out.emplace_back("rolling_max", cs.rolling_max[p].clone());
+  out.emplace_back("bc1", copy(cs.bias_correction1[p]));
+  out.emplace_back("bc2", copy(cs.bias_correction2[p]));
+  out.emplace_back("rolling_max", copy(cs.rolling_max[p]));
   return out;
 }
 
@@ -179,6 +182,13 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
   torch::Generator valid_gen = MakeGenerator(c.task_seed, kStreamValid, 0);
   torch::Generator act_gen = MakeGenerator(c.action_seed, kStreamActions, 0);
   TaskState state = task.Init(G, c.replicas, init_gen);
+  // The task's device (a CUDA task on a GPU worker): the inner step, CIAO and
+  // the per-step loss sums stay there; decisions and curve points read what
+  // they need back to the CPU (the policy, the features and the register
+  // bookkeeping run there), and every tensor of the result is on the CPU.
+  const torch::Device dev = state.params.at(0).device();
+  const auto f64_dev = torch::TensorOptions(torch::kFloat64).device(dev);
+  auto cpu64 = [](const torch::Tensor& t) { return t.to(torch::kCPU, torch::kFloat64); };
   CiaoState cs = InitCiaoState(state.params);
   CiaoHparamTensors h;
   if (c.random_initial_hparams) {
@@ -196,12 +206,15 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
   PolicyState ps = controlled ? policy->InitialState(P) : PolicyState{};
   torch::Tensor prev_actions = KeepActions(P);
   CiaoStatsMean interval;
-  torch::Tensor interval_loss = torch::zeros({P}, torch::kFloat64);
+  torch::Tensor interval_loss = torch::zeros({P}, f64_dev);
   int64_t interval_steps = 0;
-  torch::Tensor window_loss = torch::zeros({P}, torch::kFloat64);
+  torch::Tensor window_loss = torch::zeros({P}, f64_dev);
   int64_t window_steps = 0;
   const int64_t final_window = std::max<int64_t>(1, N / 10);
-  torch::Tensor final_loss = torch::zeros({P}, torch::kFloat64);
+  torch::Tensor final_loss = torch::zeros({P}, f64_dev);
+  // h on the task's device, copied once each time h changes rather than by
+  // CiaoStep at every inner step.
+  CiaoHparamTensors h_dev = h.On(dev);
   std::vector<torch::Tensor> raw, feats, extras, acts, logps, vals, hps, curve, train_curve;
   int64_t next_state_id = 0;
   size_t next_decision = 0, next_curve = 0;
@@ -214,7 +227,7 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
     if (next_curve < out.curve_steps.size() && out.curve_steps[next_curve] == step) {
       last_eval = task.Evaluate(state);
       last_eval_step = step;
-      curve.push_back(last_eval.loss.to(torch::kFloat64));
+      curve.push_back(cpu64(last_eval.loss));
       ++next_curve;
     }
     if (controlled && next_decision < out.decision_steps.size() &&
@@ -222,12 +235,12 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
       const double progress = double(step) / double(N);
       LhoptObservation obs;
       obs.progress = torch::full({P}, progress, torch::kFloat64);
-      obs.train_loss = interval_loss / double(std::max<int64_t>(1, interval_steps));
+      obs.train_loss = cpu64(interval_loss) / double(std::max<int64_t>(1, interval_steps));
       // Validation loss: a batch the run never steps on (Task has no
       // validation split, and Evaluate over the test split at every
       // decision would cost more than the inner steps).
       Batch vb = task.SampleBatch(G, valid_gen);
-      obs.valid_loss = task.LossAndGrad(state, vb, nullptr).to(torch::kFloat64);
+      obs.valid_loss = cpu64(task.LossAndGrad(state, vb, nullptr));
       obs.inner = interval.Mean();
       obs.hparams = h;
       obs.prev_actions = prev_actions;
@@ -251,6 +264,7 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
                                                    : GreedyActions(po.logits);
       torch::Tensor logp = ActionLogProb(po.logits, a);
       h = ApplyActions(h, a);
+      h_dev = h.On(dev);
       // Register actions: bookkeeping per particle that asked for one (at
       // decisions only, never in the inner step).
       torch::Tensor reg_col = a.select(1, kHeadRegisters).contiguous();
@@ -294,12 +308,15 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
     }
     if (step == N) break;
 
-    if (c.schedule) h = c.schedule(step);
+    if (c.schedule) {
+      h = c.schedule(step);
+      h_dev = h.On(dev);
+    }
     if (c.on_step) c.on_step(step, h);
     Batch b = task.SampleBatch(G, data_gen);
     std::vector<torch::Tensor> grads;
     torch::Tensor loss = task.LossAndGrad(state, b, &grads).to(torch::kFloat64);
-    CiaoStepResult r = CiaoStep(state.params, grads, &cs, h);
+    CiaoStepResult r = CiaoStep(state.params, grads, &cs, h_dev);
     for (size_t i = 0; i < state.params.size(); ++i) state.params[i].sub_(r.updates[i]);
     interval.Add(r.stats);
     interval_loss += loss;
@@ -307,8 +324,8 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
     if (c.record_every > 0) {
       window_loss += loss;
       if (++window_steps == c.record_every) {
-        train_curve.push_back(window_loss / double(window_steps));
-        window_loss = torch::zeros({P}, torch::kFloat64);
+        train_curve.push_back(cpu64(window_loss) / double(window_steps));
+        window_loss = torch::zeros({P}, f64_dev);
         window_steps = 0;
       }
     }
@@ -327,24 +344,23 @@ absl::StatusOr<ControlledRunResult> RunControlled(const Task& task, const Contro
   out.curve = curve.empty() ? torch::zeros({0, P}, torch::kFloat64) : torch::stack(curve);
   out.train_curve =
       train_curve.empty() ? torch::zeros({0, P}, torch::kFloat64) : torch::stack(train_curve);
-  out.final_train_loss = final_loss / double(final_window);
+  out.final_train_loss = cpu64(final_loss) / double(final_window);
   if (last_eval_step != N) last_eval = task.Evaluate(state);
-  out.test_loss = last_eval.loss.to(torch::kFloat64);
-  out.test_accuracy = last_eval.accuracy.to(torch::kFloat64);
+  out.test_loss = cpu64(last_eval.loss);
+  out.test_accuracy = cpu64(last_eval.accuracy);
   if (last_eval.hit_rate.defined()) {
-    out.test_hit_rate = last_eval.hit_rate.to(torch::kFloat64);
-    out.test_ndcg = last_eval.ndcg.to(torch::kFloat64);
+    out.test_hit_rate = cpu64(last_eval.hit_rate);
+    out.test_ndcg = cpu64(last_eval.ndcg);
   }
-  if (last_eval.char_error_rate.defined())
-    out.test_cer = last_eval.char_error_rate.to(torch::kFloat64);
+  if (last_eval.char_error_rate.defined()) out.test_cer = cpu64(last_eval.char_error_rate);
   if (registers == nullptr) (void)own_store.ReleaseAll();
   return out;
 }
 
 // ---------------------------------------------------------------------------
 LhoptEpisodeRunner::LhoptEpisodeRunner(const v1::JobSpec& job, ReplayBuffer* buffer,
-                                       std::string table_prefix)
-    : job_(job), buffer_(buffer), prefix_(std::move(table_prefix)) {}
+                                       std::string table_prefix, torch::Device device)
+    : job_(job), device_(device), buffer_(buffer), prefix_(std::move(table_prefix)) {}
 
 std::string LhoptEpisodeRunner::BaselineTable(const std::string& task_key) const {
   return absl::StrCat(prefix_, "/baseline/", task_key);
@@ -354,7 +370,7 @@ absl::StatusOr<const Task*> LhoptEpisodeRunner::GetTask(const v1::TaskSpec& spec
   std::string key = absl::StrCat(seed, "/", spec.SerializeAsString());
   auto it = tasks_.find(key);
   if (it != tasks_.end()) return it->second.get();
-  auto task = MakeTask(spec, seed);
+  auto task = MakeTask(spec, seed, device_);
   if (!task.ok()) return task.status();
   if (tasks_.size() >= 64) tasks_.clear();  // datasets stay cached by the loaders
   return (tasks_[key] = std::move(*task)).get();

@@ -156,7 +156,10 @@ class LhoptEpisodeRunner {
  public:
   // `buffer` (not null) must outlive the runner; its tables are named
   // "<table_prefix>/baseline/<task key>" and "<table_prefix>/registers/...".
-  LhoptEpisodeRunner(const v1::JobSpec& job, ReplayBuffer* buffer, std::string table_prefix);
+  // Its tasks (episodes and baselines) live on `device`: a GPU worker's CUDA
+  // device runs the inner steps, CIAO and the loss sums there, the policy on the CPU.
+  LhoptEpisodeRunner(const v1::JobSpec& job, ReplayBuffer* buffer, std::string table_prefix,
+                     torch::Device device = DefaultTaskDevice());
 
   // Runs the unit's P episodes (and its baseline if no fit is known).
   // Errors: INVALID_ARGUMENT for a malformed unit, a task that cannot be
@@ -184,6 +187,7 @@ class LhoptEpisodeRunner {
   absl::StatusOr<const Task*> GetTask(const v1::TaskSpec& spec, uint64_t seed);
 
   v1::JobSpec job_;
+  torch::Device device_;
   ReplayBuffer* buffer_;
   std::string prefix_;
   std::map<std::string, std::unique_ptr<Task>> tasks_;

@@ -60,8 +60,9 @@ std::vector<std::string> YardstickTaskNames(const v1::JobSpec& job) {
   return names;
 }
 
-LhoptYardstick::LhoptYardstick(const v1::JobSpec& job)
+LhoptYardstick::LhoptYardstick(const v1::JobSpec& job, torch::Device device)
     : job_(job),
+      device_(device),
       every_(job.lhopt().yardstick().every()),
       particles_(job.lhopt().yardstick().particles()),
       perturbed_(job.lhopt().yardstick().perturbed_start()) {
@@ -79,7 +80,7 @@ bool LhoptYardstick::Due(int64_t version) const { return YardstickDue(job_.lhopt
 absl::StatusOr<const Task*> LhoptYardstick::GetTask(size_t i) {
   auto it = tasks_.find(i);
   if (it != tasks_.end()) return it->second.get();
-  auto task = MakeTask(instances_[i].task, instances_[i].task_seed);
+  auto task = MakeTask(instances_[i].task, instances_[i].task_seed, device_);
   if (!task.ok()) return task.status();
   return (tasks_[i] = std::move(*task)).get();
 }

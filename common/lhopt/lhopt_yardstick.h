@@ -84,7 +84,8 @@ struct YardstickResult {
 class LhoptYardstick {
  public:
   // REQUIRES: a validated LHOPT job.
-  explicit LhoptYardstick(const v1::JobSpec& job);
+  // Its runs' tasks live on `device` (the worker's; local mode's --device).
+  explicit LhoptYardstick(const v1::JobSpec& job, torch::Device device = DefaultTaskDevice());
 
   bool enabled() const { return every_ > 0; }
   // Whether to evaluate after `version` PPO updates: at 0, every
@@ -112,6 +113,7 @@ class LhoptYardstick {
   absl::StatusOr<const Reference*> GetReference(size_t i);
 
   v1::JobSpec job_;
+  torch::Device device_;
   int64_t every_ = 0;
   int64_t particles_ = 1;
   bool perturbed_ = false;
