@@ -6,7 +6,8 @@
 #   scripts/gpu_run.sh [build-dir] [steps...]      (default build-gpu; steps: all)
 # Steps: steptest (the fused LO step against float64), mlptest (the fused
 # MLP-task kernel against the CPU task), neumftest (the neumf family on CUDA
-# against the CPU task), unrollertest (the captured inner step
+# against the CPU task), lhopttest (LHOPT episodes on CUDA against the CPU's),
+# lhoptbench (bench_lhopt_episode on the CPU and on CUDA), unrollertest (the captured inner step
 # against eager, and the CUDA unroller against the CPU one from the same seed,
 # BC and the replay buffer on and off), pes (bench_pes_throughput, graph vs
 # no graph vs JAX), train (`lopt train --device cuda` of the embedded job),
@@ -17,16 +18,16 @@
 # the ViT-B/16 gradient all-reduce timing), pesgraph (bench_pes_throughput
 # graph-only at 1, 8 and 25 inner steps a replay), profile (ncu: the kernels
 # of one captured 8x8 inner step at 16 and at 128 particles, and their
-# durations). "all" = steptest mlptest neumftest unrollertest pes train.
+# durations). "all" = steptest mlptest neumftest lhopttest unrollertest pes train.
 # bench/gpu/e2e_breakdown.sh splits the embedded job's GPU time further.
 # Env: LOPT_DATA_DIR (Fashion-MNIST IDX dir; default the job's),
-# LOPT_GPU_BENCH_STEPS (30), LOPT_GPU_JOBS (nproc), LOPT_PES_SECONDS (4),
+# LOPT_TEXT (byte_lm's text for lhoptbench), LOPT_LHOPT_BENCH_ARGS, LOPT_GPU_BENCH_STEPS (30), LOPT_GPU_JOBS (nproc), LOPT_PES_SECONDS (4),
 # LOPT_TRAIN_ARGS (extra `lopt train` flags), LOPT_TRAIN_REPEATS (1).
 set -uo pipefail
 build=${1:-build-gpu}
 shift || true
 steps=${*:-all}
-[ "$steps" = all ] && steps="steptest mlptest neumftest unrollertest pes train"
+[ "$steps" = all ] && steps="steptest mlptest neumftest lhopttest unrollertest pes train"
 out=${OUT:-gpu-out}
 mkdir -p "$out"
 jobs=${LOPT_GPU_JOBS:-$(nproc)}
@@ -38,7 +39,7 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOPT_CUDA=ON \
   { tail -40 /tmp/lopt-configure.log; exit 1; }
 grep -q "CUDA step in lopt_common: ON" /tmp/lopt-configure.log ||
   { echo "LibTorch has no CUDA here"; tail -20 /tmp/lopt-configure.log; exit 1; }
-targets="lopt_step_cuda_test elo_unroller_cuda_test mlp_task_cuda_test neumf_task_cuda_test bench_pes_throughput lopt"
+targets="lopt_step_cuda_test elo_unroller_cuda_test mlp_task_cuda_test neumf_task_cuda_test lhopt_episode_cuda_test bench_pes_throughput bench_lhopt_episode lopt"
 case " $steps " in *" services "*) targets="$targets lopt-learner lopt-worker lopt-buffer loptctl" ;; esac
 case " $steps " in *" vit "*) targets="$targets bench_lopt_step_gpu" ;; esac
 case " $steps " in *" nccl "*)
@@ -82,6 +83,15 @@ for s in $steps; do
       done ;;
     mlptest) "$build/tests/gpu/mlp_task_cuda_test" "$data" 2>&1 | tee "$out/mlptest.log" || status=1 ;;
     neumftest) "$build/tests/gpu/neumf_task_cuda_test" 2>&1 | tee "$out/neumftest.log" || status=1 ;;
+    lhopttest) "$build/tests/gpu/lhopt_episode_cuda_test" "$data" 2>&1 | tee "$out/lhopttest.log" || status=1 ;;
+    lhoptbench)
+      # LHOPT episodes a second, CPU (every core) against CUDA, one unit of
+      # each family at the sizes of bench/lhopt/README.md's table.
+      for d in cpu cuda; do
+        "$build/bench/bench_lhopt_episode" --device $d ${data:+--data-dir "$data"} \
+          ${LOPT_TEXT:+--text "$LOPT_TEXT"} ${LOPT_LHOPT_BENCH_ARGS:-} --json "$out/lhopt_episode.json" 2>&1 |
+          tee -a "$out/lhoptbench.log" || status=1
+      done ;;
     services)
       LOPT_JOB_DATA_DIR="$data" scripts/services_run.sh "$build" cuda "$out" || status=1 ;;
     evallarge)
