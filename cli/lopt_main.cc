@@ -107,8 +107,11 @@ usage:
       espeak-ng (several voices, speeds and pitches) with sox for resampling
       and noise; the test split's speakers are unseen. Needs espeak-ng and
       sox on PATH. The same flags write the same bytes.
-  lopt validate FILE         Checks a text-proto job file (and that its data
+  lopt validate [--meta-test] FILE
+                             Checks a text-proto job file (and that its data
                              paths exist here); prints the filled-in job.
+                             --meta-test: as lopt eval loads it (no limit on
+                             a meta-training unit's memory).
   lopt print-default-job     Prints the embedded default job.
 )";
 
@@ -243,18 +246,20 @@ int Main(int argc, char** argv) {
   }
   if (cmd == "validate") {
     constexpr char kValidateUsage[] =
-        "usage: lopt validate FILE\n"
+        "usage: lopt validate [--meta-test] FILE\n"
         "  Checks a text-proto job file as lopt train and the learner do (errors name the\n"
         "  field, or the line and column), and that the data paths it names exist on\n"
-        "  this host; prints the job with its defaults filled in.\n";
-    auto f = ParseFlags(argc, argv, 2, {}, {"help"});
+        "  this host; prints the job with its defaults filled in. --meta-test checks it\n"
+        "  as lopt eval and lopt schedule do: one optimizee at a time, so without the\n"
+        "  limit on a meta-training unit's memory.\n";
+    auto f = ParseFlags(argc, argv, 2, {}, {"help", "meta-test"});
     if (!f.ok()) return Fail(f.status());
     if (f->Has("help")) return std::printf("%s", kValidateUsage), 0;
     if (f->positional.size() != 1)
       return Fail(absl::InvalidArgumentError(absl::StrCat("lopt validate takes one FILE\n",
                                                           kValidateUsage)));
     const std::string path = f->positional[0];
-    auto job = LoadJobFile(path);
+    auto job = LoadJobFile(path, f->Has("meta-test") ? JobUse::kMetaTest : JobUse::kMetaTrain);
     if (!job.ok()) return Fail(job.status());
     if (auto s = CheckDataPathsExist(*job); !s.ok())
       return Fail(absl::NotFoundError(absl::StrCat(path, ": ", s.message())));
@@ -410,7 +415,7 @@ int Main(int argc, char** argv) {
     if (!f->Has("controller") || !f->Has("job"))
       return Fail(absl::InvalidArgumentError("lopt schedule needs --controller FILE and --job FILE"));
     if (auto s = SetThreads(*f); !s.ok()) return Fail(s);
-    auto job = LoadJobFile(f->Get("job"));
+    auto job = LoadJobFile(f->Get("job"), JobUse::kMetaTest);
     if (!job.ok()) return Fail(job.status());
     auto c = LoadController(f->Get("controller"));
     if (!c.ok()) return Fail(c.status());
@@ -503,7 +508,7 @@ int Main(int argc, char** argv) {
       if (!f->Has("job"))
         return Fail(absl::InvalidArgumentError("lopt eval --schedule/--controller needs --job FILE"));
       if (auto s = SetThreads(*f); !s.ok()) return Fail(s);
-      auto job = LoadJobFile(f->Get("job"));
+      auto job = LoadJobFile(f->Get("job"), JobUse::kMetaTest);
       if (!job.ok()) return Fail(job.status());
       if (auto s = EvalLhopt(*job, f->Get("controller"), f->Get("schedule"),
                              f->Get("out", "runs/eval"), *f);
@@ -516,7 +521,7 @@ int Main(int argc, char** argv) {
     if (auto s = SetThreads(*f); !s.ok()) return Fail(s);
     v1::JobSpec job;
     if (f->Has("job")) {
-      auto j = LoadJobFile(f->Get("job"));
+      auto j = LoadJobFile(f->Get("job"), JobUse::kMetaTest);
       if (!j.ok()) return Fail(j.status());
       job = *j;
     } else {
@@ -524,7 +529,7 @@ int Main(int argc, char** argv) {
       if (!trained.ok()) return Fail(trained.status());
       job = trained->file.job();
       FillJobDefaults(&job);
-      if (auto s = ValidateJob(job); !s.ok()) return Fail(s);
+      if (auto s = ValidateJob(job, JobUse::kMetaTest); !s.ok()) return Fail(s);
     }
     std::string out = f->Get("out", "runs/eval");
     if (auto s = Eval(job, f->Get("optimizer"), out, *f); !s.ok()) return Fail(s);

@@ -437,7 +437,7 @@ void FillJobDefaults(v1::JobSpec* job) {
     for (float lr : DefaultAdamwLrGrid()) job->mutable_eval()->add_adamw_lrs(lr);
 }
 
-absl::Status ValidateJob(const v1::JobSpec& job) {
+absl::Status ValidateJob(const v1::JobSpec& job, JobUse use) {
   if (job.name().empty()) return Invalid("name must not be empty");
   LOPT_CHECK(ValidateJobStrings(job));
   LOPT_CHECK(ValidateTask(job.task()));
@@ -561,25 +561,25 @@ absl::Status ValidateJob(const v1::JobSpec& job) {
   LOPT_CHECK(InRange("cluster.max_staleness", c.max_staleness(), 0, 1 << 20));
   if (job.has_lhopt()) LOPT_CHECK(ValidateLhopt(job.lhopt()));
   // Last: the estimate assumes every field is in its range.
-  LOPT_CHECK(ValidateUnitSize(job));
+  if (use == JobUse::kMetaTrain) LOPT_CHECK(ValidateUnitSize(job));
   return absl::OkStatus();
 }
 
 absl::StatusOr<v1::JobSpec> JobFromText(absl::string_view text,
-                                        absl::string_view source_name) {
+                                        absl::string_view source_name, JobUse use) {
   absl::StatusOr<v1::JobSpec> job = ParseJobText(text, source_name);
   if (!job.ok()) return job.status();
   FillJobDefaults(&*job);
-  absl::Status s = ValidateJob(*job);
+  absl::Status s = ValidateJob(*job, use);
   if (!s.ok())
     return absl::InvalidArgumentError(absl::StrCat(source_name, ": ", s.message()));
   return job;
 }
 
-absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path) {
+absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path, JobUse use) {
   auto text = ReadFile(path, "job file");
   if (!text.ok()) return text.status();
-  return JobFromText(*text, path);
+  return JobFromText(*text, path, use);
 }
 
 namespace {

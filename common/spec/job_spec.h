@@ -30,8 +30,14 @@ absl::Status CheckJobTextUtf8(absl::string_view text, absl::string_view source_n
 absl::StatusOr<v1::JobSpec> ParseJobText(absl::string_view text,
                                          absl::string_view source_name);
 
+// What a job file is loaded for. A meta-training job's work unit (pes.num_tasks antithetic
+// pairs of its task, batched) must fit a worker (ValidateUnitSize); a meta-test (`lopt eval`,
+// `lopt schedule`) trains one optimizee of the task at a time, so a width-4096 MLP that no PES
+// unit could hold is still a task it can test on.
+enum class JobUse { kMetaTrain, kMetaTest };
+
 // Reads, parses, fills the defaults of repeated fields and validates.
-absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path);
+absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path, JobUse use = JobUse::kMetaTrain);
 
 // NOT_FOUND naming each data_dir / data_path field of the job (with its
 // path and errno's text) that this host cannot read; `lopt validate` checks
@@ -40,7 +46,8 @@ absl::Status CheckDataPathsExist(const v1::JobSpec& job);
 
 // Parse + FillJobDefaults + ValidateJob: what every entry point calls.
 absl::StatusOr<v1::JobSpec> JobFromText(absl::string_view text,
-                                        absl::string_view source_name);
+                                        absl::string_view source_name,
+                                        JobUse use = JobUse::kMetaTrain);
 
 // Fills what proto2 defaults cannot express (empty repeated fields) and
 // selects fmnist_mlp when no task family is set. Idempotent.
@@ -49,7 +56,8 @@ void FillJobDefaults(v1::JobSpec* job);
 // Checks every field's range and the fields' consistency. Returns
 // INVALID_ARGUMENT naming the first offending field, e.g.
 // "pes.truncation_length must be > 0, got -3".
-absl::Status ValidateJob(const v1::JobSpec& job);
+// kMetaTest skips the meta-training unit's size (see JobUse).
+absl::Status ValidateJob(const v1::JobSpec& job, JobUse use = JobUse::kMetaTrain);
 
 // A text LearnedOptimizerSpec (`--lopt-options`, e.g. ELO's inference
 // schedule) merged into a trained optimizer's options and validated; errors
