@@ -33,6 +33,7 @@ VARIANTS = [
     ("elo_lr1e3_5k", "the same, a 5,000-step budget (stopped at the deadline)"),
     ("curriculum", "LO (curriculum 1k to 10k)"),
     ("mulo", "muLO (ELO in muP over widths 128/512/1024)"),
+    ("mulo_ramp", "muLO, 1,000 outer steps, alpha = 1 from half-way"),
 ]
 HORIZON = 1000
 # The in-distribution meta-tests: folder, the learned optimizer's inference schedule.
