@@ -85,7 +85,8 @@ struct Families {
       "lopt_units_reassigned_total", "Work units given back to the pool after their worker left");
   prometheus::Family<prometheus::Counter>& save_failures = CounterFamily(
       "lopt_checkpoint_failures_total",
-      "Writes of a job's checkpoint or trained file that failed (they are retried), by file");
+      "Writes of a job's checkpoint, trained file or a result's file (run_file: a meta-test "
+      "report) that failed (they are retried), by file");
   prometheus::Family<prometheus::Histogram>& staleness = HistogramFamily(
       "lopt_result_staleness_steps", "Outer steps between a result's theta and the current one");
   prometheus::Family<prometheus::Counter>& buffer_failures = CounterFamily(
