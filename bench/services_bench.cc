@@ -137,7 +137,10 @@ void Scaling(const std::vector<int>& counts, int outer_steps, int num_tasks) {
     auto learner = testing::ChildProcess::Start(
         "learner", {LOPT_LEARNER_BINARY, "--listen=" + learner_target, "--metrics-listen=",
                     "--state-dir=" + dir + "/learner",
-                    absl::StrCat("--buffer=127.0.0.1:", (*buffer)->grpc_port())},
+                    absl::StrCat("--buffer=127.0.0.1:", (*buffer)->grpc_port()),
+                    // Meta-training's throughput: the job ends with its last step,
+                    // not with a worker's meta-test of it.
+                    "--meta-test=false"},
         "msg=serving");
     if (!buffer.ok() || !learner.ok()) {
       fprintf(stderr, "cannot start the services\n");

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/elo/evaluation_report.h"
 #include "common/elo/optimizer_file.h"
 #include "common/lhopt/lhopt_wire.h"
 #include "common/lhopt/lhopt_yardstick.h"
@@ -41,12 +42,15 @@ CoreVerdict RefusedByJob(const absl::Status& s) {
 
 class EloCore : public JobCore {
  public:
-  explicit EloCore(const v1::JobSpec& spec) : job_(spec), owner_(job_.num_shards()) {}
+  EloCore(const v1::JobSpec& spec, const JobCoreOptions& options)
+      : job_(spec), owner_(job_.num_shards()), meta_test_(options.meta_test) {}
 
   const char* algorithm() const override { return "elo_pes"; }
   int64_t Step() const override { return job_.outer_step(); }
   int64_t Total() const override { return job_.total_steps(); }
-  bool Done() const override { return job_.done(); }
+  // Done once the last outer step is applied and, where the job is
+  // meta-tested, the trained optimizer's report has come back.
+  bool Done() const override { return job_.done() && (!meta_test_ || meta_tested_); }
   int32_t NumShards() const override { return job_.num_shards(); }
   int64_t CheckpointEvery() const override { return job_.spec().budget().checkpoint_every(); }
   double Alpha() const override { return job_.learner().Alpha(); }
@@ -67,8 +71,27 @@ class EloCore : public JobCore {
     if (job_.meta_losses().empty()) return std::nullopt;
     return std::make_pair(job_.meta_losses().back(), job_.task_losses().back());
   }
-  NamedTensors SaveState() const override { return job_.SaveState(); }
-  absl::Status LoadState(const NamedTensors& s) override { return job_.LoadState(s); }
+  // The job's state, and whether the trained optimizer's meta-test report
+  // came back: a job restored after its last outer step asks a worker for
+  // the meta-test again unless it had.
+  NamedTensors SaveState() const override {
+    NamedTensors s = job_.SaveState();
+    s.emplace_back(kMetaTestedKey, torch::tensor({int64_t(meta_tested_)}, torch::kInt64));
+    return s;
+  }
+  absl::Status LoadState(const NamedTensors& s) override {
+    NamedTensors rest;
+    meta_tested_ = false;  // a checkpoint from before the key: not meta-tested
+    for (const auto& [name, value] : s) {
+      if (name != kMetaTestedKey) {
+        rest.emplace_back(name, value);
+      } else if (value.numel() == 1) {
+        meta_tested_ = value.to(torch::kInt64).item<int64_t>() != 0;
+      }
+    }
+    meta_token_ = 0;
+    return job_.LoadState(rest);
+  }
 
   std::string TrainedFileName(bool partial) const override {
     return partial ? "optimizer.partial.lopt" : "optimizer.lopt";
@@ -77,8 +100,23 @@ class EloCore : public JobCore {
     return SaveOptimizerFile(path, job_.learner().MakeOptimizerFile(), job_.learner().theta());
   }
 
-  std::optional<CoreUnit> Start(const v1::WorkerInfo& worker, bool,
+  std::optional<CoreUnit> Start(const v1::WorkerInfo& worker, bool can_take_payload,
                                 const std::function<bool(const std::string&)>& connected) override {
+    if (MetaTestDue()) {
+      // After the last outer step the one unit left is the meta-test of the
+      // trained optimizer: out once, and again only if it comes to nothing.
+      // Its theta travels as a payload, as LHOPT's weights do.
+      if (!can_take_payload || meta_token_ != 0) return std::nullopt;
+      CoreUnit out;
+      out.shard = 0;
+      out.token = meta_token_ = next_meta_token_++;
+      out.has_payload = true;
+      out.unit.set_algorithm(v1::ELO_META_TEST);
+      out.unit.set_shard(0);
+      out.unit.set_theta_version(job_.outer_step());
+      out.payload.emplace_back("theta", job_.learner().theta().clone());
+      return out;
+    }
     // Prefer the shards this worker owns (their inner states live there),
     // then free ones: unowned or owned by a worker that is gone.
     int32_t pick = -1;
@@ -101,13 +139,26 @@ class EloCore : public JobCore {
     return out;
   }
 
-  void Abandon(int32_t shard, int64_t, bool worker_gone) override {
+  void Abandon(int32_t shard, int64_t token, bool worker_gone) override {
+    if (token > 0) {  // the meta-test's: another worker runs it
+      if (token == meta_token_) meta_token_ = 0;
+      return;
+    }
     job_.Abandon(shard);
     if (worker_gone && shard >= 0 && shard < int32_t(owner_.size())) owner_[shard].clear();
   }
 
-  CoreVerdict Accept(const v1::WorkResult& r, int64_t,
-                     const absl::StatusOr<NamedTensors>&) override {
+  CoreVerdict Accept(const v1::WorkResult& r, int64_t token,
+                     const absl::StatusOr<NamedTensors>& payload) override {
+    if (token > 0) return AcceptMetaTest(r, token, payload);
+    if (job_.done()) {
+      // A truncation that was still out when the last outer step was
+      // applied (the job waits for its meta-test now): the budget is spent.
+      CoreVerdict v;
+      v.kind = CoreVerdict::kDroppedStale;
+      v.particle_steps = std::max<int64_t>(0, r.particle_steps());
+      return v;
+    }
     auto grad = DecodeFloatTensor(r.grad(), {job_.learner().theta().numel()}, "gradient");
     if (!grad.ok()) return Rejected("bad_tensor", grad.status());
     EloShardResult res{r.shard(),     r.theta_version(), *grad,         r.meta_loss(),
@@ -141,8 +192,57 @@ class EloCore : public JobCore {
   }
 
  private:
+  static constexpr const char* kMetaTestedKey = "core/meta_tested";
+
+  bool MetaTestDue() const { return meta_test_ && job_.done() && !meta_tested_; }
+
+  // An ELO_META_TEST result: the report's files for the job's eval/, checked
+  // (the unit out, the theta version it was sent, the files a report has).
+  CoreVerdict AcceptMetaTest(const v1::WorkResult& r, int64_t token,
+                             const absl::StatusOr<NamedTensors>& payload) {
+    if (token != meta_token_ || !MetaTestDue())
+      return Rejected("invalid", absl::InvalidArgumentError("no meta-test unit is out with that id"));
+    if (!payload.ok())
+      return Rejected(payload.status().code() == absl::StatusCode::kDataLoss ? "corrupt_payload"
+                                                                             : "bad_payload",
+                      absl::Status(payload.status().code(),
+                                   absl::StrCat("the result's payload is unusable: ",
+                                                payload.status().message())));
+    if (!r.has_meta_test())
+      return Rejected("invalid", absl::InvalidArgumentError(
+                                     "an ELO_META_TEST result must carry meta_test (MetaTestResultInfo)"));
+    const int64_t version = job_.outer_step();
+    if (r.meta_test().theta_version() != version)
+      return Rejected("invalid", absl::InvalidArgumentError(absl::StrCat(
+                                     "the meta-test result is of theta version ",
+                                     r.meta_test().theta_version(), " but version ", version,
+                                     " was sent")));
+    auto files = DecodeMetaTestFiles(r.meta_test(), *payload, job_.spec());
+    if (!files.ok()) return Rejected("invalid", files.status());
+    meta_token_ = 0;
+    meta_tested_ = true;
+    CoreVerdict v;
+    v.kind = CoreVerdict::kAccepted;
+    v.particle_steps = std::max<int64_t>(0, r.particle_steps());
+    // eval/ in the job's directory, as `lopt train --out` leaves it.
+    for (auto& [name, bytes] : *files) v.file_writes.push_back({"eval/" + name, std::move(bytes)});
+    v.log_message = "meta-test report";
+    v.log_fields = {{"theta_version", absl::StrCat(version)},
+                    {"runs", absl::StrCat(r.meta_test().runs())},
+                    {"diverged", absl::StrCat(r.meta_test().diverged())},
+                    {"files", absl::StrCat(files->size())},
+                    {"seconds", absl::StrFormat("%.1f", r.meta_test().wall_seconds())}};
+    return v;
+  }
+
   EloJob job_;
   std::vector<std::string> owner_;  // the worker (by name) a shard last ran on
+  const bool meta_test_;
+  // The meta-test: whether its report came back, the token of its unit
+  // while one is out (0: none; PES units have token -1), the next token.
+  bool meta_tested_ = false;
+  int64_t meta_token_ = 0;
+  int64_t next_meta_token_ = 1;
 };
 
 // --- LHOPT: PPO training of the hyperparameter controller --------------------
@@ -421,9 +521,9 @@ class LhoptCore : public JobCore {
 
 }  // namespace
 
-std::unique_ptr<JobCore> MakeJobCore(const v1::JobSpec& spec) {
+std::unique_ptr<JobCore> MakeJobCore(const v1::JobSpec& spec, const JobCoreOptions& options) {
   if (IsLhoptJob(spec)) return std::make_unique<LhoptCore>(spec);
-  return std::make_unique<EloCore>(spec);
+  return std::make_unique<EloCore>(spec, options);
 }
 
 bool PlotRunMetrics(const v1::JobSpec& spec, const std::string& dir) {

@@ -1,8 +1,9 @@
 // A job's algorithm as the learner's JobManager sees it: its progress, its
 // state for checkpoints, the units it hands to workers, what it makes of their
 // results, the file it exports and its own metrics. One implementation a kind
-// of job: ELO meta-training with PES (EloJob) and LHOPT's PPO (LhoptJob,
-// whose fixed yardstick is a unit kind of its own that workers run);
+// of job: ELO meta-training with PES (EloJob, whose meta-test of the trained
+// optimizer is a unit kind of its own that workers run) and LHOPT's PPO
+// (LhoptJob, whose fixed yardstick is one too);
 // MakeJobCore picks it from the spec. JobManager does what every kind shares
 // (workers, statuses, checkpoint files, the common metrics, logging) and never
 // asks which kind a job is.
@@ -43,6 +44,13 @@ struct RunFileRow {
   std::string header, row;
 };
 
+// A whole file a result writes into the job's directory (replacing it;
+// the manager writes it atomically).
+struct RunFileWrite {
+  std::string file;  // relative to the job's directory, e.g. "eval/report.json"
+  std::string bytes;
+};
+
 // What a result did.
 struct CoreVerdict {
   enum Kind { kRejected, kDroppedStale, kAccepted, kUpdated };
@@ -64,8 +72,9 @@ struct CoreVerdict {
   // (throughput, wall seconds: the manager's), as local mode writes it.
   std::string metrics_row;
   // Not kRejected: rows for other files of the job's directory (LHOPT's
-  // yardstick.csv).
+  // yardstick.csv), and whole files (ELO's meta-test report in eval/).
   std::vector<RunFileRow> file_rows;
+  std::vector<RunFileWrite> file_writes;
 };
 
 class JobCore {
@@ -77,6 +86,9 @@ class JobCore {
   // Updates done (outer steps, PPO iterations) and the budget of them.
   virtual int64_t Step() const = 0;
   virtual int64_t Total() const = 0;
+  // Every update is applied and every result the job waits for after its
+  // last one is in (LHOPT's final yardstick score, ELO's meta-test report):
+  // the job may succeed.
   virtual bool Done() const = 0;
   virtual int32_t NumShards() const = 0;
   // The job's checkpoint period in updates (0: none but at the end).
@@ -119,9 +131,16 @@ class JobCore {
 
 };
 
+struct JobCoreOptions {
+  // ELO: once the last outer step is applied, the job asks a worker for its
+  // meta-test (an ELO_META_TEST unit) and is Done only when the report is
+  // in (LearnerOptions::meta_test). Off: Done after the last outer step.
+  bool meta_test = false;
+};
+
 // The core of a validated spec: LHOPT's for specs with an lhopt section,
 // ELO's for the rest.
-std::unique_ptr<JobCore> MakeJobCore(const v1::JobSpec& spec);
+std::unique_ptr<JobCore> MakeJobCore(const v1::JobSpec& spec, const JobCoreOptions& options = {});
 
 // The plot of a run directory's metrics.csv, as `lopt train` draws it:
 // training.png for ELO, rewards.png for LHOPT (false without gnuplot or rows).

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <random>
 #include <set>
@@ -11,7 +12,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/elo/evaluation_report.h"
 #include "common/lhopt/lhopt_wire.h"
 #include "common/rpc/buffer_client.h"
 #include "common/rpc/metrics.h"
@@ -85,7 +85,8 @@ struct Families {
       "lopt_units_reassigned_total", "Work units given back to the pool after their worker left");
   prometheus::Family<prometheus::Counter>& save_failures = CounterFamily(
       "lopt_checkpoint_failures_total",
-      "Writes of a job's checkpoint or trained file that failed (they are retried), by file");
+      "Writes of a job's checkpoint, trained file or a result's file (run_file: a meta-test "
+      "report) that failed (they are retried), by file");
   prometheus::Family<prometheus::Histogram>& staleness = HistogramFamily(
       "lopt_result_staleness_steps", "Outer steps between a result's theta and the current one");
   prometheus::Family<prometheus::Counter>& buffer_failures = CounterFamily(
@@ -165,6 +166,12 @@ JobManager::JobManager(const LearnerOptions& options) : options_(options) {
   next_unit_id_ = (static_cast<uint64_t>(NowUnixMs()) << 16) | 1;
 }
 
+JobCoreOptions JobManager::CoreOptions() const {
+  JobCoreOptions o;
+  o.meta_test = options_.meta_test;
+  return o;
+}
+
 absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const LearnerOptions& options) {
   std::unique_ptr<JobManager> m(new JobManager(options));
   if (auto s = MakeDirs(options.state_dir + "/jobs"); !s.ok()) return s;
@@ -238,7 +245,7 @@ void JobManager::Apply(Slot& slot, Effects& fx) {
     if (slot.finished_at == Clock::time_point()) slot.finished_at = Clock::now();
     cleanup_prefixes_.push_back(id + "/");
   }
-  if (fx.outputs) EnqueueOutputs(*slot.job, fx.meta_test, fx.finished);
+  if (fx.outputs) EnqueueOutputs(*slot.job, fx.finished);
   if (fx.state_changed) UpdateJobGauges();
   cv_.SignalAll();
 }
@@ -285,25 +292,42 @@ void JobManager::AppendRunFileRow(Job& job, const RunFileRow& row) {
   if (!out) LogWarning("cannot append to a run file", {{"job", job.id}, {"path", path}});
 }
 
-void JobManager::QueueOutputs(Job& job, bool meta_test) {
-  job.fx.outputs = true;
-  job.fx.meta_test |= meta_test;
+void JobManager::WriteRunFiles(Job& job, std::vector<RunFileWrite> files) {
+  for (auto& f : files) {
+    // A later result's file replaces one still waiting to be written.
+    auto& u = job.unwritten;
+    u.erase(std::remove_if(u.begin(), u.end(), [&](const RunFileWrite& w) { return w.file == f.file; }),
+            u.end());
+    u.push_back(std::move(f));
+  }
+  if (absl::Status s = FlushRunFiles(job); !s.ok())
+    LogWarning("cannot write a result's file yet (the job's next save tries again)",
+               {{"job", job.id}, {"error", std::string(s.message())}});
 }
 
-void JobManager::EnqueueOutputs(const Job& job, bool meta_test, bool ended) {
+absl::Status JobManager::FlushRunFiles(Job& job) {
+  while (!job.unwritten.empty()) {
+    const RunFileWrite& f = job.unwritten.front();
+    const std::string path = JobDir(job.id) + "/" + f.file;
+    absl::Status s = MakeDirs(path.substr(0, path.rfind('/')));
+    if (s.ok()) s = WriteFileAtomically(path, f.bytes);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(f.file, ": ", s.message()));
+    job.unwritten.erase(job.unwritten.begin());
+  }
+  return absl::OkStatus();
+}
+
+void JobManager::QueueOutputs(Job& job) { job.fx.outputs = true; }
+
+void JobManager::EnqueueOutputs(const Job& job, bool ended) {
   for (auto& q : outputs_queue_)
     if (q.job_id == job.id) {  // one request a job: the latest wins
-      q.meta_test |= meta_test;
       q.ended |= ended;
       return;
     }
-  outputs_queue_.push_back({job.id, job.spec, meta_test, ended});
+  outputs_queue_.push_back({job.id, job.spec, ended});
   cv_.SignalAll();
 }
-
-namespace {
-struct MetaTestAbandoned {};
-}  // namespace
 
 void JobManager::OutputsLoop() {
   while (true) {
@@ -317,26 +341,6 @@ void JobManager::OutputsLoop() {
     }
     const std::string dir = JobDir(req.job_id);
     PlotRunMetrics(req.spec, dir);  // training.png (ELO) or rewards.png (LHOPT)
-    if (req.meta_test) {
-      LogInfo("meta-test of the trained optimizer", {{"job", req.job_id}, {"out", dir + "/eval"}});
-      MetaTestOptions o;
-      o.progress = [this](int64_t, int64_t) {
-        if (stop_outputs_.load()) throw MetaTestAbandoned();
-      };
-      try {
-        auto table = RunAndWriteMetaTest(req.spec, dir + "/optimizer.lopt", dir + "/eval", o);
-        if (table.ok())
-          LogInfo("meta-test written", {{"job", req.job_id}, {"report", dir + "/eval/report.json"}});
-        else
-          LogError("meta-test failed", {{"job", req.job_id}, {"error", std::string(table.status().message())}});
-      } catch (const MetaTestAbandoned&) {
-        LogInfo("meta-test abandoned: the learner stops (it runs again after a restart)",
-                {{"job", req.job_id}});
-        continue;
-      } catch (const std::exception& e) {
-        LogError("meta-test failed", {{"job", req.job_id}, {"error", e.what()}});
-      }
-    }
     // What a client (loptctl export --all) fetches from here on is final.
     if (req.ended) LogInfo("run directory complete", {{"job", req.job_id}, {"dir", dir}});
   }
@@ -363,7 +367,6 @@ absl::StatusOr<std::string> JobManager::ExportFile(const std::string& id, const 
 void JobManager::Shutdown() {
   MutexLock l(&mu_);
   shutdown_ = true;
-  stop_outputs_ = true;
   cv_.SignalAll();
 }
 
@@ -453,7 +456,7 @@ absl::Status JobManager::LoadAll() {
     }
     auto job = std::make_shared<Job>(id, std::move(spec));
     MutexLock jl(&job->mu);  // not shared yet: for the annotations
-    job->core = MakeJobCore(job->spec);
+    job->core = MakeJobCore(job->spec, CoreOptions());
     NamedTensors core;
     for (auto& [k, v] : *all)
       if (k.rfind("core/", 0) == 0) core.emplace_back(k.substr(5), v);
@@ -488,10 +491,6 @@ absl::Status JobManager::LoadAll() {
       slot.finished_at = Clock::now() - std::chrono::hours(1);
       slot.series_removed = true;
       job->series_removed = true;
-      // A meta-test that a stop abandoned runs again.
-      if (job->state == v1::SUCCEEDED && options_.meta_test && !IsLhoptJob(job->spec) &&
-          !FileExists(JobDir(id) + "/eval/report.json"))
-        QueueOutputs(*job, true);
     }
     Effects fx = TakeEffects(*job);
     Apply(slot, fx);
@@ -584,7 +583,7 @@ absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
   Effects fx;
   {
     MutexLock jl(&job->mu);
-    job->core = MakeJobCore(spec);
+    job->core = MakeJobCore(spec, CoreOptions());
     job->submitted_ms = job->updated_ms = NowUnixMs();
     s = MakeDirs(JobDir(id));
     if (s.ok()) {
@@ -678,7 +677,7 @@ void JobManager::Finished(Job& job) {
   WriteSummary(job);
   job.fx.finished = true;
   job.fx.state_changed = true;
-  QueueOutputs(job, job.state == v1::SUCCEEDED && options_.meta_test && !IsLhoptJob(job.spec));
+  QueueOutputs(job);
   LogInfo("job finished", {{"job", job.id}, {"state", v1::JobState_Name(job.state)},
                            {"outer_step", absl::StrCat(job.core->Step())},
                            {"meta_loss", absl::StrFormat("%.5g", job.last_meta)},
@@ -694,17 +693,21 @@ void JobManager::Save(Job& job) {
     file = "trained";
     const std::string path = JobDir(job.id) + "/" + job.core->TrainedFileName(false);
     s = job.core->WriteTrainedFile(path);
-    if (s.ok()) {
-      file = "checkpoint";
-      job.state = v1::SUCCEEDED;
-      s = Checkpoint(job);
-      if (!s.ok()) job.state = v1::RUNNING;
-    }
-  } else {
-    s = Checkpoint(job);
+  }
+  // The files of results the checkpoint counts in (a meta-test report)
+  // before it: a restored job asks again for what is not on disk.
+  if (s.ok()) {
+    file = "run_file";
+    s = FlushRunFiles(job);
   }
   if (s.ok()) {
-    if (!job.finishing) QueueOutputs(job, false);  // training.png as of this checkpoint
+    file = "checkpoint";
+    if (job.finishing) job.state = v1::SUCCEEDED;
+    s = Checkpoint(job);
+    if (!s.ok() && job.finishing) job.state = v1::RUNNING;
+  }
+  if (s.ok()) {
+    if (!job.finishing) QueueOutputs(job);  // training.png as of this checkpoint
     const bool was_unsaved = job.unsaved;
     job.unsaved = false;
     job.save_error.clear();
@@ -1042,22 +1045,26 @@ v1::ResultAck JobManager::HandleResultLocked(Job& job, const std::string& worker
     job.m_task->Set(v.task_loss);
     AppendMetricsRow(job, v.metrics_row);
   }
-  if (!v.log_message.empty()) {  // every update's, and a yardstick score's
+  if (!v.log_message.empty()) {  // every update's, a yardstick score's, a meta-test report's
     std::vector<LogField> fields = {{"job", job.id}};
     fields.insert(fields.end(), v.log_fields.begin(), v.log_fields.end());
     fields.emplace_back("worker", worker_id);
     Log(LogLevel::kInfo, v.log_message, fields);
   }
   for (const RunFileRow& row : v.file_rows) AppendRunFileRow(job, row);
+  if (!v.file_writes.empty()) WriteRunFiles(job, std::move(v.file_writes));
   // A job ends with its last update, or with the last result it waited for
-  // after it (LHOPT's yardstick of the final policy).
+  // after it (LHOPT's yardstick of the final policy, ELO's meta-test).
   if (job.core->Done()) {
     Finish(job, v1::SUCCEEDED, "");
     return ack;
   }
   if (v.kind == CoreVerdict::kUpdated) {
+    // The last update is saved too while the job waits for what follows
+    // it, so that a restart does not train its last steps again.
     int64_t every = job.core->CheckpointEvery();
-    if (every > 0 && job.core->Step() % every == 0) Save(job);
+    if ((every > 0 && job.core->Step() % every == 0) || job.core->Step() >= job.core->Total())
+      Save(job);
   }
   Touch(job);
   return ack;

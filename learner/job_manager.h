@@ -26,7 +26,6 @@
 // the job, so it never waits for it.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -67,9 +66,11 @@ struct LearnerOptions {
   ClientConfig buffer;
   // A finished job's labelled series stay this long, so a last scrape sees them.
   int64_t metrics_retention_ms = 600000;
-  // When an ELO job succeeds, run its meta-test (as `lopt eval` does) into
-  // <state_dir>/jobs/<job_id>/eval/, in a background thread. lopt-learner
-  // turns it on (--meta-test); in-process uses (tests, benchmarks) leave it off.
+  // An ELO job's last outer step is followed by its meta-test (as `lopt eval`
+  // runs it), an ELO_META_TEST unit that a worker runs; the job succeeds once
+  // the report is in <state_dir>/jobs/<job_id>/eval/. The learner itself
+  // trains no optimizee. lopt-learner turns it on (--meta-test); in-process
+  // uses (tests, benchmarks) leave it off: a job succeeds after its last step.
   bool meta_test = false;
 };
 
@@ -106,7 +107,7 @@ class JobManager {
   // Waits up to `timeout` for a unit for the worker. NOT_FOUND when the
   // worker is gone (timed out or disconnected) or the manager shuts down;
   // an empty optional when there is no work yet. A unit with a payload
-  // (LHOPT_PPO: unit.payload() set) has its bytes in *payload, which the
+  // (LHOPT_PPO, LHOPT_YARDSTICK, ELO_META_TEST: unit.payload() set) has its bytes in *payload, which the
   // caller sends as Chunks after the unit; with payload null, only units
   // without one are handed out.
   absl::StatusOr<std::optional<v1::WorkUnit>> NextUnit(const std::string& worker_id,
@@ -136,7 +137,6 @@ class JobManager {
   struct OutputsRequest {
     std::string job_id;
     v1::JobSpec spec;
-    bool meta_test = false;
     // The job has ended: once these outputs are drawn its directory is final,
     // and the log says so ("run directory complete").
     bool ended = false;
@@ -153,7 +153,7 @@ class JobManager {
     bool release_units = false;  // the job ended: its workers' units are over
     std::string ended_state;     // and how (for the heartbeats' replies)
     bool finished = false;       // Finished: its buffer tables go, its series later
-    bool outputs = false, meta_test = false;
+    bool outputs = false;
   };
   // A job (shared with the threads busy with it); its lock guards all but
   // its id and spec.
@@ -190,6 +190,9 @@ class JobManager {
     bool unsaved ABSL_GUARDED_BY(mu) = false;
     std::string save_error ABSL_GUARDED_BY(mu);
     std::chrono::steady_clock::time_point next_save ABSL_GUARDED_BY(mu);
+    // Files of accepted results (CoreVerdict::file_writes) not written yet
+    // (a full disk): each save writes them before its checkpoint.
+    std::vector<RunFileWrite> unwritten ABSL_GUARDED_BY(mu);
     // What this section leaves for the manager (TakeEffects).
     Effects fx ABSL_GUARDED_BY(mu);
     // Metrics series of this job (the core adds its own).
@@ -230,6 +233,8 @@ class JobManager {
 
   explicit JobManager(const LearnerOptions& options);
   absl::Status LoadAll();
+  // What every job's core is made with (LearnerOptions::meta_test).
+  JobCoreOptions CoreOptions() const;
 
   // --- a job's section (its lock held: Job::mu) ---
   // Enter counts the thread busy with the job (under mu_) and returns it
@@ -280,16 +285,21 @@ class JobManager {
   void JanitorLoop() ABSL_LOCKS_EXCLUDED(mu_);
   std::string JobDir(const std::string& id) const;
   // What a run directory holds beside the checkpoint, as `lopt train` leaves
-  // it: metrics.csv a row an update (AppendMetricsRow), and, by
-  // outputs_thread_ outside every lock, training.png at each checkpoint and
-  // at the end, and a succeeded ELO job's meta-test in eval/ (QueueOutputs
-  // asks for them through Job::fx; EnqueueOutputs queues them). Shutdown
-  // abandons a meta-test under way.
+  // it: metrics.csv a row an update (AppendMetricsRow), the files results
+  // bring (a yardstick.csv row, an ELO job's meta-test report in eval/, which
+  // a worker ran), and, by outputs_thread_ outside every lock, training.png
+  // at each checkpoint and at the end (QueueOutputs asks for it through
+  // Job::fx; EnqueueOutputs queues it).
   void AppendMetricsRow(Job& job, const std::string& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
   // A result's row of another CSV file of the job's directory (CoreVerdict::file_rows).
   void AppendRunFileRow(Job& job, const RunFileRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
-  void QueueOutputs(Job& job, bool meta_test) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
-  void EnqueueOutputs(const Job& job, bool meta_test, bool ended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A result's whole files (CoreVerdict::file_writes), each written
+  // atomically; what cannot be written now waits in Job::unwritten for the
+  // job's next save (FlushRunFiles), which fails until it is written.
+  void WriteRunFiles(Job& job, std::vector<RunFileWrite> files) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  absl::Status FlushRunFiles(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  void QueueOutputs(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  void EnqueueOutputs(const Job& job, bool ended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OutputsLoop() ABSL_LOCKS_EXCLUDED(mu_);
 
   const LearnerOptions options_;
@@ -308,7 +318,6 @@ class JobManager {
   std::thread janitor_;
   std::deque<OutputsRequest> outputs_queue_ ABSL_GUARDED_BY(mu_);
   std::thread outputs_thread_;
-  std::atomic<bool> stop_outputs_{false};
 };
 
 }  // namespace lopt

@@ -32,7 +32,7 @@ const std::vector<lopt::FlagDef> kFlags = {
     {"tls-cert-file", "", "PEM certificate chain: serve TLS (with --tls-key-file; empty: plaintext)"},
     {"tls-key-file", "", "PEM private key of --tls-cert-file"},
     {"tls-ca-file", "", "PEM roots that sign the buffer server's certificate: talk TLS to it (empty: plaintext)"},
-    {"meta-test", "true", "run a succeeded ELO job's meta-test (lopt eval) into its directory's eval/ (false: off)"},
+    {"meta-test", "true", "after an ELO job's last outer step, have a worker meta-test the trained optimizer (as lopt eval does; an ELO_META_TEST unit) and succeed once the report is in the job's eval/ (false: off, the job succeeds after its last step)"},
 };
 
 }  // namespace

@@ -1,8 +1,12 @@
 #include "worker/worker.h"
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -10,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/elo/evaluation_report.h"
 #include "common/elo/small_fc_lopt.h"
 #include "common/lhopt/lhopt_wire.h"
 #include "common/rpc/metrics.h"
@@ -119,13 +124,15 @@ v1::WorkResult Worker::RunUnit(const v1::WorkUnit& unit) {
     LogWarning("cannot run unit", {{"job", unit.job_id()}, {"error", r.error()}});
     return r;
   };
-  if (unit.algorithm() == v1::LHOPT_PPO || unit.algorithm() == v1::LHOPT_YARDSTICK)
+  if (unit.algorithm() == v1::LHOPT_PPO || unit.algorithm() == v1::LHOPT_YARDSTICK ||
+      unit.algorithm() == v1::ELO_META_TEST)
     return fail(absl::InvalidArgumentError(absl::StrCat(
-        "an ", v1::Algorithm_Name(unit.algorithm()), " unit needs its payload (RunLhoptUnit)")));
+        "an ", v1::Algorithm_Name(unit.algorithm()),
+        " unit needs its payload (RunLhoptUnit, RunMetaTestUnit)")));
   if (unit.algorithm() != v1::ELO_PES)
-    return fail(absl::UnimplementedError(
-        absl::StrCat("this worker runs ELO_PES, LHOPT_PPO and LHOPT_YARDSTICK units, not ",
-                     v1::Algorithm_Name(unit.algorithm()))));
+    return fail(absl::UnimplementedError(absl::StrCat(
+        "this worker runs ELO_PES, ELO_META_TEST, LHOPT_PPO and LHOPT_YARDSTICK units, not ",
+        v1::Algorithm_Name(unit.algorithm()))));
   auto shard = ShardFor(unit);
   if (!shard.ok()) return fail(shard.status());
   SmallFcLopt lopt(unit.job().lopt());
@@ -294,6 +301,110 @@ v1::WorkResult Worker::RunLhoptUnit(const v1::WorkUnit& unit,
   return r;
 }
 
+namespace {
+// Thrown by the meta-test's progress callback when the learner cancels the unit.
+struct MetaTestCancelled {};
+}  // namespace
+
+v1::WorkResult Worker::RunMetaTestUnit(const v1::WorkUnit& unit,
+                                       const absl::StatusOr<NamedTensors>& payload,
+                                       std::string* result_payload) {
+  auto t0 = std::chrono::steady_clock::now();
+  result_payload->clear();
+  v1::WorkResult r;
+  r.set_unit_id(unit.unit_id());
+  r.set_job_id(unit.job_id());
+  r.set_shard(unit.shard());
+  r.set_theta_version(unit.theta_version());
+  auto fail = [&](const absl::Status& s) {
+    r.set_error(std::string(s.message()));
+    r.clear_payload();
+    r.clear_meta_test();
+    result_payload->clear();
+    M().units.Add({{"result", "error"}}).Increment();
+    LogWarning("cannot run unit", {{"job", unit.job_id()}, {"error", r.error()}});
+    return r;
+  };
+  if (unit.algorithm() != v1::ELO_META_TEST)
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "RunMetaTestUnit runs ELO_META_TEST units, not ", v1::Algorithm_Name(unit.algorithm()))));
+  if (!payload.ok())
+    return fail(absl::Status(payload.status().code(),
+                             absl::StrCat("the unit's payload: ", payload.status().message())));
+  // The job as `lopt eval --job` checks it: a meta-test trains one
+  // optimizee at a time, whatever a PES unit of it would hold.
+  v1::JobSpec spec = unit.job();
+  FillJobDefaults(&spec);
+  if (auto s = ValidateJob(spec, JobUse::kMetaTest); !s.ok()) return fail(s);
+  if (IsLhoptJob(spec))
+    return fail(absl::InvalidArgumentError("an ELO_META_TEST unit's job is an LHOPT job"));
+  auto theta = Find(*payload, "theta");
+  if (!theta.ok()) return fail(absl::InvalidArgumentError("the unit's payload has no theta"));
+  const int64_t d = SmallFcLopt(spec.lopt()).theta_size();
+  if (theta->dim() != 1 || theta->size(0) != d || theta->scalar_type() != torch::kFloat32)
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("the unit's theta must be float32 of shape [", d, "]")));
+  // The optimizer the job's optimizer.lopt holds: its options and job, and
+  // this theta.
+  TrainedOptimizer trained;
+  *trained.file.mutable_options() = spec.lopt();
+  *trained.file.mutable_job() = spec;
+  trained.file.set_outer_step(unit.theta_version());
+  trained.theta = *theta;
+  // The report is written as `lopt eval --out` writes it, into a directory
+  // of this worker's that goes once its files are in the result.
+  std::string dir = (std::filesystem::temp_directory_path() / "lopt-meta-test-XXXXXX").string();
+  if (::mkdtemp(dir.data()) == nullptr)
+    return fail(absl::InternalError(
+        absl::StrCat("cannot create a directory for the meta-test: ", std::strerror(errno))));
+  struct RemoveDir {
+    std::string dir;
+    ~RemoveDir() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } remove_dir{dir};
+  MetaTestOptions o;
+  o.device = options_.device;
+  o.progress = [this, id = unit.unit_id()](int64_t, int64_t) {
+    if (Cancelled(id)) throw MetaTestCancelled();
+  };
+  absl::StatusOr<MetaTestOutcome> outcome;
+  LogInfo("meta-test of the trained optimizer", {{"job", unit.job_id()},
+                                                  {"theta_version", absl::StrCat(unit.theta_version())},
+                                                  {"steps", absl::StrCat(EvalSteps(spec))}});
+  try {
+    outcome = RunAndWriteMetaTest(spec, trained, dir, o);
+  } catch (const MetaTestCancelled&) {
+    r.set_error("cancelled by the learner while running");
+    M().units.Add({{"result", "cancelled"}}).Increment();
+    LogInfo("unit stopped: the learner cancelled it",
+            {{"job", unit.job_id()}, {"unit", absl::StrCat(unit.unit_id())}});
+    return r;
+  } catch (const std::exception& e) {
+    return fail(absl::InternalError(absl::StrCat("the meta-test failed: ", e.what())));
+  }
+  if (!outcome.ok()) return fail(outcome.status());
+  NamedTensors files;
+  v1::MetaTestResultInfo* info = r.mutable_meta_test();
+  if (auto s = EncodeMetaTestFiles(dir, info, &files); !s.ok()) return fail(s);
+  info->set_theta_version(unit.theta_version());
+  info->set_runs(outcome->runs);
+  info->set_diverged(outcome->diverged);
+  *r.mutable_payload() = EncodePayload(files, result_payload);
+  // One optimizee a run, each for the meta-test's steps.
+  r.set_particle_steps(outcome->runs * EvalSteps(spec));
+  CountRun(t0, &r);
+  info->set_wall_seconds(r.seconds());
+  LogInfo("meta-test run", {{"job", unit.job_id()},
+                            {"theta_version", absl::StrCat(unit.theta_version())},
+                            {"runs", absl::StrCat(outcome->runs)},
+                            {"diverged", absl::StrCat(outcome->diverged)},
+                            {"bytes", absl::StrCat(result_payload->size())},
+                            {"seconds", absl::StrFormat("%.1f", r.seconds())}});
+  return r;
+}
+
 void Worker::Serve() {
   auto channel = MakeChannel(options_.learner);
   auto stub = v1::WorkService::NewStub(channel);
@@ -398,7 +509,9 @@ void Worker::Serve() {
         if (receiver.ok() && receiver->complete()) payload = receiver->Finish();
         std::string result_payload;
         v1::WorkerMessage out;
-        *out.mutable_result() = RunLhoptUnit(unit, payload, &result_payload);
+        *out.mutable_result() = unit.algorithm() == v1::ELO_META_TEST
+                                    ? RunMetaTestUnit(unit, payload, &result_payload)
+                                    : RunLhoptUnit(unit, payload, &result_payload);
         current = 0;
         if (Cancelled(unit.unit_id())) continue;  // the learner no longer wants its result
         // The result and its chunks back to back (no heartbeat between).

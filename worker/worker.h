@@ -1,11 +1,14 @@
 // lopt-worker's engine: connects to the learner's WorkService, registers,
 // runs the work units it is sent (ELO_PES: truncations of a job's shard,
 // with the shard's persistent inner states kept here between units;
-// LHOPT_PPO: PPO episodes with LhoptEpisodeRunner, whose register and
-// baseline tables live in make_buffer's buffer under the unit's
+// ELO_META_TEST: the meta-test of a job's trained optimizer, as `lopt eval`
+// runs it; LHOPT_PPO: PPO episodes with LhoptEpisodeRunner, whose register
+// and baseline tables live in make_buffer's buffer under the unit's
 // buffer_prefix; LHOPT_YARDSTICK: the job's fixed yardstick scores a policy
-// version, its reference runs kept here between the job's versions) and streams back one result per unit (LHOPT: with its
-// episodes as a chunked payload), with heartbeats while it works. A heartbeat's
+// version, its reference runs kept here between the job's versions) and
+// streams back one result per unit (LHOPT: with its episodes, the meta-test:
+// with its report's files, as a chunked payload), with heartbeats while it
+// works. A heartbeat's
 // reply can cancel the running unit (its job was cancelled or ended, or the unit
 // went to another worker): an ELO unit stops before its next inner step, sends
 // no result and the worker takes its next unit. When the learner goes away it
@@ -65,6 +68,15 @@ class Worker {
   v1::WorkResult RunLhoptUnit(const v1::WorkUnit& unit,
                               const absl::StatusOr<NamedTensors>& payload,
                               std::string* result_payload);
+
+  // Runs an ELO_META_TEST unit whose payload (the trained theta) was
+  // received as `payload` (or failed to arrive: the result reports the
+  // error): the meta-test `lopt eval` runs, into a temporary directory whose
+  // report files (EncodeMetaTestFiles) are the result's payload, in
+  // *result_payload. A cancel by the learner stops it between record windows.
+  v1::WorkResult RunMetaTestUnit(const v1::WorkUnit& unit,
+                                 const absl::StatusOr<NamedTensors>& payload,
+                                 std::string* result_payload);
 
   int64_t units_done() const { return units_done_.load(); }
   int64_t connections() const { return connections_.load(); }

@@ -3,15 +3,22 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 #include <vector>
+
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "common/elo/optimizer_file.h"
 #include "common/elo/small_fc_lopt.h"
 #include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/checkpoint.h"
+#include "common/util/files.h"
 #include "common/util/json.h"
 #include "common/util/run_files.h"
 #include "common/util/runtime.h"
@@ -276,6 +283,15 @@ absl::StatusOr<std::string> RunAndWriteMetaTest(const v1::JobSpec& job,
                                                 const MetaTestOptions& o) {
   auto trained = LoadOptimizerFile(optimizer_path);
   if (!trained.ok()) return trained.status();
+  auto outcome = RunAndWriteMetaTest(job, *trained, out_dir, o);
+  if (!outcome.ok()) return outcome.status();
+  return std::move(outcome->table);
+}
+
+absl::StatusOr<MetaTestOutcome> RunAndWriteMetaTest(const v1::JobSpec& job,
+                                                    const TrainedOptimizer& trained,
+                                                    const std::string& out_dir,
+                                                    const MetaTestOptions& o) {
   const int64_t steps = o.steps > 0 ? o.steps : EvalSteps(job);
   const int64_t seeds = o.seeds > 0 ? o.seeds : job.eval().seeds();
   if (steps <= 0 || seeds <= 0) return absl::InvalidArgumentError("--steps and --seeds must be > 0");
@@ -296,16 +312,114 @@ absl::StatusOr<std::string> RunAndWriteMetaTest(const v1::JobSpec& job,
 
   // The untrained optimizer is the theta meta-training started from.
   std::vector<NamedLopt> lopts = {
-      {"lopt", trained->file.options(), trained->theta},
-      {"lopt_untrained", trained->file.options(), InitialTheta(trained->file.job())}};
+      {"lopt", trained.file.options(), trained.theta},
+      {"lopt_untrained", trained.file.options(), InitialTheta(trained.file.job())}};
   if (!o.lopt_options.empty()) {
-    auto spec = MergeLoptOptions(trained->file.options(), o.lopt_options);
+    auto spec = MergeLoptOptions(trained.file.options(), o.lopt_options);
     if (!spec.ok()) return spec.status();
-    lopts.push_back({"lopt_scheduled", *spec, trained->theta});
+    lopts.push_back({"lopt_scheduled", *spec, trained.theta});
   }
   MetaTestReport report = RunMetaTest(**task, c, lopts, o.progress);
+  MetaTestOutcome out;
+  out.runs = int64_t(report.runs.size());
+  for (const auto& r : report.runs) out.diverged += r.diverged;
   // The horizon the optimizer was meta-trained at, marked on the plot.
-  return WriteMetaTestReport(report, out_dir, MetaTrainingHorizon(trained->file.job()));
+  auto table = WriteMetaTestReport(report, out_dir, MetaTrainingHorizon(trained.file.job()));
+  if (!table.ok()) return table.status();
+  out.table = std::move(*table);
+  return out;
+}
+
+std::string MetaTestFileTensorName(const std::string& name) { return "file/" + name; }
+
+absl::Status EncodeMetaTestFiles(const std::string& dir, v1::MetaTestResultInfo* info,
+                                 NamedTensors* tensors) {
+  info->clear_files();
+  tensors->clear();
+  for (const char* name : kMetaTestFiles) {
+    const std::string path = dir + "/" + name;
+    if (!FileExists(path)) continue;  // curves.png without gnuplot, test_curves.csv
+    auto bytes = ReadFile(path);
+    if (!bytes.ok()) return bytes.status();
+    if (std::string(name) == "table.txt")
+      *bytes = absl::StrReplaceAll(*bytes, {{dir + "/", std::string("eval/")}});
+    info->add_files(name);
+    tensors->emplace_back(MetaTestFileTensorName(name), StringTensor(*bytes));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> DecodeMetaTestFiles(
+    const v1::MetaTestResultInfo& info, const NamedTensors& tensors, const v1::JobSpec& job) {
+  const std::set<std::string> known(std::begin(kMetaTestFiles), std::end(kMetaTestFiles));
+  std::map<std::string, const torch::Tensor*> by_name;
+  for (const auto& [name, value] : tensors)
+    if (!by_name.emplace(name, &value).second)
+      return absl::InvalidArgumentError(
+          absl::StrCat("the meta-test result's payload has tensor '", name, "' twice"));
+  std::vector<std::pair<std::string, std::string>> files;
+  std::set<std::string> seen;
+  for (const std::string& name : info.files()) {
+    if (!known.count(name))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the meta-test result names file '", name.substr(0, 64),
+          "', which is not one of the report's (report.json, table.txt, curves.csv, "
+          "test_curves.csv, curves.png)"));
+    if (!seen.insert(name).second)
+      return absl::InvalidArgumentError(
+          absl::StrCat("the meta-test result names file '", name, "' twice"));
+    auto it = by_name.find(MetaTestFileTensorName(name));
+    if (it == by_name.end())
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the meta-test result names file '", name, "' but its payload has no tensor '",
+          MetaTestFileTensorName(name), "'"));
+    const torch::Tensor& t = *it->second;
+    if (!t.defined() || t.dim() != 1 || t.scalar_type() != torch::kUInt8)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the meta-test result's tensor '", it->first, "' must be a uint8 vector (the file's bytes)"));
+    files.emplace_back(name, TensorString(t));
+    by_name.erase(it);
+  }
+  if (!by_name.empty())
+    return absl::InvalidArgumentError(absl::StrCat("the meta-test result's payload has tensor '",
+                                                   by_name.begin()->first.substr(0, 64),
+                                                   "', which no file of it names"));
+  std::vector<std::string> required = {"report.json", "table.txt", "curves.csv"};
+  if (job.eval().test_every() > 0) required.push_back("test_curves.csv");
+  for (const auto& name : required)
+    if (!seen.count(name))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the meta-test result lacks ", name, " (it must carry ", absl::StrJoin(required, ", "), ")"));
+  const std::string& report = std::find_if(files.begin(), files.end(), [](const auto& f) {
+                                return f.first == "report.json";
+                              })->second;
+  google::protobuf::Struct json;
+  if (auto s = google::protobuf::util::JsonStringToMessage(report, &json); !s.ok())
+    return absl::InvalidArgumentError(absl::StrCat("the meta-test result's report.json is not JSON: ",
+                                                   s.ToString().substr(0, 200)));
+  const auto& fields = json.fields();
+  auto field = [&](const char* key, google::protobuf::Value::KindCase kind) {
+    auto it = fields.find(key);
+    return it != fields.end() && it->second.kind_case() == kind ? &it->second : nullptr;
+  };
+  const auto* task = field("task", google::protobuf::Value::kStringValue);
+  const auto* steps = field("steps", google::protobuf::Value::kNumberValue);
+  const auto* runs = field("runs", google::protobuf::Value::kListValue);
+  if (!task || !steps || !runs)
+    return absl::InvalidArgumentError(
+        "the meta-test result's report.json is not a meta-test report (it needs task, steps and runs)");
+  if (int64_t(steps->number_value()) != EvalSteps(job))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the meta-test result's report.json is of ", int64_t(steps->number_value()),
+        " inner steps but the job's meta-test runs ", EvalSteps(job)));
+  if (runs->list_value().values_size() == 0 || runs->list_value().values_size() != info.runs())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the meta-test result's report.json has ", runs->list_value().values_size(),
+        " runs but the result says ", info.runs()));
+  if (info.diverged() < 0 || info.diverged() > info.runs())
+    return absl::InvalidArgumentError(absl::StrCat("a meta-test result with ", info.diverged(),
+                                                   " diverged runs of ", info.runs()));
+  return files;
 }
 
 }  // namespace lopt

@@ -1,17 +1,21 @@
-// The meta-test's outputs (`lopt eval`, `lopt train`'s eval/, and the
-// learner's jobs/<id>/eval/ once a job succeeds): report.json, curves.csv,
-// test_curves.csv, curves.png and table.txt. Library lopt_reports, shared by
-// lopt and lopt-learner.
+// The meta-test's outputs (`lopt eval`, `lopt train`'s eval/, and a worker's
+// ELO_META_TEST unit, whose files the learner writes into jobs/<id>/eval/):
+// report.json, curves.csv, test_curves.csv, curves.png and table.txt.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include <functional>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/elo/evaluation.h"
+#include "common/elo/optimizer_file.h"
+#include "common/elo/replay_buffer.h"
 #include "lopt/v1/job.pb.h"
+#include "lopt/v1/work_service.pb.h"
 
 namespace lopt {
 
@@ -42,5 +46,49 @@ absl::StatusOr<std::string> RunAndWriteMetaTest(const v1::JobSpec& job,
                                                 const std::string& optimizer_path,
                                                 const std::string& out_dir,
                                                 const MetaTestOptions& options);
+
+// What RunAndWriteMetaTest wrote: the table, and how many optimizee
+// trainings ran and diverged.
+struct MetaTestOutcome {
+  std::string table;
+  int64_t runs = 0;
+  int64_t diverged = 0;
+};
+// RunAndWriteMetaTest with the trained optimizer in memory: what a worker
+// runs for an ELO_META_TEST unit, with the optimizer it builds from the
+// unit's job and theta (the file `optimizer_path` would hold).
+absl::StatusOr<MetaTestOutcome> RunAndWriteMetaTest(const v1::JobSpec& job,
+                                                    const TrainedOptimizer& trained,
+                                                    const std::string& out_dir,
+                                                    const MetaTestOptions& options);
+
+// An ELO_META_TEST result on the wire (work_service.proto). The files of
+// the report that a run directory's eval/ keeps, in this order: those a
+// result may carry. curves.png is there only where gnuplot drew it, and
+// test_curves.csv only with eval.test_every > 0; the .dat and .gp files are
+// gnuplot's input and stay where they were written.
+inline constexpr const char* kMetaTestFiles[] = {"report.json", "table.txt", "curves.csv",
+                                                 "test_curves.csv", "curves.png"};
+// The payload name of a file of the report: "file/<name>".
+std::string MetaTestFileTensorName(const std::string& name);
+
+// The worker's side: the kMetaTestFiles that RunAndWriteMetaTest wrote into
+// `dir`, as "file/<name>" tensors (uint8) named in info->files in that
+// order. table.txt names the files as the job's directory holds them
+// ("wrote eval/report.json, ...") instead of `dir`, a directory of the
+// worker's. Errors: those of reading a file.
+absl::Status EncodeMetaTestFiles(const std::string& dir, v1::MetaTestResultInfo* info,
+                                 NamedTensors* tensors);
+
+// The learner's side: the files of a result for a meta-test of `job`
+// (job.eval's steps), as (name, bytes) in info.files's order. INVALID_ARGUMENT
+// naming what is wrong: a name that is not one of kMetaTestFiles or comes
+// twice, a file without its tensor or a tensor no file names, a tensor that
+// is not a uint8 vector, report.json, table.txt or curves.csv missing (and
+// test_curves.csv where job.eval.test_every > 0), or a report.json that is
+// not a meta-test report of `job`'s budget (JSON with a task, its steps,
+// and info.runs runs).
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> DecodeMetaTestFiles(
+    const v1::MetaTestResultInfo& info, const NamedTensors& tensors, const v1::JobSpec& job);
 
 }  // namespace lopt

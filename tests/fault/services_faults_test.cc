@@ -296,10 +296,11 @@ TEST(ServicesFaults, AJobSucceedsOnlyOnceItsResultIsOnDiskAndRetriesUntilItIs) {
   EXPECT_NE(out.find("File too large"), std::string::npos) << out;
 
   s.StartWorker("w1");
-  // Every step is done, yet the job is not succeeded: its result is not saved.
+  // Every step is done and the worker's meta-test is in, yet the job is not
+  // succeeded: its result is not saved.
   std::string st = s.PollStatus(id, absl::StrCat("outer_step: ", kSteps), 120s);
   ASSERT_NE(st.find(absl::StrCat("outer_step: ", kSteps)), std::string::npos) << st;
-  st = s.PollStatus(id, "File too large", 10s);
+  st = s.PollStatus(id, "its steps are done", 120s);
   EXPECT_NE(st.find("state: RUNNING"), std::string::npos) << st;
   EXPECT_NE(st.find("its steps are done but its result is not saved yet"), std::string::npos) << st;
   EXPECT_NE(st.find("optimizer.lopt"), std::string::npos) << st;
@@ -329,6 +330,10 @@ TEST(ServicesFaults, AJobSucceedsOnlyOnceItsResultIsOnDiskAndRetriesUntilItIs) {
   EXPECT_NE(out.find(absl::StrCat("succeeded at outer step ", kSteps, "/", kSteps)), std::string::npos)
       << out;
   EXPECT_TRUE(FileExists(job_dir + "/optimizer.lopt"));
+  // The meta-test report that came in while the disk was full was kept and
+  // written before the checkpoint that says SUCCEEDED.
+  EXPECT_TRUE(FileExists(job_dir + "/eval/report.json")) << s.learner().Output();
+  EXPECT_TRUE(FileExists(job_dir + "/eval/table.txt"));
   const std::string exported = s.dir() + "/trained.lopt";
   std::tie(code, out) = s.RunCtl(absl::StrCat("export ", id, " --out ", exported));
   ASSERT_EQ(code, 0) << out;

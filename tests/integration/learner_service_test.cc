@@ -388,6 +388,79 @@ TEST(LearnerService, LhoptYardstickIsAUnitAWorkerScoresAndTheJobWaitsForTheLast)
   s.manager().Cancel(plain).IgnoreError();
 }
 
+// An ELO job with a small meta-test (LearnerOptions::meta_test, as
+// lopt-learner runs): 40 inner steps of 1 seed, one AdamW lr, the test
+// split every 20 steps.
+const char kMetaTestedEval[] =
+    "eval { steps: 40 seeds: 1 adamw_lrs: 0.01 record_every: 10 test_every: 20 }\n";
+
+// The eval/ files of a job's directory are a meta-test report the worker
+// wrote, as `lopt eval --out` leaves it.
+void ExpectMetaTestFiles(LearnerServer& s, const std::string& id) {
+  const std::string dir = s.dir() + "/jobs/" + id + "/eval";
+  for (const char* f : {"report.json", "table.txt", "curves.csv", "test_curves.csv"})
+    EXPECT_TRUE(FileExists(dir + "/" + f)) << f;
+  auto report = ReadFile(dir + "/report.json").value_or("");
+  EXPECT_NE(report.find("\"steps\": 40"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"optimizer\": \"lopt\""), std::string::npos) << report;
+  EXPECT_NE(report.find("\"optimizer\": \"adamw\""), std::string::npos) << report;
+  auto table = ReadFile(dir + "/table.txt").value_or("");
+  EXPECT_NE(table.find("wrote eval/report.json, curves.csv"), std::string::npos) << table;
+  ExpectExportable(s, id, "eval/report.json");
+  ExpectExportable(s, id, "eval/test_curves.csv");
+}
+
+TEST(LearnerService, EloMetaTestIsAUnitAWorkerRunsAndTheJobWaitsForIt) {
+  LearnerServer s("", "", 2000, /*meta_test=*/true);
+  std::string id = Submit(s, std::string(kJob) + kMetaTestedEval);
+  v1::JobStatus st = RunWorkerUntil(s, id, [](const v1::JobStatus&) { return false; });
+  ASSERT_EQ(st.state(), v1::SUCCEEDED) << st.error();
+  EXPECT_EQ(st.outer_step(), 3);
+  // The 3 truncations and the meta-test, all the worker's: the job
+  // succeeded only once the report was in its directory.
+  EXPECT_EQ(st.results_accepted(), 4);
+  ExpectMetaTestFiles(s, id);
+}
+
+// A learner that stops after an ELO job's last outer step but before its
+// meta-test came back asks a worker for the meta-test again when it starts.
+TEST(LearnerService, EloJobRestoredBeforeItsMetaTestAsksForItAgain) {
+  const std::string dir =
+      absl::StrCat(::testing::TempDir(), "lopt_learner_svc_meta_test_resume_", getpid());
+  std::filesystem::remove_all(dir);
+  std::string id;
+  {
+    LearnerServer s("", dir, 2000, /*meta_test=*/true);
+    id = Submit(s, std::string(kJob) + kMetaTestedEval);
+    FakeWorker w(s.client());
+    ASSERT_TRUE(w.Register());
+    for (int step = 0; step < 3; ++step) {
+      v1::WorkUnit u = w.NextUnit();
+      ASSERT_EQ(u.algorithm(), v1::ELO_PES);
+      ASSERT_TRUE(w.Send(GoodResult(u)).accepted());
+    }
+    auto st = s.manager().Get(id, false);
+    EXPECT_EQ(st->outer_step(), 3);
+    EXPECT_EQ(st->state(), v1::RUNNING) << "the meta-test is not in";
+    EXPECT_FALSE(FileExists(dir + "/jobs/" + id + "/eval/report.json"));
+  }  // the learner stops; checkpoint_every: 0, yet the last step was saved
+  {
+    LearnerServer s("", dir, 2000, /*meta_test=*/true);
+    auto st = s.manager().Get(id, false);
+    ASSERT_TRUE(st.ok()) << st.status();
+    EXPECT_EQ(st->state(), v1::RUNNING);
+    EXPECT_EQ(st->outer_step(), 3);
+    auto done = RunWorkerUntil(s, id, [](const v1::JobStatus&) { return false; });
+    ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+    EXPECT_EQ(done.results_accepted(), 4);  // no truncation again: only the meta-test
+    ExpectMetaTestFiles(s, id);
+  }
+  // Once it is in, a restart asks for nothing more.
+  LearnerServer again("", dir, 2000, /*meta_test=*/true);
+  EXPECT_EQ(again.manager().Get(id, false)->state(), v1::SUCCEEDED);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(LearnerService, LhoptJobResumesFromItsCheckpointAfterARestart) {
   const std::string dir =
       absl::StrCat(::testing::TempDir(), "lopt_learner_svc_lhopt_resume_", getpid());

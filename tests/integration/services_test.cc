@@ -205,9 +205,10 @@ TEST(Services, KillNineOfTheLearnerResumesFromItsCheckpoint) {
 }
 
 // Issue 13: a job on the services leaves what `lopt train --out` leaves --
-// job.textproto, metrics.csv, training.png and, once it has succeeded, its
-// meta-test in eval/ -- in the learner's state directory, and
-// `loptctl export --all` fetches them.
+// job.textproto, metrics.csv, training.png and its meta-test in eval/ -- in
+// the learner's state directory, and `loptctl export --all` fetches them.
+// Issue 15: the meta-test is a unit the worker runs (ELO_META_TEST), not
+// inner training in the learner, and the job succeeds once its report is in.
 TEST(Services, AJobLeavesTheRunDirectoryOfALocalRunAndExportsIt) {
   Cluster c("rundir");
   c.StartBuffer();
@@ -221,8 +222,18 @@ TEST(Services, AJobLeavesTheRunDirectoryOfALocalRunAndExportsIt) {
                             /*watch=*/true, &out);
   EXPECT_NE(out.find("succeeded"), std::string::npos) << out;
   const std::string dir = c.dir() + "/learner/jobs/" + id;
-  // The learner runs the meta-test after the job succeeds, in the background.
-  ASSERT_TRUE(c.learner().WaitForLine("msg=\"meta-test written\"", 120s)) << c.learner().Output();
+  // The worker ran the meta-test and the learner took its report before the
+  // job succeeded: its files are there the moment watch says so.
+  EXPECT_EQ(c.worker("w1").CountLines(absl::StrCat("msg=\"meta-test run\" job=", id, " ")), 1)
+      << c.worker("w1").Output();
+  EXPECT_EQ(c.learner().CountLines(absl::StrCat("msg=\"meta-test report\" job=", id, " ")), 1)
+      << c.learner().Output();
+  EXPECT_EQ(c.learner().CountLines("msg=\"meta-test of the trained optimizer\""), 0)
+      << "the learner trained optimizees itself";
+  for (const char* f : {"eval/report.json", "eval/table.txt", "eval/curves.csv", "eval/test_curves.csv"})
+    EXPECT_TRUE(lopt::FileExists(dir + "/" + f)) << f << " missing when the job succeeded";
+  // training.png is drawn after the end, off the doors.
+  ASSERT_TRUE(c.learner().WaitForLine("msg=\"run directory complete\"", 60s)) << c.learner().Output();
   const std::string e = c.dir() + "/exported";
   auto [code, text] = RunCommand(c.Ctl(absl::StrCat("export ", id, " --all -o ", e)));
   ASSERT_EQ(code, 0) << text;

@@ -33,9 +33,10 @@ using namespace std::chrono_literals;
 
 class LearnerServer {
  public:
-  // `dir`: the state directory (empty: a new one).
+  // `dir`: the state directory (empty: a new one). `meta_test`: ELO jobs
+  // end with a worker's meta-test (LearnerOptions::meta_test).
   explicit LearnerServer(const std::string& token = "", const std::string& dir = "",
-                         int64_t worker_timeout_ms = 2000)
+                         int64_t worker_timeout_ms = 2000, bool meta_test = false)
       : token_(token), dir_(dir) {
     if (dir_.empty()) {
       // A new directory each time: a name made of the pid alone met an old
@@ -48,6 +49,7 @@ class LearnerServer {
     opt.state_dir = dir_;
     opt.worker_timeout_ms = worker_timeout_ms;
     opt.heartbeat_interval_ms = 100;
+    opt.meta_test = meta_test;
     auto m = JobManager::Create(opt);
     EXPECT_TRUE(m.ok()) << m.status();
     manager_ = std::move(*m);

@@ -1,21 +1,27 @@
 // The job cores behind the learner's JobManager (learner/job_core.h): which
 // kind a spec gets, ELO's shard ownership across workers, LHOPT's units,
-// which need a payload and must come back with their own id, and LHOPT's
-// yardstick units.
+// which need a payload and must come back with their own id, LHOPT's
+// yardstick units and ELO's meta-test unit.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <set>
 #include <string>
 
 #include <torch/torch.h>
 
+#include "absl/strings/str_cat.h"
+#include "common/elo/evaluation_report.h"
 #include "common/elo/small_fc_lopt.h"
+#include "common/lhopt/lhopt_wire.h"
 #include "common/rpc/tensor_codec.h"
 #include "common/spec/job_spec.h"
+#include "common/util/checkpoint.h"
 #include "common/util/error_kinds.h"
 #include "learner/job_core.h"
+#include "worker/worker.h"
 
 namespace lopt {
 namespace {
@@ -238,6 +244,282 @@ TEST(JobCore, LhoptYardstickIsAUnitOfItsOwn) {
   auto again = before->Start(Worker("a"), true, any);
   ASSERT_TRUE(again);
   EXPECT_EQ(again->unit.algorithm(), v1::LHOPT_YARDSTICK);
+}
+
+// An ELO job of 2 outer steps (a result from each of its 2 shards a step)
+// whose meta-test is 20 inner steps of 1 seed against one AdamW lr.
+v1::JobSpec MetaTestedSpec() {
+  v1::JobSpec spec = EloSpec();
+  spec.mutable_budget()->set_outer_steps(2);
+  spec.mutable_eval()->set_steps(20);
+  spec.mutable_eval()->set_seeds(1);
+  spec.mutable_eval()->clear_adamw_lrs();
+  spec.mutable_eval()->add_adamw_lrs(0.01f);
+  return spec;
+}
+
+// Runs outer steps of an ELO core to the end of its budget with zero
+// gradients, a result from each shard a step.
+void RunOuterSteps(JobCore& core, const v1::JobSpec& spec) {
+  auto any = [](const std::string&) { return true; };
+  const int64_t d = SmallFcLopt(spec.lopt()).theta_size();
+  while (core.Step() < core.Total()) {
+    std::vector<CoreUnit> units;
+    while (auto u = core.Start(Worker("a"), true, any)) {
+      ASSERT_EQ(u->unit.algorithm(), v1::ELO_PES) << "no meta-test before the last step";
+      units.push_back(*u);
+    }
+    ASSERT_FALSE(units.empty());
+    for (const auto& u : units) {
+      v1::WorkResult r;
+      r.set_shard(u.shard);
+      r.set_theta_version(u.unit.theta_version());
+      *r.mutable_grad() = EncodeTensor(torch::zeros({d}), "grad");
+      r.set_meta_loss(1.0);
+      r.set_task_loss(1.0);
+      CoreVerdict v = core.Accept(r, u.token, NamedTensors{});
+      ASSERT_NE(v.kind, CoreVerdict::kRejected) << v.error;
+    }
+  }
+}
+
+// A meta-test result as a worker would send it: its info and its payload's
+// files.
+struct MetaTestReply {
+  v1::WorkResult result;
+  NamedTensors files;
+};
+MetaTestReply GoodMetaTestReply(int64_t version, int64_t steps) {
+  MetaTestReply m;
+  auto* info = m.result.mutable_meta_test();
+  info->set_theta_version(version);
+  info->set_runs(2);
+  auto add = [&](const std::string& name, const std::string& bytes) {
+    info->add_files(name);
+    m.files.emplace_back(MetaTestFileTensorName(name), StringTensor(bytes));
+  };
+  add("report.json", absl::StrCat("{\"task\": \"q\", \"steps\": ", steps,
+                                  ", \"runs\": [{\"optimizer\": \"lopt\"}, "
+                                  "{\"optimizer\": \"adamw\"}]}\n"));
+  add("table.txt", "meta-test: q\n");
+  add("curves.csv", "optimizer,lr,seed,step,train_loss\n");
+  return m;
+}
+
+// ELO's meta-test is a unit a worker runs, after the last outer step: out
+// once with the final theta, again after an abandon, its result checked
+// (version, files, report), its files for eval/; the job is Done only once
+// it is in, and a restored core asks for it again unless it was.
+TEST(JobCore, EloMetaTestIsAUnitOfItsOwn) {
+  const v1::JobSpec spec = MetaTestedSpec();
+  JobCoreOptions on;
+  on.meta_test = true;
+  auto core = MakeJobCore(spec, on);
+  auto any = [](const std::string&) { return true; };
+  RunOuterSteps(*core, spec);
+  EXPECT_EQ(core->Step(), 2);
+  EXPECT_FALSE(core->Done()) << "the meta-test is not in";
+  const NamedTensors before_report = core->SaveState();
+
+  EXPECT_FALSE(core->Start(Worker("a"), /*can_take_payload=*/false, any));
+  auto m = core->Start(Worker("a"), true, any);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->unit.algorithm(), v1::ELO_META_TEST);
+  EXPECT_EQ(m->unit.theta_version(), 2);
+  EXPECT_GT(m->token, 0);
+  ASSERT_TRUE(m->has_payload);
+  auto theta = Find(m->payload, "theta");
+  ASSERT_TRUE(theta.ok()) << theta.status();
+  EXPECT_EQ(theta->numel(), SmallFcLopt(spec.lopt()).theta_size());
+  EXPECT_FALSE(core->Start(Worker("b"), true, any)) << "one meta-test, out once";
+
+  MetaTestReply good = GoodMetaTestReply(2, 20);
+  auto refused = [&](const v1::WorkResult& r, const NamedTensors& files, const std::string& why) {
+    CoreVerdict v = core->Accept(r, m->token, files);
+    EXPECT_EQ(v.kind, CoreVerdict::kRejected) << why;
+    EXPECT_EQ(v.error.code(), absl::StatusCode::kInvalidArgument) << v.error;
+    EXPECT_NE(std::string(v.error.message()).find(why), std::string::npos) << v.error;
+    EXPECT_TRUE(v.file_writes.empty());
+    EXPECT_FALSE(core->Done());
+  };
+  refused(v1::WorkResult(), good.files, "must carry meta_test");
+  v1::WorkResult r = good.result;
+  r.mutable_meta_test()->set_theta_version(1);
+  refused(r, good.files, "of theta version 1 but version 2 was sent");
+  // A file missing, a file that is not the report's, a tensor no file names.
+  r = good.result;
+  r.mutable_meta_test()->mutable_files()->RemoveLast();
+  NamedTensors files = good.files;
+  files.pop_back();
+  refused(r, files, "lacks curves.csv");
+  r = good.result;
+  r.mutable_meta_test()->add_files("../../checkpoint.pt");
+  files = good.files;
+  files.emplace_back(MetaTestFileTensorName("../../checkpoint.pt"), StringTensor("x"));
+  refused(r, files, "not one of the report's");
+  files = good.files;
+  files.emplace_back("file/extra", StringTensor("x"));
+  refused(good.result, files, "which no file of it names");
+  // A report that is not one, or not of the job's meta-test.
+  files = good.files;
+  files[0].second = StringTensor("{\"task\": ");
+  refused(good.result, files, "report.json is not JSON");
+  files[0].second = StringTensor("{\"task\": \"q\", \"steps\": 400, \"runs\": [{}, {}]}");
+  refused(good.result, files, "of 400 inner steps but the job's meta-test runs 20");
+  files[0].second = StringTensor("{\"task\": \"q\", \"steps\": 20, \"runs\": [{}]}");
+  refused(good.result, files, "has 1 runs but the result says 2");
+  files[0].second = torch::zeros({3}, torch::kFloat32);
+  refused(good.result, files, "must be a uint8 vector");
+  // A payload that did not arrive whole.
+  CoreVerdict v = core->Accept(good.result, m->token, absl::DataLossError("chunk 2 fails its checksum"));
+  EXPECT_EQ(v.reason, "corrupt_payload");
+
+  // Abandoned (its worker left): it goes out again, under a new token.
+  core->Abandon(m->shard, m->token, /*worker_gone=*/true);
+  auto again = core->Start(Worker("c"), true, any);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->unit.algorithm(), v1::ELO_META_TEST);
+  EXPECT_EQ(again->unit.theta_version(), 2);
+  EXPECT_NE(again->token, m->token);
+  EXPECT_EQ(core->Accept(good.result, m->token, good.files).kind, CoreVerdict::kRejected)
+      << "the abandoned unit's token";
+
+  v = core->Accept(good.result, again->token, good.files);
+  ASSERT_EQ(v.kind, CoreVerdict::kAccepted) << v.error;
+  ASSERT_EQ(v.file_writes.size(), 3u);
+  EXPECT_EQ(v.file_writes[0].file, "eval/report.json");
+  EXPECT_EQ(v.file_writes[1].file, "eval/table.txt");
+  EXPECT_EQ(v.file_writes[1].bytes, "meta-test: q\n");
+  EXPECT_EQ(v.file_writes[2].file, "eval/curves.csv");
+  EXPECT_EQ(v.log_message, "meta-test report");
+  EXPECT_EQ(core->Step(), 2) << "a meta-test is no update";
+  EXPECT_TRUE(core->Done());
+  EXPECT_FALSE(core->Start(Worker("a"), true, any)) << "nothing left to run";
+  EXPECT_EQ(core->Accept(good.result, again->token, good.files).kind, CoreVerdict::kRejected)
+      << "a second report for the same unit";
+
+  // Restored from a checkpoint after the report: done, nothing to run.
+  auto after = MakeJobCore(spec, on);
+  ASSERT_TRUE(after->LoadState(core->SaveState()).ok());
+  EXPECT_TRUE(after->Done());
+  EXPECT_FALSE(after->Start(Worker("a"), true, any));
+  // From one after the last step but before the report: asks for it again.
+  auto before = MakeJobCore(spec, on);
+  ASSERT_TRUE(before->LoadState(before_report).ok());
+  EXPECT_EQ(before->Step(), 2);
+  EXPECT_FALSE(before->Done());
+  auto resent = before->Start(Worker("a"), true, any);
+  ASSERT_TRUE(resent);
+  EXPECT_EQ(resent->unit.algorithm(), v1::ELO_META_TEST);
+  EXPECT_EQ(resent->unit.theta_version(), 2);
+}
+
+// Without meta-testing (LearnerOptions::meta_test off: tests, benchmarks) an
+// ELO job is done with its last outer step and hands out nothing after it.
+TEST(JobCore, EloWithoutMetaTestIsDoneAfterItsLastStep) {
+  const v1::JobSpec spec = MetaTestedSpec();
+  auto core = MakeJobCore(spec);
+  RunOuterSteps(*core, spec);
+  EXPECT_TRUE(core->Done());
+  EXPECT_FALSE(core->Start(Worker("a"), true, [](const std::string&) { return true; }));
+}
+
+// A truncation still out when the last outer step is applied comes back
+// while the job waits for its meta-test: dropped as stale, no step beyond
+// the budget.
+TEST(JobCore, EloTruncationsAfterTheLastStepAreDropped) {
+  v1::JobSpec spec = MetaTestedSpec();
+  spec.mutable_cluster()->set_results_per_step(1);
+  spec.mutable_cluster()->set_max_staleness(4);
+  JobCoreOptions on;
+  on.meta_test = true;
+  auto core = MakeJobCore(spec, on);
+  auto any = [](const std::string&) { return true; };
+  const int64_t d = SmallFcLopt(spec.lopt()).theta_size();
+  auto a = core->Start(Worker("a"), true, any);
+  auto b = core->Start(Worker("b"), true, any);
+  ASSERT_TRUE(a && b);
+  auto result = [&](const CoreUnit& u) {
+    v1::WorkResult r;
+    r.set_shard(u.shard);
+    r.set_theta_version(u.unit.theta_version());
+    *r.mutable_grad() = EncodeTensor(torch::zeros({d}), "grad");
+    r.set_meta_loss(1.0);
+    r.set_task_loss(1.0);
+    return r;
+  };
+  EXPECT_EQ(core->Accept(result(*a), a->token, NamedTensors{}).kind, CoreVerdict::kUpdated);
+  auto a2 = core->Start(Worker("a"), true, any);
+  ASSERT_TRUE(a2);
+  EXPECT_EQ(core->Accept(result(*a2), a2->token, NamedTensors{}).kind, CoreVerdict::kUpdated);
+  EXPECT_EQ(core->Step(), 2);
+  EXPECT_EQ(core->Accept(result(*b), b->token, NamedTensors{}).kind, CoreVerdict::kDroppedStale);
+  EXPECT_EQ(core->Step(), 2);
+  auto m = core->Start(Worker("b"), true, any);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->unit.algorithm(), v1::ELO_META_TEST);
+}
+
+// The real worker runs the core's meta-test unit (as `lopt eval` would, on a
+// small quadratic) and the core takes its result: the two sides agree on the
+// wire, and a unit without its theta is refused by the worker.
+TEST(JobCore, TheWorkerRunsTheMetaTestUnitAndTheCoreTakesItsFiles) {
+  const v1::JobSpec spec = MetaTestedSpec();
+  JobCoreOptions on;
+  on.meta_test = true;
+  auto core = MakeJobCore(spec, on);
+  RunOuterSteps(*core, spec);
+  auto m = core->Start(Worker("a"), true, [](const std::string&) { return true; });
+  ASSERT_TRUE(m);
+  v1::WorkUnit unit = m->unit;
+  unit.set_unit_id(7);
+  unit.set_job_id("core-job");
+  *unit.mutable_job() = spec;
+  // Over the wire: the payload's bytes and back.
+  std::string bytes;
+  *unit.mutable_payload() = EncodePayload(m->payload, &bytes);
+  auto receiver = PayloadReceiver::Create(unit.payload());
+  ASSERT_TRUE(receiver.ok()) << receiver.status();
+  for (auto& c : MakeChunks(bytes, kChunkBytes)) ASSERT_TRUE(receiver->Add(c).ok());
+  auto payload = receiver->Finish();
+  ASSERT_TRUE(payload.ok()) << payload.status();
+
+  WorkerOptions wo;
+  wo.name = "meta-tester";
+  lopt::Worker worker(wo);
+  std::string result_bytes;
+  v1::WorkResult r = worker.RunMetaTestUnit(unit, *payload, &result_bytes);
+  ASSERT_TRUE(r.error().empty()) << r.error();
+  EXPECT_EQ(r.unit_id(), 7u);
+  EXPECT_EQ(r.meta_test().theta_version(), 2);
+  EXPECT_EQ(r.meta_test().runs(), 3);  // lopt, lopt_untrained and AdamW, one seed each
+  EXPECT_EQ(r.particle_steps(), 3 * 20);
+  ASSERT_TRUE(r.has_payload());
+  auto back = PayloadReceiver::Create(r.payload());
+  ASSERT_TRUE(back.ok()) << back.status();
+  for (auto& c : MakeChunks(result_bytes, kChunkBytes)) ASSERT_TRUE(back->Add(c).ok());
+  auto files = back->Finish();
+  ASSERT_TRUE(files.ok()) << files.status();
+
+  CoreVerdict v = core->Accept(r, m->token, *files);
+  ASSERT_EQ(v.kind, CoreVerdict::kAccepted) << v.error;
+  EXPECT_TRUE(core->Done());
+  std::map<std::string, std::string> written;
+  for (const auto& w : v.file_writes) written[w.file] = w.bytes;
+  ASSERT_TRUE(written.count("eval/report.json"));
+  EXPECT_NE(written["eval/report.json"].find("\"optimizer\": \"lopt_untrained\""), std::string::npos);
+  ASSERT_TRUE(written.count("eval/table.txt"));
+  // The table names the files where the job's directory keeps them, not
+  // where the worker wrote them.
+  EXPECT_NE(written["eval/table.txt"].find("wrote eval/report.json"), std::string::npos)
+      << written["eval/table.txt"];
+  EXPECT_EQ(written["eval/table.txt"].find("/tmp"), std::string::npos) << written["eval/table.txt"];
+  EXPECT_TRUE(written.count("eval/curves.csv"));
+
+  // The worker refuses a unit without its theta, with a reason.
+  v1::WorkResult bad = worker.RunMetaTestUnit(unit, NamedTensors{}, &result_bytes);
+  EXPECT_NE(bad.error().find("has no theta"), std::string::npos) << bad.error();
+  EXPECT_FALSE(bad.has_payload());
 }
 
 }  // namespace
