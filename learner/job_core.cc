@@ -33,6 +33,13 @@ CoreVerdict Rejected(std::string reason, absl::Status error) {
   return v;
 }
 
+// A result whose payload could not be received or decoded: "corrupt_payload" where its
+// checksum failed (DATA_LOSS), "bad_payload" otherwise.
+CoreVerdict PayloadUnusable(const absl::Status& s) {
+  return Rejected(s.code() == absl::StatusCode::kDataLoss ? "corrupt_payload" : "bad_payload",
+                  absl::Status(s.code(), absl::StrCat("the result's payload is unusable: ", s.message())));
+}
+
 // A job's Accept refusing a result: non-finite values have their own reason.
 CoreVerdict RefusedByJob(const absl::Status& s) {
   return Rejected(IsNonFiniteError(s) ? "non_finite" : "invalid", s);
@@ -203,11 +210,7 @@ class EloCore : public JobCore {
     if (token != meta_token_ || !MetaTestDue())
       return Rejected("invalid", absl::InvalidArgumentError("no meta-test unit is out with that id"));
     if (!payload.ok())
-      return Rejected(payload.status().code() == absl::StatusCode::kDataLoss ? "corrupt_payload"
-                                                                             : "bad_payload",
-                      absl::Status(payload.status().code(),
-                                   absl::StrCat("the result's payload is unusable: ",
-                                                payload.status().message())));
+      return PayloadUnusable(payload.status());
     if (!r.has_meta_test())
       return Rejected("invalid", absl::InvalidArgumentError(
                                      "an ELO_META_TEST result must carry meta_test (MetaTestResultInfo)"));
@@ -380,11 +383,7 @@ class LhoptCore : public JobCore {
                      const absl::StatusOr<NamedTensors>& payload) override {
     if (token < 0) return AcceptYardstick(r, token);
     if (!payload.ok())
-      return Rejected(payload.status().code() == absl::StatusCode::kDataLoss ? "corrupt_payload"
-                                                                             : "bad_payload",
-                      absl::Status(payload.status().code(),
-                                   absl::StrCat("the result's payload is unusable: ",
-                                                payload.status().message())));
+      return PayloadUnusable(payload.status());
     if (!r.has_lhopt())
       return Rejected("invalid", absl::InvalidArgumentError(
                                      "an LHOPT_PPO result must carry lhopt (LhoptResultInfo)"));

@@ -102,6 +102,31 @@ absl::StatusOr<Worker::Shard*> Worker::ShardFor(const v1::WorkUnit& unit) {
   return &sh;
 }
 
+namespace {
+
+// The result of `unit`, its ids and the version it ran filled in.
+v1::WorkResult ResultFor(const v1::WorkUnit& unit, int64_t version) {
+  v1::WorkResult r;
+  r.set_unit_id(unit.unit_id());
+  r.set_job_id(unit.job_id());
+  r.set_shard(unit.shard());
+  r.set_theta_version(version);
+  return r;
+}
+
+// `r` as the answer of a unit that could not run: the error, and no payload or result info
+// of its kind; counted and logged.
+v1::WorkResult FailedResult(const v1::WorkUnit& unit, v1::WorkResult r, const absl::Status& s) {
+  r.set_error(std::string(s.message()));
+  r.clear_payload();
+  r.clear_meta_test();
+  M().units.Add({{"result", "error"}}).Increment();
+  LogWarning("cannot run unit", {{"job", unit.job_id()}, {"error", r.error()}});
+  return r;
+}
+
+}  // namespace
+
 void Worker::CountRun(std::chrono::steady_clock::time_point t0, v1::WorkResult* r) {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r->set_seconds(secs);
@@ -113,17 +138,8 @@ void Worker::CountRun(std::chrono::steady_clock::time_point t0, v1::WorkResult* 
 
 v1::WorkResult Worker::RunUnit(const v1::WorkUnit& unit) {
   auto t0 = std::chrono::steady_clock::now();
-  v1::WorkResult r;
-  r.set_unit_id(unit.unit_id());
-  r.set_job_id(unit.job_id());
-  r.set_shard(unit.shard());
-  r.set_theta_version(unit.theta_version());
-  auto fail = [&](const absl::Status& s) {
-    r.set_error(std::string(s.message()));
-    M().units.Add({{"result", "error"}}).Increment();
-    LogWarning("cannot run unit", {{"job", unit.job_id()}, {"error", r.error()}});
-    return r;
-  };
+  v1::WorkResult r = ResultFor(unit, unit.theta_version());
+  auto fail = [&](const absl::Status& s) { return FailedResult(unit, r, s); };
   if (unit.algorithm() == v1::LHOPT_PPO || unit.algorithm() == v1::LHOPT_YARDSTICK ||
       unit.algorithm() == v1::ELO_META_TEST)
     return fail(absl::InvalidArgumentError(absl::StrCat(
@@ -235,18 +251,10 @@ v1::WorkResult Worker::RunLhoptUnit(const v1::WorkUnit& unit,
                                     std::string* result_payload) {
   auto t0 = std::chrono::steady_clock::now();
   result_payload->clear();
-  v1::WorkResult r;
-  r.set_unit_id(unit.unit_id());
-  r.set_job_id(unit.job_id());
-  r.set_shard(unit.shard());
-  r.set_theta_version(unit.lhopt().policy_version());
+  v1::WorkResult r = ResultFor(unit, unit.lhopt().policy_version());
   auto fail = [&](const absl::Status& s) {
-    r.set_error(std::string(s.message()));
-    r.clear_payload();
     result_payload->clear();
-    M().units.Add({{"result", "error"}}).Increment();
-    LogWarning("cannot run unit", {{"job", unit.job_id()}, {"error", r.error()}});
-    return r;
+    return FailedResult(unit, r, s);
   };
   if (!payload.ok())
     return fail(absl::Status(payload.status().code(),
@@ -311,19 +319,10 @@ v1::WorkResult Worker::RunMetaTestUnit(const v1::WorkUnit& unit,
                                        std::string* result_payload) {
   auto t0 = std::chrono::steady_clock::now();
   result_payload->clear();
-  v1::WorkResult r;
-  r.set_unit_id(unit.unit_id());
-  r.set_job_id(unit.job_id());
-  r.set_shard(unit.shard());
-  r.set_theta_version(unit.theta_version());
+  v1::WorkResult r = ResultFor(unit, unit.theta_version());
   auto fail = [&](const absl::Status& s) {
-    r.set_error(std::string(s.message()));
-    r.clear_payload();
-    r.clear_meta_test();
     result_payload->clear();
-    M().units.Add({{"result", "error"}}).Increment();
-    LogWarning("cannot run unit", {{"job", unit.job_id()}, {"error", r.error()}});
-    return r;
+    return FailedResult(unit, r, s);
   };
   if (unit.algorithm() != v1::ELO_META_TEST)
     return fail(absl::InvalidArgumentError(absl::StrCat(
