@@ -34,3 +34,21 @@ def arms(out):
                 name = f"{name} lr={a['lr']:g} (this eval's)"
             rows.append((name, a))
     return rows
+
+
+def mean_std(arm, key):
+    """An arm's loss as "mean ± std" over the seeds (its report's key and key_std)."""
+    return f"{arm[key]:.4f} ± {arm[key + '_std']:.4f}"
+
+
+def print_table(out, columns):
+    """Prints the arms (above) as a markdown table under TITLE, if the evals ran. columns:
+    [(header, cell)], where cell(arm dict) is the column's text for that arm."""
+    rows = arms(out)
+    if not rows:
+        return
+    print("\n" + TITLE + "\n")
+    print("| arm | " + " | ".join(header for header, _ in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for name, a in rows:
+        print(f"| {name} | " + " | ".join(cell(a) for _, cell in columns) + " |")

@@ -111,17 +111,11 @@ def main():
 
 def lhopt_table(out):
     """The shipped LHOPT controller's rows (bench/shipped_controller.py), if its evals ran."""
-    arms = shipped_controller.arms(out)
-    if not arms:
-        return
-    print("\n" + shipped_controller.TITLE + "\n")
-    print("| arm | HR@10 | NDCG@10 | final train loss | test loss |")
-    print("|---|---|---|---|---|")
-    for name, a in arms:
-        print(f"| {name} | {a.get('test_hit_rate', float('nan')):.4f} | {a.get('test_ndcg', float('nan')):.4f} | "
-              f"{a['final_train_loss']:.4f} ± {a['final_train_loss_std']:.4f} | "
-              f"{a['test_loss']:.4f} ± {a['test_loss_std']:.4f} |")
-
+    shipped_controller.print_table(out, [
+        ("HR@10", lambda a: f"{a.get('test_hit_rate', float('nan')):.4f}"),
+        ("NDCG@10", lambda a: f"{a.get('test_ndcg', float('nan')):.4f}"),
+        ("final train loss", lambda a: shipped_controller.mean_std(a, "final_train_loss")),
+        ("test loss", lambda a: shipped_controller.mean_std(a, "test_loss"))])
 
 if __name__ == "__main__":
     main()

@@ -143,17 +143,10 @@ def main():
 
 def lhopt_table(out):
     """The shipped LHOPT controller's rows (bench/shipped_controller.py), if its evals ran."""
-    arms = shipped_controller.arms(out)
-    if not arms:
-        return
-    print("\n" + shipped_controller.TITLE + "\n")
-    print("| arm | test CTC loss | test CER | final train loss |")
-    print("|---|---|---|---|")
-    for name, a in arms:
-        print(f"| {name} | {a['test_loss']:.4f} ± {a['test_loss_std']:.4f} | "
-              f"{100 * a.get('test_cer', float('nan')):.2f}% | "
-              f"{a['final_train_loss']:.4f} ± {a['final_train_loss_std']:.4f} |")
-
+    shipped_controller.print_table(out, [
+        ("test CTC loss", lambda a: shipped_controller.mean_std(a, "test_loss")),
+        ("test CER", lambda a: f"{100 * a.get('test_cer', float('nan')):.2f}%"),
+        ("final train loss", lambda a: shipped_controller.mean_std(a, "final_train_loss"))])
 
 if __name__ == "__main__":
     main()
