@@ -182,7 +182,9 @@ def main():
             pass  # gpu: on a CUDA build only (scripts/gpu_run.sh); no GPU here
         elif kind in ("run", "loptctl"):
             argv = [binaries.get(prog) or words[0]] + words[1:]
-            # Placeholders and paths of the README's machine, made real here.
+            # The README writes ID, JOB_ID and my_job.textproto where a user puts their own,
+            # and a deployed machine's paths: here they become a job no learner has, the
+            # default job, and this checkout's and a scratch directory's files.
             subst = {"ID": "no_such_job", "JOB_ID": "no_such_job", "my_job.textproto": default_job,
                      "/etc/lopt/jobs/": os.path.join(a.source, "deploy", "jobs") + "/"}
             fixed = []

@@ -29,9 +29,8 @@ torch::Tensor HparamRow(const CiaoHparamTensors& h) {
 
 // Rows `p` of everything a restart restores: the weights and CIAO's moments,
 // bias corrections and rolling max (not the hyperparameters, not the step:
-// the budget keeps running).
-// Particle p's state, copied to the CPU (what a replay buffer keeps, as ELO's
-// items): a CUDA run's registers hold no GPU memory and cross the wire as they are.
+// the budget keeps running). Copied to the CPU, what a replay buffer keeps (as
+// ELO's items): a CUDA run's registers hold no GPU memory and cross the wire as they are.
 NamedTensors ParticleState(const TaskState& s, const CiaoState& cs, int64_t p) {
   auto copy = [](const torch::Tensor& row) { return row.is_cpu() ? row.clone() : row.cpu(); };
   NamedTensors out;
