@@ -99,10 +99,14 @@ EloUnroller::EloUnroller(const v1::JobSpec& job, const Task* task, ReplayBuffer*
     for (double x : update_scales_) all_one = all_one && x == 1.0;
     if (all_one) update_scales_.clear();
   }
+  // Tasks that synchronise with the host (speech_ctc's CTC loss) run eagerly.
+  if (!task->CudaGraphCapturable()) use_cuda_graph_ = false;
   const char* graph = std::getenv("LOPT_CUDA_GRAPH");  // 0: no capture (debugging)
   if (graph && std::string(graph) == "0") use_cuda_graph_ = false;
   if (const char* n = std::getenv("LOPT_CUDA_GRAPH_STEPS")) set_cuda_graph_steps(std::atoll(n));
 }
+
+void EloUnroller::set_use_cuda_graph(bool on) { use_cuda_graph_ = on && task_->CudaGraphCapturable(); }
 
 int64_t EloUnroller::SampleUnrollLength(torch::Generator& gen, int64_t outer_step) const {
   const auto& p = job_.pes();

@@ -85,7 +85,9 @@ class EloUnroller {
 
   // On CUDA (builds with LOPT_WITH_CUDA): capture the inner step once as a
   // CUDA graph and replay it (default on); off, the same kernels run eagerly.
-  void set_use_cuda_graph(bool on) { use_cuda_graph_ = on; }
+  // Never on for a task that cannot be captured (Task::CudaGraphCapturable).
+  void set_use_cuda_graph(bool on);
+  bool use_cuda_graph() const { return use_cuda_graph_; }
   // Inner steps a second graph captures back to back (default 8, env
   // LOPT_CUDA_GRAPH_STEPS; 1: off): replayed wherever that many steps in a row
   // need no reset or push from the host, which saves a graph launch, two batch

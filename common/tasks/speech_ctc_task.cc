@@ -205,6 +205,11 @@ class SpeechCtcTask : public Task {
 
   double MaxMetaLoss() const override { return 1.5 * ratio_ * std::log(double(classes_)); }
 
+  // ctc_loss copies the input and target lengths to the host, and FP16's
+  // dynamic loss scale decides on the host whether to halve it: neither
+  // survives stream capture.
+  bool CudaGraphCapturable() const override { return false; }
+
  private:
   bool gru() const { return spec_.sequence_layer() != v1::CONV1D; }
 

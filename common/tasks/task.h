@@ -77,6 +77,12 @@ class Task {
   // mup's MuAdam), 1 elsewhere. Empty: 1 for every tensor (STANDARD).
   virtual std::vector<double> UpdateScales() const { return {}; }
 
+  // Whether LossAndGrad can be captured in a CUDA graph: no host
+  // synchronisation (a .item(), a length copied to the host) and no
+  // data-dependent control flow on the host. ELO's unroller replays the inner
+  // step from a graph only where this holds, and runs it eagerly elsewhere.
+  virtual bool CudaGraphCapturable() const { return true; }
+
   // The meta-loss normaliser's ceiling: losses are clipped to it and NaN maps
   // to it (learned_optimization: 1.5 * ln(num_classes) for classifiers).
   virtual double MaxMetaLoss() const = 0;

@@ -18,6 +18,8 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/elo/elo_unroller.h"
+#include "common/elo/small_fc_lopt.h"
 #include "common/elo/evaluation.h"
 #include "common/elo/replay_buffer.h"
 #include "common/lhopt/lhopt_episode.h"
@@ -689,6 +691,44 @@ TEST(SpeechCtcJob, RunsAsAnEntryOfAnLhoptMixture) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(int64_t(r->segments.size()), 2);
   EXPECT_TRUE(torch::isfinite(r->episode_rewards).all().item<bool>());
+}
+
+TEST(SpeechCtcJob, ElosUnrollerRunsItEagerly) {
+  // ctc_loss synchronises with the host, so ELO's unroller must not capture
+  // the speech task's inner step in a CUDA graph, even when asked to; a task
+  // that can be captured keeps the default. The unroller still meta-trains it.
+  v1::SpeechCtcSpec spec = ToneSpec();
+  spec.set_sequence_layer(v1::CONV1D);
+  std::string spec_text;
+  google::protobuf::TextFormat::PrintToString(spec, &spec_text);
+  auto job = JobFromText(absl::StrCat(R"(
+    name: "elo_speech" seed: 2
+    task { speech_ctc { )", spec_text, R"( } }
+    pes { num_tasks: 2 truncation_length: 3 min_unroll_length: 3 max_unroll_length: 6 }
+    elo { buffer { enabled: false } behavior_cloning { enabled: false } }
+    budget { outer_steps: 2 })"),
+                         "elo_speech");
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto task = MakeSpeechTask(spec);
+  ASSERT_TRUE(task);
+  EXPECT_FALSE(task->CudaGraphCapturable());
+  EloUnroller u(*job, task.get(), nullptr, "t", 1);
+  EXPECT_FALSE(u.use_cuda_graph());
+  u.set_use_cuda_graph(true);
+  EXPECT_FALSE(u.use_cuda_graph());
+  torch::Generator gen = MakeGenerator(0, 0, 0);
+  TruncationResult r = u.RunTruncation(SmallFcLopt(job->lopt()).InitTheta(gen), 1.0, 0);
+  ASSERT_TRUE(r.grad.defined());
+  EXPECT_TRUE(torch::isfinite(r.grad).all().item<bool>());
+  EXPECT_GT(r.grad.abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(r.particle_steps, 2 * 2 * 3);
+
+  auto quad = JobFromText("task { noisy_quadratic { min_dim: 4 max_dim: 4 } }", "quad");
+  ASSERT_TRUE(quad.ok()) << quad.status();
+  auto qtask = MakeTask(quad->task(), 0).value();
+  EXPECT_TRUE(qtask->CudaGraphCapturable());
+  EloUnroller q(*quad, qtask.get(), nullptr, "t", 1);
+  EXPECT_TRUE(q.use_cuda_graph());
 }
 
 }  // namespace
