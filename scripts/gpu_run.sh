@@ -18,7 +18,12 @@
 # the ViT-B/16 gradient all-reduce timing), pesgraph (bench_pes_throughput
 # graph-only at 1, 8 and 25 inner steps a replay), profile (ncu: the kernels
 # of one captured 8x8 inner step at 16 and at 128 particles, and their
-# durations). "all" = steptest mlptest neumftest lhopttest unrollertest pes train.
+# durations), python (the Python package built against this machine's torch,
+# its CUDA tests: python/tests/test_optim_cuda.py beside test_optim.py),
+# families (scripts/gpu_families.sh: every task family meta-trained,
+# meta-tested and run under an LHOPT controller on CUDA), speechsvc (the
+# services with a CUDA worker meta-train a speech_ctc job: the worker runs
+# it without a CUDA graph). "all" = steptest mlptest neumftest lhopttest unrollertest pes train.
 # bench/gpu/e2e_breakdown.sh splits the embedded job's GPU time further.
 # Env: LOPT_DATA_DIR (Fashion-MNIST IDX dir; default the job's),
 # LOPT_TEXT (byte_lm's text for lhoptbench), LOPT_LHOPT_BENCH_ARGS, LOPT_GPU_BENCH_STEPS (30), LOPT_GPU_JOBS (nproc), LOPT_PES_SECONDS (4),
@@ -34,17 +39,36 @@ jobs=${LOPT_GPU_JOBS:-$(nproc)}
 data=${LOPT_DATA_DIR:-}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu \
   --format=csv 2>&1 || true
+# Only the targets the steps run are built.
+targets=lopt
+for s in $steps; do
+  case $s in
+    steptest) targets="$targets lopt_step_cuda_test" ;;
+    unrollertest) targets="$targets elo_unroller_cuda_test" ;;
+    mlptest) targets="$targets mlp_task_cuda_test" ;;
+    neumftest) targets="$targets neumf_task_cuda_test" ;;
+    lhopttest) targets="$targets lhopt_episode_cuda_test" ;;
+    lhoptbench) targets="$targets bench_lhopt_episode" ;;
+    pes|pesgraph|profile) targets="$targets bench_pes_throughput" ;;
+    services|speechsvc) targets="$targets lopt-learner lopt-worker lopt-buffer loptctl" ;;
+    vit) targets="$targets bench_lopt_step_gpu" ;;
+    nccl) targets="$targets nccl_data_parallel_test" ;;
+  esac
+done
+pyflags=
+case " $steps " in *" python "*)
+  # The venv's python (torch 2.11 with CUDA), when it has Python's headers.
+  py=$(command -v python3)
+  if "$py" -c 'import os, sysconfig, torch; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
+    pyflags="-DLOPT_PYTHON=ON -DPython3_EXECUTABLE=$py"
+  else echo "python: no Python.h for $py: the package cannot be built here"; fi ;;
+esac
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOPT_CUDA=ON \
-  -DLOPT_BUILD_TESTS=OFF -DLOPT_BUILD_BENCH=ON >/tmp/lopt-configure.log 2>&1 ||
+  -DLOPT_BUILD_TESTS=OFF -DLOPT_BUILD_BENCH=ON $pyflags >/tmp/lopt-configure.log 2>&1 ||
   { tail -40 /tmp/lopt-configure.log; exit 1; }
 grep -q "CUDA step in lopt_common: ON" /tmp/lopt-configure.log ||
   { echo "LibTorch has no CUDA here"; tail -20 /tmp/lopt-configure.log; exit 1; }
-targets="lopt_step_cuda_test elo_unroller_cuda_test mlp_task_cuda_test neumf_task_cuda_test lhopt_episode_cuda_test bench_pes_throughput bench_lhopt_episode lopt"
-case " $steps " in *" services "*) targets="$targets lopt-learner lopt-worker lopt-buffer loptctl" ;; esac
-case " $steps " in *" vit "*) targets="$targets bench_lopt_step_gpu" ;; esac
-case " $steps " in *" nccl "*)
-  grep "NCCL data parallel" /tmp/lopt-configure.log
-  targets="$targets nccl_data_parallel_test" ;; esac
+case " $steps " in *" nccl "*) grep "NCCL data parallel" /tmp/lopt-configure.log ;; esac
 export NCCL_NVLS_ENABLE=0  # never NVLink multicast on these shared hosts
 t0=$(date +%s)
 cmake --build "$build" -j"$jobs" --target $targets >"$out/build.log" 2>&1 ||
@@ -151,6 +175,27 @@ PY
       else echo "no ncu"; fi ;;
     vit) "$build/bench/bench_lopt_step_gpu" --steps "${LOPT_GPU_BENCH_STEPS:-30}" \
            --json "$out/bench_lopt_step_gpu.json" 2>&1 | tee "$out/bench.log" || status=1 ;;
+    python)
+      # Built apart, so that a failure here stops no other step.
+      if [ -n "$pyflags" ] && cmake --build "$build" -j"$jobs" --target lopt_python >"$out/python_build.log" 2>&1; then
+        PYTHONPATH=$build/python python3 -c 'import lopt, torch; print("lopt", lopt.__file__, "CUDA kernel:", lopt._C.with_cuda, "torch", torch.__version__, torch.cuda.get_device_name(0))' 2>&1 | tee "$out/python.log"
+        LOPT_BUILD_DIR=$build PYTHONPATH=$build/python:python/tests python3 -m pytest -v -p no:cacheprovider \
+          python/tests/test_optim_cuda.py python/tests/test_optim.py 2>&1 | tee -a "$out/python.log" || status=1
+      else grep -B2 -A12 "error" "$out/python_build.log" 2>/dev/null | head -60; status=1; fi ;;
+    families)
+      LOPT_DATA_DIR="${data:-/usr/share/datasets/fashion-mnist}" scripts/gpu_families.sh "$build" cuda "$out/families" || status=1 ;;
+    speechsvc)
+      # An ELO job on speech_ctc through the services, on a CUDA worker.
+      sj=/tmp/lopt_speech_job.textproto
+      cat >"$sj" <<JOB
+name: "speech_services"
+seed: 3
+task { speech_ctc { data_path: "${LOPT_SPEECH_DIR:?speechsvc needs LOPT_SPEECH_DIR}" batch_size: 8 } }
+pes { num_tasks: 4 truncation_length: 10 min_unroll_length: 10 max_unroll_length: 40 }
+budget { outer_steps: 10 checkpoint_every: 5 }
+eval { steps: 200 seeds: 2 record_every: 10 adamw_lrs: 0.001 }
+JOB
+      LOPT_JOB=$sj LOPT_EVAL_DEVICE=cuda scripts/services_run.sh "$build" cuda "$out/speechsvc" || status=1 ;;
     *) echo "unknown step $s"; status=1 ;;
   esac
 done

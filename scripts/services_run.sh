@@ -5,7 +5,9 @@
 # loptctl; its optimizer exported and meta-tested with `lopt eval`.
 #
 #   scripts/services_run.sh [build-dir] [cpu|cuda] [out-dir]
-# Env: LOPT_JOB_DATA_DIR (Fashion-MNIST IDX dir for the job), LOPT_OUTER_STEPS
+# Env: LOPT_JOB (a job file to run instead of the embedded default job),
+# LOPT_JOB_DATA_DIR (Fashion-MNIST IDX dir for the default job), LOPT_EVAL_DEVICE (the
+# meta-test's device, default cpu), LOPT_OUTER_STEPS
 # (override the job's budget, e.g. 20 for a smoke run), LOPT_EVAL_STEPS, LOPT_WORKER_ARGS and
 # LOPT_LEARNER_ARGS (extra flags, e.g. --threads=1 on a shared CPU).
 # Prints the wall time from submit to success and the meta-test table; logs in out-dir. The
@@ -18,7 +20,7 @@ out=${3:-services-out}
 mkdir -p "$out"
 d=$(mktemp -d /tmp/lopt-svc-XXXXXX)
 job=$d/job.textproto
-"$build/cli/lopt" print-default-job >"$job"
+if [ -n "${LOPT_JOB:-}" ]; then cp "$LOPT_JOB" "$job"; else "$build/cli/lopt" print-default-job >"$job"; fi
 if [ -n "${LOPT_JOB_DATA_DIR:-}" ]; then
   sed -i "s#fmnist_mlp {#fmnist_mlp { data_dir: \"$LOPT_JOB_DATA_DIR\"#" "$job"
 fi
@@ -51,7 +53,7 @@ echo "services ($device worker): $steps outer steps in $wall s from submit to su
 $ctl export "$id" --out $d/optimizer.lopt || status=1
 kill $wpid $lpid $bpid 2>/dev/null; wait $wpid $lpid $bpid 2>/dev/null
 grep -m2 "device" "$out/svc_worker.log"
-"$build/cli/lopt" eval --optimizer $d/optimizer.lopt --job "$job" --no-progress \
+"$build/cli/lopt" eval --optimizer $d/optimizer.lopt --job "$job" --no-progress --device "${LOPT_EVAL_DEVICE:-cpu}" \
   ${LOPT_EVAL_STEPS:+--steps $LOPT_EVAL_STEPS} --out "$out/svc_eval" 2>&1 | tail -12 || status=1
 rm -rf "$d"
 exit $status

@@ -12,7 +12,8 @@
 #
 # Environment (the defaults are what bench/speech/README.md reports):
 #   LOPT=build/cli/lopt  UTTERANCES=240 MAX_WORDS=2 DATA_SEED=0
-#   STEPS=1500 SEEDS=3 BATCH=8 THREADS=1 PRECISION=FP32
+#   STEPS=1500 SEEDS=3 BATCH=8 THREADS=1 PRECISION=FP32 DEVICE=cpu
+#   DATA=OUT/data (a corpus `lopt gen-speech` wrote: generated there when absent)
 #   LRS="0.01 0.003 0.001 0.0003"           AdamW's grid (constant and cosine)
 #   MODEL='conv_channels: 8 conv_channels: 8 sequence_layer: CONV1D num_sequence_layers: 2 hidden_size: 64'
 # (keep THREADS=1 on a shared 2-core box: LibTorch's spinning OpenMP threads
@@ -23,20 +24,23 @@ OUT=${1:-runs/speech_study}
 LOPT=${LOPT:-build/cli/lopt}
 UTTERANCES=${UTTERANCES:-240} MAX_WORDS=${MAX_WORDS:-2} DATA_SEED=${DATA_SEED:-0}
 STEPS=${STEPS:-1500} SEEDS=${SEEDS:-3} BATCH=${BATCH:-8} THREADS=${THREADS:-1}
-PRECISION=${PRECISION:-FP32}
+PRECISION=${PRECISION:-FP32} DEVICE=${DEVICE:-cpu}
+DATA=${DATA:-$OUT/data}
 LRS=${LRS:-"0.01 0.003 0.001 0.0003"}
 MODEL=${MODEL:-"conv_channels: 8 conv_channels: 8 sequence_layer: CONV1D num_sequence_layers: 2 hidden_size: 64"}
 mkdir -p "$OUT"
 start=$(date +%s)
-"$LOPT" gen-speech --out "$OUT/data" --seed "$DATA_SEED" --utterances "$UTTERANCES" \
-  --max-words "$MAX_WORDS"
+if [ ! -d "$DATA/train" ]; then
+  "$LOPT" gen-speech --out "$DATA" --seed "$DATA_SEED" --utterances "$UTTERANCES" \
+    --max-words "$MAX_WORDS"
+fi
 grid=""
 for lr in $LRS; do grid="$grid adamw_lrs: $lr"; done
 job() {  # job(FILE, EVAL_EXTRA)
   cat >"$1" <<JOB
 name: "speech_study"
 seed: 0
-task { speech_ctc { data_path: "$OUT/data" $MODEL batch_size: $BATCH precision: $PRECISION } }
+task { speech_ctc { data_path: "$DATA" $MODEL batch_size: $BATCH precision: $PRECISION } }
 eval { steps: $STEPS seeds: $SEEDS record_every: 10 test_every: $((STEPS / 10)) $2 }
 JOB
 }
@@ -51,10 +55,10 @@ for opt in fmnist8_elo fmnist28_mlp_elo_xi0; do
   [ $first = 1 ] || j=$OUT/job_one_adamw.textproto
   echo "== lopt eval --optimizer models/$opt.lopt ($STEPS steps, $SEEDS seeds)"
   t0=$(date +%s)
-  "$LOPT" eval --optimizer "models/$opt.lopt" --job "$j" --out "$OUT/$opt" --threads "$THREADS" --no-progress
+  "$LOPT" eval --optimizer "models/$opt.lopt" --job "$j" --out "$OUT/$opt" --threads "$THREADS" --device "$DEVICE" --no-progress
   echo "($opt: $(( $(date +%s) - t0 )) s)"
   first=0
 done
-bench/shipped_controller.sh "$LOPT" "$OUT/job.textproto" "$OUT" "$THREADS"
+bench/shipped_controller.sh "$LOPT" "$OUT/job.textproto" "$OUT" "$THREADS" "$DEVICE"
 /usr/bin/python3 bench/speech/make_table.py "$OUT" | tee "$OUT/table.md"
 echo "study took $(( $(date +%s) - start )) s on $(nproc) cores; wrote $OUT/table.md"
