@@ -161,8 +161,10 @@ class ByteLmTask : public Task {
     const torch::Tensor& pos = p[k++];
     torch::Tensor h = tok.gather(1, inputs.unsqueeze(-1).expand({np, n, d_}));  // [P, N, d]
     h = (h.view({np, b, ctx_, d_}) + pos.unsqueeze(1)).view({np, n, d_});
+    // Made on the device (true: masked): a host tensor copied here would break
+    // the CUDA graph that ELO's unroller captures the inner step in.
     torch::Tensor causal =
-        torch::ones({ctx_, ctx_}, torch::kBool).triu(1).to(h.device());  // true: masked
+        torch::ones({ctx_, ctx_}, torch::TensorOptions().dtype(torch::kBool).device(h.device())).triu(1);
     for (int64_t l = 0; l < layers_; ++l) {
       const torch::Tensor &g1 = p[k], &b1 = p[k + 1], &wqkv = p[k + 2], &wo = p[k + 3];
       const torch::Tensor &g2 = p[k + 4], &b2 = p[k + 5], &w1 = p[k + 6], &c1 = p[k + 7];

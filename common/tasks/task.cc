@@ -523,6 +523,7 @@ class ParamScaledTask : public Task {
     return inner_->param_shapes();
   }
   std::vector<double> UpdateScales() const override { return inner_->UpdateScales(); }
+  bool CudaGraphCapturable() const override { return inner_->CudaGraphCapturable(); }
   TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
     TaskState s = inner_->Init(groups, replicas, gen);
     int64_t n = s.params.size();
@@ -641,6 +642,7 @@ class AugmentedImageTask : public Task {
     return inner_->param_shapes();
   }
   std::vector<double> UpdateScales() const override { return inner_->UpdateScales(); }
+  bool CudaGraphCapturable() const override { return inner_->CudaGraphCapturable(); }
   TaskState Init(int64_t groups, int64_t replicas, torch::Generator& gen) const override {
     return inner_->Init(groups, replicas, gen);
   }

@@ -712,6 +712,14 @@ TEST(SpeechCtcJob, ElosUnrollerRunsItEagerly) {
   auto task = MakeSpeechTask(spec);
   ASSERT_TRUE(task);
   EXPECT_FALSE(task->CudaGraphCapturable());
+  // A wrapper (here the parameter-scale augmentation) says what its task says.
+  v1::TaskSpec scaled;
+  *scaled.mutable_speech_ctc() = spec;
+  scaled.mutable_param_scale()->set_enabled(true);
+  auto scaled_task = MakeTask(scaled, 0, torch::kCPU);
+  ASSERT_TRUE(scaled_task.ok()) << scaled_task.status();
+  EXPECT_NE((*scaled_task)->name().find("param_scaled"), std::string::npos);
+  EXPECT_FALSE((*scaled_task)->CudaGraphCapturable());
   EloUnroller u(*job, task.get(), nullptr, "t", 1);
   EXPECT_FALSE(u.use_cuda_graph());
   u.set_use_cuda_graph(true);
