@@ -101,6 +101,6 @@ PY
 )
   echo "$line" | tee -a "$out/families.tsv"
   st=$(echo "$line" | awk -F'\t' '{print $NF}')
-  [ "$st" = ok ] || { status=1; tail -5 "$out/$f".*.log; }
+  [ "$st" = ok ] || { status=1; tail -n 5 "$out/$f".*.log; }
 done
 exit $status

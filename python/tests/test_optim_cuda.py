@@ -40,6 +40,7 @@ def test_cuda_steps_equal_cpu_steps_on_the_same_gradients():
     start = [p.detach().clone() for p in cpu]
     g = torch.Generator().manual_seed(1)
     for step in range(12):
+        before = [pc.detach().clone() for pc in cpu]
         for pc, pg in zip(cpu, gpu):
             grad = torch.randn(pc.shape, generator=g) * 0.01
             pc.grad = grad
@@ -48,13 +49,23 @@ def test_cuda_steps_equal_cpu_steps_on_the_same_gradients():
         gpu_opt.step()
         for i, (pc, pg) in enumerate(zip(cpu, gpu)):
             assert pg.is_cuda
-            torch.testing.assert_close(pg.detach().cpu(), pc.detach(), rtol=1e-5, atol=1e-7,
-                                       msg=lambda m: f"step {step}, parameter {i}: {m}")
+            # The step's update, to the C++ check's float32 tolerance (tests/gpu/
+            # lopt_step_cuda_test.cc): 1e-4 of the tensor's largest update. The CUDA kernel sums
+            # the features' statistics and the MLP in another order than the CPU kernel.
+            uc = before[i] - pc.detach()
+            ug = before[i] - pg.detach().cpu()
+            tol = 1e-4 * float(uc.abs().max()) + 1e-12
+            assert float((ug - uc).abs().max()) <= tol, (
+                f"step {step}, parameter {i}: updates differ by {float((ug - uc).abs().max()):.3e}"
+                f" > {tol:.3e}")
             for k in STATE_KEYS:
                 sg, sc = gpu_opt.state[pg][k], cpu_opt.state[pc][k]
                 assert sg.is_cuda, f"{k} of parameter {i} left the device"
                 torch.testing.assert_close(sg.cpu(), sc, rtol=1e-5, atol=1e-7,
                                            msg=lambda m: f"step {step}, {k} of {i}: {m}")
+        with torch.no_grad():  # the next step starts from the same parameters again
+            for pc, pg in zip(cpu, gpu):
+                pg.copy_(pc)
     assert gpu_opt.iteration == cpu_opt.iteration == 12
     for p0, p in zip(start, cpu):
         assert not torch.equal(p0, p.detach()), "the optimizer did not move a parameter"
