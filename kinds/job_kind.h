@@ -13,6 +13,7 @@
 //                 asks KindOfUnit, never the algorithm's name.
 //   exports       the core's trained file, summary and metrics (JobCore), and
 //                 PlotMetrics for the run directory's plot.
+//   local mode    TrainLocal: `lopt train` in one process (kinds/local_train.h).
 //
 // A kind's parts live in its folder (kinds/elo/, kinds/lhopt/): its core,
 // its runners and its definition; README.md's developer section has the
@@ -35,6 +36,7 @@
 #include "absl/strings/string_view.h"
 #include "common/elo/replay_buffer.h"
 #include "common/rpc/tensor_codec.h"
+#include "kinds/local_train.h"
 #include "learner/job_core.h"
 #include "lopt/v1/job.pb.h"
 #include "lopt/v1/work_service.pb.h"
@@ -94,6 +96,16 @@ class JobKind {
                                                  const UnitRunnerEnv& env) const = 0;
   // The plot of a run directory's metrics.csv (false without gnuplot or rows).
   virtual bool PlotMetrics(const v1::JobSpec& spec, const std::string& dir) const = 0;
+
+  // Local mode (`lopt train`): the line it prints before the run (stderr),
+  // the update a Ctrl-C lets finish ("outer step", "PPO iteration") and what
+  // a second Ctrl-C loses ("steps", "iterations"), and the run (or its
+  // resume) in options.out_dir.
+  virtual std::string DescribeLocalRun(const v1::JobSpec& spec, const std::string& out_dir) const = 0;
+  virtual absl::string_view update_name() const = 0;
+  virtual absl::string_view updates_name() const = 0;
+  virtual absl::StatusOr<LocalTrainReport> TrainLocal(const v1::JobSpec& spec,
+                                                      const LocalTrainOptions& options) const = 0;
 };
 
 // A set of kinds that do not overlap: what KindOf and KindOfUnit answer from.
