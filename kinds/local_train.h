@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "common/elo/replay_buffer.h"
+#include "lopt/v1/job.pb.h"
 
 namespace lopt {
 
@@ -41,5 +43,15 @@ struct LocalTrainReport {
   std::string trained_file;
   std::string eval_flag;
 };
+
+// What every kind's local mode does alike with its checkpoint (a file of
+// named tensors: "job", the spec it belongs to, and the kind's own state).
+// The checkpoint at `path` of a run of `spec`: none where there is no file or
+// `fresh` ignores it; FAILED_PRECONDITION where it belongs to another spec.
+absl::StatusOr<std::optional<NamedTensors>> ReadLocalCheckpoint(const std::string& path,
+                                                                 const v1::JobSpec& spec,
+                                                                 bool fresh);
+// The entries of `all` named `prefix`..., without the prefix.
+NamedTensors WithPrefix(const NamedTensors& all, const std::string& prefix);
 
 }  // namespace lopt

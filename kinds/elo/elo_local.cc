@@ -60,13 +60,6 @@ absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, co
   return WriteFileAtomically(path, *bytes);
 }
 
-NamedTensors WithPrefix(const NamedTensors& all, const std::string& prefix) {
-  NamedTensors out;
-  for (const auto& [k, v] : all)
-    if (k.rfind(prefix, 0) == 0) out.emplace_back(k.substr(prefix.size()), v);
-  return out;
-}
-
 }  // namespace
 
 absl::StatusOr<TrainSummary> RunEloLocalTraining(const v1::JobSpec& spec,
@@ -110,15 +103,10 @@ absl::StatusOr<TrainSummary> RunEloLocalTraining(const v1::JobSpec& spec,
   const std::string metrics_path = opt.out_dir + "/metrics.csv";
   TrainSummary summary;
   double wall_before = 0;  // meta-training seconds before this run (resumed)
-  if (!opt.fresh && FileExists(ckpt)) {
-    auto bytes = ReadFile(ckpt);
-    if (!bytes.ok()) return bytes.status();
-    auto all = DeserializeTensors(*bytes);
-    if (!all.ok()) return all.status();
-    auto saved_job = Find(*all, "job");
-    if (!saved_job.ok() || TensorString(*saved_job) != spec.SerializeAsString())
-      return absl::FailedPreconditionError(absl::StrCat(
-          ckpt, " belongs to a different job spec; use --fresh to start over or another --out"));
+  auto saved = ReadLocalCheckpoint(ckpt, spec, opt.fresh);
+  if (!saved.ok()) return saved.status();
+  if (saved->has_value()) {
+    const NamedTensors* all = &**saved;
     if (auto s = job.LoadState(WithPrefix(*all, "learner/")); !s.ok()) return s;
     for (size_t s = 0; s < unrollers.size(); ++s)
       if (auto st = unrollers[s]->LoadState(WithPrefix(*all, absl::StrCat("worker/", s, "/")));

@@ -30,13 +30,6 @@
 namespace lopt {
 namespace {
 
-NamedTensors WithPrefix(const NamedTensors& all, const std::string& prefix) {
-  NamedTensors out;
-  for (const auto& [k, v] : all)
-    if (k.rfind(prefix, 0) == 0) out.emplace_back(k.substr(prefix.size()), v);
-  return out;
-}
-
 // The job's state and the baseline curves the runner keeps in the buffer
 // (the restart registers' tables live only within a unit).
 // Baseline tables of generations before the current one can never be read
@@ -100,15 +93,10 @@ absl::StatusOr<LhoptTrainSummary> RunLocalLhoptTraining(const v1::JobSpec& spec,
   std::set<std::string> tables;  // baseline curves to checkpoint
   LhoptTrainSummary summary;
   double wall_before = 0;  // training seconds before this run (resumed)
-  if (!opt.fresh && FileExists(ckpt)) {
-    auto bytes = ReadFile(ckpt);
-    if (!bytes.ok()) return bytes.status();
-    auto all = DeserializeTensors(*bytes);
-    if (!all.ok()) return all.status();
-    auto saved_job = Find(*all, "job");
-    if (!saved_job.ok() || TensorString(*saved_job) != spec.SerializeAsString())
-      return absl::FailedPreconditionError(absl::StrCat(
-          ckpt, " belongs to a different job spec; use --fresh to start over or another --out"));
+  auto saved = ReadLocalCheckpoint(ckpt, spec, opt.fresh);
+  if (!saved.ok()) return saved.status();
+  if (saved->has_value()) {
+    const NamedTensors* all = &**saved;
     if (auto s = job.LoadState(WithPrefix(*all, "learner/")); !s.ok()) return s;
     auto size = Find(*all, "buffer/size");
     if (!size.ok()) return size.status();
