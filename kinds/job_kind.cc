@@ -49,6 +49,11 @@ absl::StatusOr<JobKindRegistry> JobKindRegistry::Create(std::vector<const JobKin
         return absl::InvalidArgumentError(absl::StrCat(
             "job kind '", name, "': unit kind ", v1::Algorithm_Name(u),
             u == v1::ALGORITHM_UNSPECIFIED ? " is no unit kind" : " belongs to another kind"));
+    // A unit kind no worker could run would wait for ever.
+    for (v1::Algorithm u : k->unit_kinds())
+      if (k->MakeRunner(u, UnitRunnerEnv{}) == nullptr)
+        return absl::InvalidArgumentError(absl::StrCat(
+            "job kind '", name, "' makes no runner for its unit kind ", v1::Algorithm_Name(u)));
     if (!names.insert(name).second)
       return absl::InvalidArgumentError(absl::StrCat("two job kinds are named '", name, "'"));
   }

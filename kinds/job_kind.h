@@ -21,8 +21,9 @@
 //
 // Layering: kinds/ sits over common/ and lopt_learner (the kinds' learner
 // algorithms, learner/elo_job.h, learner/lhopt_job.h) and under the
-// processes (learner/job_manager.cc, worker/, cli/), which reach the kinds
-// only through this header.
+// processes (learner/job_manager.cc, worker/, cli/lopt_main.cc), which
+// dispatch through this header alone; nothing in kinds/ includes worker/ or
+// cli/.
 #pragma once
 
 #include <cstdint>
@@ -113,7 +114,7 @@ class JobKindRegistry {
  public:
   // INVALID_ARGUMENT where two kinds share a name, a section or a unit kind,
   // two kinds have no section, a section is not a message field of JobSpec,
-  // or a kind has no unit kinds.
+  // or a kind has no unit kinds or makes no runner for one of them.
   static absl::StatusOr<JobKindRegistry> Create(std::vector<const JobKind*> kinds);
 
   const std::vector<const JobKind*>& kinds() const { return kinds_; }
