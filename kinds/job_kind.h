@@ -64,7 +64,8 @@ class UnitRunner {
   // Whether the kind's units carry a payload (chunks that follow the unit).
   virtual bool takes_payload() const = 0;
 
-  // Runs `unit`. `payload`: what came after it (only where takes_payload();
+  // Runs `unit`, whose job is of the runner's kind (the caller checked its
+  // section). `payload`: what came after it (only where takes_payload();
   // its error where it did not arrive whole, which the caller reports before
   // calling). `*result` comes with its ids and theta_version set; Run fills
   // in the kind's fields (a version of its own too, where it has one), and

@@ -133,6 +133,14 @@ v1::WorkResult Worker::RunOne(const v1::WorkUnit& unit, const absl::StatusOr<Nam
     return fail(absl::UnimplementedError(absl::StrCat(
         "this worker runs ", JobKinds().UnitKindNames(), " units, not ",
         name.empty() ? absl::StrCat("algorithm ", int(unit.algorithm())) : name)));
+  // The unit's job is of the kind that issues such units (its spec section).
+  const JobKind* kind = JobKinds().KindOfUnit(unit.algorithm());
+  auto owner = JobKinds().KindOf(unit.job());
+  if (!owner.ok()) return fail(owner.status());
+  if (*owner != kind)
+    return fail(absl::InvalidArgumentError(absl::StrCat("an ", name, " unit's job is of kind '",
+                                                        (*owner)->name(), "', not '",
+                                                        kind->name(), "'")));
   if (runner->takes_payload() && payload == nullptr)
     return fail(absl::InvalidArgumentError(absl::StrCat("an ", name, " unit needs its payload")));
   if (!runner->takes_payload() && payload != nullptr)

@@ -147,8 +147,6 @@ class EloMetaTestRunner : public UnitRunner {
     v1::JobSpec spec = unit.job();
     FillJobDefaults(&spec);
     if (auto s = ValidateJob(spec, JobUse::kMetaTest); !s.ok()) return s;
-    if (IsLhoptJob(spec))
-      return absl::InvalidArgumentError("an ELO_META_TEST unit's job is an LHOPT job");
     auto theta = Find(*payload, "theta");
     if (!theta.ok()) return absl::InvalidArgumentError("the unit's payload has no theta");
     const int64_t d = SmallFcLopt(spec.lopt()).theta_size();

@@ -20,14 +20,12 @@
 namespace lopt {
 namespace {
 
-// The job of an LHOPT_PPO or LHOPT_YARDSTICK unit, with its defaults, validated.
+// The job of an LHOPT_PPO or LHOPT_YARDSTICK unit (an LHOPT job: the worker
+// checked its kind), with its defaults, validated.
 absl::StatusOr<v1::JobSpec> LhoptJobOf(const v1::WorkUnit& unit) {
   v1::JobSpec spec = unit.job();
   FillJobDefaults(&spec);
   if (auto s = ValidateJob(spec); !s.ok()) return s;
-  if (!IsLhoptJob(spec))
-    return absl::InvalidArgumentError(absl::StrCat(
-        "an ", v1::Algorithm_Name(unit.algorithm()), " unit's job has no lhopt section"));
   return spec;
 }
 

@@ -126,6 +126,13 @@ TEST(JobKinds, TheWorkerRunsAUnitByItsKindsRunner) {
   std::string bytes;
   EXPECT_EQ(worker.RunUnit(elo, NamedTensors{}, &bytes).error(),
             "an ELO_PES unit carries no payload");
+  // A unit whose job is of another kind than the unit's.
+  v1::WorkUnit stick;
+  stick.set_unit_id(4);
+  stick.set_algorithm(v1::LHOPT_YARDSTICK);
+  *stick.mutable_job() = EloSpec();
+  EXPECT_EQ(worker.RunUnit(stick, NamedTensors{}, &bytes).error(),
+            "an LHOPT_YARDSTICK unit's job is of kind 'elo', not 'lhopt'");
   // A payload that did not arrive: the error, before any runner is asked.
   EXPECT_EQ(worker.RunUnit(lhopt, absl::DataLossError("checksum mismatch"), &bytes).error(),
             "the unit's payload: checksum mismatch");
