@@ -40,6 +40,7 @@
 #include "common/util/runtime.h"
 #include "common/tasks/speech_corpus.h"
 #include "google/protobuf/text_format.h"
+#include "kinds/job_kind.h"
 #include "learner/elo_learner.h"
 #include "learner/lhopt_job.h"
 
@@ -276,26 +277,25 @@ int Main(int argc, char** argv) {
     if (auto s = SetThreads(*f); !s.ok()) return Fail(s);
     auto job = JobFromFlags(*f);
     if (!job.ok()) return Fail(job.status());
+    // The job's kind runs it (kinds/job_kind.h), with the replay buffer of
+    // the run's directory in RocksDB.
+    auto kind = JobKinds().KindOf(*job);
+    if (!kind.ok()) return Fail(kind.status());
     LocalTrainOptions o;
     o.out_dir = f->Get("out", "runs/" + job->name());
     o.fresh = f->Has("fresh");
     o.progress = !f->Has("no-progress");
     o.device = f->Get("device", "cpu");
-    // Ctrl-C or SIGTERM stops after the outer step (ELO) or PPO iteration
-    // (LHOPT) under way, with a checkpoint and a usable trained file; the
-    // same command resumes.
+    o = WithLocalBuffer(std::move(o));
+    // Ctrl-C or SIGTERM stops after the update under way (an outer step, a
+    // PPO iteration), with a checkpoint and a usable trained file; the same
+    // command resumes.
     static std::atomic<bool> stop{false};
-    static const char* stop_message = nullptr;
-    static size_t stop_message_size = 0;
-    static const char kEloStop[] =
-        "\nlopt train: stopping after the outer step under way, with a checkpoint "
-        "(again to quit now, losing the steps since the last checkpoint)\n";
-    static const char kLhoptStop[] =
-        "\nlopt train: stopping after the PPO iteration under way, with a checkpoint "
-        "(again to quit now, losing the iterations since the last checkpoint)\n";
-    const bool lhopt = IsLhoptJob(*job);
-    stop_message = lhopt ? kLhoptStop : kEloStop;
-    stop_message_size = lhopt ? sizeof(kLhoptStop) - 1 : sizeof(kEloStop) - 1;
+    static std::string stop_message;
+    stop_message = absl::StrCat(
+        "\nlopt train: stopping after the ", (*kind)->update_name(),
+        " under way, with a checkpoint (again to quit now, losing the ", (*kind)->updates_name(),
+        " since the last checkpoint)\n");
     o.stop = &stop;
     // A second one quits at once: the next run resumes from the last
     // periodic checkpoint. A repeat within a second is the same request
@@ -309,102 +309,32 @@ int Main(int argc, char** argv) {
       int64_t none = 0;
       if (first_signal_ns.compare_exchange_strong(none, now)) {
         stop.store(true);
-        (void)!write(STDERR_FILENO, stop_message, stop_message_size);
+        (void)!write(STDERR_FILENO, stop_message.data(), stop_message.size());
         return;
       }
       if (now - first_signal_ns.load() >= 1000000000) _exit(130);
     };
-    // After the run: the default action again, unless a stop was asked for,
-    // whose second copy may still be on its way (the run can end first).
-    auto restore_signals = [] {
-      if (stop.load()) return;
-      std::signal(SIGINT, SIG_DFL);
-      std::signal(SIGTERM, SIG_DFL);
-    };
-    if (lhopt) {
-      const auto& l = job->lhopt();
-      std::fprintf(stderr,
-                   "lopt train: LHOPT job '%s', %d PPO iterations x %d episodes (%d tasks in the "
-                   "mixture, %d-%d inner steps, %d-%d decisions), out %s\n",
-                   job->name().c_str(), l.iterations(), l.episodes_per_iteration(), l.tasks_size(),
-                   l.min_inner_steps(), l.max_inner_steps(), l.min_decisions(), l.max_decisions(),
-                   o.out_dir.c_str());
-      std::signal(SIGINT, on_signal);
-      std::signal(SIGTERM, on_signal);
-      auto summary = RunLocalLhoptTraining(*job, o);
-      restore_signals();
-      if (!summary.ok()) return Fail(summary.status());
-      if (summary->stopped_early) {
-        std::printf("stopped at iteration %lld of %lld, checkpointed in %s (this run: %lld "
-                    "iterations, %s); %s holds the policy of that iteration; run the same "
-                    "command to resume\n",
-                    (long long)summary->iterations, (long long)summary->total_iterations,
-                    summary->checkpoint_path.c_str(), (long long)summary->iterations_this_run,
-                    FormatDuration(summary->wall_seconds).c_str(),
-                    summary->controller_path.c_str());
-        return 0;
-      }
-      std::string resumed;
-      if (summary->resumed_from > 0)
-        resumed = absl::StrFormat(" after resuming at iteration %lld; %lld of %lld in %s in all",
-                                  (long long)summary->resumed_from,
-                                  (long long)summary->iterations,
-                                  (long long)summary->total_iterations,
-                                  FormatDuration(summary->total_wall_seconds));
-      std::printf("trained %lld PPO iterations in %s (%.0f inner particle-steps/s)%s\n"
-                  "mean reward %.4f -> %.4f\ncontroller: %s\n",
-                  (long long)summary->iterations_this_run,
-                  FormatDuration(summary->wall_seconds).c_str(),
-                  summary->inner_particle_steps_per_second, resumed.c_str(),
-                  summary->reward_start, summary->reward_end, summary->controller_path.c_str());
-      if (f->Has("no-eval")) return 0;
-      if (auto s = EvalLhopt(*job, summary->controller_path, "", o.out_dir + "/eval", *f); !s.ok())
-        return Fail(s);
-      return 0;
-    }
-    std::fprintf(stderr, "lopt train: job '%s', %d outer steps, %d tasks x 2 particles, truncation %d, out %s\n",
-                 job->name().c_str(), job->budget().outer_steps(), job->pes().num_tasks(),
-                 job->pes().truncation_length(), o.out_dir.c_str());
+    std::fprintf(stderr, "%s", (*kind)->DescribeLocalRun(*job, o.out_dir).c_str());
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
-    auto summary = RunLocalTraining(*job, o);
-    restore_signals();
-    if (!summary.ok()) return Fail(summary.status());
-    if (summary->stopped_early) {
-      std::printf("stopped at outer step %lld of %lld, checkpointed in %s (this run: %lld outer "
-                  "steps, %s); %s holds theta of that step; run the same command to resume\n",
-                  (long long)summary->outer_steps, (long long)summary->total_steps,
-                  summary->checkpoint_path.c_str(), (long long)summary->outer_steps_this_run,
-                  FormatDuration(summary->wall_seconds).c_str(),
-                  summary->optimizer_path.c_str());
-      // Measured: ELO stopped at alpha 0.26 (621 of 2,400 steps) leaves a
-      // network at ln 10 when meta-tested alone; its trajectories were
-      // three-quarters Adam's (bench/elo/results/2026-12-07-cpu/mulo_probe/).
-      if (summary->alpha < 0.99)
-        std::fprintf(stderr,
-                     "note: behaviour cloning's alpha is %.2f at this step: the optimizer was "
-                     "meta-trained on updates %.0f%% Adam's and is not expected to train alone "
-                     "until alpha nears 1. Resume to finish, or give a job that must stop early "
-                     "fewer outer steps or elo.behavior_cloning.alpha_ramp_fraction < 1.\n",
-                     summary->alpha, 100 * (1 - summary->alpha));
-      return 0;
+    auto report = (*kind)->TrainLocal(*job, o);
+    // After the run: the default action again, unless a stop was asked for,
+    // whose second copy may still be on its way (the run can end first).
+    if (!stop.load()) {
+      std::signal(SIGINT, SIG_DFL);
+      std::signal(SIGTERM, SIG_DFL);
     }
-    std::string resumed;
-    if (summary->resumed_from > 0)
-      resumed = absl::StrFormat(" after resuming at outer step %lld; %lld of %lld in %s in all",
-                                (long long)summary->resumed_from,
-                                (long long)summary->outer_steps, (long long)summary->total_steps,
-                                FormatDuration(summary->total_wall_seconds));
-    std::printf("trained %lld outer steps in %s (%.0f inner particle-steps/s)%s\n"
-                "meta-loss %.4f -> %.4f, task loss %.4f -> %.4f\noptimizer: %s\n",
-                (long long)summary->outer_steps_this_run,
-                FormatDuration(summary->wall_seconds).c_str(),
-                summary->particle_steps_per_second, resumed.c_str(), summary->meta_loss_start,
-                summary->meta_loss_end, summary->task_loss_start, summary->task_loss_end,
-                summary->optimizer_path.c_str());
-    if (f->Has("no-eval")) return 0;
-    if (auto s = Eval(*job, summary->optimizer_path, o.out_dir + "/eval", *f); !s.ok())
-      return Fail(s);
+    if (!report.ok()) return Fail(report.status());
+    std::printf("%s", report->message.c_str());
+    if (!report->note.empty()) std::fprintf(stderr, "%s", report->note.c_str());
+    if (report->stopped_early || f->Has("no-eval")) return 0;
+    // The trained file's meta-test, as `lopt eval --optimizer/--controller` runs it.
+    const std::string eval_dir = o.out_dir + "/eval";
+    absl::Status s =
+        report->eval_flag == "controller"
+            ? EvalLhopt(*job, report->trained_file, "", eval_dir, *f)
+            : Eval(*job, report->trained_file, eval_dir, *f);
+    if (!s.ok()) return Fail(s);
     return 0;
   }
   if (cmd == "schedule") {

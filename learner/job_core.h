@@ -1,12 +1,13 @@
 // A job's algorithm as the learner's JobManager sees it: its progress, its
 // state for checkpoints, the units it hands to workers, what it makes of their
 // results, the file it exports and its own metrics. One implementation a kind
-// of job: ELO meta-training with PES (EloJob, whose meta-test of the trained
-// optimizer is a unit kind of its own that workers run) and LHOPT's PPO
-// (LhoptJob, whose fixed yardstick is one too);
-// MakeJobCore picks it from the spec. JobManager does what every kind shares
-// (workers, statuses, checkpoint files, the common metrics, logging) and never
-// asks which kind a job is.
+// of job, made by its JobKind (kinds/job_kind.h: MakeJobCore): ELO
+// meta-training with PES (kinds/elo/elo_core.cc over EloJob, whose meta-test
+// of the trained optimizer is a unit kind of its own that workers run) and
+// LHOPT's PPO (kinds/lhopt/lhopt_core.cc over LhoptJob, whose fixed yardstick
+// is one too). JobManager does what every kind shares (workers, statuses,
+// checkpoint files, the common metrics, logging) and never asks which kind a
+// job is.
 //
 // Not thread-safe: JobManager calls it under the job's own lock (Job::mu).
 #pragma once
@@ -138,12 +139,13 @@ struct JobCoreOptions {
   bool meta_test = false;
 };
 
-// The core of a validated spec: LHOPT's for specs with an lhopt section,
-// ELO's for the rest.
-std::unique_ptr<JobCore> MakeJobCore(const v1::JobSpec& spec, const JobCoreOptions& options = {});
-
-// The plot of a run directory's metrics.csv, as `lopt train` draws it:
-// training.png for ELO, rewards.png for LHOPT (false without gnuplot or rows).
-bool PlotRunMetrics(const v1::JobSpec& spec, const std::string& dir);
+// The verdicts every core gives alike. A rejection with its
+// lopt_results_rejected_total reason and error; a result whose payload could
+// not be received or decoded ("corrupt_payload" where its checksum failed,
+// DATA_LOSS; "bad_payload" otherwise); a result the job's Accept refused
+// ("non_finite" for non-finite values, "invalid" otherwise).
+CoreVerdict RejectVerdict(std::string reason, absl::Status error);
+CoreVerdict PayloadUnusableVerdict(const absl::Status& s);
+CoreVerdict RefusedByJobVerdict(const absl::Status& s);
 
 }  // namespace lopt

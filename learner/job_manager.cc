@@ -23,6 +23,7 @@
 #include "common/util/log.h"
 #include "common/util/run_files.h"
 #include "common/util/utf8.h"
+#include "kinds/job_kind.h"
 #include "learner/job_core.h"
 
 namespace lopt {
@@ -565,6 +566,8 @@ std::string JobManager::WhyNoWorkerCanHold(const v1::JobSpec& spec) const {
 }
 
 absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
+  // The job's kind runs it (its core here, its runners on the workers).
+  if (auto kind = JobKinds().KindOf(spec); !kind.ok()) return kind.status();
   std::string id;
   {
     MutexLock l(&mu_);

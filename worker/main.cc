@@ -18,6 +18,7 @@
 #include "common/rpc/metrics.h"
 #include "common/rpc/rpc.h"
 #include "common/rpc/service_main.h"
+#include "common/tasks/task.h"
 #include "common/util/log.h"
 #include "common/util/runtime.h"
 #include "worker/worker.h"

@@ -1,18 +1,17 @@
 // lopt-worker's engine: connects to the learner's WorkService, registers,
-// runs the work units it is sent (ELO_PES: truncations of a job's shard,
-// with the shard's persistent inner states kept here between units;
-// ELO_META_TEST: the meta-test of a job's trained optimizer, as `lopt eval`
-// runs it; LHOPT_PPO: PPO episodes with LhoptEpisodeRunner, whose register
-// and baseline tables live in make_buffer's buffer under the unit's
-// buffer_prefix; LHOPT_YARDSTICK: the job's fixed yardstick scores a policy
-// version, its reference runs kept here between the job's versions) and
-// streams back one result per unit (LHOPT: with its episodes, the meta-test:
-// with its report's files, as a chunked payload), with heartbeats while it
-// works. A heartbeat's
-// reply can cancel the running unit (its job was cancelled or ended, or the unit
-// went to another worker): an ELO unit stops before its next inner step, sends
-// no result and the worker takes its next unit. When the learner goes away it
-// reconnects with exponential backoff.
+// runs the work units it is sent and streams back one result per unit (with
+// a chunked payload where the kind has one), with heartbeats while it works.
+// A unit runs on the runner its kind makes (kinds/job_kind.h: the registry's
+// KindOfUnit, then JobKind::MakeRunner, one runner a unit kind, kept for the
+// worker's life): ELO_PES truncations of a job's shard, whose inner states
+// stay here between units; ELO_META_TEST, the meta-test of a job's trained
+// optimizer as `lopt eval` runs it; LHOPT_PPO episodes, whose register and
+// baseline tables live in make_buffer's buffer under the unit's
+// buffer_prefix; LHOPT_YARDSTICK, the job's fixed yardstick scoring a policy
+// version. A heartbeat's reply can cancel the running unit (its job was
+// cancelled or ended, or the unit went to another worker): the unit stops
+// between its inner steps, sends no result and the worker takes its next
+// unit. When the learner goes away it reconnects with exponential backoff.
 #pragma once
 
 #include <atomic>
@@ -26,12 +25,9 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
-#include "common/elo/elo_shard.h"
 #include "common/elo/replay_buffer.h"
-#include "common/lhopt/lhopt_episode.h"
-#include "common/lhopt/lhopt_yardstick.h"
 #include "common/rpc/rpc.h"
-#include "common/tasks/task.h"
+#include "kinds/job_kind.h"
 #include "lopt/v1/work_service.grpc.pb.h"
 
 namespace lopt {
@@ -60,50 +56,27 @@ class Worker {
   // Thread-safe; Run returns soon after.
   void Stop();
 
-  // Runs one unit here (no learner involved): what Run does with each unit.
+  // Runs one unit here (no learner involved), as Run does each unit it is
+  // sent: a unit without a payload, and one whose payload (the chunks after
+  // it) was received as `payload` (or failed to arrive: the result reports
+  // the error), its result's payload bytes in *result_payload
+  // (result.payload() says so).
   v1::WorkResult RunUnit(const v1::WorkUnit& unit);
-  // Runs an LHOPT_PPO or LHOPT_YARDSTICK unit whose payload (the weights) was received as
-  // `payload` (or failed to arrive: the result reports the error). The
-  // result's payload bytes go to *result_payload (result.payload() says so).
-  v1::WorkResult RunLhoptUnit(const v1::WorkUnit& unit,
-                              const absl::StatusOr<NamedTensors>& payload,
-                              std::string* result_payload);
-
-  // Runs an ELO_META_TEST unit whose payload (the trained theta) was
-  // received as `payload` (or failed to arrive: the result reports the
-  // error): the meta-test `lopt eval` runs, into a temporary directory whose
-  // report files (EncodeMetaTestFiles) are the result's payload, in
-  // *result_payload. A cancel by the learner stops it between record windows.
-  v1::WorkResult RunMetaTestUnit(const v1::WorkUnit& unit,
-                                 const absl::StatusOr<NamedTensors>& payload,
-                                 std::string* result_payload);
+  v1::WorkResult RunUnit(const v1::WorkUnit& unit, const absl::StatusOr<NamedTensors>& payload,
+                         std::string* result_payload);
 
   int64_t units_done() const { return units_done_.load(); }
   int64_t connections() const { return connections_.load(); }
 
  private:
-  struct Shard {
-    std::string job_bytes;  // the spec the unroller was built for
-    TaskCache tasks;  // its groups' tasks (and the job's other shards')
-    std::shared_ptr<ReplayBuffer> buffer;
-    std::unique_ptr<EloShard> unroller;
-    uint64_t last_used = 0;
-  };
-  absl::StatusOr<Shard*> ShardFor(const v1::WorkUnit& unit);
-  struct LhoptRunner {
-    std::string job_bytes;
-    std::shared_ptr<ReplayBuffer> buffer;
-    std::unique_ptr<LhoptEpisodeRunner> runner;
-  };
-  absl::StatusOr<LhoptEpisodeRunner*> LhoptRunnerFor(const v1::WorkUnit& unit);
+  // `payload`: null for a unit sent without one.
+  v1::WorkResult RunOne(const v1::WorkUnit& unit, const absl::StatusOr<NamedTensors>* payload,
+                        std::string* result_payload);
+  // The runner of a unit kind, made by its kind on first use (null: no kind has it).
+  UnitRunner* RunnerFor(v1::Algorithm unit_kind);
   // A unit that ran: its result's seconds since t0, the worker's counts and
   // metrics (result "ok", its particle_steps, seconds).
   void CountRun(std::chrono::steady_clock::time_point t0, v1::WorkResult* r);
-  struct YardstickHolder {
-    std::string job_bytes;
-    std::unique_ptr<LhoptYardstick> stick;
-  };
-  absl::StatusOr<LhoptYardstick*> YardstickFor(const v1::WorkUnit& unit);
   // One connection's life; returns when the stream ends.
   void Serve();
   // Whether the learner cancelled unit `unit_id` (RunUnit asks between inner steps).
@@ -117,11 +90,8 @@ class Worker {
   std::atomic<uint64_t> cancelled_unit_{0};
   std::mutex ctx_mu_;
   grpc::ClientContext* ctx_ = nullptr;  // guarded by ctx_mu_: the live stream's
-  std::map<std::pair<std::string, int32_t>, Shard> shards_;
   std::map<std::string, std::shared_ptr<ReplayBuffer>> buffers_;  // per job
-  std::map<std::string, LhoptRunner> lhopt_;                      // per job
-  std::map<std::string, YardstickHolder> sticks_;                 // per job
-  uint64_t use_counter_ = 0;
+  std::map<v1::Algorithm, std::unique_ptr<UnitRunner>> runners_;  // per unit kind
 };
 
 }  // namespace lopt

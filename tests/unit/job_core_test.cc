@@ -20,6 +20,7 @@
 #include "common/spec/job_spec.h"
 #include "common/util/checkpoint.h"
 #include "common/util/error_kinds.h"
+#include "kinds/job_kind.h"
 #include "learner/job_core.h"
 #include "worker/worker.h"
 
@@ -488,7 +489,7 @@ TEST(JobCore, TheWorkerRunsTheMetaTestUnitAndTheCoreTakesItsFiles) {
   wo.name = "meta-tester";
   lopt::Worker worker(wo);
   std::string result_bytes;
-  v1::WorkResult r = worker.RunMetaTestUnit(unit, *payload, &result_bytes);
+  v1::WorkResult r = worker.RunUnit(unit, *payload, &result_bytes);
   ASSERT_TRUE(r.error().empty()) << r.error();
   EXPECT_EQ(r.unit_id(), 7u);
   EXPECT_EQ(r.meta_test().theta_version(), 2);
@@ -517,7 +518,7 @@ TEST(JobCore, TheWorkerRunsTheMetaTestUnitAndTheCoreTakesItsFiles) {
   EXPECT_TRUE(written.count("eval/curves.csv"));
 
   // The worker refuses a unit without its theta, with a reason.
-  v1::WorkResult bad = worker.RunMetaTestUnit(unit, NamedTensors{}, &result_bytes);
+  v1::WorkResult bad = worker.RunUnit(unit, NamedTensors{}, &result_bytes);
   EXPECT_NE(bad.error().find("has no theta"), std::string::npos) << bad.error();
   EXPECT_FALSE(bad.has_payload());
 }

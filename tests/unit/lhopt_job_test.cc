@@ -12,7 +12,7 @@
 #include <torch/torch.h>
 
 #include "cli/lhopt_mode.h"
-#include "cli/run_clock.h"
+#include "kinds/run_clock.h"
 #include "common/lhopt/lhopt_episode.h"
 #include "common/spec/job_spec.h"
 #include "common/util/checkpoint.h"

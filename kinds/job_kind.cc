@@ -1,0 +1,117 @@
+#include "kinds/job_kind.h"
+
+#include <set>
+#include <stdexcept>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/reflection.h"
+
+namespace lopt {
+namespace {
+
+// The JobSpec field of a section, or null.
+const google::protobuf::FieldDescriptor* SectionField(absl::string_view section) {
+  return v1::JobSpec::descriptor()->FindFieldByName(std::string(section));
+}
+
+}  // namespace
+
+absl::StatusOr<JobKindRegistry> JobKindRegistry::Create(std::vector<const JobKind*> kinds) {
+  std::set<std::string> names, sections;
+  std::set<int> units;
+  const JobKind* default_kind = nullptr;
+  for (const JobKind* k : kinds) {
+    const std::string name(k->name());
+    if (k->section().empty()) {
+      if (default_kind != nullptr)
+        return absl::InvalidArgumentError(absl::StrCat(
+            "job kinds '", default_kind->name(), "' and '", name,
+            "' both claim the jobs that set no kind's section; one default kind at most"));
+      default_kind = k;
+    } else {
+      const auto* field = SectionField(k->section());
+      if (field == nullptr || field->is_repeated() ||
+          field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE)
+        return absl::InvalidArgumentError(
+            absl::StrCat("job kind '", name, "': its section '", k->section(),
+                         "' is not a message field of JobSpec (proto/lopt/v1/job.proto)"));
+      if (!sections.insert(std::string(k->section())).second)
+        return absl::InvalidArgumentError(absl::StrCat(
+            "two job kinds claim the spec section '", k->section(), "' ('", name, "' the second)"));
+    }
+    if (k->unit_kinds().empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat("job kind '", name, "' issues no unit kinds"));
+    for (v1::Algorithm u : k->unit_kinds())
+      if (u == v1::ALGORITHM_UNSPECIFIED || !units.insert(u).second)
+        return absl::InvalidArgumentError(absl::StrCat(
+            "job kind '", name, "': unit kind ", v1::Algorithm_Name(u),
+            u == v1::ALGORITHM_UNSPECIFIED ? " is no unit kind" : " belongs to another kind"));
+    // A unit kind no worker could run would wait for ever.
+    for (v1::Algorithm u : k->unit_kinds())
+      if (k->MakeRunner(u, UnitRunnerEnv{}) == nullptr)
+        return absl::InvalidArgumentError(absl::StrCat(
+            "job kind '", name, "' makes no runner for its unit kind ", v1::Algorithm_Name(u)));
+    if (!names.insert(name).second)
+      return absl::InvalidArgumentError(absl::StrCat("two job kinds are named '", name, "'"));
+  }
+  return JobKindRegistry(std::move(kinds));
+}
+
+absl::StatusOr<const JobKind*> JobKindRegistry::KindOf(const v1::JobSpec& spec) const {
+  const JobKind* owner = nullptr;
+  const JobKind* default_kind = nullptr;
+  const auto* reflection = spec.GetReflection();
+  for (const JobKind* k : kinds_) {
+    if (k->section().empty()) {
+      default_kind = k;
+      continue;
+    }
+    if (!reflection->HasField(spec, SectionField(k->section()))) continue;
+    if (owner != nullptr)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the job sets both ", owner->section(), " and ", k->section(),
+          ": a job is of one kind (", owner->name(), " or ", k->name(), ")"));
+    owner = k;
+  }
+  if (owner != nullptr) return owner;
+  if (default_kind != nullptr) return default_kind;
+  std::vector<std::string> sections;
+  for (const JobKind* k : kinds_) sections.emplace_back(k->section());
+  return absl::InvalidArgumentError(absl::StrCat(
+      "no job kind owns this job: it sets none of the kinds' sections (",
+      absl::StrJoin(sections, ", "), ")"));
+}
+
+const JobKind* JobKindRegistry::KindOfUnit(v1::Algorithm unit_kind) const {
+  for (const JobKind* k : kinds_)
+    for (v1::Algorithm u : k->unit_kinds())
+      if (u == unit_kind) return k;
+  return nullptr;
+}
+
+std::string JobKindRegistry::UnitKindNames() const {
+  std::vector<std::string> names;
+  for (const JobKind* k : kinds_)
+    for (v1::Algorithm u : k->unit_kinds()) names.push_back(v1::Algorithm_Name(u));
+  if (names.size() <= 1) return absl::StrJoin(names, "");
+  const std::string last = names.back();
+  names.pop_back();
+  return absl::StrCat(absl::StrJoin(names, ", "), " and ", last);
+}
+
+std::unique_ptr<JobCore> MakeJobCore(const v1::JobSpec& spec, const JobCoreOptions& options) {
+  auto kind = JobKinds().KindOf(spec);
+  // Validated specs have a kind: ELO owns those that set no kind's section.
+  if (!kind.ok()) throw std::invalid_argument(std::string(kind.status().message()));
+  return (*kind)->MakeCore(spec, options);
+}
+
+bool PlotRunMetrics(const v1::JobSpec& spec, const std::string& dir) {
+  auto kind = JobKinds().KindOf(spec);
+  return kind.ok() && (*kind)->PlotMetrics(spec, dir);
+}
+
+}  // namespace lopt

@@ -1,0 +1,57 @@
+// Local mode's side of a job kind (JobKind::TrainLocal): what `lopt train`
+// asks of a run in one process, and what it prints of it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/elo/replay_buffer.h"
+#include "lopt/v1/job.pb.h"
+
+namespace lopt {
+
+struct LocalTrainOptions {
+  std::string out_dir;        // checkpoint, the trained file, summary.json, metrics.csv
+  bool progress = true;       // draw the progress bar on stderr
+  bool fresh = false;         // ignore an existing checkpoint
+  int64_t stop_after = -1;    // stop (with a checkpoint) after this many updates; -1: run to the end
+  std::string device = "cpu"; // where the inner loops run: cpu, cuda, cuda:N
+  // Set (e.g. by a SIGINT/SIGTERM handler): stop after the update under
+  // way, checkpoint, and write the trained file and summary.json of what was
+  // trained, so that a stopped run is usable and resumes where it stopped.
+  const std::atomic<bool>* stop = nullptr;
+  // Opens the replay buffer a run keeps in directory `dir` of its run
+  // directory (ELO's: `lopt train` keeps it in RocksDB, as the buffer
+  // server does; cli/local_mode.h). Unset: one in memory.
+  std::function<absl::StatusOr<std::unique_ptr<ReplayBuffer>>(const std::string& dir)> open_buffer;
+};
+
+// What `lopt train` prints of a local run, and what it evaluates after it.
+struct LocalTrainReport {
+  // stdout: what was trained ("trained 6 outer steps in ...").
+  std::string message;
+  // stderr, after the message (a note on a stopped run), or empty.
+  std::string note;
+  bool stopped_early = false;
+  // The trained file in the run directory, and the `lopt eval` flag that
+  // takes it ("optimizer", "controller").
+  std::string trained_file;
+  std::string eval_flag;
+};
+
+// What every kind's local mode does alike with its checkpoint (a file of
+// named tensors: "job", the spec it belongs to, and the kind's own state).
+// The checkpoint at `path` of a run of `spec`: none where there is no file or
+// `fresh` ignores it; FAILED_PRECONDITION where it belongs to another spec.
+absl::StatusOr<std::optional<NamedTensors>> ReadLocalCheckpoint(const std::string& path,
+                                                                 const v1::JobSpec& spec,
+                                                                 bool fresh);
+// The entries of `all` named `prefix`..., without the prefix.
+NamedTensors WithPrefix(const NamedTensors& all, const std::string& prefix);
+
+}  // namespace lopt
