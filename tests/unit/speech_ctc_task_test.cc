@@ -666,11 +666,17 @@ TEST(SpeechCtcJob, BadFieldsAreRefusedNamingTheField) {
 
 // ---------------------------------------------------------------- LHOPT
 
-TEST(SpeechCtcJob, RunsAsAnEntryOfAnLhoptMixture) {
+// ToneSpec with the CONV1D sequence layer (fast to train), and its text for a job.
+v1::SpeechCtcSpec Conv1dToneSpec(std::string* text) {
   v1::SpeechCtcSpec spec = ToneSpec();
   spec.set_sequence_layer(v1::CONV1D);
+  google::protobuf::TextFormat::PrintToString(spec, text);
+  return spec;
+}
+
+TEST(SpeechCtcJob, RunsAsAnEntryOfAnLhoptMixture) {
   std::string spec_text;
-  google::protobuf::TextFormat::PrintToString(spec, &spec_text);
+  v1::SpeechCtcSpec spec = Conv1dToneSpec(&spec_text);
   auto job = JobFromText(absl::StrCat(R"(
     name: "lhopt_speech" seed: 3
     task { speech_ctc { )", spec_text, R"( } }
@@ -697,10 +703,8 @@ TEST(SpeechCtcJob, ElosUnrollerRunsItEagerly) {
   // ctc_loss synchronises with the host, so ELO's unroller must not capture
   // the speech task's inner step in a CUDA graph, even when asked to; a task
   // that can be captured keeps the default. The unroller still meta-trains it.
-  v1::SpeechCtcSpec spec = ToneSpec();
-  spec.set_sequence_layer(v1::CONV1D);
   std::string spec_text;
-  google::protobuf::TextFormat::PrintToString(spec, &spec_text);
+  v1::SpeechCtcSpec spec = Conv1dToneSpec(&spec_text);
   auto job = JobFromText(absl::StrCat(R"(
     name: "elo_speech" seed: 2
     task { speech_ctc { )", spec_text, R"( } }
