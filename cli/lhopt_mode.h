@@ -1,6 +1,6 @@
 // The schedule and evaluation outputs of `lopt schedule` and `lopt eval
-// --schedule/--controller`. (LHOPT's local mode, RunLocalLhoptTraining, is
-// its kind's: kinds/lhopt/lhopt_local.h.)
+// --schedule/--controller`. (LHOPT's local mode is every kind's:
+// kinds/local_driver.h.)
 #pragma once
 
 #include <string>
@@ -8,7 +8,6 @@
 #include "absl/status/statusor.h"
 #include "common/lhopt/lhopt_episode.h"
 #include "common/lhopt/lhopt_eval.h"
-#include "kinds/lhopt/lhopt_local.h"
 #include "lopt/v1/job.pb.h"
 #include "lopt/v1/optimizer_file.pb.h"
 

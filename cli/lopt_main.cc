@@ -327,7 +327,8 @@ int Main(int argc, char** argv) {
     if (!report.ok()) return Fail(report.status());
     std::printf("%s", report->message.c_str());
     if (!report->note.empty()) std::fprintf(stderr, "%s", report->note.c_str());
-    if (report->stopped_early || f->Has("no-eval")) return 0;
+    // A kind without a meta-test of its trained file says so (no eval_flag).
+    if (report->stopped_early || f->Has("no-eval") || report->eval_flag.empty()) return 0;
     // The trained file's meta-test, as `lopt eval --optimizer/--controller` runs it.
     const std::string eval_dir = o.out_dir + "/eval";
     absl::Status s =

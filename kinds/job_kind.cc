@@ -4,9 +4,12 @@
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/util/progress.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/reflection.h"
+#include "kinds/local_driver.h"
 
 namespace lopt {
 namespace {
@@ -107,6 +110,36 @@ std::unique_ptr<JobCore> MakeJobCore(const v1::JobSpec& spec, const JobCoreOptio
   // Validated specs have a kind: ELO owns those that set no kind's section.
   if (!kind.ok()) throw std::invalid_argument(std::string(kind.status().message()));
   return (*kind)->MakeCore(spec, options);
+}
+
+absl::StatusOr<LocalTrainReport> JobKind::TrainLocal(const v1::JobSpec& spec,
+                                                     const LocalTrainOptions& options) const {
+  auto summary = RunLocal(*this, spec, options);
+  if (!summary.ok()) return summary.status();
+  return ReportLocalRun(spec, *summary);
+}
+
+LocalTrainReport JobKind::ReportLocalRun(const v1::JobSpec&, const LocalRunSummary& s) const {
+  LocalTrainReport r;
+  r.stopped_early = s.stopped_early;
+  r.trained_file = s.trained_file;
+  const std::string step(step_name()), updates(updates_name());
+  if (s.stopped_early) {
+    r.message = absl::StrFormat(
+        "stopped at %s %d of %d, checkpointed in %s (this run: %d %s, %s); %s holds what that %s "
+        "trained; run the same command to resume\n",
+        step, s.steps, s.total, s.checkpoint_path, s.steps_this_run, updates,
+        FormatDuration(s.wall_seconds), s.trained_file, step);
+    return r;
+  }
+  std::string resumed;
+  if (s.resumed_from > 0)
+    resumed = absl::StrFormat(" after resuming at %s %d; %d of %d in %s in all", step,
+                              s.resumed_from, s.steps, s.total, FormatDuration(s.total_wall_seconds));
+  r.message = absl::StrFormat("trained %d %s in %s (%.0f inner particle-steps/s)%s\ntrained file: %s\n",
+                              s.steps_this_run, updates, FormatDuration(s.wall_seconds),
+                              s.particle_steps_per_second, resumed, s.trained_file);
+  return r;
 }
 
 bool PlotRunMetrics(const v1::JobSpec& spec, const std::string& dir) {

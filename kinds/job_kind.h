@@ -13,7 +13,9 @@
 //                 asks KindOfUnit, never the algorithm's name.
 //   exports       the core's trained file, summary and metrics (JobCore), and
 //                 PlotMetrics for the run directory's plot.
-//   local mode    TrainLocal: `lopt train` in one process (kinds/local_train.h).
+//   local mode    nothing: `lopt train` runs the kind's core and runners in
+//                 one process (kinds/local_driver.h, RunLocal); a kind words
+//                 its messages (DescribeLocalRun, step_name, ReportLocalRun).
 //
 // A kind's parts live in its folder (kinds/elo/, kinds/lhopt/): its core,
 // its runners and its definition; README.md's developer section has the
@@ -100,14 +102,21 @@ class JobKind {
   virtual bool PlotMetrics(const v1::JobSpec& spec, const std::string& dir) const = 0;
 
   // Local mode (`lopt train`): the line it prints before the run (stderr),
-  // the update a Ctrl-C lets finish ("outer step", "PPO iteration") and what
-  // a second Ctrl-C loses ("steps", "iterations"), and the run (or its
-  // resume) in options.out_dir.
+  // the update a Ctrl-C lets finish ("outer step", "PPO iteration"), what
+  // a second Ctrl-C loses ("steps", "iterations") and the word of the step
+  // a run resumes or stops at ("outer step", "iteration").
   virtual std::string DescribeLocalRun(const v1::JobSpec& spec, const std::string& out_dir) const = 0;
   virtual absl::string_view update_name() const = 0;
   virtual absl::string_view updates_name() const = 0;
+  virtual absl::string_view step_name() const { return update_name(); }
+  // The run (or its resume) in options.out_dir: by default the one local
+  // driver (RunLocal, kinds/local_driver.h) and ReportLocalRun of its summary.
   virtual absl::StatusOr<LocalTrainReport> TrainLocal(const v1::JobSpec& spec,
-                                                      const LocalTrainOptions& options) const = 0;
+                                                      const LocalTrainOptions& options) const;
+  // What `lopt train` prints of a run RunLocal ended: by default a message
+  // in the kind's words, no evaluation after it (eval_flag empty).
+  virtual LocalTrainReport ReportLocalRun(const v1::JobSpec& spec,
+                                          const LocalRunSummary& summary) const;
 };
 
 // A set of kinds that do not overlap: what KindOf and KindOfUnit answer from.

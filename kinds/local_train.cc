@@ -1,5 +1,8 @@
 #include "kinds/local_train.h"
 
+#include <cmath>
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "common/util/checkpoint.h"
 #include "common/util/files.h"
@@ -19,6 +22,16 @@ absl::StatusOr<std::optional<NamedTensors>> ReadLocalCheckpoint(const std::strin
     return absl::FailedPreconditionError(absl::StrCat(
         path, " belongs to a different job spec; use --fresh to start over or another --out"));
   return std::optional<NamedTensors>(*std::move(all));
+}
+
+double LocalRunSummary::Number(const std::string& key) const {
+  for (const auto& [k, v] : fields)
+    if (k == key) {
+      char* end = nullptr;
+      const double x = std::strtod(v.c_str(), &end);
+      return end != v.c_str() ? x : std::nan("");
+    }
+  return std::nan("");
 }
 
 NamedTensors WithPrefix(const NamedTensors& all, const std::string& prefix) {

@@ -8,6 +8,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/elo/replay_buffer.h"
@@ -42,6 +44,26 @@ struct LocalTrainReport {
   // takes it ("optimizer", "controller").
   std::string trained_file;
   std::string eval_flag;
+};
+
+// What the local driver (kinds/local_driver.h) did, for the kind's report.
+struct LocalRunSummary {
+  int64_t steps = 0;           // updates done (core Step()), including before a resume
+  int64_t total = 0;           // the job's budget of them
+  int64_t resumed_from = 0;    // the step the run resumed from (0: fresh)
+  int64_t steps_this_run = 0;  // steps - resumed_from
+  double wall_seconds = 0;        // this run's
+  double total_wall_seconds = 0;  // every run's of this job (checkpointed)
+  double particle_steps_per_second = 0;  // this run's, every unit's inner steps
+  std::string trained_file;       // the path of the core's trained file
+  std::string checkpoint_path;
+  bool stopped_early = false;     // options.stop ended it before the budget
+  // The last update's status losses (JobCore::LastLosses), if any.
+  double meta_loss = 0, task_loss = 0;
+  // The core's summary.json entries (JobCore::SummaryFields: key, JSON value).
+  std::vector<std::pair<std::string, std::string>> fields;
+  // The number of field `key` (NaN where it is missing or not a number).
+  double Number(const std::string& key) const;
 };
 
 // What every kind's local mode does alike with its checkpoint (a file of

@@ -1,9 +1,11 @@
 #include "learner/job_core.h"
 
+#include <fstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/util/error_kinds.h"
+#include "common/util/files.h"
 
 namespace lopt {
 
@@ -22,6 +24,17 @@ CoreVerdict PayloadUnusableVerdict(const absl::Status& s) {
 
 CoreVerdict RefusedByJobVerdict(const absl::Status& s) {
   return RejectVerdict(IsNonFiniteError(s) ? "non_finite" : "invalid", s);
+}
+
+absl::Status AppendRunFileRow(const std::string& dir, const RunFileRow& row) {
+  const std::string path = dir + "/" + row.file;
+  const bool fresh = !FileExists(path);
+  std::ofstream out(path, std::ios::app);
+  if (fresh) out << row.header;
+  out << row.row;
+  out.flush();  // followable while the job runs
+  if (!out) return absl::InternalError(absl::StrCat("cannot append to ", path));
+  return absl::OkStatus();
 }
 
 }  // namespace lopt

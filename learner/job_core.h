@@ -76,6 +76,10 @@ struct CoreVerdict {
   // yardstick.csv), and whole files (ELO's meta-test report in eval/).
   std::vector<RunFileRow> file_rows;
   std::vector<RunFileWrite> file_writes;
+  // What local mode (kinds/local_driver.h) shows of it: kUpdated, the
+  // progress bar's text; any, a line for stderr (LHOPT's yardstick score).
+  std::string progress;
+  std::string note;
 };
 
 class JobCore {
@@ -96,6 +100,26 @@ class JobCore {
   virtual int64_t CheckpointEvery() const = 0;
   // The header of the metrics.csv that updates' metrics_row fill (empty: none).
   virtual std::string MetricsCsvHeader() const { return ""; }
+  // The CSV files of the job's directory whose rows a restored job makes
+  // again, each with the first value (first column) that is not covered by
+  // the state it restored: metrics.csv from Step(), and any file of
+  // CoreVerdict::file_rows (LHOPT's yardstick.csv from the version after the
+  // last one scored).
+  virtual std::vector<std::pair<std::string, int64_t>> RowsRedoneFrom() const {
+    return {{"metrics.csv", Step()}};
+  }
+  // Whether units are owed for the updates already applied (LHOPT's
+  // yardstick score of the current version): local mode runs them before it
+  // checkpoints or stops, so that a resume does not run them again.
+  virtual bool Owes() const { return false; }
+  // Whether a replay-buffer table (the full name, the job's prefix in) can
+  // still be read by a later unit: local mode drops the others before it
+  // checkpoints its buffer (LHOPT: a past baseline generation's curves, a
+  // unit's restart registers).
+  virtual bool BufferTableLive(const std::string& table) const {
+    (void)table;
+    return true;
+  }
   // The kind's own entries of the summary.json a job leaves when it ends
   // (key, JSON value), with the keys `lopt train` writes: the updates done
   // and the budget, the losses (rewards) at the start and at the end.
@@ -147,5 +171,9 @@ struct JobCoreOptions {
 CoreVerdict RejectVerdict(std::string reason, absl::Status error);
 CoreVerdict PayloadUnusableVerdict(const absl::Status& s);
 CoreVerdict RefusedByJobVerdict(const absl::Status& s);
+
+// Appends `row` to its file in directory `dir`, its header first where the
+// file is new (the learner's job directories and local mode's run directory).
+absl::Status AppendRunFileRow(const std::string& dir, const RunFileRow& row);
 
 }  // namespace lopt

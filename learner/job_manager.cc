@@ -285,12 +285,8 @@ void JobManager::AppendMetricsRow(Job& job, const std::string& row) {
 }
 
 void JobManager::AppendRunFileRow(Job& job, const RunFileRow& row) {
-  const std::string path = JobDir(job.id) + "/" + row.file;
-  const bool fresh = !FileExists(path);
-  std::ofstream out(path, std::ios::app);
-  if (fresh) out << row.header;
-  out << row.row;
-  if (!out) LogWarning("cannot append to a run file", {{"job", job.id}, {"path", path}});
+  if (absl::Status s = lopt::AppendRunFileRow(JobDir(job.id), row); !s.ok())
+    LogWarning("cannot append to a run file", {{"job", job.id}, {"error", std::string(s.message())}});
 }
 
 void JobManager::WriteRunFiles(Job& job, std::vector<RunFileWrite> files) {
@@ -480,10 +476,12 @@ absl::Status JobManager::LoadAll() {
     Slot& slot = jobs_[id];
     slot.job = job;
     if (!Terminal(job->state)) {
-      // metrics.csv's rows after the checkpoint are done again, not repeated.
-      if (auto s = DropCsvRowsFrom(JobDir(id) + "/metrics.csv", job->core->Step()); !s.ok())
-        LogWarning("cannot cut metrics.csv back to the checkpoint",
-                   {{"job", id}, {"error", std::string(s.message())}});
+      // The rows after the checkpoint (metrics.csv's, yardstick.csv's) are
+      // done again, not repeated.
+      for (const auto& [file, from] : job->core->RowsRedoneFrom())
+        if (auto s = DropCsvRowsFrom(JobDir(id) + "/" + file, from); !s.ok())
+          LogWarning("cannot cut a run file back to the checkpoint",
+                     {{"job", id}, {"file", file}, {"error", std::string(s.message())}});
       job->AddSeries();
       LogInfo("resuming job from its checkpoint",
               {{"job", id}, {"outer_step", absl::StrCat(job->core->Step())},

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <optional>
@@ -65,13 +66,33 @@ class LhoptCore : public JobCore {
   int32_t NumShards() const override { return 0; }
   int64_t CheckpointEvery() const override { return job_.spec().lhopt().checkpoint_every(); }
   std::string MetricsCsvHeader() const override { return kLhoptMetricsHeader; }
-  // As local mode's summary.json: mean rewards over the first and last 5 iterations.
+  // yardstick.csv's row v is version v's score.
+  std::vector<std::pair<std::string, int64_t>> RowsRedoneFrom() const override {
+    return {{"metrics.csv", Step()}, {"yardstick.csv", sticks_scored_through_ + 1}};
+  }
+  // The current version's yardstick score, due or out.
+  bool Owes() const override {
+    return !sticks_pending_.empty() || !sticks_running_.empty() || YardstickDueNow();
+  }
+  // A past baseline generation's curves are never read again (units name the
+  // current one's), nor a unit's restart registers after it.
+  bool BufferTableLive(const std::string& table) const override {
+    if (table.find("/registers/") != std::string::npos) return false;
+    const size_t at = table.rfind("/baseline/g");
+    return at == std::string::npos ||
+           std::atoll(table.c_str() + at + 11) >= job_.baseline_generation();
+  }
+  // Mean rewards over the first and last 5 iterations; the yardstick's
+  // scores and seconds of this process (NaN, 0 for none).
   std::vector<std::pair<std::string, std::string>> SummaryFields() const override {
     auto [reward_start, reward_end] = StartEndMeans(job_.mean_rewards(), 5);
     return {{"iterations", absl::StrCat(job_.version())},
             {"total_iterations", absl::StrCat(job_.iterations())},
             {"reward_start", JsonNumber(reward_start)},
-            {"reward_end", JsonNumber(reward_end)}};
+            {"reward_end", JsonNumber(reward_end)},
+            {"yardstick_seconds", JsonNumber(stick_seconds_)},
+            {"yardstick_first", JsonNumber(stick_scores_.empty() ? NAN : stick_scores_.front())},
+            {"yardstick_last", JsonNumber(stick_scores_.empty() ? NAN : stick_scores_.back())}};
   }
   // LHOPT's status: meta_loss is the latest iteration's mean reward, task_loss
   // its mean final eval loss (job_service.proto); a restored job shows its
@@ -89,14 +110,19 @@ class LhoptCore : public JobCore {
   }
   absl::Status LoadState(const NamedTensors& s) override {
     NamedTensors rest;
+    bool scored_known = false;
     for (const auto& [name, value] : s) {
       if (name != kStickKey) {
         rest.emplace_back(name, value);
       } else if (value.numel() == 1) {
         sticks_scored_through_ = value.to(torch::kInt64).item<int64_t>();
+        scored_known = true;
       }
     }
     if (absl::Status st = job_.LoadState(rest); !st.ok()) return st;
+    // A checkpoint of local mode's own driver (before it ran this core)
+    // scored its version before it was written.
+    if (!scored_known) sticks_scored_through_ = job_.version();
     sticks_pending_.clear();
     sticks_running_.clear();
     sticks_queued_through_ = sticks_scored_through_;
@@ -191,6 +217,9 @@ class LhoptCore : public JobCore {
         length_->Set(rec.mean_episode_length);
       }
       v.metrics_row = LhoptMetricsColumns(rec.MetricsRow());
+      v.progress = absl::StrFormat("reward %+.3f len %.1f H %.2f KL %.4f VL %.3f", rec.mean_reward,
+                                   rec.mean_episode_length, rec.ppo.entropy, rec.ppo.approx_kl,
+                                   rec.ppo.value_loss);
       QueueDueYardstick();
       v.log_message = "PPO iteration";
       v.log_fields = {{"iteration", absl::StrCat(rec.iteration)},
@@ -273,6 +302,13 @@ class LhoptCore : public JobCore {
     v.particle_steps = std::max<int64_t>(0, r.particle_steps());
     // yardstick.csv in the job's directory, as local mode writes it.
     v.file_rows.push_back({"yardstick.csv", YardstickCsvHeader(job_.spec()), YardstickCsvRow(*res)});
+    stick_seconds_ += res->wall_seconds;
+    stick_scores_.push_back(res->score);
+    std::string per_task;
+    for (double t : res->task_score) absl::StrAppend(&per_task, absl::StrFormat(" %+.3f", t));
+    v.note = absl::StrFormat("lhopt yardstick @%d: score %+.4f (per task:%s), %d/%d diverged, %.1f s\n",
+                             version, res->score, per_task, res->diverged, res->runs,
+                             res->wall_seconds);
     v.log_message = "LHOPT yardstick";
     v.log_fields = {{"iteration", absl::StrCat(version)},
                     {"score", absl::StrFormat("%.4g", res->score)},
@@ -289,6 +325,8 @@ class LhoptCore : public JobCore {
   std::map<int64_t, std::pair<int64_t, NamedTensors>> sticks_running_;
   int64_t sticks_queued_through_ = -1, sticks_scored_through_ = -1;
   int64_t next_stick_token_ = -1;
+  double stick_seconds_ = 0;          // the yardstick's, in this process
+  std::vector<double> stick_scores_;  // in this process
   prometheus::Gauge *reward_ = nullptr, *entropy_ = nullptr, *kl_ = nullptr,
                     *value_loss_ = nullptr, *length_ = nullptr;
   prometheus::Gauge *yardstick_ = nullptr, *yardstick_iteration_ = nullptr;

@@ -15,6 +15,7 @@
 #include "common/lhopt/lhopt_wire.h"
 #include "common/lhopt/lhopt_yardstick.h"
 #include "common/spec/job_spec.h"
+#include "common/tasks/task.h"
 #include "common/util/log.h"
 
 namespace lopt {
@@ -75,6 +76,8 @@ class LhoptPpoRunner : public UnitRunner {
     if (it != runners_.end() && it->second.job_bytes == bytes) return it->second.runner.get();
     auto job = LhoptJobOf(unit);
     if (!job.ok()) return job.status();
+    auto device = ParseDevice(env_.device);
+    if (!device.ok()) return device.status();
     if (it == runners_.end() && runners_.size() >= kJobsKept) runners_.clear();
     Held& h = runners_[unit.job_id()];
     h.job_bytes = bytes;
@@ -82,7 +85,7 @@ class LhoptPpoRunner : public UnitRunner {
     // Tables "<job_id>/lhopt/baseline/..." and "<job_id>/lhopt/registers/...":
     // shared by the job's workers, deleted with the job's prefix.
     h.runner = std::make_unique<LhoptEpisodeRunner>(*job, h.buffer.get(),
-                                                    unit.buffer_prefix() + "lhopt");
+                                                    unit.buffer_prefix() + "lhopt", *device);
     return h.runner.get();
   }
 
@@ -92,6 +95,8 @@ class LhoptPpoRunner : public UnitRunner {
 
 class LhoptYardstickRunner : public UnitRunner {
  public:
+  explicit LhoptYardstickRunner(UnitRunnerEnv env) : env_(std::move(env)) {}
+
   bool takes_payload() const override { return true; }
 
   absl::Status Run(const v1::WorkUnit& unit, const absl::StatusOr<NamedTensors>& payload,
@@ -134,14 +139,17 @@ class LhoptYardstickRunner : public UnitRunner {
     if (job->lhopt().yardstick().every() <= 0)
       return absl::InvalidArgumentError(
           "an LHOPT_YARDSTICK unit's job has no lhopt.yardstick with every > 0");
+    auto device = ParseDevice(env_.device);
+    if (!device.ok()) return device.status();
     if (it == sticks_.end() && sticks_.size() >= kJobsKept) sticks_.clear();
     Held& h = sticks_[unit.job_id()];
     h.job_bytes = bytes;
     // Its reference runs are done once and kept for the job's later versions.
-    h.stick = std::make_unique<LhoptYardstick>(*job);
+    h.stick = std::make_unique<LhoptYardstick>(*job, *device);
     return h.stick.get();
   }
 
+  const UnitRunnerEnv env_;
   std::map<std::string, Held> sticks_;  // per job
 };
 
@@ -151,8 +159,8 @@ std::unique_ptr<UnitRunner> MakeLhoptPpoRunner(const UnitRunnerEnv& env) {
   return std::make_unique<LhoptPpoRunner>(env);
 }
 
-std::unique_ptr<UnitRunner> MakeLhoptYardstickRunner() {
-  return std::make_unique<LhoptYardstickRunner>();
+std::unique_ptr<UnitRunner> MakeLhoptYardstickRunner(const UnitRunnerEnv& env) {
+  return std::make_unique<LhoptYardstickRunner>(env);
 }
 
 }  // namespace lopt

@@ -15,6 +15,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "cli/local_mode.h"
+#include "common/lhopt/lhopt_policy.h"
+#include "kinds/lhopt/lhopt_kind.h"
+#include "kinds/local_driver.h"
 #include "common/elo/optimizer_file.h"
 #include "common/spec/job_spec.h"
 #include "common/util/checkpoint.h"
@@ -460,6 +463,76 @@ TEST(Services, TwoWorkersRunAnLhoptJobAndItsControllerExports) {
   auto exported_job = LoadJobFile(e + "/job.textproto");
   ASSERT_TRUE(exported_job.ok()) << exported_job.status();
   EXPECT_EQ(exported_job->name(), "lhopt_services");
+}
+
+// The CSV's rows without their last `drop` columns (timings).
+std::string CsvWithoutLast(const std::string& csv, int drop) {
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(csv, '\n', absl::SkipEmpty())) {
+    for (int k = 0; k < drop; ++k) line = line.substr(0, line.rfind(','));
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+// Local mode is the services in one process (kinds/local_driver.h): an
+// LHOPT job with its yardstick, run by one worker, trains the same
+// controller bit for bit and leaves the same rows as `lopt train`'s driver.
+TEST(Services, OneWorkerRunsAnLhoptJobBitForBitAsLocalMode) {
+  Cluster c("lhopt_det");
+  c.StartBuffer();
+  c.StartLearner();
+  c.StartWorker("w1");
+  const std::string text = R"(
+      name: "lhopt_det" seed: 11
+      task { noisy_quadratic { min_dim: 5 max_dim: 10 } }
+      lhopt {
+        tasks { task { noisy_quadratic { min_dim: 5 max_dim: 10 } } weight: 1 }
+        min_inner_steps: 20 max_inner_steps: 30 min_decisions: 2 max_decisions: 4
+        particles: 2 episodes_per_iteration: 4 iterations: 3 hidden_size: 16
+        curve_points: 4 baseline_refresh_iterations: 1 instances_per_task: 2
+        checkpoint_every: 2
+        yardstick { every: 2 instances_per_task: 1 particles: 1 }
+      })";
+  std::string out;
+  std::string id = c.Submit(text, /*watch=*/true, &out);
+  ASSERT_NE(out.find("succeeded"), std::string::npos) << out;
+  const std::string remote_path = c.dir() + "/remote.lhopt";
+  auto [code, exported] = RunCommand(c.Ctl(absl::StrCat("export ", id, " --out ", remote_path)));
+  ASSERT_EQ(code, 0) << exported;
+
+  auto job = JobFromText(text, "job");
+  ASSERT_TRUE(job.ok()) << job.status();
+  torch::set_num_threads(1);  // as the worker (--threads=1)
+  LocalTrainOptions opt;
+  opt.out_dir = c.dir() + "/local";
+  opt.progress = false;
+  opt.fresh = true;
+  auto local = RunLocal(LhoptKind(), *job, opt);
+  ASSERT_TRUE(local.ok()) << local.status();
+  EXPECT_EQ(local->steps, 3);
+
+  auto remote_c = LoadControllerFile(remote_path);
+  auto local_c = LoadControllerFile(local->trained_file);
+  ASSERT_TRUE(remote_c.ok() && local_c.ok());
+  const NamedTensors rw = PolicyWeights(*remote_c->policy), lw = PolicyWeights(*local_c->policy);
+  ASSERT_EQ(rw.size(), lw.size());
+  for (size_t i = 0; i < rw.size(); ++i)
+    EXPECT_TRUE(torch::equal(rw[i].second, lw[i].second)) << rw[i].first;
+  EXPECT_EQ(remote_c->file.mean_reward(), local_c->file.mean_reward());
+  // metrics.csv but its timings; yardstick.csv (versions 0, 2 and the last,
+  // 3) but its seconds.
+  const std::string dir = c.dir() + "/learner/jobs/" + id;
+  EXPECT_EQ(CsvWithoutLast(lopt::ReadFile(dir + "/metrics.csv").value_or("r"), 2),
+            CsvWithoutLast(lopt::ReadFile(opt.out_dir + "/metrics.csv").value_or("l"), 2));
+  const std::string sticks = lopt::ReadFile(opt.out_dir + "/yardstick.csv").value_or("");
+  std::vector<std::string> rows = absl::StrSplit(sticks, '\n', absl::SkipEmpty());
+  ASSERT_EQ(rows.size(), 4u) << sticks;
+  EXPECT_EQ(std::atoi(rows[1].c_str()), 0);
+  EXPECT_EQ(std::atoi(rows[2].c_str()), 2);
+  EXPECT_EQ(std::atoi(rows[3].c_str()), 3);
+  EXPECT_EQ(CsvWithoutLast(lopt::ReadFile(dir + "/yardstick.csv").value_or("r"), 1),
+            CsvWithoutLast(sticks, 1));
 }
 
 TEST(Services, LoptctlReportsBadJobFilesAndUnknownJobsClearly) {

@@ -12,6 +12,8 @@
 #include <torch/torch.h>
 
 #include "cli/lhopt_mode.h"
+#include "kinds/lhopt/lhopt_kind.h"
+#include "kinds/local_driver.h"
 #include "kinds/run_clock.h"
 #include "common/lhopt/lhopt_episode.h"
 #include "common/spec/job_spec.h"
@@ -167,26 +169,26 @@ TEST(LhoptJob, CheckpointResumeIsBitIdentical) {
   straight.out_dir = dir + "/straight";
   straight.progress = false;
   straight.fresh = true;
-  auto a = RunLocalLhoptTraining(spec, straight);
+  auto a = RunLocal(LhoptKind(), spec, straight);
   ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_EQ(a->iterations, 3);
+  EXPECT_EQ(a->steps, 3);
 
   LocalTrainOptions first = straight;
   first.out_dir = dir + "/resumed";
   first.stop_after = 1;
-  auto b1 = RunLocalLhoptTraining(spec, first);
+  auto b1 = RunLocal(LhoptKind(), spec, first);
   ASSERT_TRUE(b1.ok()) << b1.status();
-  EXPECT_EQ(b1->iterations, 1);
+  EXPECT_EQ(b1->steps, 1);
   LocalTrainOptions second = first;
   second.fresh = false;
   second.stop_after = -1;
-  auto b2 = RunLocalLhoptTraining(spec, second);
+  auto b2 = RunLocal(LhoptKind(), spec, second);
   ASSERT_TRUE(b2.ok()) << b2.status();
   EXPECT_EQ(b2->resumed_from, 1);
-  EXPECT_EQ(b2->iterations, 3);
+  EXPECT_EQ(b2->steps, 3);
 
-  auto ca = LoadControllerFile(a->controller_path);
-  auto cb = LoadControllerFile(b2->controller_path);
+  auto ca = LoadControllerFile(a->trained_file);
+  auto cb = LoadControllerFile(b2->trained_file);
   ASSERT_TRUE(ca.ok() && cb.ok());
   EXPECT_TRUE(SameWeights(PolicyWeights(*ca->policy), PolicyWeights(*cb->policy)));
   for (size_t i = 0; i < 3; ++i)

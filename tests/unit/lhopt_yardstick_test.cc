@@ -11,6 +11,8 @@
 #include <torch/torch.h>
 
 #include "cli/lhopt_mode.h"
+#include "kinds/lhopt/lhopt_kind.h"
+#include "kinds/local_driver.h"
 #include "common/lhopt/lhopt_actions.h"
 #include "common/lhopt/lhopt_unit.h"
 #include "common/spec/job_spec.h"
@@ -163,7 +165,7 @@ TEST(LhoptYardstick, LocalModeWritesOneRowPerDueVersionAcrossAResume) {
   o.progress = false;
   o.fresh = true;
   o.stop_after = 2;
-  auto a = RunLocalLhoptTraining(spec, o);
+  auto a = RunLocal(LhoptKind(), spec, o);
   ASSERT_TRUE(a.ok()) << a.status();
   // Rows a killed run wrote after its last checkpoint (version 2) are
   // recomputed on resume, not repeated.
@@ -171,7 +173,7 @@ TEST(LhoptYardstick, LocalModeWritesOneRowPerDueVersionAcrossAResume) {
   std::ofstream(o.out_dir + "/metrics.csv", std::ios::app) << "2,9\n";
   o.fresh = false;
   o.stop_after = -1;
-  auto b = RunLocalLhoptTraining(spec, o);
+  auto b = RunLocal(LhoptKind(), spec, o);
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ(b->resumed_from, 2);
   std::ifstream in(o.out_dir + "/yardstick.csv");
