@@ -211,11 +211,8 @@ absl::StatusOr<LocalRunSummary> RunLocal(const JobKind& kind, const v1::JobSpec&
     if (!v.note.empty()) std::fprintf(stderr, "%s", v.note.c_str());
     for (const RunFileRow& row : v.file_rows)
       if (auto s = AppendRunFileRow(dir, row); !s.ok()) return s;
-    for (const RunFileWrite& f : v.file_writes) {
-      const std::string path = dir + "/" + f.file;
-      if (auto s = MakeDirs(path.substr(0, path.rfind('/'))); !s.ok()) return s;
-      if (auto s = WriteFileAtomically(path, f.bytes); !s.ok()) return s;
-    }
+    for (const RunFileWrite& f : v.file_writes)
+      if (auto s = WriteRunFile(dir, f); !s.ok()) return s;
     return v;
   };
 

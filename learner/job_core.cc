@@ -37,4 +37,12 @@ absl::Status AppendRunFileRow(const std::string& dir, const RunFileRow& row) {
   return absl::OkStatus();
 }
 
+absl::Status WriteRunFile(const std::string& dir, const RunFileWrite& file) {
+  const std::string path = dir + "/" + file.file;
+  absl::Status s = MakeDirs(path.substr(0, path.rfind('/')));
+  if (s.ok()) s = WriteFileAtomically(path, file.bytes);
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(file.file, ": ", s.message()));
+  return absl::OkStatus();
+}
+
 }  // namespace lopt

@@ -175,5 +175,8 @@ CoreVerdict RefusedByJobVerdict(const absl::Status& s);
 // Appends `row` to its file in directory `dir`, its header first where the
 // file is new (the learner's job directories and local mode's run directory).
 absl::Status AppendRunFileRow(const std::string& dir, const RunFileRow& row);
+// Writes `file` into directory `dir` atomically, making its folders (ELO's
+// meta-test report under eval/); an error names the file.
+absl::Status WriteRunFile(const std::string& dir, const RunFileWrite& file);
 
 }  // namespace lopt

@@ -304,11 +304,7 @@ void JobManager::WriteRunFiles(Job& job, std::vector<RunFileWrite> files) {
 
 absl::Status JobManager::FlushRunFiles(Job& job) {
   while (!job.unwritten.empty()) {
-    const RunFileWrite& f = job.unwritten.front();
-    const std::string path = JobDir(job.id) + "/" + f.file;
-    absl::Status s = MakeDirs(path.substr(0, path.rfind('/')));
-    if (s.ok()) s = WriteFileAtomically(path, f.bytes);
-    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(f.file, ": ", s.message()));
+    if (absl::Status s = WriteRunFile(JobDir(job.id), job.unwritten.front()); !s.ok()) return s;
     job.unwritten.erase(job.unwritten.begin());
   }
   return absl::OkStatus();
