@@ -100,7 +100,7 @@ EloUnroller::EloUnroller(const v1::JobSpec& job, const Task* task, ReplayBuffer*
     if (all_one) update_scales_.clear();
   }
   // Tasks that synchronise with the host (speech_ctc's CTC loss) run eagerly.
-  if (!task->CudaGraphCapturable()) use_cuda_graph_ = false;
+  set_use_cuda_graph(true);
   const char* graph = std::getenv("LOPT_CUDA_GRAPH");  // 0: no capture (debugging)
   if (graph && std::string(graph) == "0") use_cuda_graph_ = false;
   if (const char* n = std::getenv("LOPT_CUDA_GRAPH_STEPS")) set_cuda_graph_steps(std::atoll(n));
