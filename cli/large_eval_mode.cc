@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -104,7 +105,7 @@ int RunEvalLargeCommand(int argc, char** argv) {
     if (!l.ok()) return Fail(l.status());
     cfg.adamw_lrs = *l;
   }
-  ConfigureRuntime(int(*threads));
+  ConfigureRuntime(int(*threads), *gpus > 1 || absl::StartsWith(f->Get("device", "cpu"), "cuda"));
   const int world = int(*gpus);
   if (cfg.batch % world != 0)
     return Fail(absl::InvalidArgumentError(

@@ -20,6 +20,7 @@
 
 #include <torch/torch.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/exit_code.h"
@@ -114,6 +115,10 @@ usage:
                              --meta-test: as lopt eval loads it (no limit on
                              a meta-training unit's memory).
   lopt print-default-job     Prints the embedded default job.
+
+--threads N sets LibTorch's CPU threads; without it a command uses one a core,
+or at most 4 with --device cuda (its process mostly waits on the GPU, and
+several such processes on one host would otherwise crowd the cores).
 )";
 
 int Fail(const absl::Status& s) { return FailCommand("lopt", s); }
@@ -150,10 +155,11 @@ absl::StatusOr<v1::JobSpec> JobFromFlags(const Flags& f) {
   return job;
 }
 
+// --threads, else one a core on the CPU and a few for --device cuda (runtime.h).
 absl::Status SetThreads(const Flags& f) {
   auto threads = f.GetInt("threads", 0);
   if (!threads.ok()) return threads.status();
-  ConfigureRuntime(int(*threads));
+  ConfigureRuntime(int(*threads), absl::StartsWith(f.Get("device", "cpu"), "cuda"));
   return absl::OkStatus();
 }
 

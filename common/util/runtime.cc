@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <thread>
@@ -11,10 +12,15 @@
 
 namespace lopt {
 
-void ConfigureRuntime(int threads) {
+int DefaultThreadCount(bool on_gpu, unsigned hardware_threads) {
+  const int cores = std::max(1, static_cast<int>(hardware_threads));
+  return on_gpu ? std::min(cores, kGpuProcessThreads) : cores;
+}
+
+void ConfigureRuntime(int threads, bool on_gpu) {
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (threads <= 0) threads = DefaultThreadCount(on_gpu, std::thread::hardware_concurrency());
   torch::set_num_threads(threads);
 }
 

@@ -6,8 +6,17 @@ namespace lopt {
 // Keeps freed large tensors in the heap instead of returning them to the OS
 // (glibc otherwise mmaps and page-faults every temporary above 128 KiB, which
 // made particle-batched steps superlinear in P), and sets LibTorch's
-// intra-op threads (0: one per core).
-void ConfigureRuntime(int threads = 0);
+// intra-op threads (0: DefaultThreadCount's answer).
+void ConfigureRuntime(int threads = 0, bool on_gpu = false);
+
+// LibTorch's intra-op threads when the user gives none: one per core for a
+// process that computes on the CPU; at most kGpuProcessThreads for one whose
+// tensors live on a GPU, which mostly waits on the device. (Eight `lopt eval
+// --device cuda` processes with 16 threads each on a 16-core GPU host spent
+// their time in OpenMP contention and hit a 600 s limit that, with
+// `--threads 2`, they met in ~300 s.)
+inline constexpr int kGpuProcessThreads = 4;
+int DefaultThreadCount(bool on_gpu, unsigned hardware_threads);
 
 // LibTorch's OpenMP threads spin while they wait for work (libgomp's default
 // spin count). Where there are more busy threads than cores, as when a learner

@@ -10,6 +10,7 @@
 #include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/checkpoint.h"
+#include "common/util/runtime.h"
 
 namespace lopt {
 namespace {
@@ -145,3 +146,15 @@ TEST(LearnedOptimizer, SaveLoadResumesItsState) {
 
 }  // namespace
 }  // namespace lopt
+
+// Without --threads, a process on the CPU takes a thread a core, and one whose
+// tensors live on a GPU at most a few: eight evals on a 16-core GPU host with
+// 16 threads each crowded the cores until none finished in time.
+TEST(Runtime, AGpuProcessTakesAFewThreadsByDefault) {
+  EXPECT_EQ(lopt::DefaultThreadCount(/*on_gpu=*/false, 16), 16);
+  EXPECT_EQ(lopt::DefaultThreadCount(/*on_gpu=*/true, 16), lopt::kGpuProcessThreads);
+  EXPECT_LT(lopt::kGpuProcessThreads, 16);
+  EXPECT_EQ(lopt::DefaultThreadCount(/*on_gpu=*/true, 2), 2);
+  EXPECT_EQ(lopt::DefaultThreadCount(/*on_gpu=*/false, 0), 1);  // hardware_concurrency unknown
+  EXPECT_EQ(lopt::DefaultThreadCount(/*on_gpu=*/true, 0), 1);
+}
