@@ -121,10 +121,10 @@ class JobKind {
   virtual absl::string_view update_name() const = 0;
   virtual absl::string_view updates_name() const = 0;
   virtual absl::string_view step_name() const { return update_name(); }
-  // The run (or its resume) in options.out_dir: by default the one local
-  // driver (RunLocal, kinds/local_driver.h) and ReportLocalRun of its summary.
-  virtual absl::StatusOr<LocalTrainReport> TrainLocal(const v1::JobSpec& spec,
-                                                      const LocalTrainOptions& options) const;
+  // The run (or its resume) in options.out_dir: the one local driver
+  // (RunLocal, kinds/local_driver.h) and ReportLocalRun of its summary.
+  absl::StatusOr<LocalTrainReport> TrainLocal(const v1::JobSpec& spec,
+                                              const LocalTrainOptions& options) const;
   // What `lopt train` prints of a run RunLocal ended: by default a message
   // in the kind's words, no evaluation after it (eval_flag empty).
   virtual LocalTrainReport ReportLocalRun(const v1::JobSpec& spec,

@@ -52,14 +52,14 @@ TEST(MetaTraining, ShortRunClearlyImprovesTheOptimizer) {
   o.fresh = true;
   auto summary = RunLocalTraining(job, o);
   ASSERT_TRUE(summary.ok()) << summary.status();
-  EXPECT_EQ(summary->outer_steps, 120);
-  auto trained = LoadOptimizerFile(summary->optimizer_path);
+  EXPECT_EQ(summary->steps, 120);
+  auto trained = LoadOptimizerFile(summary->trained_file);
   ASSERT_TRUE(trained.ok());
   torch::Tensor theta0 = InitialTheta(job);
   double before = MetaTestLoss(job, theta0), after = MetaTestLoss(job, trained->theta);
   EXPECT_LT(after, 0.7 * before) << "meta-test loss " << before << " -> " << after;
-  EXPECT_LT(summary->meta_loss_end, 0.8 * summary->meta_loss_start)
-      << summary->meta_loss_start << " -> " << summary->meta_loss_end;
+  const double start = summary->Number("meta_loss_start"), end = summary->Number("meta_loss_end");
+  EXPECT_LT(end, 0.8 * start) << start << " -> " << end;
 }
 
 TEST(MetaTraining, ResumedRunEqualsUninterruptedRun) {
