@@ -53,12 +53,18 @@ double MetaTestLoss(const v1::JobSpec& job, const torch::Tensor& theta) {
   return sum / n;
 }
 
-TEST(MetaTraining, ShortRunClearlyImprovesTheOptimizer) {
-  auto job = JobFromText(kJob, "test").value();
+// A fresh local run into the test's directory `name`, without a progress bar.
+LocalTrainOptions FreshRun(const std::string& name) {
   LocalTrainOptions o;
-  o.out_dir = ::testing::TempDir() + "/meta_training_short";
+  o.out_dir = ::testing::TempDir() + "/" + name;
   o.progress = false;
   o.fresh = true;
+  return o;
+}
+
+TEST(MetaTraining, ShortRunClearlyImprovesTheOptimizer) {
+  auto job = JobFromText(kJob, "test").value();
+  LocalTrainOptions o = FreshRun("meta_training_short");
   auto summary = RunLocalTraining(job, o);
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->steps, 120);
@@ -75,10 +81,7 @@ TEST(MetaTraining, ResumedRunEqualsUninterruptedRun) {
   auto job = JobFromText(kJob, "test").value();
   job.mutable_budget()->set_outer_steps(12);
   job.mutable_budget()->set_checkpoint_every(4);
-  LocalTrainOptions straight;
-  straight.out_dir = ::testing::TempDir() + "/meta_training_straight";
-  straight.progress = false;
-  straight.fresh = true;
+  LocalTrainOptions straight = FreshRun("meta_training_straight");
   ASSERT_TRUE(RunLocalTraining(job, straight).ok());
   LocalTrainOptions resumed = straight;
   resumed.out_dir = ::testing::TempDir() + "/meta_training_resumed";
@@ -136,10 +139,7 @@ TEST(MetaTraining, LocalModeRunsEveryShardAndAResumedRunOfThreeShardsEqualsAnUni
   job.mutable_budget()->set_outer_steps(8);
   job.mutable_budget()->set_checkpoint_every(2);
   job.mutable_cluster()->set_shards(3);
-  LocalTrainOptions straight;
-  straight.out_dir = ::testing::TempDir() + "/meta_training_shards_straight";
-  straight.progress = false;
-  straight.fresh = true;
+  LocalTrainOptions straight = FreshRun("meta_training_shards_straight");
   auto whole = RunLocalTraining(job, straight);
   ASSERT_TRUE(whole.ok()) << whole.status();
   EXPECT_EQ(whole->steps, 8);
@@ -187,9 +187,8 @@ TEST(MetaTraining, ACheckpointOfTheOldEloLocalDriverStillResumes) {
   const std::string data = std::string(src) + "/tests/data/old_elo_local";
   auto job = LoadJobFile(data + "/job.textproto");
   ASSERT_TRUE(job.ok()) << job.status();
-  LocalTrainOptions o;
-  o.out_dir = ::testing::TempDir() + "/meta_training_old_checkpoint";
-  o.progress = false;
+  LocalTrainOptions o = FreshRun("meta_training_old_checkpoint");
+  o.fresh = false;  // the old checkpoint is what it resumes
   ASSERT_TRUE(MakeDirs(o.out_dir).ok());
   for (const char* f : {"checkpoint.pt", "metrics.csv"})
     ASSERT_TRUE(WriteFileAtomically(o.out_dir + "/" + f, ReadFile(data + "/" + f).value()).ok());
