@@ -1,6 +1,8 @@
 #include "cli/local_mode.h"
 
 #include "buffer_server/rocks_replay_buffer.h"
+#include "kinds/job_kind.h"
+#include "kinds/local_driver.h"
 
 namespace lopt {
 
@@ -15,9 +17,11 @@ LocalTrainOptions WithLocalBuffer(LocalTrainOptions options) {
   return options;
 }
 
-absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& job,
-                                              const LocalTrainOptions& options) {
-  return RunEloLocalTraining(job, WithLocalBuffer(options));
+absl::StatusOr<LocalRunSummary> RunLocalTraining(const v1::JobSpec& job,
+                                                 const LocalTrainOptions& options) {
+  auto kind = JobKinds().KindOf(job);
+  if (!kind.ok()) return kind.status();
+  return RunLocal(**kind, job, WithLocalBuffer(options));
 }
 
 }  // namespace lopt

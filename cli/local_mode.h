@@ -10,7 +10,6 @@
 #include "common/elo/evaluation.h"
 #include "common/elo/evaluation_report.h"
 #include "common/elo/replay_buffer.h"
-#include "kinds/elo/elo_local.h"
 #include "kinds/local_train.h"
 #include "lopt/v1/job.pb.h"
 
@@ -25,9 +24,9 @@ absl::StatusOr<std::unique_ptr<ReplayBuffer>> OpenLocalBuffer(const std::string&
 // unless set.
 LocalTrainOptions WithLocalBuffer(LocalTrainOptions options);
 
-// ELO's local mode as `lopt train` runs it (RunEloLocalTraining with
-// WithLocalBuffer(options)).
-absl::StatusOr<TrainSummary> RunLocalTraining(const v1::JobSpec& job,
-                                              const LocalTrainOptions& options);
+// A job's local run as `lopt train` runs it: RunLocal (kinds/local_driver.h)
+// of its kind with WithLocalBuffer(options).
+absl::StatusOr<LocalRunSummary> RunLocalTraining(const v1::JobSpec& job,
+                                                 const LocalTrainOptions& options);
 
 }  // namespace lopt

@@ -15,7 +15,8 @@
 //                 PlotMetrics for the run directory's plot.
 //   local mode    nothing: `lopt train` runs the kind's core and runners in
 //                 one process (kinds/local_driver.h, RunLocal); a kind words
-//                 its messages (DescribeLocalRun, step_name, ReportLocalRun).
+//                 its messages (DescribeLocalRun, step_name, ReportLocalRun),
+//                 and its runners save what a resume needs (SaveState).
 //
 // A kind's parts live in its folder (kinds/elo/, kinds/lhopt/): its core,
 // its runners and its definition; README.md's developer section has the
@@ -78,6 +79,17 @@ class UnitRunner {
   virtual absl::Status Run(const v1::WorkUnit& unit, const absl::StatusOr<NamedTensors>& payload,
                            const std::function<bool()>& cancelled, v1::WorkResult* result,
                            std::string* result_payload) = 0;
+
+  // Local mode's checkpoint (kinds/local_driver.h), where one process plays
+  // the workers of one job: what the runner keeps between that job's units
+  // that a resumed run must find again (ELO's shards' inner states), and its
+  // restore, before any unit runs. None by default. A worker never calls
+  // them: what it keeps is lost with it, and the learner's job does without.
+  virtual NamedTensors SaveState() const { return {}; }
+  virtual absl::Status LoadState(const NamedTensors& state) {
+    (void)state;
+    return absl::OkStatus();
+  }
 };
 
 class JobKind {
@@ -109,14 +121,23 @@ class JobKind {
   virtual absl::string_view update_name() const = 0;
   virtual absl::string_view updates_name() const = 0;
   virtual absl::string_view step_name() const { return update_name(); }
-  // The run (or its resume) in options.out_dir: by default the one local
-  // driver (RunLocal, kinds/local_driver.h) and ReportLocalRun of its summary.
-  virtual absl::StatusOr<LocalTrainReport> TrainLocal(const v1::JobSpec& spec,
-                                                      const LocalTrainOptions& options) const;
+  // The run (or its resume) in options.out_dir: the one local driver
+  // (RunLocal, kinds/local_driver.h) and ReportLocalRun of its summary.
+  absl::StatusOr<LocalTrainReport> TrainLocal(const v1::JobSpec& spec,
+                                              const LocalTrainOptions& options) const;
   // What `lopt train` prints of a run RunLocal ended: by default a message
   // in the kind's words, no evaluation after it (eval_flag empty).
   virtual LocalTrainReport ReportLocalRun(const v1::JobSpec& spec,
                                           const LocalRunSummary& summary) const;
+  // A local checkpoint of `spec` that an older local mode of the kind wrote
+  // (its own driver, before the one), rewritten in place in RunLocal's
+  // layout; one already in it is left as it is. By default every checkpoint
+  // is in it.
+  virtual absl::Status UpgradeLocalCheckpoint(const v1::JobSpec& spec,
+                                              NamedTensors* checkpoint) const {
+    (void)spec, (void)checkpoint;
+    return absl::OkStatus();
+  }
 };
 
 // A set of kinds that do not overlap: what KindOf and KindOfUnit answer from.

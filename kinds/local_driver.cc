@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <tuple>
 #include <memory>
@@ -28,40 +29,64 @@
 namespace lopt {
 namespace {
 
-// The run's replay buffer, knowing the tables written to it (and the
-// capacity they were written with): its checkpoint holds their items.
+// The run's replay buffer (in memory, or the store options.open_buffer
+// opens), knowing the tables written to it (and the capacity they were
+// written with): its checkpoint holds their items.
 class TableKeepingBuffer : public ReplayBuffer {
  public:
+  explicit TableKeepingBuffer(std::unique_ptr<ReplayBuffer> store) : store_(std::move(store)) {}
   absl::Status Put(const std::string& table, int64_t capacity, NamedTensors item) override {
-    absl::Status s = store_.Put(table, capacity, std::move(item));
+    absl::Status s = store_->Put(table, capacity, std::move(item));
     if (s.ok()) tables_[table] = capacity;
     return s;
   }
   absl::StatusOr<NamedTensors> Sample(const std::string& table, double u) override {
-    return store_.Sample(table, u);
+    return store_->Sample(table, u);
   }
-  absl::StatusOr<int64_t> Size(const std::string& table) override { return store_.Size(table); }
+  absl::StatusOr<int64_t> Size(const std::string& table) override { return store_->Size(table); }
   absl::StatusOr<std::vector<NamedTensors>> Items(const std::string& table) override {
-    return store_.Items(table);
+    return store_->Items(table);
   }
   absl::Status DeleteTable(const std::string& table) override {
     tables_.erase(table);
-    return store_.DeleteTable(table);
+    return store_->DeleteTable(table);
   }
   const std::map<std::string, int64_t>& tables() const { return tables_; }
 
  private:
-  InMemoryReplayBuffer store_;
+  std::unique_ptr<ReplayBuffer> store_;
   std::map<std::string, int64_t> tables_;  // name -> capacity
 };
+
+// The run's buffer: options.open_buffer's store in <out>/buffer, emptied
+// first (it can hold items of a run that was killed after its checkpoint,
+// or of one --fresh starts over; the checkpoint holds every item a resume
+// needs), else one in memory.
+absl::StatusOr<std::shared_ptr<TableKeepingBuffer>> OpenRunBuffer(const LocalTrainOptions& opt) {
+  if (!opt.open_buffer)
+    return std::make_shared<TableKeepingBuffer>(std::make_unique<InMemoryReplayBuffer>());
+  const std::string dir = opt.out_dir + "/buffer";
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (ec)
+    return absl::InternalError(absl::StrCat("cannot empty the replay buffer in ", dir, ": ",
+                                            ec.message()));
+  auto store = opt.open_buffer(dir);
+  if (!store.ok()) return store.status();
+  return std::make_shared<TableKeepingBuffer>(*std::move(store));
+}
+
+using Runners = std::map<v1::Algorithm, std::unique_ptr<UnitRunner>>;
 
 constexpr char kTableKey[] = "@table";
 constexpr char kCapacityKey[] = "@capacity";
 
-// The checkpoint: the spec, the training time, the core's state and the
-// buffer's live tables, item by item ("buffer/<n>/" with its table's name).
+// The checkpoint: the spec, the training time, the core's state, the
+// runners' and the buffer's live tables, item by item ("buffer/<n>/" with
+// its table's name).
 absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, const JobCore& core,
-                            TableKeepingBuffer& buffer, double wall_seconds) {
+                            const Runners& runners, TableKeepingBuffer& buffer,
+                            double wall_seconds) {
   std::vector<std::string> dead;
   for (const auto& [table, capacity] : buffer.tables())
     if (!core.BufferTableLive(table)) dead.push_back(table);
@@ -70,26 +95,25 @@ absl::Status SaveCheckpoint(const std::string& path, const v1::JobSpec& spec, co
   all.emplace_back("job", StringTensor(spec.SerializeAsString()));
   AddRunWallSeconds(wall_seconds, &all);
   for (auto& [k, v] : core.SaveState()) all.emplace_back("learner/" + k, v);
-  int64_t n = 0;
+  for (const auto& [unit_kind, runner] : runners)
+    for (auto& [k, v] : runner->SaveState()) all.emplace_back(LocalRunnerPrefix(unit_kind) + k, v);
+  std::vector<LocalBufferTable> tables;
   for (const auto& [table, capacity] : buffer.tables()) {
     auto items = buffer.Items(table);
     if (!items.ok()) return items.status();
-    for (const auto& item : *items) {
-      const std::string prefix = absl::StrCat("buffer/", n, "/");
-      all.emplace_back(prefix + kTableKey, StringTensor(table));
-      all.emplace_back(prefix + kCapacityKey, torch::tensor(capacity, torch::kInt64));
-      for (const auto& [k, v] : item) all.emplace_back(prefix + k, v);
-      ++n;
-    }
+    tables.push_back({table, capacity, *std::move(items)});
   }
-  all.emplace_back("buffer/size", torch::tensor(n, torch::kInt64));
+  AddLocalBufferTables(tables, &all);
   auto bytes = SerializeTensors(all);
   if (!bytes.ok()) return bytes.status();
   return WriteFileAtomically(path, *bytes);
 }
 
-absl::Status LoadCheckpoint(const NamedTensors& all, JobCore& core, ReplayBuffer& buffer) {
+absl::Status LoadCheckpoint(const NamedTensors& all, JobCore& core, Runners& runners,
+                            ReplayBuffer& buffer) {
   if (auto s = core.LoadState(WithPrefix(all, "learner/")); !s.ok()) return s;
+  for (auto& [unit_kind, runner] : runners)
+    if (auto s = runner->LoadState(WithPrefix(all, LocalRunnerPrefix(unit_kind))); !s.ok()) return s;
   auto size = Find(all, "buffer/size");
   if (!size.ok()) return size.status();
   const int64_t n = size->item<int64_t>();
@@ -108,6 +132,27 @@ absl::Status LoadCheckpoint(const NamedTensors& all, JobCore& core, ReplayBuffer
   return absl::OkStatus();
 }
 
+}  // namespace
+
+std::string LocalRunnerPrefix(v1::Algorithm unit_kind) {
+  return absl::StrCat("runner/", v1::Algorithm_Name(unit_kind), "/");
+}
+
+void AddLocalBufferTables(const std::vector<LocalBufferTable>& tables, NamedTensors* all) {
+  int64_t n = 0;
+  for (const LocalBufferTable& table : tables)
+    for (const NamedTensors& item : table.items) {
+      const std::string prefix = absl::StrCat("buffer/", n, "/");
+      all->emplace_back(prefix + kTableKey, StringTensor(table.name));
+      all->emplace_back(prefix + kCapacityKey, torch::tensor(table.capacity, torch::kInt64));
+      for (const auto& [k, v] : item) all->emplace_back(prefix + k, v);
+      ++n;
+    }
+  all->emplace_back("buffer/size", torch::tensor(n, torch::kInt64));
+}
+
+namespace {
+
 // `tensors` as the other side of the wire receives them: copies, bit for bit.
 absl::StatusOr<NamedTensors> OverTheWire(const NamedTensors& tensors) {
   EncodedItem item = EncodeItem(tensors);
@@ -120,24 +165,29 @@ absl::StatusOr<LocalRunSummary> RunLocal(const JobKind& kind, const v1::JobSpec&
                                          const LocalTrainOptions& opt) {
   if (absl::Status s = MakeDirs(opt.out_dir); !s.ok()) return s;
   const std::string& dir = opt.out_dir;
-  // The kind's parts, as the learner and a worker make them.
+  // The kind's parts, as the learner and a worker make them; the runners
+  // keep every shard (a worker keeps a few: here they are all the job's).
   std::unique_ptr<JobCore> core = kind.MakeCore(spec, JobCoreOptions{});
-  auto buffer = std::make_shared<TableKeepingBuffer>();
+  const std::string ckpt = dir + "/checkpoint.pt";
+  auto saved = ReadLocalCheckpoint(ckpt, spec, opt.fresh);
+  if (!saved.ok()) return saved.status();
+  auto opened = OpenRunBuffer(opt);
+  if (!opened.ok()) return opened.status();
+  std::shared_ptr<TableKeepingBuffer> buffer = *std::move(opened);
   UnitRunnerEnv env;
   env.device = opt.device;
+  env.max_cached_shards = std::max(env.max_cached_shards, core->NumShards());
   env.buffer = [buffer](const std::string&) -> std::shared_ptr<ReplayBuffer> { return buffer; };
-  std::map<v1::Algorithm, std::unique_ptr<UnitRunner>> runners;
+  Runners runners;
   for (v1::Algorithm u : kind.unit_kinds()) runners[u] = kind.MakeRunner(u, env);
 
-  const std::string ckpt = dir + "/checkpoint.pt";
   LocalRunSummary summary;
   summary.checkpoint_path = ckpt;
   summary.trained_file = dir + "/" + core->TrainedFileName(false);
   double wall_before = 0;  // training seconds before this run (resumed)
-  auto saved = ReadLocalCheckpoint(ckpt, spec, opt.fresh);
-  if (!saved.ok()) return saved.status();
   if (saved->has_value()) {
-    if (auto s = LoadCheckpoint(**saved, *core, *buffer); !s.ok()) return s;
+    if (auto s = kind.UpgradeLocalCheckpoint(spec, &**saved); !s.ok()) return s;
+    if (auto s = LoadCheckpoint(**saved, *core, runners, *buffer); !s.ok()) return s;
     summary.resumed_from = core->Step();
     // The rows a crash left after the checkpoint are made again, not repeated.
     for (const auto& [file, from] : core->RowsRedoneFrom())
@@ -156,20 +206,30 @@ absl::StatusOr<LocalRunSummary> RunLocal(const JobKind& kind, const v1::JobSpec&
   if (auto s = WriteJobText(dir, spec); !s.ok()) return s;
 
   auto t0 = std::chrono::steady_clock::now();
-  auto seconds_so_far = [&] {
-    return wall_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto seconds_this_run = [&] {
+    return std::max(1e-9, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   };
+  auto seconds_so_far = [&] { return wall_before + seconds_this_run(); };
   auto write_trained = [&] { return core->WriteTrainedFile(summary.trained_file); };
 
   // One unit from the core, run as a worker runs it, and its verdict: the
-  // unit and its result cross the "wire" as copies.
-  const v1::WorkerInfo worker;
+  // unit and its result cross the "wire" as copies. The process plays one
+  // worker a shard, which ask in turn: a core gives a worker the shards it
+  // owns (ELO: their inner states live there), so one worker would be given
+  // shard 0 again and again; one a shard runs them all, one after another.
+  std::vector<v1::WorkerInfo> workers(std::max(1, core->NumShards()));
+  for (size_t i = 0; i < workers.size(); ++i) workers[i].set_name(absl::StrCat("local-", i));
+  size_t next_worker = 0;
   const auto connected = [](const std::string&) { return true; };
   uint64_t next_unit_id = 1;
   int64_t particle_steps = 0, since_update = 0;
   std::string progress;
   auto run_unit = [&]() -> absl::StatusOr<CoreVerdict> {
-    std::optional<CoreUnit> cu = core->Start(worker, /*can_take_payload=*/true, connected);
+    std::optional<CoreUnit> cu;
+    for (size_t tried = 0; tried < workers.size() && !cu; ++tried) {
+      cu = core->Start(workers[next_worker], /*can_take_payload=*/true, connected);
+      next_worker = (next_worker + 1) % workers.size();
+    }
     if (!cu) return absl::InternalError(absl::StrCat("the ", kind.name(), " job has no unit to run"));
     v1::WorkUnit& u = cu->unit;
     u.set_unit_id(next_unit_id++);
@@ -190,11 +250,15 @@ absl::StatusOr<LocalRunSummary> RunLocal(const JobKind& kind, const v1::JobSpec&
     if (absl::Status s = runner->second->Run(u, payload, [] { return false; }, &r, &result_bytes);
         !s.ok())
       return s;
-    // Local mode's buffer is its own: a failing one stops the run, which
-    // resumes from its checkpoint.
+    // Local mode's buffer is its own: a failing one (a full disk under the
+    // store in the run directory, say) stops the run, which resumes from its
+    // checkpoint.
     if (r.buffer_failures() > 0)
-      return absl::UnavailableError(absl::StrCat("the replay buffer failed (", r.buffer_error(),
-                                                 "); run the same command to resume"));
+      return absl::UnavailableError(absl::StrCat(
+          "the replay buffer", opt.open_buffer ? absl::StrCat(" in ", dir, "/buffer") : "",
+          " failed (", r.buffer_error(), "); ",
+          opt.open_buffer ? "free the space or fix the directory and " : "",
+          "run the same command to resume"));
     absl::StatusOr<NamedTensors> result_payload = NamedTensors{};
     if (r.has_payload()) {
       std::vector<v1::TensorHeader> headers(r.payload().tensors().begin(),
@@ -233,7 +297,8 @@ absl::StatusOr<LocalRunSummary> RunLocal(const JobKind& kind, const v1::JobSpec&
         return s;
     since_update = 0;
     ++ran;
-    progress = v->progress;
+    progress = absl::StrFormat("%s%s%.0f particle-steps/s", v->progress,
+                               v->progress.empty() ? "" : " ", particle_steps / seconds_this_run());
     bar.Update(core->Step(), progress);
     // What the update owes (LHOPT's yardstick score of it) before it is saved.
     while (core->Owes() && !core->Done()) {
@@ -247,7 +312,8 @@ absl::StatusOr<LocalRunSummary> RunLocal(const JobKind& kind, const v1::JobSpec&
     }
     const int64_t every = core->CheckpointEvery();
     if (every > 0 && core->Step() % every == 0 && !core->Done()) {
-      if (auto s = SaveCheckpoint(ckpt, spec, *core, *buffer, seconds_so_far()); !s.ok()) return s;
+      if (auto s = SaveCheckpoint(ckpt, spec, *core, runners, *buffer, seconds_so_far()); !s.ok())
+        return s;
       // The trained file of that update too: a run killed before its end
       // (kill -9, a second Ctrl-C) leaves a usable one.
       if (auto s = write_trained(); !s.ok()) return s;
@@ -255,7 +321,8 @@ absl::StatusOr<LocalRunSummary> RunLocal(const JobKind& kind, const v1::JobSpec&
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   bar.Finish(progress);
-  if (auto s = SaveCheckpoint(ckpt, spec, *core, *buffer, wall_before + wall); !s.ok()) return s;
+  if (auto s = SaveCheckpoint(ckpt, spec, *core, runners, *buffer, wall_before + wall); !s.ok())
+    return s;
   if (auto s = write_trained(); !s.ok()) return s;
   kind.PlotMetrics(spec, dir);  // needs gnuplot
 

@@ -28,8 +28,9 @@ struct LocalTrainOptions {
   // trained, so that a stopped run is usable and resumes where it stopped.
   const std::atomic<bool>* stop = nullptr;
   // Opens the replay buffer a run keeps in directory `dir` of its run
-  // directory (ELO's: `lopt train` keeps it in RocksDB, as the buffer
-  // server does; cli/local_mode.h). Unset: one in memory.
+  // directory (`lopt train` keeps it in RocksDB, as the buffer server does;
+  // cli/local_mode.h), which the driver empties first: the checkpoint holds
+  // the items a resume needs. Unset: one in memory.
   std::function<absl::StatusOr<std::unique_ptr<ReplayBuffer>>(const std::string& dir)> open_buffer;
 };
 

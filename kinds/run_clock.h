@@ -1,5 +1,5 @@
 // A local run's training time across interruptions, kept in its checkpoint
-// (ELO's local mode and LHOPT's): a resumed run's wall_s and summary.json's
+// (kinds/local_driver.cc): a resumed run's wall_s and summary.json's
 // wall_seconds continue from it.
 #pragma once
 

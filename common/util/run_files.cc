@@ -43,10 +43,6 @@ std::pair<double, double> StartEndMeans(const std::vector<double>& v, size_t win
   return {mean(0, w), mean(n - w, n)};
 }
 
-std::string FormatEloMetricsRow(const EloMetricsRow& r) {
-  return EloMetricsColumns(r) + MetricsCsvTail(r.particle_steps_per_s, r.wall_s);
-}
-
 absl::Status DropCsvRowsFrom(const std::string& path, int64_t first_stale) {
   if (!FileExists(path)) return absl::OkStatus();
   auto text = ReadFile(path);

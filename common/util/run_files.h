@@ -24,13 +24,10 @@ struct EloMetricsRow {
   int64_t outer_step = 0;
   double meta_loss = 0, task_loss = 0, bc_loss = 0, alpha = 0, outer_lr = 0;
   int64_t fresh_starts = 0, restores = 0, pushes = 0;
-  double particle_steps_per_s = 0;
-  double wall_s = 0;
 };
-std::string FormatEloMetricsRow(const EloMetricsRow& row);
 // The row without its last two columns (particle_steps_per_s, wall_s) and
 // newline, and those two columns: the learner's job core knows the first,
-// the job manager the others.
+// the job manager (or local mode's driver) the others.
 std::string EloMetricsColumns(const EloMetricsRow& row);
 std::string MetricsCsvTail(double particle_steps_per_s, double wall_s);
 

@@ -169,6 +169,8 @@ class EloCore : public JobCore {
       v.metrics_row = EloMetricsColumns({rec.outer_step, rec.meta_loss, rec.task_loss, rec.bc_loss,
                                          rec.alpha, rec.outer_lr, rec.fresh_starts, rec.restores,
                                          rec.pushes});
+      v.progress = absl::StrFormat("meta-loss %.4f task %.3f a=%.2f", rec.meta_loss, rec.task_loss,
+                                   rec.alpha);
     }
     return v;
   }

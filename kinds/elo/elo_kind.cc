@@ -1,9 +1,16 @@
 #include "kinds/elo/elo_kind.h"
 
+#include <algorithm>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/elo/elo_shard.h"
+#include "common/spec/job_spec.h"
 #include "common/util/progress.h"
 #include "common/util/run_files.h"
-#include "kinds/elo/elo_local.h"
+#include "kinds/local_driver.h"
 
 namespace lopt {
 namespace {
@@ -40,46 +47,86 @@ class Elo : public JobKind {
   absl::string_view update_name() const override { return "outer step"; }
   absl::string_view updates_name() const override { return "steps"; }
 
-  absl::StatusOr<LocalTrainReport> TrainLocal(const v1::JobSpec& spec,
-                                              const LocalTrainOptions& options) const override {
-    auto summary = RunEloLocalTraining(spec, options);
-    if (!summary.ok()) return summary.status();
+  // summary.json's fields: the core's (EloCore::SummaryFields).
+  LocalTrainReport ReportLocalRun(const v1::JobSpec&,
+                                  const LocalRunSummary& summary) const override {
     LocalTrainReport r;
-    r.stopped_early = summary->stopped_early;
-    r.trained_file = summary->optimizer_path;
+    r.stopped_early = summary.stopped_early;
+    r.trained_file = summary.trained_file;
     r.eval_flag = "optimizer";
-    if (summary->stopped_early) {
+    if (summary.stopped_early) {
       r.message = absl::StrFormat(
           "stopped at outer step %d of %d, checkpointed in %s (this run: %d outer steps, %s); %s "
           "holds theta of that step; run the same command to resume\n",
-          summary->outer_steps, summary->total_steps, summary->checkpoint_path,
-          summary->outer_steps_this_run, FormatDuration(summary->wall_seconds),
-          summary->optimizer_path);
+          summary.steps, summary.total, summary.checkpoint_path, summary.steps_this_run,
+          FormatDuration(summary.wall_seconds), summary.trained_file);
       // Measured: ELO stopped at alpha 0.26 (621 of 2,400 steps) leaves a
       // network at ln 10 when meta-tested alone; its trajectories were
       // three-quarters Adam's (bench/elo/results/2026-12-07-cpu/mulo_probe/).
-      if (summary->alpha < 0.99)
+      const double alpha = summary.Number("alpha");
+      if (alpha < 0.99)
         r.note = absl::StrFormat(
             "note: behaviour cloning's alpha is %.2f at this step: the optimizer was "
             "meta-trained on updates %.0f%% Adam's and is not expected to train alone "
             "until alpha nears 1. Resume to finish, or give a job that must stop early "
             "fewer outer steps or elo.behavior_cloning.alpha_ramp_fraction < 1.\n",
-            summary->alpha, 100 * (1 - summary->alpha));
+            alpha, 100 * (1 - alpha));
       return r;
     }
     std::string resumed;
-    if (summary->resumed_from > 0)
+    if (summary.resumed_from > 0)
       resumed = absl::StrFormat(" after resuming at outer step %d; %d of %d in %s in all",
-                                summary->resumed_from, summary->outer_steps, summary->total_steps,
-                                FormatDuration(summary->total_wall_seconds));
+                                summary.resumed_from, summary.steps, summary.total,
+                                FormatDuration(summary.total_wall_seconds));
     r.message = absl::StrFormat(
         "trained %d outer steps in %s (%.0f inner particle-steps/s)%s\n"
         "meta-loss %.4f -> %.4f, task loss %.4f -> %.4f\noptimizer: %s\n",
-        summary->outer_steps_this_run, FormatDuration(summary->wall_seconds),
-        summary->particle_steps_per_second, resumed, summary->meta_loss_start,
-        summary->meta_loss_end, summary->task_loss_start, summary->task_loss_end,
-        summary->optimizer_path);
+        summary.steps_this_run, FormatDuration(summary.wall_seconds),
+        summary.particle_steps_per_second, resumed, summary.Number("meta_loss_start"),
+        summary.Number("meta_loss_end"), summary.Number("task_loss_start"),
+        summary.Number("task_loss_end"), summary.trained_file);
     return r;
+  }
+
+  // A checkpoint of ELO's own local driver (before the one driver ran ELO):
+  // "worker/<shard>/" each shard's inner states, the buffer's table k in
+  // "buffer/" (k = 0) or "buffer/g<k>/" ("size", then "<i>/" an item, the
+  // table named by the shard's group k and of the job's capacity).
+  absl::Status UpgradeLocalCheckpoint(const v1::JobSpec& spec,
+                                      NamedTensors* checkpoint) const override {
+    const bool old = std::any_of(checkpoint->begin(), checkpoint->end(), [](const auto& kv) {
+      return kv.first.rfind("worker/", 0) == 0;
+    });
+    if (!old) return absl::OkStatus();
+    // The tables' names are the shard's groups' (its tasks' names): a shard
+    // made without a buffer names them.
+    TaskCache tasks;
+    auto shard = EloShard::Create(spec, CachingTaskFactory(&tasks, torch::kCPU), nullptr,
+                                  spec.name() + "/", ShardSeed(spec, 0));
+    if (!shard.ok()) return shard.status();
+    std::vector<LocalBufferTable> tables;
+    for (const std::string& name : (*shard)->buffer_tables()) {
+      const size_t k = tables.size();
+      const std::string prefix = k == 0 ? "buffer/" : absl::StrCat("buffer/g", k, "/");
+      LocalBufferTable& table = tables.emplace_back();
+      table.name = name;
+      table.capacity = spec.elo().buffer().capacity();
+      auto size = Find(*checkpoint, prefix + "size");
+      if (!size.ok()) continue;  // a table the checkpoint did not know
+      for (int64_t i = 0; i < size->item<int64_t>(); ++i)
+        table.items.push_back(WithPrefix(*checkpoint, absl::StrCat(prefix, i, "/")));
+    }
+    NamedTensors upgraded;
+    for (auto& [name, value] : *checkpoint) {
+      if (name.rfind("buffer/", 0) == 0) continue;
+      if (name.rfind("worker/", 0) == 0)
+        upgraded.emplace_back(LocalRunnerPrefix(v1::ELO_PES) + name.substr(7), std::move(value));
+      else
+        upgraded.emplace_back(std::move(name), std::move(value));
+    }
+    AddLocalBufferTables(tables, &upgraded);
+    *checkpoint = std::move(upgraded);
+    return absl::OkStatus();
   }
 };
 

@@ -13,6 +13,7 @@
 
 #include <torch/torch.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/elo/elo_shard.h"
@@ -27,8 +28,11 @@ namespace lopt {
 namespace {
 
 // ELO_PES: one truncation of shard unit.shard() with the unit's theta. The
-// shards of a job share its tasks (data) and its replay buffer; the least
-// recently used shard goes beyond env.max_cached_shards.
+// shards of a job share its tasks (data, on env.device) and its replay
+// buffer; the least recently used shard goes beyond env.max_cached_shards.
+// Local mode checkpoints the shards' inner states (SaveState, "<shard>/"
+// each), and a shard restored (LoadState) takes its state when its first
+// unit makes it.
 class EloPesRunner : public UnitRunner {
  public:
   explicit EloPesRunner(UnitRunnerEnv env) : env_(std::move(env)) {}
@@ -72,6 +76,30 @@ class EloPesRunner : public UnitRunner {
     return absl::OkStatus();
   }
 
+  // The shards of local mode's one job: those cached, and those restored
+  // that no unit has made since.
+  NamedTensors SaveState() const override {
+    NamedTensors out;
+    std::map<int32_t, NamedTensors> states = restored_;
+    for (const auto& [key, shard] : shards_) states[key.second] = shard.unroller->SaveState();
+    for (auto& [shard, state] : states)
+      for (auto& [k, v] : state) out.emplace_back(absl::StrCat(shard, "/", k), v);
+    return out;
+  }
+  absl::Status LoadState(const NamedTensors& state) override {
+    restored_.clear();
+    for (const auto& [name, value] : state) {
+      const size_t slash = name.find('/');
+      int32_t shard = -1;
+      if (slash == std::string::npos || !absl::SimpleAtoi(name.substr(0, slash), &shard) ||
+          shard < 0)
+        return absl::InvalidArgumentError(
+            absl::StrCat("the checkpoint's ELO shard entry '", name, "' names no shard"));
+      restored_[shard].emplace_back(name.substr(slash + 1), value);
+    }
+    return absl::OkStatus();
+  }
+
  private:
   struct Shard {
     std::string job_bytes;  // the spec the unroller was built for
@@ -99,11 +127,17 @@ class EloPesRunner : public UnitRunner {
     TaskCache tasks;
     for (auto& [k, s] : shards_)
       if (k.first == unit.job_id() && s.job_bytes == bytes) tasks.insert(s.tasks.begin(), s.tasks.end());
-    const TaskFactory make_task = CachingTaskFactory(&tasks, DefaultTaskDevice());
+    auto device = ParseDevice(env_.device);
+    if (!device.ok()) return device.status();
+    const TaskFactory make_task = CachingTaskFactory(&tasks, *device);
     std::shared_ptr<ReplayBuffer> buffer = env_.buffer(unit.job_id());
     auto elo = EloShard::Create(spec, make_task, buffer.get(), unit.buffer_prefix(),
                                 ShardSeed(spec, unit.shard()));
     if (!elo.ok()) return elo.status();
+    if (auto restored = restored_.find(unit.shard()); restored != restored_.end()) {
+      if (auto s = (*elo)->LoadState(restored->second); !s.ok()) return s;
+      restored_.erase(restored);
+    }
     // Evict the least recently used shard beyond the cache's size.
     if (it == shards_.end() && int32_t(shards_.size()) >= env_.max_cached_shards) {
       auto lru = shards_.begin();
@@ -123,6 +157,7 @@ class EloPesRunner : public UnitRunner {
   const UnitRunnerEnv env_;
   std::map<std::pair<std::string, int32_t>, Shard> shards_;
   uint64_t use_counter_ = 0;
+  std::map<int32_t, NamedTensors> restored_;  // by shard: LoadState's, not yet made
 };
 
 // Thrown by the meta-test's progress callback when the learner cancels the unit.

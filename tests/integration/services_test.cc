@@ -148,7 +148,7 @@ TEST(Services, OneWorkerWithStalenessZeroMatchesLocalModeBitForBit) {
   opt.fresh = true;
   auto summary = RunLocalTraining(*job, opt);
   ASSERT_TRUE(summary.ok()) << summary.status();
-  auto local = LoadOptimizerFile(summary->optimizer_path);
+  auto local = LoadOptimizerFile(summary->trained_file);
   ASSERT_TRUE(local.ok());
   ASSERT_TRUE(remote.defined());
   EXPECT_TRUE(torch::equal(remote, local->theta))

@@ -27,7 +27,7 @@ TEST(DefaultJob, TrainedOptimizerBeatsUntrainedTeacherAndBestConstantAdamWAtTenT
   o.fresh = true;
   auto summary = RunLocalTraining(job, o);
   ASSERT_TRUE(summary.ok()) << summary.status();
-  auto trained = LoadOptimizerFile(summary->optimizer_path).value();
+  auto trained = LoadOptimizerFile(summary->trained_file).value();
 
   auto task = MakeTask(job.task(), job.seed()).value();
   MetaTestConfig c;

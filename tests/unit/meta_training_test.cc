@@ -1,16 +1,25 @@
 // A short meta-training with a fixed seed, end to end through local mode,
 // must clearly improve the optimizer; a resumed run must equal an
-// uninterrupted one.
+// uninterrupted one; local mode runs every shard of a job; a checkpoint of
+// ELO's own local driver (before the one driver) still resumes.
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
+#include "absl/strings/str_cat.h"
 #include "cli/local_mode.h"
 #include "common/elo/evaluation.h"
 #include "common/elo/optimizer_file.h"
 #include "common/elo/small_fc_lopt.h"
 #include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
+#include "common/util/checkpoint.h"
+#include "common/util/files.h"
 #include "learner/elo_learner.h"
 
 namespace lopt {
@@ -44,32 +53,35 @@ double MetaTestLoss(const v1::JobSpec& job, const torch::Tensor& theta) {
   return sum / n;
 }
 
-TEST(MetaTraining, ShortRunClearlyImprovesTheOptimizer) {
-  auto job = JobFromText(kJob, "test").value();
+// A fresh local run into the test's directory `name`, without a progress bar.
+LocalTrainOptions FreshRun(const std::string& name) {
   LocalTrainOptions o;
-  o.out_dir = ::testing::TempDir() + "/meta_training_short";
+  o.out_dir = ::testing::TempDir() + "/" + name;
   o.progress = false;
   o.fresh = true;
+  return o;
+}
+
+TEST(MetaTraining, ShortRunClearlyImprovesTheOptimizer) {
+  auto job = JobFromText(kJob, "test").value();
+  LocalTrainOptions o = FreshRun("meta_training_short");
   auto summary = RunLocalTraining(job, o);
   ASSERT_TRUE(summary.ok()) << summary.status();
-  EXPECT_EQ(summary->outer_steps, 120);
-  auto trained = LoadOptimizerFile(summary->optimizer_path);
+  EXPECT_EQ(summary->steps, 120);
+  auto trained = LoadOptimizerFile(summary->trained_file);
   ASSERT_TRUE(trained.ok());
   torch::Tensor theta0 = InitialTheta(job);
   double before = MetaTestLoss(job, theta0), after = MetaTestLoss(job, trained->theta);
   EXPECT_LT(after, 0.7 * before) << "meta-test loss " << before << " -> " << after;
-  EXPECT_LT(summary->meta_loss_end, 0.8 * summary->meta_loss_start)
-      << summary->meta_loss_start << " -> " << summary->meta_loss_end;
+  const double start = summary->Number("meta_loss_start"), end = summary->Number("meta_loss_end");
+  EXPECT_LT(end, 0.8 * start) << start << " -> " << end;
 }
 
 TEST(MetaTraining, ResumedRunEqualsUninterruptedRun) {
   auto job = JobFromText(kJob, "test").value();
   job.mutable_budget()->set_outer_steps(12);
   job.mutable_budget()->set_checkpoint_every(4);
-  LocalTrainOptions straight;
-  straight.out_dir = ::testing::TempDir() + "/meta_training_straight";
-  straight.progress = false;
-  straight.fresh = true;
+  LocalTrainOptions straight = FreshRun("meta_training_straight");
   ASSERT_TRUE(RunLocalTraining(job, straight).ok());
   LocalTrainOptions resumed = straight;
   resumed.out_dir = ::testing::TempDir() + "/meta_training_resumed";
@@ -88,6 +100,144 @@ TEST(MetaTraining, ResumedRunEqualsUninterruptedRun) {
   resumed.fresh = false;
   EXPECT_EQ(RunLocalTraining(job, resumed).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// The entries of a checkpoint file by name.
+std::map<std::string, torch::Tensor> ReadCheckpoint(const std::string& path) {
+  auto all = DeserializeTensors(ReadFile(path).value());
+  EXPECT_TRUE(all.ok()) << all.status();
+  std::map<std::string, torch::Tensor> out;
+  if (all.ok())
+    for (auto& [k, v] : *all) out[k] = v;
+  return out;
+}
+
+// metrics.csv without its last two columns (throughput and wall seconds,
+// which vary from run to run).
+std::vector<std::string> MetricsWithoutTimes(const std::string& dir) {
+  std::vector<std::string> rows;
+  std::string csv = ReadFile(dir + "/metrics.csv").value_or("");
+  size_t at = 0;
+  while (at < csv.size()) {
+    size_t end = csv.find('\n', at);
+    if (end == std::string::npos) end = csv.size();
+    std::string row = csv.substr(at, end - at);
+    for (int i = 0; i < 2; ++i) row = row.substr(0, row.rfind(','));
+    rows.push_back(row);
+    at = end + 1;
+  }
+  return rows;
+}
+
+// Issue 15: local mode runs ELO on the one driver, which plays a worker a
+// shard; one worker would be given shard 0 again and again (the core gives a
+// worker the shards it owns). A run of three shards stopped and resumed
+// from its checkpoint (the shards' inner states and the RocksDB buffer's
+// items in it) ends bit for bit as an uninterrupted one.
+TEST(MetaTraining, LocalModeRunsEveryShardAndAResumedRunOfThreeShardsEqualsAnUninterruptedOne) {
+  auto job = JobFromText(kJob, "test").value();
+  job.mutable_budget()->set_outer_steps(8);
+  job.mutable_budget()->set_checkpoint_every(2);
+  job.mutable_cluster()->set_shards(3);
+  LocalTrainOptions straight = FreshRun("meta_training_shards_straight");
+  auto whole = RunLocalTraining(job, straight);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->steps, 8);
+  // Every shard ran one truncation a step (results_per_step: the shards),
+  // and its inner states are in the checkpoint.
+  auto ckpt = ReadCheckpoint(whole->checkpoint_path);
+  ASSERT_TRUE(ckpt.count("learner/job/truncations"));
+  EXPECT_TRUE(torch::equal(ckpt["learner/job/truncations"],
+                           torch::tensor({8, 8, 8}, torch::kInt64)))
+      << ckpt["learner/job/truncations"];
+  for (int s = 0; s < 3; ++s) {
+    bool found = false;
+    for (const auto& [k, v] : ckpt) found |= k.rfind(absl::StrCat("runner/ELO_PES/", s, "/"), 0) == 0;
+    EXPECT_TRUE(found) << "no inner states of shard " << s << " in the checkpoint";
+  }
+  EXPECT_GT(ckpt["buffer/size"].item<int64_t>(), 0) << "the buffer's items are not checkpointed";
+
+  LocalTrainOptions resumed = straight;
+  resumed.out_dir = ::testing::TempDir() + "/meta_training_shards_resumed";
+  resumed.stop_after = 5;  // the last periodic checkpoint at 4, then a stop at 5
+  auto first = RunLocalTraining(job, resumed);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->steps, 5);
+  resumed.fresh = false;
+  resumed.stop_after = -1;
+  auto second = RunLocalTraining(job, resumed);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->resumed_from, 5);
+  EXPECT_EQ(second->steps, 8);
+  auto a = LoadOptimizerFile(whole->trained_file).value();
+  auto b = LoadOptimizerFile(second->trained_file).value();
+  EXPECT_TRUE(torch::equal(a.theta, b.theta))
+      << "max |diff| " << (a.theta - b.theta).abs().max().item<float>();
+  EXPECT_EQ(MetricsWithoutTimes(straight.out_dir), MetricsWithoutTimes(resumed.out_dir));
+  EXPECT_EQ(MetricsWithoutTimes(straight.out_dir).size(), 1u + 8u);  // the header and 8 steps
+}
+
+// A checkpoint ELO's own local driver wrote (before the one driver: the
+// shards' inner states in "worker/<shard>/", the buffer's items without
+// their table's name) resumes: the one driver takes every state it held
+// unchanged (ELO's UpgradeLocalCheckpoint) and runs the job to its end.
+TEST(MetaTraining, ACheckpointOfTheOldEloLocalDriverStillResumes) {
+  const char* src = std::getenv("LOPT_SOURCE_DIR");
+  if (!src) GTEST_SKIP() << "LOPT_SOURCE_DIR not set (ctest sets it)";
+  const std::string data = std::string(src) + "/tests/data/old_elo_local";
+  auto job = LoadJobFile(data + "/job.textproto");
+  ASSERT_TRUE(job.ok()) << job.status();
+  LocalTrainOptions o = FreshRun("meta_training_old_checkpoint");
+  o.fresh = false;  // the old checkpoint is what it resumes
+  ASSERT_TRUE(MakeDirs(o.out_dir).ok());
+  for (const char* f : {"checkpoint.pt", "metrics.csv"})
+    ASSERT_TRUE(WriteFileAtomically(o.out_dir + "/" + f, ReadFile(data + "/" + f).value()).ok());
+  // Resumed and checkpointed again at once, in the one driver's layout.
+  o.stop_after = 0;
+  auto loaded = RunLocalTraining(*job, o);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->resumed_from, 5);
+  auto old = ReadCheckpoint(data + "/checkpoint.pt");
+  auto now = ReadCheckpoint(o.out_dir + "/checkpoint.pt");
+  int learner = 0, shards = 0;
+  for (const auto& [k, v] : old) {
+    if (k.rfind("learner/", 0) == 0) {
+      ++learner;
+      ASSERT_TRUE(now.count(k)) << k;
+      EXPECT_TRUE(torch::equal(v, now[k])) << k;
+    } else if (k.rfind("worker/", 0) == 0) {
+      ++shards;
+      const std::string upgraded = "runner/ELO_PES/" + k.substr(7);
+      ASSERT_TRUE(now.count(upgraded)) << k;
+      EXPECT_TRUE(torch::equal(v, now[upgraded])) << k;
+    }
+  }
+  EXPECT_GT(learner, 0);
+  EXPECT_GT(shards, 0);
+  // The buffer's one table (the job's task): the same items in order, named.
+  const int64_t n = old["buffer/size"].item<int64_t>();
+  ASSERT_GT(n, 0);
+  ASSERT_EQ(now["buffer/size"].item<int64_t>(), n);
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string before = absl::StrCat("buffer/", i, "/"), after = before;
+    EXPECT_EQ(TensorString(now[after + "@table"]).rfind("old_local/", 0), 0u);
+    EXPECT_EQ(now[after + "@capacity"].item<int64_t>(), 8);
+    for (const auto& [k, v] : old)
+      if (k.rfind(before, 0) == 0) {
+        ASSERT_TRUE(now.count(k)) << k;
+        EXPECT_TRUE(torch::equal(v, now[k])) << k;
+      }
+  }
+  // And on to the end, metrics.csv one row a step.
+  o.stop_after = -1;
+  auto rest = RunLocalTraining(*job, o);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->resumed_from, 5);
+  EXPECT_EQ(rest->steps, 40);
+  auto rows = MetricsWithoutTimes(o.out_dir);
+  ASSERT_EQ(rows.size(), 41u);
+  for (int s = 0; s < 40; ++s) EXPECT_EQ(rows[s + 1].substr(0, rows[s + 1].find(',')), absl::StrCat(s));
+  EXPECT_EQ(rows[1], MetricsWithoutTimes(data)[1]) << "the old run's rows are kept";
 }
 
 }  // namespace
