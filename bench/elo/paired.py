@@ -15,6 +15,12 @@ GRID_REPORT holds the AdamW grid (constant and cosine); each NAME=REPORT is anot
 `lopt eval` report.json over the same seeds (its own AdamW arms are ignored). The best AdamW of
 the grid is picked by the mean of the metric over seeds.
 
+  --by-variant   groups NAMEs of the form VARIANT_sN (N a meta-training seed) and prints, per
+                 variant and arm, the mean over its meta-training seeds of their mean over
+                 meta-test seeds, the seeds' range, the mean paired difference from the best
+                 AdamW, and how many meta-training seeds are ahead of it (--dat FILE also writes
+                 the per-seed means, one line a variant and arm, for a figure).
+
   bench/elo/paired.py --self-test
 """
 import argparse
@@ -114,6 +120,41 @@ def print_table(grid_path, others, metric, markdown, grid_name="grid"):
         print(("| " + " | ".join(cells) + " |") if markdown else "\t".join(cells))
 
 
+def variant_rows(grid_path, others, metric, grid_name="grid"):
+    """Per (variant, arm): [(seed label, mean, paired-vs-constant, paired-vs-cosine)]."""
+    groups = {}
+    for name, m, _, _, v1, v2 in rows(grid_path, others, metric, grid_name):
+        label, _, arm = name.partition(" ")
+        variant, sep, seed = label.rpartition("_s")
+        if not arm.startswith("lopt") or not sep or not seed.isdigit():
+            continue
+        groups.setdefault((variant, arm), []).append((int(seed), m, v1, v2))
+    return {k: sorted(v) for k, v in groups.items()}
+
+
+def print_variants(grid_path, others, metric, markdown, grid_name="grid", dat=None):
+    head = ["variant", "arm", "meta-training seeds", f"{metric}: mean over seeds", "range",
+            "− best constant AdamW", "seeds ahead of it", "− best cosine AdamW", "seeds ahead of it"]
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+    lines = []
+    for (variant, arm), seeds in variant_rows(grid_path, others, metric, grid_name).items():
+        means = [m for _, m, _, _ in seeds]
+        cells = [variant, arm, ",".join(str(s) for s, *_ in seeds), f"{sum(means) / len(means):.4f}",
+                 f"{min(means):.4f}–{max(means):.4f}"]
+        for k in (2, 3):
+            vs = [x[k] for x in seeds if x[k] is not None]
+            cells += [f"{sum(v[0] for v in vs) / len(vs):+.4f}", f"{sum(v[0] < 0 for v in vs)}/{len(vs)}"]\
+                if vs else ["-", "-"]
+        print(("| " + " | ".join(cells) + " |") if markdown else "\t".join(cells))
+        lines.append(f"{variant}_{arm} " + " ".join(f"{m:.6f}" for m in means))
+    if dat:
+        with open(dat, "w") as f:
+            f.write(f"# variant_arm, then the {metric} of each meta-training seed (mean over meta-test seeds)\n")
+            f.write("\n".join(lines) + "\n")
+
+
 def self_test():
     import os
     import tempfile
@@ -151,6 +192,15 @@ def self_test():
     # A diverged run counts as infinitely bad.
     runs = [{"optimizer": "lopt", "lr": None, "seed": 0, "final_train_loss": 0.1, "diverged": True}]
     assert by_seed(runs, "lopt")[0] == math.inf
+    # Variants: meta-training seeds v_s0 (mean 2.0) and v_s1 (mean 1.0) of one variant.
+    o1 = os.path.join(d, "other1.json")
+    with open(o1, "w") as f:
+        json.dump(report({("lopt", None): [1.0, 1.0, 1.0]}), f)
+    vr = variant_rows(g, [("v_s0", o), ("v_s1", o1), ("not a variant", o)], "final_train_loss")
+    assert set(vr) == {("v", "lopt")}, vr
+    (s0, m0, c0, _), (s1, m1, c1, _) = vr[("v", "lopt")]
+    assert (s0, s1) == (0, 1) and abs(m0 - 2.0) < 1e-12 and abs(m1 - 1.0) < 1e-12
+    assert abs(c0[0] - 0.0) < 1e-12 and abs(c1[0] + 1.0) < 1e-12  # against adamw 1e-3 (mean 2.0)
     print("paired.py self-test: ok")
 
 
@@ -160,6 +210,8 @@ def main():
     ap.add_argument("others", nargs="*", help="NAME=REPORT")
     ap.add_argument("--metric", default="final_train_loss", choices=["final_train_loss", "test_loss"])
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--by-variant", action="store_true")
+    ap.add_argument("--dat", help="with --by-variant: the per-seed means, for a figure")
     ap.add_argument("--self-test", action="store_true")
     a = ap.parse_args()
     if a.self_test:
@@ -173,7 +225,10 @@ def main():
             ap.error(f"{o}: expected NAME=REPORT")
         others.append(tuple(o.split("=", 1)))
     grid_name, grid = a.grid.split("=", 1) if "=" in a.grid else ("grid", a.grid)
-    print_table(grid, others, a.metric, a.markdown, grid_name)
+    if a.by_variant:
+        print_variants(grid, others, a.metric, a.markdown, grid_name, a.dat)
+    else:
+        print_table(grid, others, a.metric, a.markdown, grid_name)
 
 
 if __name__ == "__main__":
