@@ -23,6 +23,7 @@
 #include "common/rpc/buffer_client.h"
 #include "common/rpc/tensor_codec.h"
 #include "common/util/flags.h"
+#include "common/util/remove_tree.h"
 
 namespace lopt {
 namespace {
@@ -191,7 +192,7 @@ int Run(int argc, char** argv) {
   }
   client_ptr.reset();  // an idle connection would hold the server's shutdown
   if (server) server->Stop();
-  if (!tmp_dir.empty()) std::filesystem::remove_all(tmp_dir);
+  if (!tmp_dir.empty()) lopt::RemoveTree(tmp_dir).IgnoreError();
   return 0;
 }
 

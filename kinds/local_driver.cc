@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <algorithm>
 #include <cstdlib>
-#include <filesystem>
 #include <map>
 #include <tuple>
 #include <memory>
@@ -23,6 +22,7 @@
 #include "common/util/files.h"
 #include "common/util/json.h"
 #include "common/util/progress.h"
+#include "common/util/remove_tree.h"
 #include "common/util/run_files.h"
 #include "kinds/run_clock.h"
 
@@ -66,11 +66,8 @@ absl::StatusOr<std::shared_ptr<TableKeepingBuffer>> OpenRunBuffer(const LocalTra
   if (!opt.open_buffer)
     return std::make_shared<TableKeepingBuffer>(std::make_unique<InMemoryReplayBuffer>());
   const std::string dir = opt.out_dir + "/buffer";
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
-  if (ec)
-    return absl::InternalError(absl::StrCat("cannot empty the replay buffer in ", dir, ": ",
-                                            ec.message()));
+  if (absl::Status st = RemoveTree(dir); !st.ok())
+    return absl::Status(st.code(), absl::StrCat("cannot empty the replay buffer: ", st.message()));
   auto store = opt.open_buffer(dir);
   if (!store.ok()) return store.status();
   return std::make_shared<TableKeepingBuffer>(*std::move(store));

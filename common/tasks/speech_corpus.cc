@@ -23,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/util/files.h"
+#include "common/util/remove_tree.h"
 
 namespace lopt {
 namespace {
@@ -557,8 +558,7 @@ absl::StatusOr<SpeechGenSummary> GenerateSpeechCorpus(const SpeechGenOptions& o,
   }
   for (const auto& [path, lines] : transcripts)
     if (auto st = WriteFileAtomically(path, lines); !st.ok()) return st;
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
+  lopt::RemoveTree(tmp).IgnoreError();
   return sum;
 }
 

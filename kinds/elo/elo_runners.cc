@@ -23,6 +23,7 @@
 #include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/log.h"
+#include "common/util/remove_tree.h"
 
 namespace lopt {
 namespace {
@@ -204,8 +205,7 @@ class EloMetaTestRunner : public UnitRunner {
     struct RemoveDir {
       std::string dir;
       ~RemoveDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(dir, ec);
+        lopt::RemoveTree(dir).IgnoreError();
       }
     } remove_dir{dir};
     MetaTestOptions o;

@@ -15,6 +15,7 @@
 #include "buffer_server/testing/buffer_process.h"
 #include "common/rpc/buffer_client.h"
 #include "common/rpc/tensor_codec.h"
+#include "common/util/remove_tree.h"
 #include "tests/support/buffer_items.h"
 
 #ifndef LOPT_BUFFER_BINARY
@@ -119,7 +120,7 @@ TEST(BufferKill9, AcknowledgedPutsSurviveSigkill) {
   // holds a graceful shutdown until its deadline (5 s).
   client_ptr.reset();
   EXPECT_EQ((*server)->Stop(), 0);
-  std::filesystem::remove_all(dir);
+  lopt::RemoveTree(dir).IgnoreError();
 }
 
 }  // namespace

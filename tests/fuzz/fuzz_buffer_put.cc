@@ -22,6 +22,7 @@
 #include "buffer_server/rocks_store.h"
 #include "common/rpc/chunk_codec.h"
 #include "common/util/log.h"
+#include "common/util/remove_tree.h"
 #include "tests/fuzz/fuzz_common.h"
 #include "tests/fuzz/fuzz_input.h"
 
@@ -62,8 +63,7 @@ Server& TheServer() {
     std::string tmpl = (std::filesystem::temp_directory_path() / "lopt_fuzz_put_XXXXXX").string();
     g_dir = mkdtemp(tmpl.data());
     std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(g_dir, ec);
+      lopt::RemoveTree(g_dir).IgnoreError();
     });
     auto* s = new Server;
     auto store = lopt::RocksReplayStore::Open(g_dir + "/db", /*sync_writes=*/false);

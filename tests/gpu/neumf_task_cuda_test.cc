@@ -16,6 +16,7 @@
 #include "common/elo/evaluation.h"
 #include "common/tasks/movielens.h"
 #include "common/tasks/task.h"
+#include "common/util/remove_tree.h"
 
 namespace {
 
@@ -99,7 +100,7 @@ int main() {
                 run.test_ndcg, ok ? "ok" : "FAIL");
     failures += !ok;
   }
-  fs::remove_all(dir);
+  lopt::RemoveTree(dir).IgnoreError();
   std::printf(failures ? "FAILED (%d)\n" : "all ok\n", failures);
   return failures ? 1 : 0;
 }

@@ -15,6 +15,7 @@
 #include "common/rpc/metrics.h"
 #include "common/rpc/rpc.h"
 #include "common/rpc/tensor_codec.h"
+#include "common/util/remove_tree.h"
 
 namespace lopt {
 namespace {
@@ -50,7 +51,7 @@ class BufferServiceTest : public ::testing::Test {
     client_.reset();
     service_.reset();
     store_.reset();
-    std::filesystem::remove_all(dir_);
+    lopt::RemoveTree(dir_).IgnoreError();
   }
 
   // Sends `messages` on a raw Put stream with `token` ("" for none), then

@@ -25,6 +25,7 @@
 #include "common/rpc/tensor_codec.h"
 #include "common/spec/job_spec.h"
 #include "common/util/checkpoint.h"
+#include "common/util/remove_tree.h"
 #include "common/util/run_files.h"
 #include "learner/job_manager.h"
 #include "learner/learner_services.h"
@@ -427,7 +428,7 @@ TEST(LearnerService, EloMetaTestIsAUnitAWorkerRunsAndTheJobWaitsForIt) {
 TEST(LearnerService, EloJobRestoredBeforeItsMetaTestAsksForItAgain) {
   const std::string dir =
       absl::StrCat(::testing::TempDir(), "lopt_learner_svc_meta_test_resume_", getpid());
-  std::filesystem::remove_all(dir);
+  lopt::RemoveTree(dir).IgnoreError();
   std::string id;
   {
     LearnerServer s("", dir, 2000, /*meta_test=*/true);
@@ -458,13 +459,13 @@ TEST(LearnerService, EloJobRestoredBeforeItsMetaTestAsksForItAgain) {
   // Once it is in, a restart asks for nothing more.
   LearnerServer again("", dir, 2000, /*meta_test=*/true);
   EXPECT_EQ(again.manager().Get(id, false)->state(), v1::SUCCEEDED);
-  std::filesystem::remove_all(dir);
+  lopt::RemoveTree(dir).IgnoreError();
 }
 
 TEST(LearnerService, LhoptJobResumesFromItsCheckpointAfterARestart) {
   const std::string dir =
       absl::StrCat(::testing::TempDir(), "lopt_learner_svc_lhopt_resume_", getpid());
-  std::filesystem::remove_all(dir);  // an old run's, if the pid came round again
+  lopt::RemoveTree(dir).IgnoreError();  // an old run's, if the pid came round again
   std::string text = kLhoptJob;
   text.replace(text.find("iterations: 2"), 13, "iterations: 3");
   std::string id;

@@ -26,6 +26,7 @@
 #include "common/lhopt/lhopt_wire.h"
 #include "common/rpc/tensor_codec.h"
 #include "common/spec/job_spec.h"
+#include "common/util/remove_tree.h"
 #include "learner/job_manager.h"
 
 namespace lopt {
@@ -63,7 +64,7 @@ TEST(JobManagerConcurrency, WorkersWatchersAndClientsOnSeveralJobsAccountForEver
   torch::set_num_threads(1);
   LearnerOptions opt;
   opt.state_dir = absl::StrCat(::testing::TempDir(), "lopt_conc_", getpid());
-  std::filesystem::remove_all(opt.state_dir);  // an old run's, if the pid came round again
+  lopt::RemoveTree(opt.state_dir).IgnoreError();  // an old run's, if the pid came round again
   opt.worker_timeout_ms = 60000;
   auto created = JobManager::Create(opt);
   ASSERT_TRUE(created.ok()) << created.status();

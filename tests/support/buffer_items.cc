@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "common/rpc/rpc.h"
+#include "common/util/remove_tree.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace lopt::testing {
@@ -93,8 +94,7 @@ Tmpfs::Tmpfs(const std::string& size) {
 Tmpfs::~Tmpfs() {
   if (mounted_ && ::umount2(dir_.c_str(), MNT_DETACH) != 0)
     ADD_FAILURE() << "cannot unmount " << dir_ << ": " << std::strerror(errno);
-  std::error_code ec;
-  std::filesystem::remove_all(dir_, ec);
+  lopt::RemoveTree(dir_).IgnoreError();
 }
 
 }  // namespace lopt::testing

@@ -15,6 +15,7 @@
 #include "buffer_server/rocks_replay_buffer.h"
 #include "buffer_server/rocks_store.h"
 #include "common/rpc/tensor_codec.h"
+#include "common/util/remove_tree.h"
 
 namespace lopt {
 namespace {
@@ -28,7 +29,7 @@ class TempDir {
     std::string tmpl = (std::filesystem::temp_directory_path() / "lopt_buffer_XXXXXX").string();
     path_ = mkdtemp(tmpl.data());
   }
-  ~TempDir() { std::filesystem::remove_all(path_); }
+  ~TempDir() { lopt::RemoveTree(path_).IgnoreError(); }
   const std::string& path() const { return path_; }
 
  private:

@@ -1,5 +1,6 @@
 // The trained-optimizer file and its use as a torch::optim::Optimizer.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <fstream>
 
@@ -10,6 +11,8 @@
 #include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/checkpoint.h"
+#include "common/util/files.h"
+#include "common/util/remove_tree.h"
 #include "common/util/runtime.h"
 
 namespace lopt {
@@ -157,4 +160,24 @@ TEST(Runtime, AGpuProcessTakesAFewThreadsByDefault) {
   EXPECT_EQ(lopt::DefaultThreadCount(/*on_gpu=*/true, 2), 2);
   EXPECT_EQ(lopt::DefaultThreadCount(/*on_gpu=*/false, 0), 1);  // hardware_concurrency unknown
   EXPECT_EQ(lopt::DefaultThreadCount(/*on_gpu=*/true, 0), 1);
+}
+
+// rm -rf without following links: what a link points to survives, and a
+// missing path is not an error.
+TEST(Files, RemoveTreeRemovesEverythingBelowButNoLinkTarget) {
+  const std::string root = ::testing::TempDir() + "/remove_tree_" + std::to_string(::getpid());
+  const std::string outside = root + "_outside";
+  ASSERT_TRUE(lopt::MakeDirs(root + "/a/b/c").ok());
+  ASSERT_TRUE(lopt::MakeDirs(outside).ok());
+  ASSERT_TRUE(lopt::WriteFileAtomically(root + "/a/b/c/deep.txt", "x").ok());
+  ASSERT_TRUE(lopt::WriteFileAtomically(root + "/top.txt", "y").ok());
+  ASSERT_TRUE(lopt::WriteFileAtomically(outside + "/kept.txt", "z").ok());
+  ASSERT_EQ(::symlink(outside.c_str(), (root + "/a/link").c_str()), 0);
+  ASSERT_TRUE(lopt::RemoveTree(root).ok());
+  EXPECT_FALSE(lopt::FileExists(root));
+  EXPECT_TRUE(lopt::FileExists(outside + "/kept.txt"));
+  EXPECT_TRUE(lopt::RemoveTree(root).ok());  // gone already
+  ASSERT_TRUE(lopt::RemoveTree(outside + "/kept.txt").ok());  // a plain file
+  EXPECT_FALSE(lopt::FileExists(outside + "/kept.txt"));
+  ASSERT_TRUE(lopt::RemoveTree(outside).ok());
 }

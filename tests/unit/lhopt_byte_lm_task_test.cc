@@ -12,6 +12,7 @@
 #include "common/lhopt/ciao.h"
 #include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
+#include "common/util/remove_tree.h"
 
 namespace lopt {
 namespace {
@@ -24,7 +25,7 @@ fs::path TextDirPath() {
 
 // Removes the test's text directory when the test binary exits.
 struct RemoveTextDir : public ::testing::Environment {
-  void TearDown() override { fs::remove_all(TextDirPath()); }
+  void TearDown() override { lopt::RemoveTree(TextDirPath()).IgnoreError(); }
 };
 const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new RemoveTextDir);
 

@@ -26,6 +26,7 @@
 #include "common/spec/job_spec.h"
 #include "common/tasks/movielens.h"
 #include "common/tasks/task.h"
+#include "common/util/remove_tree.h"
 #include "google/protobuf/text_format.h"
 #include "learner/lhopt_job.h"
 
@@ -38,7 +39,7 @@ fs::path DataDir() {
   return fs::temp_directory_path() / ("lopt_neumf_" + std::to_string(::getpid()));
 }
 struct RemoveDataDir : public ::testing::Environment {
-  void TearDown() override { fs::remove_all(DataDir()); }
+  void TearDown() override { lopt::RemoveTree(DataDir()).IgnoreError(); }
 };
 const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new RemoveDataDir);
 

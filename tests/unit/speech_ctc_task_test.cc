@@ -19,15 +19,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/elo/elo_unroller.h"
-#include "common/elo/small_fc_lopt.h"
 #include "common/elo/evaluation.h"
 #include "common/elo/replay_buffer.h"
+#include "common/elo/small_fc_lopt.h"
 #include "common/lhopt/lhopt_episode.h"
 #include "common/spec/job_limits.h"
 #include "common/spec/job_spec.h"
 #include "common/tasks/speech_corpus.h"
 #include "common/tasks/task.h"
 #include "common/util/files.h"
+#include "common/util/remove_tree.h"
 #include "google/protobuf/text_format.h"
 #include "learner/lhopt_job.h"
 
@@ -46,7 +47,7 @@ const std::string& TempDir() {
   return dir;
 }
 struct RemoveTempDir : public ::testing::Environment {
-  void TearDown() override { fs::remove_all(TempDir()); }
+  void TearDown() override { lopt::RemoveTree(TempDir()).IgnoreError(); }
 };
 const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new RemoveTempDir);
 
