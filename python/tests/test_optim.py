@@ -217,5 +217,7 @@ def test_cuda_tensors_take_the_cuda_path():
             opt.zero_grad()
             torch.nn.functional.cross_entropy(net(x.to(dev)), y.to(dev)).backward()
             opt.step()
+    # Each device computes its own gradients: the tolerance of test_optim_cuda.py's
+    # test_cuda_training_follows_cpu_training.
     for pa, pb in zip(a.parameters(), b.parameters()):
-        torch.testing.assert_close(pb.cpu(), pa, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(pb.cpu(), pa, rtol=1e-3, atol=1e-5)
