@@ -118,6 +118,9 @@ struct JobManager::Worker {
   // The unit a job's end took from it, for the heartbeat's reply (Heartbeat).
   uint64_t ended_unit = 0;
   std::string ended_job, ended_state;
+  // What its NextUnit waits on (with mu_): signalled by SignalAll while it
+  // runs no unit or is gone, and where its unit ends or on shutdown.
+  CondVar cv;
 };
 
 void JobManager::Job::AddSeries() {
@@ -214,7 +217,7 @@ JobManager::Effects JobManager::TakeEffects(Job& job) {
   return fx;
 }
 
-void JobManager::Apply(Slot& slot, Effects& fx) {
+void JobManager::Apply(Slot& slot, Effects& fx, bool wake_idle) {
   if (fx.section > slot.section) {
     slot.section = fx.section;
     slot.status = std::move(fx.status);
@@ -225,8 +228,10 @@ void JobManager::Apply(Slot& slot, Effects& fx) {
     // this. A later section can be applied before the one that finished the
     // job (two threads leave it in either order), so the clock starts at the
     // first terminal status the slot sees, not at fx.finished.
-    if (Terminal(slot.status.state()) && slot.finished_at == Clock::time_point())
+    if (Terminal(slot.status.state()) && slot.finished_at == Clock::time_point()) {
       slot.finished_at = Clock::now();
+      janitor_cv_.Signal();  // its series' retention starts
+    }
   }
   const std::string& id = slot.job->id;
   if (fx.release_units)
@@ -241,24 +246,46 @@ void JobManager::Apply(Slot& slot, Effects& fx) {
         w->unit_job.clear();
         w->unit_shard = -1;
         w->unit_token = -1;
+        w->cv.Signal();  // to look for another job's unit
       }
   if (fx.finished) {
     if (slot.finished_at == Clock::time_point()) slot.finished_at = Clock::now();
     cleanup_prefixes_.push_back(id + "/");
+    janitor_cv_.Signal();  // its buffer tables go now
   }
   if (fx.outputs) EnqueueOutputs(*slot.job, fx.finished);
   if (fx.state_changed) UpdateJobGauges();
   cv_.SignalAll();
+  // NextUnit passes over a job that a thread is busy with: the workers
+  // waiting for a unit look again once it is free (Leave), not at every
+  // section's end while other results still queue for the job.
+  if (wake_idle && slot.busy == 0) SignalIdleWorkers();
 }
 
 void JobManager::Leave(Job& job, Effects fx) {
   MutexLock l(&mu_);
+  LeaveLocked(job, std::move(fx));
+}
+
+void JobManager::LeaveLocked(Job& job, Effects fx) {
   auto it = jobs_.find(job.id);
   if (it == jobs_.end()) return;  // a submission that failed
   Slot& slot = it->second;
   Apply(slot, fx);
-  if (--slot.busy == 0 && !slot.abandons.empty()) DrainAbandons(slot);
+  if (--slot.busy == 0) {
+    if (!slot.abandons.empty()) DrainAbandons(slot);
+    SignalIdleWorkers();
+  }
+}
+
+void JobManager::SignalAll() {
   cv_.SignalAll();
+  SignalIdleWorkers();
+}
+
+void JobManager::SignalIdleWorkers() {
+  for (auto& [wid, w] : workers_)
+    if (w->unit_id == 0 || !w->alive) w->cv.Signal();
 }
 
 void JobManager::DrainAbandons(Slot& slot) {
@@ -319,7 +346,7 @@ void JobManager::EnqueueOutputs(const Job& job, bool ended) {
       return;
     }
   outputs_queue_.push_back({job.id, job.spec, ended});
-  cv_.SignalAll();
+  outputs_cv_.Signal();
 }
 
 void JobManager::OutputsLoop() {
@@ -327,7 +354,7 @@ void JobManager::OutputsLoop() {
     OutputsRequest req;
     {
       MutexLock l(&mu_);
-      while (!shutdown_ && outputs_queue_.empty()) cv_.Wait(&mu_);
+      while (!shutdown_ && outputs_queue_.empty()) outputs_cv_.Wait(&mu_);
       if (shutdown_) break;
       req = std::move(outputs_queue_.front());
       outputs_queue_.pop_front();
@@ -361,6 +388,9 @@ void JobManager::Shutdown() {
   MutexLock l(&mu_);
   shutdown_ = true;
   cv_.SignalAll();
+  janitor_cv_.Signal();
+  outputs_cv_.Signal();
+  for (auto& [wid, w] : workers_) w->cv.Signal();
 }
 
 void JobManager::SaveAll() {
@@ -605,7 +635,7 @@ absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
   slot.job = job;
   Apply(slot, fx);
   UpdateJobGauges();
-  cv_.SignalAll();
+  SignalAll();
   return id;
 }
 
@@ -788,7 +818,7 @@ absl::StatusOr<std::string> JobManager::ExportOptimizer(const std::string& id) {
 
 std::string JobManager::RegisterWorker(const v1::WorkerInfo& info) {
   MutexLock l(&mu_);
-  auto w = std::make_unique<Worker>();
+  auto w = std::make_shared<Worker>();
   w->id = absl::StrCat("w", next_worker_++);
   w->info = info;
   w->last_seen = Clock::now();
@@ -796,7 +826,7 @@ std::string JobManager::RegisterWorker(const v1::WorkerInfo& info) {
   workers_[id] = std::move(w);
   F().workers.Add({}).Set(ConnectedWorkersLocked());
   LogInfo("worker connected", {{"worker", id}, {"name", info.name()}, {"device", info.device()}});
-  cv_.SignalAll();
+  SignalAll();
   return id;
 }
 
@@ -825,7 +855,7 @@ void JobManager::DropWorker(Worker& w, const std::string& why) {
   }
   F().workers.Add({}).Set(ConnectedWorkersLocked());
   LogInfo("worker gone", {{"worker", w.id}, {"name", w.info.name()}, {"why", why}});
-  cv_.SignalAll();
+  SignalAll();  // w too: it is gone
 }
 
 void JobManager::DisconnectWorker(const std::string& worker_id) {
@@ -902,11 +932,15 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
         rr_cursor_ = job.id;
         Touch(job);
         Effects fx = TakeEffects(job);
-        Apply(*slot, fx);
+        // A unit taken makes none available to the other idle workers.
+        Apply(*slot, fx, /*wake_idle=*/false);
         return std::optional<v1::WorkUnit>(std::move(u));
       }
     }
-    if (cv_.WaitWithDeadline(&mu_, deadline)) return std::optional<v1::WorkUnit>();
+    // On the worker's own CondVar: while it runs a unit, only that unit's
+    // end, its drop or shutdown wake it, not every other worker's result.
+    std::shared_ptr<Worker> self = wit->second;  // kept should it be removed meanwhile
+    if (self->cv.WaitWithDeadline(&mu_, deadline)) return std::optional<v1::WorkUnit>();
   }
 }
 
@@ -956,11 +990,15 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
     ack = HandleResultLocked(*job, worker_id, r, unit_ok, token, payload);
     fx = TakeEffects(*job);
   }
-  Leave(*job, std::move(fx));
+  // The section's end and the worker's in one hold of mu_.
   MutexLock l(&mu_);
+  LeaveLocked(*job, std::move(fx));
   if (auto wit = workers_.find(worker_id); wit != workers_.end()) {
     wit->second->in_result = false;
     wit->second->last_seen = Clock::now();
+    // Its unit is over: another job may have one for it now. (Its own job's
+    // Leave woke it if that job became free; NextUnit passes over a busy one.)
+    if (unit_ok && jobs_.size() > 1) wit->second->cv.Signal();
   }
   return ack;
 }
@@ -1089,7 +1127,7 @@ void JobManager::JanitorLoop() {
     {
       MutexLock l(&mu_);
       if (shutdown_) break;
-      cv_.WaitWithTimeout(&mu_, absl::Milliseconds(200));
+      janitor_cv_.WaitWithTimeout(&mu_, absl::Milliseconds(200));
       if (shutdown_) break;
       auto now = Clock::now();
       for (auto& [id, w] : workers_)

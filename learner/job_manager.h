@@ -244,9 +244,12 @@ class JobManager {
   std::shared_ptr<Job> Enter(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
   Effects TakeEffects(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
   void Leave(Job& job, Effects fx) ABSL_LOCKS_EXCLUDED(mu_);
+  void LeaveLocked(Job& job, Effects fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // What a section left, applied: its status published to the slot,
   // gauges, queues, its workers' units released.
-  void Apply(Slot& slot, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `wake_idle`: whether the workers waiting for a unit look again (where
+  // the job is free).
+  void Apply(Slot& slot, Effects& fx, bool wake_idle = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Units of gone workers given back to a job nobody is busy with.
   void DrainAbandons(Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -282,6 +285,12 @@ class JobManager {
   void DropWorker(Worker& w, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int ConnectedWorkersLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateJobGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wakes the waiters on cv_ and (SignalIdleWorkers) NextUnit's of the
+  // workers that may take a unit now (none running, or gone); a worker that
+  // runs one waits for its end alone (its unit's end, its drop and shutdown
+  // signal it).
+  void SignalAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SignalIdleWorkers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void JanitorLoop() ABSL_LOCKS_EXCLUDED(mu_);
   std::string JobDir(const std::string& id) const;
   // What a run directory holds beside the checkpoint, as `lopt train` leaves
@@ -304,12 +313,18 @@ class JobManager {
 
   const LearnerOptions options_;
   mutable Mutex mu_;
-  // Signalled (under mu_) on every change a waiter may wait for: a unit
-  // released, a job's section ended, a status published, a queue filled.
+  // Signalled (under mu_, by SignalAll) on every change a waiter may wait
+  // for: a unit released, a job's section ended, a status published.
   mutable CondVar cv_;
+  // The janitor's and the outputs thread's own: signalled where they have
+  // something new to do (a job ended, a save failed, outputs queued) and on
+  // shutdown, not by every result (their waits on cv_ woke them each time).
+  CondVar janitor_cv_;
+  CondVar outputs_cv_;
   std::map<std::string, Slot> jobs_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> reserved_ids_ ABSL_GUARDED_BY(mu_);  // jobs being submitted
-  std::map<std::string, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
+  // Shared: NextUnit keeps its worker while it waits on the worker's CondVar.
+  std::map<std::string, std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
   std::string rr_cursor_ ABSL_GUARDED_BY(mu_);
   uint64_t next_unit_id_ ABSL_GUARDED_BY(mu_);
   uint64_t next_worker_ ABSL_GUARDED_BY(mu_) = 1;
