@@ -90,6 +90,9 @@ struct Families {
       "report) that failed (they are retried), by file");
   prometheus::Family<prometheus::Histogram>& staleness = HistogramFamily(
       "lopt_result_staleness_steps", "Outer steps between a result's theta and the current one");
+  // Its one series, looked up once (not a labelled lookup every result).
+  prometheus::Histogram& staleness_all = staleness.Add(
+      {}, prometheus::Histogram::BucketBoundaries{0, 1, 2, 4, 8, 16, 32, 64, 128});
   prometheus::Family<prometheus::Counter>& buffer_failures = CounterFamily(
       "lopt_buffer_failures_total",
       "Replay-buffer calls that failed on the workers (lost puts, samples fallen back to fresh starts)");
@@ -1065,9 +1068,7 @@ v1::ResultAck JobManager::HandleResultLocked(Job& job, const std::string& worker
     Touch(job);
     return ack;
   }
-  if (v.staleness >= 0)
-    F().staleness.Add({}, prometheus::Histogram::BucketBoundaries{0, 1, 2, 4, 8, 16, 32, 64, 128})
-        .Observe(static_cast<double>(v.staleness));
+  if (v.staleness >= 0) F().staleness_all.Observe(static_cast<double>(v.staleness));
   ++job.accepted;
   job.m_accepted->Increment();
   ack.set_accepted(true);
@@ -1109,11 +1110,14 @@ void JobManager::RecordParticleSteps(Job& job, int64_t steps) {
   job.m_inner->Increment(static_cast<double>(std::max<int64_t>(0, steps)));
   auto now = Clock::now();
   job.recent.emplace_back(now, steps);
-  while (job.recent.size() > 1 && now - job.recent.front().first > std::chrono::seconds(30))
+  job.recent_steps += steps;
+  while (job.recent.size() > 1 && now - job.recent.front().first > std::chrono::seconds(30)) {
+    job.recent_steps -= job.recent.front().second;
     job.recent.pop_front();
+  }
   if (job.recent.size() > 1) {
-    int64_t n = 0;
-    for (size_t i = 1; i < job.recent.size(); ++i) n += job.recent[i].second;
+    // The steps of all entries but the first (the window's start).
+    const int64_t n = job.recent_steps - job.recent.front().second;
     double dt = std::chrono::duration<double>(now - job.recent.front().first).count();
     job.rate = dt > 0 ? n / dt : 0;
     job.m_rate->Set(job.rate);

@@ -178,8 +178,10 @@ class JobManager {
     // The latest update's (CoreVerdict).
     double last_meta ABSL_GUARDED_BY(mu) = 0;
     double last_task ABSL_GUARDED_BY(mu) = 0;
-    // (time, particle steps)
+    // (time, particle steps), and the sum of their steps (the rate's, kept
+    // as entries come and go: not a pass over 30 s of results each result).
     std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent ABSL_GUARDED_BY(mu);
+    int64_t recent_steps ABSL_GUARDED_BY(mu) = 0;
     double rate ABSL_GUARDED_BY(mu) = 0;
     bool series_removed ABSL_GUARDED_BY(mu) = false;
     // Its steps are done; it is SUCCEEDED once its trained file and a
