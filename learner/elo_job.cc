@@ -49,14 +49,14 @@ bool EloJob::CanStart(int32_t shard) const {
   return pending_ + running_count_ < results_per_step_;
 }
 
-EloUnit EloJob::Start(int32_t shard) {
+EloUnit EloJob::Start(int32_t shard, bool copy_theta) {
   running_[shard] = true;
   ++running_count_;
   EloUnit u;
   u.shard = shard;
   u.theta_version = outer_step();
   u.truncation = truncations_[shard]++;
-  u.theta = learner_.theta().clone();
+  if (copy_theta) u.theta = learner_.theta().clone();
   u.alpha = learner_.Alpha();
   return u;
 }

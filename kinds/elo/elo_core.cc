@@ -108,7 +108,7 @@ class EloCore : public JobCore {
     for (int32_t s = 0; s < job_.num_shards() && pick < 0; ++s)
       if ((owner_[s].empty() || !connected(owner_[s])) && job_.CanStart(s)) pick = s;
     if (pick < 0) return std::nullopt;
-    EloUnit unit = job_.Start(pick);
+    EloUnit unit = job_.Start(pick, /*copy_theta=*/false);  // encoded below, once a version
     owner_[pick] = worker.name();
     CoreUnit out;
     out.shard = pick;
@@ -119,7 +119,7 @@ class EloCore : public JobCore {
     // Every unit of a theta version carries the same bytes: encoded (and
     // checksummed) once a version, not once a unit.
     if (theta_wire_version_ != unit.theta_version) {
-      theta_wire_ = EncodeTensor(unit.theta, "theta");
+      theta_wire_ = EncodeTensor(job_.learner().theta(), "theta");
       theta_wire_version_ = unit.theta_version;
     }
     *u.mutable_theta() = theta_wire_;
