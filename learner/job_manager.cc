@@ -884,6 +884,17 @@ std::string JobManager::Heartbeat(const std::string& worker_id, uint64_t unit_id
 
 absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
     const std::string& worker_id, std::chrono::milliseconds timeout, std::string* payload) {
+  std::shared_ptr<Job> job;
+  auto unit = WaitForUnit(worker_id, timeout, payload, &job);
+  // The job's spec (const: no lock needed) is copied into the unit outside
+  // mu_, for which the other workers' results and units wait.
+  if (unit.ok() && unit->has_value()) *(*unit)->mutable_job() = job->spec;
+  return unit;
+}
+
+absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::WaitForUnit(
+    const std::string& worker_id, std::chrono::milliseconds timeout, std::string* payload,
+    std::shared_ptr<Job>* job_out) {
   MutexLock l(&mu_);
   const absl::Time deadline = absl::Now() + absl::FromChrono(timeout);
   while (true) {
@@ -921,7 +932,7 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
         v1::WorkUnit u = std::move(started->unit);
         u.set_unit_id(next_unit_id_++);
         u.set_job_id(job.id);
-        *u.mutable_job() = job.spec;
+        *job_out = slot->job;  // NextUnit copies its spec into the unit
         u.set_buffer_prefix(job.id + "/");
         if (started->has_payload) *u.mutable_payload() = EncodePayload(started->payload, payload);
         w.unit_id = u.unit_id();

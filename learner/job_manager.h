@@ -215,6 +215,12 @@ class JobManager {
   };
 
   struct Worker;
+  // NextUnit but the unit's spec (the job the unit is of: *job_out).
+  absl::StatusOr<std::optional<v1::WorkUnit>> WaitForUnit(const std::string& worker_id,
+                                                          std::chrono::milliseconds timeout,
+                                                          std::string* payload,
+                                                          std::shared_ptr<Job>* job_out)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The manager's view of a job (guarded by mu_, as jobs_ is).
   struct Slot {
     std::shared_ptr<Job> job;
