@@ -1,7 +1,9 @@
 // The services' throughput on loopback:
 //  1. learner: results accepted per second from N simulated workers (threads
 //     speaking the real WorkService protocol to an in-process learner, each
-//     answering every unit at once with a gradient of theta's size);
+//     answering every unit at once with a gradient of theta's size), and the
+//     result latency: from a worker's write of a result to its read of the
+//     result's ack (p50, p99, max over the measured seconds);
 //  2. scaling: a CPU ELO job's outer steps/s and inner particle-steps/s with
 //     1, 2 and 4 real lopt-worker processes (asynchronous: one result per
 //     outer step, shards = workers, staleness bound = workers).
@@ -10,6 +12,7 @@
 //                  [--outer-steps 60] [--num-tasks 8]
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -65,11 +68,15 @@ void LearnerThroughput(int sim_workers, int seconds) {
                          "bench");
   auto id = (*manager)->Submit(*job);
   ClientConfig cfg{absl::StrCat("127.0.0.1:", port), "", 10000};
-  std::atomic<bool> stop{false};
+  std::atomic<bool> stop{false}, measuring{false};
   std::atomic<int64_t> accepted{0}, stale{0}, sent{0};
+  // Per worker: the latencies (microseconds) of the results acked while measuring.
+  std::vector<std::vector<double>> latency_us(sim_workers);
   std::vector<std::thread> threads;
   for (int w = 0; w < sim_workers; ++w)
     threads.emplace_back([&, w] {
+      // Results written and not acked yet: (unit id, when written).
+      std::vector<std::pair<uint64_t, Clock::time_point>> out_since;
       auto stub = v1::WorkService::NewStub(MakeChannel(cfg));
       auto ctx = MakeStreamContext(cfg);
       auto stream = stub->Connect(ctx.get());
@@ -80,8 +87,17 @@ void LearnerThroughput(int sim_workers, int seconds) {
       v1::TensorProto grad = EncodeTensor(torch::full({2402}, 1e-3f), "grad");
       while (!stop && stream->Read(&m)) {
         if (m.has_ack()) {
+          auto now = Clock::now();
           if (m.ack().accepted()) ++accepted;
           if (m.ack().dropped_stale()) ++stale;
+          auto it = std::find_if(out_since.begin(), out_since.end(),
+                                 [&](const auto& o) { return o.first == m.ack().unit_id(); });
+          if (it != out_since.end()) {
+            if (measuring)
+              latency_us[w].push_back(
+                  std::chrono::duration<double, std::micro>(now - it->second).count());
+            out_since.erase(it);
+          }
           continue;
         }
         if (!m.has_unit()) continue;
@@ -95,6 +111,7 @@ void LearnerThroughput(int sim_workers, int seconds) {
         r->set_meta_loss(1.0);
         r->set_task_loss(1.0);
         r->set_particle_steps(800);
+        out_since.emplace_back(m.unit().unit_id(), Clock::now());
         if (!stream->Write(out)) break;
         ++sent;
       }
@@ -104,7 +121,9 @@ void LearnerThroughput(int sim_workers, int seconds) {
   int64_t a0 = accepted, s0 = stale;
   auto st0 = (*manager)->Get(*id, false);
   auto t0 = Clock::now();
+  measuring = true;
   std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  measuring = false;
   double dt = std::chrono::duration<double>(Clock::now() - t0).count();
   int64_t a1 = accepted, s1 = stale;
   auto st1 = (*manager)->Get(*id, false);
@@ -112,11 +131,20 @@ void LearnerThroughput(int sim_workers, int seconds) {
   (*manager)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + 2s);
   for (auto& t : threads) t.join();
+  std::vector<double> lat;
+  for (const auto& v : latency_us) lat.insert(lat.end(), v.begin(), v.end());
+  std::sort(lat.begin(), lat.end());
+  auto pct = [&](double q) {
+    return lat.empty() ? 0.0 : lat[std::min(lat.size() - 1, size_t(q * double(lat.size())))] / 1e3;
+  };
   printf("learner, %d simulated workers (2402-float gradients, staleness bound 4, %d results a step):\n",
          sim_workers, sim_workers);
   printf("  accepted results/s   %10.0f\n", (a1 - a0) / dt);
   printf("  dropped stale/s      %10.0f\n", (s1 - s0) / dt);
   printf("  outer steps/s        %10.1f\n", (st1->outer_step() - st0->outer_step()) / dt);
+  printf("  result latency, ms   p50 %.2f  p99 %.2f  max %.2f  (%zu results: a worker's write "
+         "of a result to its read of the ack)\n",
+         pct(0.50), pct(0.99), lat.empty() ? 0.0 : lat.back() / 1e3, lat.size());
   fflush(stdout);
 }
 

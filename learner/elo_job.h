@@ -28,7 +28,7 @@ struct EloUnit {
   int64_t theta_version = 0;
   // The shard's truncation counter: its unroller's random stream index.
   int64_t truncation = 0;
-  torch::Tensor theta;  // [D], a copy
+  torch::Tensor theta;  // [D], a copy (undefined where Start was told not to copy it)
   double alpha = 1;
 };
 
@@ -80,8 +80,9 @@ class EloJob {
   // no unit running, and (max_staleness 0) the current step still needs
   // results beyond those accepted and running.
   bool CanStart(int32_t shard) const;
-  // REQUIRES: CanStart(shard). Marks the shard running.
-  EloUnit Start(int32_t shard);
+  // REQUIRES: CanStart(shard). Marks the shard running. `copy_theta` false:
+  // the unit has no theta (a caller that sends learner().theta() as it is).
+  EloUnit Start(int32_t shard, bool copy_theta = true);
   // The shard's running unit was lost (its worker went away): it may start again.
   void Abandon(int32_t shard);
 

@@ -90,6 +90,9 @@ struct Families {
       "report) that failed (they are retried), by file");
   prometheus::Family<prometheus::Histogram>& staleness = HistogramFamily(
       "lopt_result_staleness_steps", "Outer steps between a result's theta and the current one");
+  // Its one series, looked up once (not a labelled lookup every result).
+  prometheus::Histogram& staleness_all = staleness.Add(
+      {}, prometheus::Histogram::BucketBoundaries{0, 1, 2, 4, 8, 16, 32, 64, 128});
   prometheus::Family<prometheus::Counter>& buffer_failures = CounterFamily(
       "lopt_buffer_failures_total",
       "Replay-buffer calls that failed on the workers (lost puts, samples fallen back to fresh starts)");
@@ -118,6 +121,9 @@ struct JobManager::Worker {
   // The unit a job's end took from it, for the heartbeat's reply (Heartbeat).
   uint64_t ended_unit = 0;
   std::string ended_job, ended_state;
+  // What its NextUnit waits on (with mu_): signalled by SignalAll while it
+  // runs no unit or is gone, and where its unit ends or on shutdown.
+  CondVar cv;
 };
 
 void JobManager::Job::AddSeries() {
@@ -214,7 +220,7 @@ JobManager::Effects JobManager::TakeEffects(Job& job) {
   return fx;
 }
 
-void JobManager::Apply(Slot& slot, Effects& fx) {
+void JobManager::Apply(Slot& slot, Effects& fx, bool wake_idle) {
   if (fx.section > slot.section) {
     slot.section = fx.section;
     slot.status = std::move(fx.status);
@@ -225,8 +231,10 @@ void JobManager::Apply(Slot& slot, Effects& fx) {
     // this. A later section can be applied before the one that finished the
     // job (two threads leave it in either order), so the clock starts at the
     // first terminal status the slot sees, not at fx.finished.
-    if (Terminal(slot.status.state()) && slot.finished_at == Clock::time_point())
+    if (Terminal(slot.status.state()) && slot.finished_at == Clock::time_point()) {
       slot.finished_at = Clock::now();
+      janitor_cv_.Signal();  // its series' retention starts
+    }
   }
   const std::string& id = slot.job->id;
   if (fx.release_units)
@@ -241,24 +249,46 @@ void JobManager::Apply(Slot& slot, Effects& fx) {
         w->unit_job.clear();
         w->unit_shard = -1;
         w->unit_token = -1;
+        w->cv.Signal();  // to look for another job's unit
       }
   if (fx.finished) {
     if (slot.finished_at == Clock::time_point()) slot.finished_at = Clock::now();
     cleanup_prefixes_.push_back(id + "/");
+    janitor_cv_.Signal();  // its buffer tables go now
   }
   if (fx.outputs) EnqueueOutputs(*slot.job, fx.finished);
   if (fx.state_changed) UpdateJobGauges();
   cv_.SignalAll();
+  // NextUnit passes over a job that a thread is busy with: the workers
+  // waiting for a unit look again once it is free (Leave), not at every
+  // section's end while other results still queue for the job.
+  if (wake_idle && slot.busy == 0) SignalIdleWorkers();
 }
 
 void JobManager::Leave(Job& job, Effects fx) {
   MutexLock l(&mu_);
+  LeaveLocked(job, std::move(fx));
+}
+
+void JobManager::LeaveLocked(Job& job, Effects fx) {
   auto it = jobs_.find(job.id);
   if (it == jobs_.end()) return;  // a submission that failed
   Slot& slot = it->second;
   Apply(slot, fx);
-  if (--slot.busy == 0 && !slot.abandons.empty()) DrainAbandons(slot);
+  if (--slot.busy == 0) {
+    if (!slot.abandons.empty()) DrainAbandons(slot);
+    SignalIdleWorkers();
+  }
+}
+
+void JobManager::SignalAll() {
   cv_.SignalAll();
+  SignalIdleWorkers();
+}
+
+void JobManager::SignalIdleWorkers() {
+  for (auto& [wid, w] : workers_)
+    if (w->unit_id == 0 || !w->alive) w->cv.Signal();
 }
 
 void JobManager::DrainAbandons(Slot& slot) {
@@ -319,7 +349,7 @@ void JobManager::EnqueueOutputs(const Job& job, bool ended) {
       return;
     }
   outputs_queue_.push_back({job.id, job.spec, ended});
-  cv_.SignalAll();
+  outputs_cv_.Signal();
 }
 
 void JobManager::OutputsLoop() {
@@ -327,7 +357,7 @@ void JobManager::OutputsLoop() {
     OutputsRequest req;
     {
       MutexLock l(&mu_);
-      while (!shutdown_ && outputs_queue_.empty()) cv_.Wait(&mu_);
+      while (!shutdown_ && outputs_queue_.empty()) outputs_cv_.Wait(&mu_);
       if (shutdown_) break;
       req = std::move(outputs_queue_.front());
       outputs_queue_.pop_front();
@@ -361,6 +391,9 @@ void JobManager::Shutdown() {
   MutexLock l(&mu_);
   shutdown_ = true;
   cv_.SignalAll();
+  janitor_cv_.Signal();
+  outputs_cv_.Signal();
+  for (auto& [wid, w] : workers_) w->cv.Signal();
 }
 
 void JobManager::SaveAll() {
@@ -605,7 +638,7 @@ absl::StatusOr<std::string> JobManager::Submit(const v1::JobSpec& spec) {
   slot.job = job;
   Apply(slot, fx);
   UpdateJobGauges();
-  cv_.SignalAll();
+  SignalAll();
   return id;
 }
 
@@ -788,7 +821,7 @@ absl::StatusOr<std::string> JobManager::ExportOptimizer(const std::string& id) {
 
 std::string JobManager::RegisterWorker(const v1::WorkerInfo& info) {
   MutexLock l(&mu_);
-  auto w = std::make_unique<Worker>();
+  auto w = std::make_shared<Worker>();
   w->id = absl::StrCat("w", next_worker_++);
   w->info = info;
   w->last_seen = Clock::now();
@@ -796,7 +829,7 @@ std::string JobManager::RegisterWorker(const v1::WorkerInfo& info) {
   workers_[id] = std::move(w);
   F().workers.Add({}).Set(ConnectedWorkersLocked());
   LogInfo("worker connected", {{"worker", id}, {"name", info.name()}, {"device", info.device()}});
-  cv_.SignalAll();
+  SignalAll();
   return id;
 }
 
@@ -825,7 +858,7 @@ void JobManager::DropWorker(Worker& w, const std::string& why) {
   }
   F().workers.Add({}).Set(ConnectedWorkersLocked());
   LogInfo("worker gone", {{"worker", w.id}, {"name", w.info.name()}, {"why", why}});
-  cv_.SignalAll();
+  SignalAll();  // w too: it is gone
 }
 
 void JobManager::DisconnectWorker(const std::string& worker_id) {
@@ -851,6 +884,17 @@ std::string JobManager::Heartbeat(const std::string& worker_id, uint64_t unit_id
 
 absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
     const std::string& worker_id, std::chrono::milliseconds timeout, std::string* payload) {
+  std::shared_ptr<Job> job;
+  auto unit = WaitForUnit(worker_id, timeout, payload, &job);
+  // The job's spec (const: no lock needed) is copied into the unit outside
+  // mu_, for which the other workers' results and units wait.
+  if (unit.ok() && unit->has_value()) *(*unit)->mutable_job() = job->spec;
+  return unit;
+}
+
+absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::WaitForUnit(
+    const std::string& worker_id, std::chrono::milliseconds timeout, std::string* payload,
+    std::shared_ptr<Job>* job_out) {
   MutexLock l(&mu_);
   const absl::Time deadline = absl::Now() + absl::FromChrono(timeout);
   while (true) {
@@ -888,7 +932,7 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
         v1::WorkUnit u = std::move(started->unit);
         u.set_unit_id(next_unit_id_++);
         u.set_job_id(job.id);
-        *u.mutable_job() = job.spec;
+        *job_out = slot->job;  // NextUnit copies its spec into the unit
         u.set_buffer_prefix(job.id + "/");
         if (started->has_payload) *u.mutable_payload() = EncodePayload(started->payload, payload);
         w.unit_id = u.unit_id();
@@ -902,11 +946,15 @@ absl::StatusOr<std::optional<v1::WorkUnit>> JobManager::NextUnit(
         rr_cursor_ = job.id;
         Touch(job);
         Effects fx = TakeEffects(job);
-        Apply(*slot, fx);
+        // A unit taken makes none available to the other idle workers.
+        Apply(*slot, fx, /*wake_idle=*/false);
         return std::optional<v1::WorkUnit>(std::move(u));
       }
     }
-    if (cv_.WaitWithDeadline(&mu_, deadline)) return std::optional<v1::WorkUnit>();
+    // On the worker's own CondVar: while it runs a unit, only that unit's
+    // end, its drop or shutdown wake it, not every other worker's result.
+    std::shared_ptr<Worker> self = wit->second;  // kept should it be removed meanwhile
+    if (self->cv.WaitWithDeadline(&mu_, deadline)) return std::optional<v1::WorkUnit>();
   }
 }
 
@@ -956,11 +1004,15 @@ v1::ResultAck JobManager::HandleResult(const std::string& worker_id, const v1::W
     ack = HandleResultLocked(*job, worker_id, r, unit_ok, token, payload);
     fx = TakeEffects(*job);
   }
-  Leave(*job, std::move(fx));
+  // The section's end and the worker's in one hold of mu_.
   MutexLock l(&mu_);
+  LeaveLocked(*job, std::move(fx));
   if (auto wit = workers_.find(worker_id); wit != workers_.end()) {
     wit->second->in_result = false;
     wit->second->last_seen = Clock::now();
+    // Its unit is over: another job may have one for it now. (Its own job's
+    // Leave woke it if that job became free; NextUnit passes over a busy one.)
+    if (unit_ok && jobs_.size() > 1) wit->second->cv.Signal();
   }
   return ack;
 }
@@ -1027,9 +1079,7 @@ v1::ResultAck JobManager::HandleResultLocked(Job& job, const std::string& worker
     Touch(job);
     return ack;
   }
-  if (v.staleness >= 0)
-    F().staleness.Add({}, prometheus::Histogram::BucketBoundaries{0, 1, 2, 4, 8, 16, 32, 64, 128})
-        .Observe(static_cast<double>(v.staleness));
+  if (v.staleness >= 0) F().staleness_all.Observe(static_cast<double>(v.staleness));
   ++job.accepted;
   job.m_accepted->Increment();
   ack.set_accepted(true);
@@ -1071,11 +1121,14 @@ void JobManager::RecordParticleSteps(Job& job, int64_t steps) {
   job.m_inner->Increment(static_cast<double>(std::max<int64_t>(0, steps)));
   auto now = Clock::now();
   job.recent.emplace_back(now, steps);
-  while (job.recent.size() > 1 && now - job.recent.front().first > std::chrono::seconds(30))
+  job.recent_steps += steps;
+  while (job.recent.size() > 1 && now - job.recent.front().first > std::chrono::seconds(30)) {
+    job.recent_steps -= job.recent.front().second;
     job.recent.pop_front();
+  }
   if (job.recent.size() > 1) {
-    int64_t n = 0;
-    for (size_t i = 1; i < job.recent.size(); ++i) n += job.recent[i].second;
+    // The steps of all entries but the first (the window's start).
+    const int64_t n = job.recent_steps - job.recent.front().second;
     double dt = std::chrono::duration<double>(now - job.recent.front().first).count();
     job.rate = dt > 0 ? n / dt : 0;
     job.m_rate->Set(job.rate);
@@ -1089,7 +1142,7 @@ void JobManager::JanitorLoop() {
     {
       MutexLock l(&mu_);
       if (shutdown_) break;
-      cv_.WaitWithTimeout(&mu_, absl::Milliseconds(200));
+      janitor_cv_.WaitWithTimeout(&mu_, absl::Milliseconds(200));
       if (shutdown_) break;
       auto now = Clock::now();
       for (auto& [id, w] : workers_)

@@ -178,8 +178,10 @@ class JobManager {
     // The latest update's (CoreVerdict).
     double last_meta ABSL_GUARDED_BY(mu) = 0;
     double last_task ABSL_GUARDED_BY(mu) = 0;
-    // (time, particle steps)
+    // (time, particle steps), and the sum of their steps (the rate's, kept
+    // as entries come and go: not a pass over 30 s of results each result).
     std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent ABSL_GUARDED_BY(mu);
+    int64_t recent_steps ABSL_GUARDED_BY(mu) = 0;
     double rate ABSL_GUARDED_BY(mu) = 0;
     bool series_removed ABSL_GUARDED_BY(mu) = false;
     // Its steps are done; it is SUCCEEDED once its trained file and a
@@ -213,6 +215,12 @@ class JobManager {
   };
 
   struct Worker;
+  // NextUnit but the unit's spec (the job the unit is of: *job_out).
+  absl::StatusOr<std::optional<v1::WorkUnit>> WaitForUnit(const std::string& worker_id,
+                                                          std::chrono::milliseconds timeout,
+                                                          std::string* payload,
+                                                          std::shared_ptr<Job>* job_out)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The manager's view of a job (guarded by mu_, as jobs_ is).
   struct Slot {
     std::shared_ptr<Job> job;
@@ -244,9 +252,12 @@ class JobManager {
   std::shared_ptr<Job> Enter(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
   Effects TakeEffects(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
   void Leave(Job& job, Effects fx) ABSL_LOCKS_EXCLUDED(mu_);
+  void LeaveLocked(Job& job, Effects fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // What a section left, applied: its status published to the slot,
   // gauges, queues, its workers' units released.
-  void Apply(Slot& slot, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `wake_idle`: whether the workers waiting for a unit look again (where
+  // the job is free).
+  void Apply(Slot& slot, Effects& fx, bool wake_idle = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Units of gone workers given back to a job nobody is busy with.
   void DrainAbandons(Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -282,6 +293,12 @@ class JobManager {
   void DropWorker(Worker& w, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int ConnectedWorkersLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateJobGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wakes the waiters on cv_ and (SignalIdleWorkers) NextUnit's of the
+  // workers that may take a unit now (none running, or gone); a worker that
+  // runs one waits for its end alone (its unit's end, its drop and shutdown
+  // signal it).
+  void SignalAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SignalIdleWorkers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void JanitorLoop() ABSL_LOCKS_EXCLUDED(mu_);
   std::string JobDir(const std::string& id) const;
   // What a run directory holds beside the checkpoint, as `lopt train` leaves
@@ -304,12 +321,18 @@ class JobManager {
 
   const LearnerOptions options_;
   mutable Mutex mu_;
-  // Signalled (under mu_) on every change a waiter may wait for: a unit
-  // released, a job's section ended, a status published, a queue filled.
+  // Signalled (under mu_, by SignalAll) on every change a waiter may wait
+  // for: a unit released, a job's section ended, a status published.
   mutable CondVar cv_;
+  // The janitor's and the outputs thread's own: signalled where they have
+  // something new to do (a job ended, a save failed, outputs queued) and on
+  // shutdown, not by every result (their waits on cv_ woke them each time).
+  CondVar janitor_cv_;
+  CondVar outputs_cv_;
   std::map<std::string, Slot> jobs_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> reserved_ids_ ABSL_GUARDED_BY(mu_);  // jobs being submitted
-  std::map<std::string, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
+  // Shared: NextUnit keeps its worker while it waits on the worker's CondVar.
+  std::map<std::string, std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
   std::string rr_cursor_ ABSL_GUARDED_BY(mu_);
   uint64_t next_unit_id_ ABSL_GUARDED_BY(mu_);
   uint64_t next_worker_ ABSL_GUARDED_BY(mu_) = 1;

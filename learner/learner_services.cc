@@ -216,11 +216,17 @@ grpc::Status WorkServiceImpl::Connect(
     }
     manager_->DisconnectWorker(id);
   });
-  while (!ctx->IsCancelled()) {
+  while (true) {
     std::string payload;
     auto unit = manager_->NextUnit(id, std::chrono::milliseconds(500), &payload);
     if (!unit.ok()) break;  // gone: disconnected, timed out or shutting down
-    if (!unit->has_value()) continue;
+    // Asked only while no unit comes: IsCancelled polls the call's queue,
+    // on which the reader thread's Read waits, and a unit on a cancelled
+    // stream is over anyway (its Write fails; the reader drops the worker).
+    if (!unit->has_value()) {
+      if (ctx->IsCancelled()) break;
+      continue;
+    }
     v1::LearnerMessage m;
     const bool chunks = (*unit)->has_payload();
     *m.mutable_unit() = std::move(**unit);

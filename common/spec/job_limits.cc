@@ -303,6 +303,8 @@ int64_t UnitParticles(const v1::JobSpec& job) {
 
 std::string WhyWorkerCannotHold(int64_t memory_bytes, int64_t max_particles,
                                 const v1::JobSpec& job) {
+  // A worker with no limits holds anything (NextUnit asks for every unit).
+  if (max_particles <= 0 && memory_bytes <= 0) return "";
   const int64_t particles = UnitParticles(job);
   if (max_particles > 0 && particles > max_particles)
     return absl::StrCat("a unit has ", particles, " particles, the worker takes at most ",

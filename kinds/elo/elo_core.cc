@@ -72,6 +72,7 @@ class EloCore : public JobCore {
       }
     }
     meta_token_ = 0;
+    theta_wire_version_ = -1;
     return job_.LoadState(rest);
   }
 
@@ -107,7 +108,7 @@ class EloCore : public JobCore {
     for (int32_t s = 0; s < job_.num_shards() && pick < 0; ++s)
       if ((owner_[s].empty() || !connected(owner_[s])) && job_.CanStart(s)) pick = s;
     if (pick < 0) return std::nullopt;
-    EloUnit unit = job_.Start(pick);
+    EloUnit unit = job_.Start(pick, /*copy_theta=*/false);  // encoded below, once a version
     owner_[pick] = worker.name();
     CoreUnit out;
     out.shard = pick;
@@ -115,7 +116,13 @@ class EloCore : public JobCore {
     u.set_algorithm(v1::ELO_PES);
     u.set_shard(pick);
     u.set_theta_version(unit.theta_version);
-    *u.mutable_theta() = EncodeTensor(unit.theta, "theta");
+    // Every unit of a theta version carries the same bytes: encoded (and
+    // checksummed) once a version, not once a unit.
+    if (theta_wire_version_ != unit.theta_version) {
+      theta_wire_ = EncodeTensor(job_.learner().theta(), "theta");
+      theta_wire_version_ = unit.theta_version;
+    }
+    *u.mutable_theta() = theta_wire_;
     u.set_alpha(unit.alpha);
     u.set_truncation(unit.truncation);
     return out;
@@ -223,6 +230,9 @@ class EloCore : public JobCore {
   bool meta_tested_ = false;
   int64_t meta_token_ = 0;
   int64_t next_meta_token_ = 1;
+  // Theta as units carry it, of version theta_wire_version_ (-1: none yet).
+  v1::TensorProto theta_wire_;
+  int64_t theta_wire_version_ = -1;
 };
 
 }  // namespace
