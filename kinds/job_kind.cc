@@ -120,25 +120,34 @@ absl::StatusOr<LocalTrainReport> JobKind::TrainLocal(const v1::JobSpec& spec,
 }
 
 LocalTrainReport JobKind::ReportLocalRun(const v1::JobSpec&, const LocalRunSummary& s) const {
+  const std::string updates(updates_name());
+  return FormatLocalReport(
+      s, {updates, updates, absl::StrCat("what that ", step_name(), " trained"), "", ""});
+}
+
+LocalTrainReport JobKind::FormatLocalReport(const LocalRunSummary& s,
+                                            const LocalReportWords& w) const {
   LocalTrainReport r;
   r.stopped_early = s.stopped_early;
   r.trained_file = s.trained_file;
-  const std::string step(step_name()), updates(updates_name());
+  r.eval_flag = w.eval_flag;
+  const std::string step(step_name());
   if (s.stopped_early) {
     r.message = absl::StrFormat(
-        "stopped at %s %d of %d, checkpointed in %s (this run: %d %s, %s); %s holds what that %s "
-        "trained; run the same command to resume\n",
-        step, s.steps, s.total, s.checkpoint_path, s.steps_this_run, updates,
-        FormatDuration(s.wall_seconds), s.trained_file, step);
+        "stopped at %s %d of %d, checkpointed in %s (this run: %d %s, %s); %s holds %s; run the "
+        "same command to resume\n",
+        step, s.steps, s.total, s.checkpoint_path, s.steps_this_run, w.stopped_units,
+        FormatDuration(s.wall_seconds), s.trained_file, w.trained_holds);
     return r;
   }
   std::string resumed;
   if (s.resumed_from > 0)
     resumed = absl::StrFormat(" after resuming at %s %d; %d of %d in %s in all", step,
                               s.resumed_from, s.steps, s.total, FormatDuration(s.total_wall_seconds));
-  r.message = absl::StrFormat("trained %d %s in %s (%.0f inner particle-steps/s)%s\ntrained file: %s\n",
-                              s.steps_this_run, updates, FormatDuration(s.wall_seconds),
-                              s.particle_steps_per_second, resumed, s.trained_file);
+  r.message = absl::StrFormat("trained %d %s in %s (%.0f inner particle-steps/s)%s\n%s%s: %s\n",
+                              s.steps_this_run, w.trained_units, FormatDuration(s.wall_seconds),
+                              s.particle_steps_per_second, resumed, w.details,
+                              w.eval_flag.empty() ? "trained file" : w.eval_flag, s.trained_file);
   return r;
 }
 

@@ -126,9 +126,22 @@ class JobKind {
   absl::StatusOr<LocalTrainReport> TrainLocal(const v1::JobSpec& spec,
                                               const LocalTrainOptions& options) const;
   // What `lopt train` prints of a run RunLocal ended: by default a message
-  // in the kind's words, no evaluation after it (eval_flag empty).
+  // in the kind's words, no evaluation after it (eval_flag empty). A kind
+  // that words it otherwise fills LocalReportWords for FormatLocalReport.
   virtual LocalTrainReport ReportLocalRun(const v1::JobSpec& spec,
                                           const LocalRunSummary& summary) const;
+  struct LocalReportWords {
+    std::string stopped_units;  // a stop's "(this run: N <stopped_units>, ...)"
+    std::string trained_units;  // "trained N <trained_units> in ..."
+    std::string trained_holds;  // a stop's "<trained file> holds <trained_holds>"
+    std::string details;        // lines after "trained N ...", each ending in \n
+    // `lopt eval`'s flag for the trained file ("optimizer"), also its label
+    // in the message ("trained file" where empty: no evaluation follows).
+    std::string eval_flag;
+  };
+  // The report of `summary` in `words`, with step_name() for the step.
+  LocalTrainReport FormatLocalReport(const LocalRunSummary& summary,
+                                     const LocalReportWords& words) const;
   // A local checkpoint of `spec` that an older local mode of the kind wrote
   // (its own driver, before the one), rewritten in place in RunLocal's
   // layout; one already in it is left as it is. By default every checkpoint

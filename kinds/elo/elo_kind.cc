@@ -50,41 +50,23 @@ class Elo : public JobKind {
   // summary.json's fields: the core's (EloCore::SummaryFields).
   LocalTrainReport ReportLocalRun(const v1::JobSpec&,
                                   const LocalRunSummary& summary) const override {
-    LocalTrainReport r;
-    r.stopped_early = summary.stopped_early;
-    r.trained_file = summary.trained_file;
-    r.eval_flag = "optimizer";
-    if (summary.stopped_early) {
-      r.message = absl::StrFormat(
-          "stopped at outer step %d of %d, checkpointed in %s (this run: %d outer steps, %s); %s "
-          "holds theta of that step; run the same command to resume\n",
-          summary.steps, summary.total, summary.checkpoint_path, summary.steps_this_run,
-          FormatDuration(summary.wall_seconds), summary.trained_file);
-      // Measured: ELO stopped at alpha 0.26 (621 of 2,400 steps) leaves a
-      // network at ln 10 when meta-tested alone; its trajectories were
-      // three-quarters Adam's (bench/elo/results/2026-12-07-cpu/mulo_probe/).
-      const double alpha = summary.Number("alpha");
-      if (alpha < 0.99)
-        r.note = absl::StrFormat(
-            "note: behaviour cloning's alpha is %.2f at this step: the optimizer was "
-            "meta-trained on updates %.0f%% Adam's and is not expected to train alone "
-            "until alpha nears 1. Resume to finish, or give a job that must stop early "
-            "fewer outer steps or elo.behavior_cloning.alpha_ramp_fraction < 1.\n",
-            alpha, 100 * (1 - alpha));
-      return r;
-    }
-    std::string resumed;
-    if (summary.resumed_from > 0)
-      resumed = absl::StrFormat(" after resuming at outer step %d; %d of %d in %s in all",
-                                summary.resumed_from, summary.steps, summary.total,
-                                FormatDuration(summary.total_wall_seconds));
-    r.message = absl::StrFormat(
-        "trained %d outer steps in %s (%.0f inner particle-steps/s)%s\n"
-        "meta-loss %.4f -> %.4f, task loss %.4f -> %.4f\noptimizer: %s\n",
-        summary.steps_this_run, FormatDuration(summary.wall_seconds),
-        summary.particle_steps_per_second, resumed, summary.Number("meta_loss_start"),
-        summary.Number("meta_loss_end"), summary.Number("task_loss_start"),
-        summary.Number("task_loss_end"), summary.trained_file);
+    LocalTrainReport r = FormatLocalReport(
+        summary, {"outer steps", "outer steps", "theta of that step",
+                  absl::StrFormat("meta-loss %.4f -> %.4f, task loss %.4f -> %.4f\n",
+                                  summary.Number("meta_loss_start"), summary.Number("meta_loss_end"),
+                                  summary.Number("task_loss_start"), summary.Number("task_loss_end")),
+                  "optimizer"});
+    // Measured: ELO stopped at alpha 0.26 (621 of 2,400 steps) leaves a
+    // network at ln 10 when meta-tested alone; its trajectories were
+    // three-quarters Adam's (bench/elo/results/2026-12-07-cpu/mulo_probe/).
+    const double alpha = summary.Number("alpha");
+    if (summary.stopped_early && alpha < 0.99)
+      r.note = absl::StrFormat(
+          "note: behaviour cloning's alpha is %.2f at this step: the optimizer was "
+          "meta-trained on updates %.0f%% Adam's and is not expected to train alone "
+          "until alpha nears 1. Resume to finish, or give a job that must stop early "
+          "fewer outer steps or elo.behavior_cloning.alpha_ramp_fraction < 1.\n",
+          alpha, 100 * (1 - alpha));
     return r;
   }
 

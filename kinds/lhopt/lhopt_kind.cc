@@ -58,33 +58,14 @@ class Lhopt : public JobKind {
 
   absl::string_view step_name() const override { return "iteration"; }
 
+  // reward_start/_end: summary.json's (LhoptCore::SummaryFields).
   LocalTrainReport ReportLocalRun(const v1::JobSpec&,
                                   const LocalRunSummary& summary) const override {
-    LocalTrainReport r;
-    r.stopped_early = summary.stopped_early;
-    r.trained_file = summary.trained_file;
-    r.eval_flag = "controller";
-    if (summary.stopped_early) {
-      r.message = absl::StrFormat(
-          "stopped at iteration %d of %d, checkpointed in %s (this run: %d iterations, %s); %s "
-          "holds the policy of that iteration; run the same command to resume\n",
-          summary.steps, summary.total, summary.checkpoint_path, summary.steps_this_run,
-          FormatDuration(summary.wall_seconds), summary.trained_file);
-      return r;
-    }
-    std::string resumed;
-    if (summary.resumed_from > 0)
-      resumed = absl::StrFormat(" after resuming at iteration %d; %d of %d in %s in all",
-                                summary.resumed_from, summary.steps, summary.total,
-                                FormatDuration(summary.total_wall_seconds));
-    // reward_start/_end: summary.json's (LhoptCore::SummaryFields).
-    r.message = absl::StrFormat(
-        "trained %d PPO iterations in %s (%.0f inner particle-steps/s)%s\n"
-        "mean reward %.4f -> %.4f\ncontroller: %s\n",
-        summary.steps_this_run, FormatDuration(summary.wall_seconds),
-        summary.particle_steps_per_second, resumed, summary.Number("reward_start"), summary.Number("reward_end"),
-        summary.trained_file);
-    return r;
+    return FormatLocalReport(
+        summary, {"iterations", "PPO iterations", "the policy of that iteration",
+                  absl::StrFormat("mean reward %.4f -> %.4f\n", summary.Number("reward_start"),
+                                  summary.Number("reward_end")),
+                  "controller"});
   }
 };
 
