@@ -24,9 +24,22 @@ from lopt.lhopt import LhoptController, Schedule, ScheduleReplay
 
 __all__ = [
     "LearnedOptimizer", "TrainedOptimizer", "load_optimizer_file", "save_optimizer_file",
-    "Schedule", "ScheduleReplay", "LhoptController",
+    "Schedule", "ScheduleReplay", "LhoptController", "cuda_mlp_precision",
+    "set_cuda_mlp_precision",
 ]
 
 # Whether this build runs small_fc_lopt's CUDA kernel on CUDA tensors (a CUDA build
 # of lopt); without it CUDA tensors take the reference step (torch ops, same math).
 WITH_CUDA_KERNEL = bool(_C.with_cuda)
+
+
+def cuda_mlp_precision() -> str:
+    """The CUDA kernel's MLP precision: "tf32" (tensor cores, the default; about 1e-3 relative
+    to float32), "fp32", or "none" without the CUDA kernel. LOPT_CUDA_MLP=fp32|tf32 in the
+    environment sets it at start-up."""
+    return _C.cuda_mlp_precision()
+
+
+def set_cuda_mlp_precision(mode: str) -> None:
+    """Sets the CUDA kernel's MLP precision for every later step: "fp32" or "tf32"."""
+    _C.set_cuda_mlp_precision(mode)

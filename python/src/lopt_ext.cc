@@ -34,6 +34,9 @@
 #include "common/lhopt/lhopt_schedule.h"
 #include "common/spec/job_spec.h"
 #include "kernels/lopt_step_cpu.h"
+#ifdef LOPT_WITH_CUDA
+#include "kernels/lopt_step_cuda.h"
+#endif
 #include "learner/lhopt_job.h"
 
 namespace py = pybind11;
@@ -661,6 +664,25 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
+  // The CUDA kernel's MLP precision (kernels/lopt_step_cuda.h): "tf32" (tensor cores,
+  // the default, about 1e-3 relative) or "fp32" (the CPU kernel's arithmetic to 1e-6).
+  m.def("cuda_mlp_precision", []() {
+#ifdef LOPT_WITH_CUDA
+    return std::string(kernels::LoptCudaMlpSetting() == kernels::LoptCudaMlp::kFp32 ? "fp32"
+                                                                                   : "tf32");
+#else
+    return std::string("none");
+#endif
+  });
+  m.def("set_cuda_mlp_precision", [](const std::string& mode) {
+    if (mode != "fp32" && mode != "tf32")
+      throw py::value_error("cuda MLP precision must be \"fp32\" or \"tf32\", not \"" + mode +
+                            "\"");
+#ifdef LOPT_WITH_CUDA
+    kernels::LoptCudaMlpSetting() =
+        mode == "fp32" ? kernels::LoptCudaMlp::kFp32 : kernels::LoptCudaMlp::kTf32;
+#endif
+  }, py::arg("mode"));
 
   py::class_<PySmallFcLopt>(m, "SmallFcLopt")
       .def(py::init<const std::string&>(), py::arg("spec_bytes"))

@@ -1,5 +1,6 @@
 """lopt.LearnedOptimizer: the C++ step from Python, a real torch.optim.Optimizer."""
 import copy
+import os
 
 import pytest
 import torch
@@ -221,3 +222,18 @@ def test_cuda_tensors_take_the_cuda_path():
     # test_cuda_training_follows_cpu_training.
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pb.cpu(), pa, rtol=1e-3, atol=1e-5)
+
+
+def test_the_cuda_mlp_precision_is_a_setting_with_a_clear_error():
+    # The CUDA kernel's MLP precision (tf32 by default) is read and set from Python; a CPU
+    # build says "none" and still rejects a mode that does not exist.
+    assert lopt.cuda_mlp_precision() == ("tf32" if lopt.WITH_CUDA_KERNEL else "none") or (
+        os.environ.get("LOPT_CUDA_MLP") == "fp32" and lopt.cuda_mlp_precision() == "fp32")
+    with pytest.raises(ValueError, match="fp32"):
+        lopt.set_cuda_mlp_precision("fp16")
+    if lopt.WITH_CUDA_KERNEL:
+        before = lopt.cuda_mlp_precision()
+        for mode in ("fp32", "tf32"):
+            lopt.set_cuda_mlp_precision(mode)
+            assert lopt.cuda_mlp_precision() == mode
+        lopt.set_cuda_mlp_precision(before)
