@@ -210,23 +210,18 @@ absl::StatusOr<LocalRunSummary> RunLocal(const JobKind& kind, const v1::JobSpec&
   auto write_trained = [&] { return core->WriteTrainedFile(summary.trained_file); };
 
   // One unit from the core, run as a worker runs it, and its verdict: the
-  // unit and its result cross the "wire" as copies. The process plays one
-  // worker a shard, which ask in turn: a core gives a worker the shards it
-  // owns (ELO: their inner states live there), so one worker would be given
-  // shard 0 again and again; one a shard runs them all, one after another.
-  std::vector<v1::WorkerInfo> workers(std::max(1, core->NumShards()));
-  for (size_t i = 0; i < workers.size(); ++i) workers[i].set_name(absl::StrCat("local-", i));
-  size_t next_worker = 0;
+  // unit and its result cross the "wire" as copies. The process is one
+  // worker that owns every shard (its runners keep all their states); the
+  // core says which shard runs next (ELO: the one with the fewest
+  // truncations, from the checkpoint's counts on a resume).
+  v1::WorkerInfo worker;
+  worker.set_name("local");
   const auto connected = [](const std::string&) { return true; };
   uint64_t next_unit_id = 1;
   int64_t particle_steps = 0, since_update = 0;
   std::string progress;
   auto run_unit = [&]() -> absl::StatusOr<CoreVerdict> {
-    std::optional<CoreUnit> cu;
-    for (size_t tried = 0; tried < workers.size() && !cu; ++tried) {
-      cu = core->Start(workers[next_worker], /*can_take_payload=*/true, connected);
-      next_worker = (next_worker + 1) % workers.size();
-    }
+    std::optional<CoreUnit> cu = core->Start(worker, /*can_take_payload=*/true, connected);
     if (!cu) return absl::InternalError(absl::StrCat("the ", kind.name(), " job has no unit to run"));
     v1::WorkUnit& u = cu->unit;
     u.set_unit_id(next_unit_id++);

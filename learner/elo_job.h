@@ -83,6 +83,8 @@ class EloJob {
   // REQUIRES: CanStart(shard). Marks the shard running. `copy_theta` false:
   // the unit has no theta (a caller that sends learner().theta() as it is).
   EloUnit Start(int32_t shard, bool copy_theta = true);
+  // Units the shard has started (its next unit's truncation index).
+  int64_t truncations(int32_t shard) const { return truncations_[shard]; }
   // The shard's running unit was lost (its worker went away): it may start again.
   void Abandon(int32_t shard);
 

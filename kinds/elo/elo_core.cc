@@ -100,13 +100,20 @@ class EloCore : public JobCore {
       out.payload.emplace_back("theta", job_.learner().theta().clone());
       return out;
     }
-    // Prefer the shards this worker owns (their inner states live there),
-    // then free ones: unowned or owned by a worker that is gone.
+    // A worker may take the shards it owns (their inner states live there)
+    // and free ones (unowned, or owned by a worker that is gone). Of those,
+    // the shard that has run the fewest truncations goes first, then the
+    // lowest index: every shard advances at the same rate whatever the
+    // number of workers and results_per_step (one worker on three shards
+    // runs 0, 1, 2, 0, ...). The order depends on the counts alone, which
+    // the checkpoint keeps, so a resumed job goes on with the shard it would
+    // have run (ownership, which is not kept, only says who may take one).
     int32_t pick = -1;
-    for (int32_t s = 0; s < job_.num_shards() && pick < 0; ++s)
-      if (owner_[s] == worker.name() && job_.CanStart(s)) pick = s;
-    for (int32_t s = 0; s < job_.num_shards() && pick < 0; ++s)
-      if ((owner_[s].empty() || !connected(owner_[s])) && job_.CanStart(s)) pick = s;
+    for (int32_t s = 0; s < job_.num_shards(); ++s) {
+      if (!job_.CanStart(s)) continue;
+      if (owner_[s] != worker.name() && !owner_[s].empty() && connected(owner_[s])) continue;
+      if (pick < 0 || job_.truncations(s) < job_.truncations(pick)) pick = s;
+    }
     if (pick < 0) return std::nullopt;
     EloUnit unit = job_.Start(pick, /*copy_theta=*/false);  // encoded below, once a version
     owner_[pick] = worker.name();

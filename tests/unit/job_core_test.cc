@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -101,6 +102,38 @@ TEST(JobCore, EloShardsStayWithTheirWorkerUntilItIsGone) {
   auto d = core->Start(Worker("d"), false, connected);
   ASSERT_TRUE(d);
   EXPECT_EQ(d->shard, 0);
+}
+
+// One worker on three shards runs them in turn, whatever results_per_step
+// says: with 1 (a step from each result) and with 3 (a step from three
+// results, one of each shard). A worker that owned shard 0 used to be given
+// shard 0 every time, so shards 1 and 2 never ran.
+TEST(JobCore, OneWorkerRunsEveryShardInTurn) {
+  for (int per_step : {1, 3}) {
+    v1::JobSpec spec = EloSpec();
+    spec.mutable_cluster()->set_shards(3);
+    spec.mutable_cluster()->set_results_per_step(per_step);
+    spec.mutable_budget()->set_outer_steps(6);
+    auto core = MakeJobCore(spec);
+    auto any = [](const std::string&) { return true; };
+    const int64_t d = SmallFcLopt(spec.lopt()).theta_size();
+    std::vector<int> order;
+    for (int i = 0; i < 6; ++i) {
+      auto u = core->Start(Worker("only"), false, any);
+      ASSERT_TRUE(u) << "per_step " << per_step << ", unit " << i;
+      order.push_back(u->shard);
+      EXPECT_EQ(u->unit.truncation(), i / 3) << "the shard's own count";
+      v1::WorkResult r;
+      r.set_shard(u->shard);
+      r.set_theta_version(u->unit.theta_version());
+      *r.mutable_grad() = EncodeTensor(torch::zeros({d}), "grad");
+      r.set_meta_loss(1.0);
+      r.set_task_loss(1.0);
+      EXPECT_NE(core->Accept(r, u->token, NamedTensors{}).kind, CoreVerdict::kRejected);
+    }
+    EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 0, 1, 2})) << "results_per_step " << per_step;
+    EXPECT_EQ(core->Step(), 6 / per_step);
+  }
 }
 
 // A result holding NaN or Inf is refused as "non_finite" (a worker whose

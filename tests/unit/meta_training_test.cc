@@ -129,9 +129,9 @@ std::vector<std::string> MetricsWithoutTimes(const std::string& dir) {
   return rows;
 }
 
-// Issue 15: local mode runs ELO on the one driver, which plays a worker a
-// shard; one worker would be given shard 0 again and again (the core gives a
-// worker the shards it owns). A run of three shards stopped and resumed
+// Issue 15: local mode runs ELO on the one driver, as one worker that owns
+// every shard; the core gives it the shard with the fewest truncations. A
+// run of three shards stopped and resumed
 // from its checkpoint (the shards' inner states and the RocksDB buffer's
 // items in it) ends bit for bit as an uninterrupted one.
 TEST(MetaTraining, LocalModeRunsEveryShardAndAResumedRunOfThreeShardsEqualsAnUninterruptedOne) {
@@ -175,6 +175,39 @@ TEST(MetaTraining, LocalModeRunsEveryShardAndAResumedRunOfThreeShardsEqualsAnUni
       << "max |diff| " << (a.theta - b.theta).abs().max().item<float>();
   EXPECT_EQ(MetricsWithoutTimes(straight.out_dir), MetricsWithoutTimes(resumed.out_dir));
   EXPECT_EQ(MetricsWithoutTimes(straight.out_dir).size(), 1u + 8u);  // the header and 8 steps
+}
+
+// Fewer results a step than shards (cluster.results_per_step 1 of 3): the
+// shards take turns, one a step, and a run stopped after step 4 (shard 1's
+// turn next) and resumed goes on with shard 1, as the uninterrupted run
+// does; it used to restart the cycle at shard 0.
+TEST(MetaTraining, ALocalRunWithFewerResultsAStepThanShardsResumesTheShardCycle) {
+  auto job = JobFromText(kJob, "test").value();
+  job.mutable_budget()->set_outer_steps(7);
+  job.mutable_budget()->set_checkpoint_every(2);
+  job.mutable_cluster()->set_shards(3);
+  job.mutable_cluster()->set_results_per_step(1);
+  LocalTrainOptions straight = FreshRun("meta_training_cycle_straight");
+  auto whole = RunLocalTraining(job, straight);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  auto ckpt = ReadCheckpoint(whole->checkpoint_path);
+  EXPECT_TRUE(torch::equal(ckpt["learner/job/truncations"],
+                           torch::tensor({3, 2, 2}, torch::kInt64)))
+      << ckpt["learner/job/truncations"];
+
+  LocalTrainOptions resumed = FreshRun("meta_training_cycle_resumed");
+  resumed.stop_after = 4;
+  ASSERT_TRUE(RunLocalTraining(job, resumed).ok());
+  resumed.fresh = false;
+  resumed.stop_after = -1;
+  auto second = RunLocalTraining(job, resumed);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->resumed_from, 4);
+  auto a = LoadOptimizerFile(whole->trained_file).value();
+  auto b = LoadOptimizerFile(second->trained_file).value();
+  EXPECT_TRUE(torch::equal(a.theta, b.theta))
+      << "max |diff| " << (a.theta - b.theta).abs().max().item<float>();
+  EXPECT_EQ(MetricsWithoutTimes(straight.out_dir), MetricsWithoutTimes(resumed.out_dir));
 }
 
 // A checkpoint ELO's own local driver wrote (before the one driver: the
