@@ -104,7 +104,8 @@ const char* LoptStepCudaRaw(const LoptCudaArgs& args, const std::vector<LoptCuda
 // step's dead temporaries. Nothing is copied on `stream` (a capture would
 // record a copy from host memory gone by the replay): the table comes back
 // in `table`, and the caller writes it to `table_dev` once the capture has
-// ended (a plain cudaMemcpy). What `stream` records is one memset and the
+// ended, finished before the first replay (LoptStepCudaFinishCapture: a
+// blocking copy on the current stream). What `stream` records is one memset and the
 // four kernels; `workspace` (its scratch) may be graph-pool memory.
 size_t LoptStepCudaTableBytes(const LoptCudaArgs& args, const std::vector<LoptCudaTensor>& tensors);
 const char* LoptStepCudaRawPersistent(const LoptCudaArgs& args,

@@ -178,10 +178,18 @@ void LoptStepCudaBeginCapture(torch::Device device, int64_t bytes) {
 
 torch::Tensor LoptStepCudaFinishCapture() {
   CaptureArena& arena = Arena();
-  for (auto& [at, table] : arena.pending)
-    TORCH_CHECK(cudaMemcpy(static_cast<char*>(arena.buf.data_ptr()) + at, table.data(),
-                           table.size(), cudaMemcpyHostToDevice) == cudaSuccess,
-                "LoptStepCudaFinishCapture: table upload failed");
+  // A blocking copy on the current stream, finished when this returns. Not a
+  // plain cudaMemcpy: that runs on the legacy default stream, which the
+  // unroller's stream (a non-blocking pool stream) does not wait for, and it
+  // returns once the bytes are staged, before they reach the device; on a
+  // busy GPU the first replay then read a half-written table (garbage
+  // losses, an illegal address).
+  for (auto& [at, table] : arena.pending) {
+    torch::Tensor host = torch::from_blob(table.data(), {int64_t(table.size())}, torch::kUInt8);
+    arena.buf.narrow(0, int64_t(at), int64_t(table.size())).copy_(host, /*non_blocking=*/false);
+  }
+  TORCH_CHECK(cudaStreamSynchronize(c10::cuda::getCurrentCUDAStream().stream()) == cudaSuccess,
+              "LoptStepCudaFinishCapture: table upload failed");
   torch::Tensor buf = arena.buf;
   arena = CaptureArena();
   return buf;
