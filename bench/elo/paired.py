@@ -16,8 +16,8 @@ GRID_REPORT holds the AdamW grid (constant and cosine); each NAME=REPORT is anot
 the grid is picked by the mean of the metric over seeds.
 
   --by-variant   groups NAMEs of the form VARIANT_sN (N a meta-training seed) and prints, per
-                 variant and arm, the mean over its meta-training seeds of their mean over
-                 meta-test seeds, the seeds' range, the mean paired difference from the best
+                 variant and arm, the mean and the median over its meta-training seeds of
+                 their mean over meta-test seeds, the seeds' range, the mean paired difference from the best
                  AdamW, and how many meta-training seeds are ahead of it (--dat FILE also writes
                  the per-seed means, one line a variant and arm, for a figure).
 
@@ -132,8 +132,16 @@ def variant_rows(grid_path, others, metric, grid_name="grid"):
     return {k: sorted(v) for k, v in groups.items()}
 
 
+def median(xs):
+    """The median (the mean of the middle two of an even count): one meta-training seed whose
+    optimizer diverges on some meta-test seeds would otherwise decide a variant's figure."""
+    ys = sorted(xs)
+    k = len(ys) // 2
+    return ys[k] if len(ys) % 2 else (ys[k - 1] + ys[k]) / 2
+
+
 def print_variants(grid_path, others, metric, markdown, grid_name="grid", dat=None):
-    head = ["variant", "arm", "meta-training seeds", f"{metric}: mean over seeds", "range",
+    head = ["variant", "arm", "meta-training seeds", f"{metric}: mean over seeds", "median", "range",
             "− best constant AdamW", "seeds ahead of it", "− best cosine AdamW", "seeds ahead of it"]
     if markdown:
         print("| " + " | ".join(head) + " |")
@@ -142,7 +150,7 @@ def print_variants(grid_path, others, metric, markdown, grid_name="grid", dat=No
     for (variant, arm), seeds in variant_rows(grid_path, others, metric, grid_name).items():
         means = [m for _, m, _, _ in seeds]
         cells = [variant, arm, ",".join(str(s) for s, *_ in seeds), f"{sum(means) / len(means):.4f}",
-                 f"{min(means):.4f}–{max(means):.4f}"]
+                 f"{median(means):.4f}", f"{min(means):.4f}–{max(means):.4f}"]
         for k in (2, 3):
             vs = [x[k] for x in seeds if x[k] is not None]
             cells += [f"{sum(v[0] for v in vs) / len(vs):+.4f}", f"{sum(v[0] < 0 for v in vs)}/{len(vs)}"]\
@@ -201,6 +209,7 @@ def self_test():
     (s0, m0, c0, _), (s1, m1, c1, _) = vr[("v", "lopt")]
     assert (s0, s1) == (0, 1) and abs(m0 - 2.0) < 1e-12 and abs(m1 - 1.0) < 1e-12
     assert abs(c0[0] - 0.0) < 1e-12 and abs(c1[0] + 1.0) < 1e-12  # against adamw 1e-3 (mean 2.0)
+    assert median([3.0, 1.0, 100.0]) == 3.0 and median([4.0, 1.0, 2.0, 100.0]) == 3.0
     print("paired.py self-test: ok")
 
 
