@@ -20,10 +20,10 @@
 #include "common/elo/evaluation_report.h"
 #include "common/elo/small_fc_lopt.h"
 #include "common/lhopt/lhopt_wire.h"  // EncodePayload
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/log.h"
 #include "common/util/remove_tree.h"
+#include "kinds/job_door.h"
 
 namespace lopt {
 namespace {

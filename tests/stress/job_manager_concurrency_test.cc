@@ -25,8 +25,8 @@
 #include "common/lhopt/lhopt_episode.h"
 #include "common/lhopt/lhopt_wire.h"
 #include "common/rpc/tensor_codec.h"
-#include "common/spec/job_spec.h"
 #include "common/util/remove_tree.h"
+#include "kinds/job_door.h"
 #include "learner/job_manager.h"
 
 namespace lopt {
