@@ -8,12 +8,8 @@
 
 namespace lopt {
 
-using spec::InRange;
-using spec::Invalid;
-using spec::NonNegative;
-using spec::OpenUnit;
-using spec::Positive;
-using spec::ValidateTask;
+// The checks a validation is made of (common/spec/spec_checks.h).
+using namespace spec;  // NOLINT(build/namespaces)
 
 absl::Status ValidateEloSpec(const v1::JobSpec& job, JobUse) {
   const auto& lo = job.lopt();

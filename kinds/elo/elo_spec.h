@@ -3,9 +3,7 @@
 // Without LibTorch, so that the fuzz target (tests/fuzz) links it.
 #pragma once
 
-#include "absl/status/status.h"
-#include "common/spec/job_spec.h"
-#include "lopt/v1/job.pb.h"
+#include "common/spec/job_spec.h"  // JobUse, JobSpec, absl::Status
 
 namespace lopt {
 

@@ -7,12 +7,8 @@
 
 namespace lopt {
 
-using spec::InRange;
-using spec::Invalid;
-using spec::NonNegative;
-using spec::OpenUnit;
-using spec::Positive;
-using spec::ValidateTask;
+// The checks a validation is made of (common/spec/spec_checks.h).
+using namespace spec;  // NOLINT(build/namespaces)
 
 absl::Status ValidateLhoptSpec(const v1::JobSpec& job, JobUse) {
   if (job.elo().tasks_size() > 0)

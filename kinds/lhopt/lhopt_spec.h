@@ -3,9 +3,7 @@
 // (tests/fuzz) links it.
 #pragma once
 
-#include "absl/status/status.h"
-#include "common/spec/job_spec.h"
-#include "lopt/v1/job.pb.h"
+#include "common/spec/job_spec.h"  // JobUse, JobSpec, absl::Status
 
 namespace lopt {
 
