@@ -14,10 +14,10 @@
 
 #include "common/elo/learned_optimizer.h"
 #include "common/elo/small_fc_lopt.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/idx_dataset.h"
 #include "common/tasks/task.h"
 #include "common/util/runtime.h"
+#include "kinds/job_door.h"
 
 namespace {
 

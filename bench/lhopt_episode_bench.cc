@@ -26,9 +26,9 @@
 #include "absl/strings/str_split.h"
 #include "common/lhopt/lhopt_episode.h"
 #include "common/lhopt/lhopt_unit.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/runtime.h"
+#include "kinds/job_door.h"
 
 namespace {
 

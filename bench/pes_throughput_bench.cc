@@ -26,9 +26,9 @@
 #include "absl/strings/str_split.h"
 #include "common/elo/elo_unroller.h"
 #include "common/elo/small_fc_lopt.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/runtime.h"
+#include "kinds/job_door.h"
 
 namespace {
 

@@ -27,8 +27,8 @@
 #include "absl/strings/str_split.h"
 #include "common/rpc/rpc.h"
 #include "common/rpc/tensor_codec.h"
-#include "common/spec/job_spec.h"
 #include "common/util/flags.h"
+#include "kinds/job_door.h"
 #include "learner/job_manager.h"
 #include "learner/learner_services.h"
 #include "tests/support/child_process.h"
@@ -107,9 +107,10 @@ void LearnerThroughput(int sim_workers, int seconds) {
         r->set_job_id(m.unit().job_id());
         r->set_shard(m.unit().shard());
         r->set_theta_version(m.unit().theta_version());
-        *r->mutable_grad() = grad;
-        r->set_meta_loss(1.0);
-        r->set_task_loss(1.0);
+        v1::EloResultInfo* e = r->mutable_elo();
+        *e->mutable_grad() = grad;
+        e->set_meta_loss(1.0);
+        e->set_task_loss(1.0);
         r->set_particle_steps(800);
         out_since.emplace_back(m.unit().unit_id(), Clock::now());
         if (!stream->Write(out)) break;

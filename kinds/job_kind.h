@@ -6,6 +6,10 @@
 //   spec section  section(): the JobSpec field whose presence makes a job of
 //                 this kind ("lhopt"), or "" for the one default kind (ELO:
 //                 a job that sets no other kind's section). KindOf(spec).
+//   validation    ValidateSpec: the checks of its own sections, which the one
+//                 door (kinds/job_door.h: ValidateJob, JobFromText,
+//                 LoadJobFile) runs after those of the sections every job
+//                 has (common/spec/job_spec.h).
 //   learner core  MakeCore: the JobCore (learner/job_core.h) the learner's
 //                 JobManager drives, and local mode too.
 //   unit kinds    unit_kinds(): the WorkUnit algorithms its core issues;
@@ -40,6 +44,7 @@
 #include "absl/strings/string_view.h"
 #include "common/elo/replay_buffer.h"
 #include "common/rpc/tensor_codec.h"
+#include "common/spec/job_spec.h"
 #include "kinds/local_train.h"
 #include "learner/job_core.h"
 #include "lopt/v1/job.pb.h"
@@ -101,6 +106,11 @@ class JobKind {
   // The JobSpec field (a message) whose presence makes a job of this kind;
   // "" for the default kind, which owns the jobs that set no kind's field.
   virtual absl::string_view section() const = 0;
+  // INVALID_ARGUMENT naming the first offending field of the kind's own
+  // sections (ELO: "pes.sigma must be > 0, got -1"), of a spec of this kind
+  // whose shared sections are valid (ValidateSharedSections). Only the door
+  // (kinds/job_door.h) calls it: a spec it passed is valid.
+  virtual absl::Status ValidateSpec(const v1::JobSpec& spec, JobUse use) const = 0;
   // The unit kinds its core issues, each with a runner.
   virtual std::vector<v1::Algorithm> unit_kinds() const = 0;
 

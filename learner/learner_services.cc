@@ -8,8 +8,8 @@
 #include "common/lhopt/lhopt_wire.h"
 #include "common/rpc/rpc.h"
 #include "common/rpc/tensor_codec.h"
-#include "common/spec/job_spec.h"
 #include "common/util/log.h"
+#include "kinds/job_door.h"
 
 namespace lopt {
 namespace {

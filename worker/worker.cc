@@ -73,7 +73,7 @@ v1::WorkResult ResultFor(const v1::WorkUnit& unit) {
 v1::WorkResult FailedResult(const v1::WorkUnit& unit, v1::WorkResult r, const absl::Status& s) {
   r.set_error(std::string(s.message()));
   r.clear_payload();
-  r.clear_grad();
+  r.clear_elo();
   r.clear_lhopt();
   r.clear_yardstick();
   r.clear_meta_test();

@@ -2,7 +2,7 @@
 // its strings are valid UTF-8 (they travel in proto3 replies to every
 // client), its data paths name regular files of bounded size (not
 // /dev/zero), and one of its work units fits a worker's memory. ValidateJob
-// (common/spec/job_spec.h) applies them; the loaders apply the data checks again.
+// (kinds/job_door.h) applies them; the loaders apply the data checks again.
 #pragma once
 
 #include <cstdint>

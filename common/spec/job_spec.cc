@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/spec/job_limits.h"
+#include "common/spec/spec_checks.h"
 #include "common/util/files.h"
 #include "common/util/utf8.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -37,6 +38,10 @@ class CollectingErrors : public google::protobuf::io::ErrorCollector {
   std::string source_;
   std::string first_;
 };
+
+}  // namespace
+
+namespace spec {
 
 absl::Status Invalid(std::string msg) {
   return absl::InvalidArgumentError(std::move(msg));
@@ -65,11 +70,7 @@ absl::Status OpenUnit(absl::string_view field, double v) {
   return absl::OkStatus();
 }
 
-#define LOPT_CHECK(expr)              \
-  do {                                \
-    absl::Status _s = (expr);         \
-    if (!_s.ok()) return _s;          \
-  } while (0)
+namespace {
 
 absl::Status ValidateDataDir(absl::string_view field, const std::string& dir) {
   if (dir.empty()) return Invalid(absl::StrCat(field, " must not be empty"));
@@ -84,8 +85,9 @@ absl::Status ValidateActivation(absl::string_view field, v1::Activation a) {
   return absl::OkStatus();
 }
 
-// `prefix` names the TaskSpec in errors: "task", "lhopt.tasks[2].task".
-absl::Status ValidateTask(const v1::TaskSpec& t, absl::string_view prefix = "task") {
+}  // namespace
+
+absl::Status ValidateTask(const v1::TaskSpec& t, absl::string_view prefix) {
   auto F = [&](absl::string_view rest) { return absl::StrCat(prefix, ".", rest); };
   switch (t.family_case()) {
     case v1::TaskSpec::kFmnistMlp: {
@@ -279,6 +281,15 @@ absl::Status ValidateTask(const v1::TaskSpec& t, absl::string_view prefix = "tas
   return absl::OkStatus();
 }
 
+}  // namespace spec
+
+using spec::InRange;
+using spec::Invalid;
+using spec::NonNegative;
+using spec::Positive;
+using spec::ValidateTask;
+
+namespace {
 
 void FillTaskDefaults(v1::TaskSpec* task) {
   if (task->family_case() == v1::TaskSpec::FAMILY_NOT_SET) task->mutable_fmnist_mlp();
@@ -298,68 +309,6 @@ void FillTaskDefaults(v1::TaskSpec* task) {
   }
 }
 
-absl::Status ValidateLhopt(const v1::LhoptSpec& l) {
-  if (l.tasks_size() == 0)
-    return Invalid("lhopt.tasks must name at least one task of the mixture");
-  double total_weight = 0;
-  for (int i = 0; i < l.tasks_size(); ++i) {
-    const auto& c = l.tasks(i);
-    const std::string at = absl::StrCat("lhopt.tasks[", i, "]");
-    if (!c.has_task()) return Invalid(absl::StrCat(at, ".task must be set"));
-    LOPT_CHECK(ValidateTask(c.task(), at + ".task"));
-    LOPT_CHECK(NonNegative(at + ".weight", c.weight()));
-    total_weight += c.weight();
-    if (c.random_activation() && !c.task().has_fmnist_mlp() && !c.task().has_fmnist_cnn())
-      return Invalid(absl::StrCat(at, ".random_activation applies to fmnist_mlp and fmnist_cnn only"));
-  }
-  if (!(total_weight > 0)) return Invalid("lhopt.tasks[*].weight must not all be 0");
-  LOPT_CHECK(InRange("lhopt.min_inner_steps", l.min_inner_steps(), 2, 1 << 24));
-  if (l.max_inner_steps() < l.min_inner_steps())
-    return Invalid(absl::StrCat("lhopt.max_inner_steps must be >= lhopt.min_inner_steps (",
-                                l.min_inner_steps(), "), got ", l.max_inner_steps()));
-  LOPT_CHECK(InRange("lhopt.min_decisions", l.min_decisions(), 1, 1 << 20));
-  if (l.max_decisions() < l.min_decisions())
-    return Invalid(absl::StrCat("lhopt.max_decisions must be >= lhopt.min_decisions (",
-                                l.min_decisions(), "), got ", l.max_decisions()));
-  if (l.max_decisions() > l.min_inner_steps())
-    return Invalid(absl::StrCat("lhopt.max_decisions must be <= lhopt.min_inner_steps (",
-                                l.min_inner_steps(), "): at most one decision an inner step, got ",
-                                l.max_decisions()));
-  LOPT_CHECK(InRange("lhopt.particles", l.particles(), 1, 4096));
-  LOPT_CHECK(InRange("lhopt.episodes_per_iteration", l.episodes_per_iteration(), 1, 1 << 20));
-  if (l.episodes_per_iteration() % l.particles() != 0)
-    return Invalid(absl::StrCat("lhopt.episodes_per_iteration must be a multiple of lhopt.particles (",
-                                l.particles(), "), got ", l.episodes_per_iteration()));
-  const auto& p = l.ppo();
-  LOPT_CHECK(OpenUnit("lhopt.ppo.clip", p.clip()));
-  LOPT_CHECK(NonNegative("lhopt.ppo.value_coef", p.value_coef()));
-  LOPT_CHECK(NonNegative("lhopt.ppo.entropy_coef", p.entropy_coef()));
-  LOPT_CHECK(Positive("lhopt.ppo.lr", p.lr()));
-  LOPT_CHECK(Positive("lhopt.ppo.max_grad_norm", p.max_grad_norm()));
-  LOPT_CHECK(InRange("lhopt.ppo.gamma", p.gamma(), 0, 1));
-  LOPT_CHECK(InRange("lhopt.ppo.gae_lambda", p.gae_lambda(), 0, 1));
-  LOPT_CHECK(InRange("lhopt.ppo.epochs", p.epochs(), 1, 1000));
-  LOPT_CHECK(InRange("lhopt.ppo.max_sample_reuse", p.max_sample_reuse(), 1, 1000));
-  LOPT_CHECK(InRange("lhopt.ppo.minibatch_episodes", p.minibatch_episodes(), 1, 1 << 20));
-  LOPT_CHECK(InRange("lhopt.ppo.max_staleness", p.max_staleness(), 0, 1 << 20));
-  LOPT_CHECK(InRange("lhopt.baseline_polyak", l.baseline_polyak(), 0, 1));
-  LOPT_CHECK(Positive("lhopt.reward_clip", l.reward_clip()));
-  LOPT_CHECK(InRange("lhopt.iterations", l.iterations(), 1, 1 << 30));
-  LOPT_CHECK(NonNegative("lhopt.checkpoint_every", l.checkpoint_every()));
-  LOPT_CHECK(InRange("lhopt.hidden_size", l.hidden_size(), 1, 4096));
-  LOPT_CHECK(InRange("lhopt.curve_points", l.curve_points(), 3, 1 << 16));
-  if (l.curve_points() > l.min_inner_steps())
-    return Invalid(absl::StrCat("lhopt.curve_points must be <= lhopt.min_inner_steps (",
-                                l.min_inner_steps(), "), got ", l.curve_points()));
-  LOPT_CHECK(InRange("lhopt.baseline_refresh_iterations", l.baseline_refresh_iterations(), 1, 1 << 30));
-  LOPT_CHECK(InRange("lhopt.instances_per_task", l.instances_per_task(), 1, 1 << 20));
-  LOPT_CHECK(InRange("lhopt.schedule_decisions", l.schedule_decisions(), 1, 1 << 20));
-  const auto& y = l.yardstick();
-  LOPT_CHECK(InRange("lhopt.yardstick.every", y.every(), 0, 100000));
-  LOPT_CHECK(InRange("lhopt.yardstick.instances_per_task", y.instances_per_task(), 1, 1 << 10));
-  LOPT_CHECK(InRange("lhopt.yardstick.particles", y.particles(), 1, 4096));
-  return absl::OkStatus();
-}
 }  // namespace
 
 std::vector<float> DefaultAdamwLrGrid() {
@@ -418,7 +367,7 @@ absl::StatusOr<v1::LearnedOptimizerSpec> MergeLoptOptions(const v1::LearnedOptim
   } else {
     check.mutable_task()->mutable_noisy_quadratic();
   }
-  if (absl::Status st = ValidateJob(check); !st.ok())
+  if (absl::Status st = ValidateSharedSections(check); !st.ok())
     return Invalid(absl::StrCat("--lopt-options: ", st.message()));
   return merged;
 }
@@ -437,7 +386,7 @@ void FillJobDefaults(v1::JobSpec* job) {
     for (float lr : DefaultAdamwLrGrid()) job->mutable_eval()->add_adamw_lrs(lr);
 }
 
-absl::Status ValidateJob(const v1::JobSpec& job, JobUse use) {
+absl::Status ValidateSharedSections(const v1::JobSpec& job) {
   if (job.name().empty()) return Invalid("name must not be empty");
   LOPT_CHECK(ValidateJobStrings(job));
   LOPT_CHECK(ValidateTask(job.task()));
@@ -453,92 +402,6 @@ absl::Status ValidateJob(const v1::JobSpec& job, JobUse use) {
   LOPT_CHECK(NonNegative("lopt.weight_decay", lo.weight_decay()));
   if (lo.parameterization() == v1::PARAMETERIZATION_UNSPECIFIED)
     return Invalid("lopt.parameterization must be STANDARD or MUP");
-  // A muLO learns updates that the task's muP scaling will divide; meta-
-  // training it on STANDARD tasks (or the reverse) trains something else.
-  if (!IsLhoptJob(job)) {
-    auto check_param = [&](const v1::TaskSpec& t, const std::string& at) -> absl::Status {
-      if (t.parameterization() != lo.parameterization())
-        return Invalid(absl::StrCat(at, ".parameterization (",
-                                    v1::Parameterization_Name(t.parameterization()),
-                                    ") must match lopt.parameterization (",
-                                    v1::Parameterization_Name(lo.parameterization()), ")"));
-      return absl::OkStatus();
-    };
-    LOPT_CHECK(check_param(job.task(), "task"));
-    for (int i = 0; i < job.elo().tasks_size(); ++i)
-      LOPT_CHECK(check_param(job.elo().tasks(i).task(), absl::StrCat("elo.tasks[", i, "].task")));
-  }
-
-  const auto& pes = job.pes();
-  LOPT_CHECK(InRange("pes.num_tasks", pes.num_tasks(), 1, 1 << 16));
-  if (pes.truncation_length() <= 0)
-    return Invalid(absl::StrCat("pes.truncation_length must be > 0, got ",
-                                pes.truncation_length()));
-  LOPT_CHECK(Positive("pes.sigma", pes.sigma()));
-  if (pes.min_unroll_length() < pes.truncation_length())
-    return Invalid(absl::StrCat(
-        "pes.min_unroll_length must be >= pes.truncation_length (",
-        pes.truncation_length(), "), got ", pes.min_unroll_length()));
-  if (pes.max_unroll_length() < pes.min_unroll_length())
-    return Invalid(absl::StrCat(
-        "pes.max_unroll_length must be >= pes.min_unroll_length (",
-        pes.min_unroll_length(), "), got ", pes.max_unroll_length()));
-  if (pes.unroll_length_distribution() ==
-      v1::UNROLL_LENGTH_DISTRIBUTION_UNSPECIFIED)
-    return Invalid("pes.unroll_length_distribution must be LOG_UNIFORM or UNIFORM");
-  if (pes.curriculum_final_max_unroll_length() != 0 &&
-      (pes.curriculum_final_max_unroll_length() < pes.max_unroll_length() ||
-       pes.curriculum_final_max_unroll_length() > (1 << 24)))
-    return Invalid(absl::StrCat(
-        "pes.curriculum_final_max_unroll_length must be 0 (no curriculum) or in [",
-        "pes.max_unroll_length (", pes.max_unroll_length(), "), ", 1 << 24, "], got ",
-        pes.curriculum_final_max_unroll_length()));
-
-  const auto& mix = job.elo().tasks();
-  if (!mix.empty()) {
-    if (IsLhoptJob(job)) return Invalid("elo.tasks is for ELO jobs; an LHOPT job names lhopt.tasks");
-    if (mix.size() > pes.num_tasks())
-      return Invalid(absl::StrCat("elo.tasks has ", mix.size(),
-                                  " entries but pes.num_tasks is ", pes.num_tasks(),
-                                  ": every entry needs at least one PES task"));
-    double total = 0;
-    for (int i = 0; i < mix.size(); ++i) {
-      const std::string at = absl::StrCat("elo.tasks[", i, "]");
-      if (!mix[i].has_task()) return Invalid(absl::StrCat(at, ".task must be set"));
-      LOPT_CHECK(ValidateTask(mix[i].task(), at + ".task"));
-      LOPT_CHECK(Positive(at + ".weight", mix[i].weight()));
-      total += mix[i].weight();
-    }
-    if (!std::isfinite(total)) return Invalid("elo.tasks weights must sum to a finite number");
-  }
-
-  const auto& buf = job.elo().buffer();
-  if (buf.enabled()) {
-    LOPT_CHECK(InRange("elo.buffer.capacity", buf.capacity(), 1, 1 << 20));
-    LOPT_CHECK(InRange("elo.buffer.fresh_start_probability",
-                       buf.fresh_start_probability(), 0, 1));
-  }
-  const auto& bc = job.elo().behavior_cloning();
-  if (bc.enabled()) {
-    LOPT_CHECK(Positive("elo.behavior_cloning.teacher_lr", bc.teacher_lr()));
-    LOPT_CHECK(OpenUnit("elo.behavior_cloning.teacher_beta1", bc.teacher_beta1()) );
-    LOPT_CHECK(OpenUnit("elo.behavior_cloning.teacher_beta2", bc.teacher_beta2()));
-    LOPT_CHECK(Positive("elo.behavior_cloning.teacher_eps", bc.teacher_eps()));
-    LOPT_CHECK(Positive("elo.behavior_cloning.alpha_ramp_fraction", bc.alpha_ramp_fraction()));
-    LOPT_CHECK(InRange("elo.behavior_cloning.alpha_ramp_fraction", bc.alpha_ramp_fraction(), 0, 1));
-  }
-
-  const auto& o = job.outer();
-  LOPT_CHECK(Positive("outer.lr", o.lr()));
-  LOPT_CHECK(InRange("outer.beta1", o.beta1(), 0, 0.999999));
-  LOPT_CHECK(InRange("outer.beta2", o.beta2(), 0, 0.999999));
-  LOPT_CHECK(Positive("outer.eps", o.eps()));
-  LOPT_CHECK(NonNegative("outer.weight_decay", o.weight_decay()));
-  LOPT_CHECK(NonNegative("outer.warmup_steps", o.warmup_steps()));
-  if (o.schedule() == v1::LR_SCHEDULE_UNSPECIFIED)
-    return Invalid("outer.schedule must be CONSTANT or COSINE");
-  LOPT_CHECK(InRange("outer.min_lr_ratio", o.min_lr_ratio(), 0, 1));
-  LOPT_CHECK(Positive("outer.grad_clip_value", o.grad_clip_value()));
 
   const auto& b = job.budget();
   if (b.outer_steps() <= 0)
@@ -559,27 +422,26 @@ absl::Status ValidateJob(const v1::JobSpec& job, JobUse use) {
   LOPT_CHECK(InRange("cluster.shards", c.shards(), 1, 4096));
   LOPT_CHECK(InRange("cluster.results_per_step", c.results_per_step(), 0, 1 << 20));
   LOPT_CHECK(InRange("cluster.max_staleness", c.max_staleness(), 0, 1 << 20));
-  if (job.has_lhopt()) LOPT_CHECK(ValidateLhopt(job.lhopt()));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateJobWith(const v1::JobSpec& job, JobUse use, const KindSpecCheck& kind_check) {
+  LOPT_CHECK(ValidateSharedSections(job));
+  LOPT_CHECK(kind_check(job, use));
   // Last: the estimate assumes every field is in its range.
   if (use == JobUse::kMetaTrain) LOPT_CHECK(ValidateUnitSize(job));
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::JobSpec> JobFromText(absl::string_view text,
-                                        absl::string_view source_name, JobUse use) {
+absl::StatusOr<v1::JobSpec> JobFromTextWith(absl::string_view text, absl::string_view source_name,
+                                            JobUse use, const KindSpecCheck& kind_check) {
   absl::StatusOr<v1::JobSpec> job = ParseJobText(text, source_name);
   if (!job.ok()) return job.status();
   FillJobDefaults(&*job);
-  absl::Status s = ValidateJob(*job, use);
+  absl::Status s = ValidateJobWith(*job, use, kind_check);
   if (!s.ok())
     return absl::InvalidArgumentError(absl::StrCat(source_name, ": ", s.message()));
   return job;
-}
-
-absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path, JobUse use) {
-  auto text = ReadFile(path, "job file");
-  if (!text.ok()) return text.status();
-  return JobFromText(*text, path, use);
 }
 
 namespace {

@@ -1,9 +1,12 @@
-// The job spec (proto/lopt/v1/job.proto): reading text-proto job files and
-// validating them, once, at the door. Every error names the field and the
-// value so that a user can act on it.
+// The job spec (proto/lopt/v1/job.proto): parsing job text, its defaults and
+// the validation of the sections every job has. The door every job comes in
+// by (ValidateJob, JobFromText, LoadJobFile) is kinds/job_door.h, which adds
+// the job's kind's checks of its own sections. Every error names the field
+// and the value so that a user can act on it.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -30,34 +33,47 @@ absl::Status CheckJobTextUtf8(absl::string_view text, absl::string_view source_n
 absl::StatusOr<v1::JobSpec> ParseJobText(absl::string_view text,
                                          absl::string_view source_name);
 
-// What a job file is loaded for. A meta-training job's work unit (pes.num_tasks antithetic
+// What a job is validated for. A meta-training job's work unit (pes.num_tasks antithetic
 // pairs of its task, batched) must fit a worker (ValidateUnitSize); a meta-test (`lopt eval`,
 // `lopt schedule`) trains one optimizee of the task at a time, so a width-4096 MLP that no PES
 // unit could hold is still a task it can test on.
 enum class JobUse { kMetaTrain, kMetaTest };
-
-// Reads, parses, fills the defaults of repeated fields and validates.
-absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path, JobUse use = JobUse::kMetaTrain);
 
 // NOT_FOUND naming each data_dir / data_path field of the job (with its
 // path and errno's text) that this host cannot read; `lopt validate` checks
 // it, while the learner's door cannot (its workers may hold the data).
 absl::Status CheckDataPathsExist(const v1::JobSpec& job);
 
-// Parse + FillJobDefaults + ValidateJob: what every entry point calls.
-absl::StatusOr<v1::JobSpec> JobFromText(absl::string_view text,
-                                        absl::string_view source_name,
-                                        JobUse use = JobUse::kMetaTrain);
-
 // Fills what proto2 defaults cannot express (empty repeated fields) and
 // selects fmnist_mlp when no task family is set. Idempotent.
 void FillJobDefaults(v1::JobSpec* job);
 
-// Checks every field's range and the fields' consistency. Returns
+// Validation, once, at the door: ValidateJob, JobFromText and LoadJobFile
+// (kinds/job_door.h), which every entry point calls. A job's sections are of
+// two sorts: those every job has (name, task, lopt, budget, eval, cluster),
+// checked here, and its kind's own (ELO's pes, elo and outer; LHOPT's lhopt),
+// checked by the kind (JobKind::ValidateSpec, kinds/<kind>/), which the door
+// finds in the registry of kinds above common/. Every error is an
 // INVALID_ARGUMENT naming the first offending field, e.g.
 // "pes.truncation_length must be > 0, got -3".
-// kMetaTest skips the meta-training unit's size (see JobUse).
-absl::Status ValidateJob(const v1::JobSpec& job, JobUse use = JobUse::kMetaTrain);
+
+// The sections every job has.
+absl::Status ValidateSharedSections(const v1::JobSpec& job);
+
+// A job kind's check of its own sections (JobKind::ValidateSpec), called on a
+// spec whose shared sections are valid.
+using KindSpecCheck = std::function<absl::Status(const v1::JobSpec&, JobUse)>;
+
+// The door's checks, in order: the shared sections, `kind_check` (the job's
+// kind's sections), then, for kMetaTrain, the unit's size (ValidateUnitSize).
+// kinds/job_door.h's ValidateJob passes the kind the registry finds; code
+// below the kinds that has no registry (the fuzz target) passes its own.
+absl::Status ValidateJobWith(const v1::JobSpec& job, JobUse use, const KindSpecCheck& kind_check);
+
+// Parse + FillJobDefaults + ValidateJobWith, errors prefixed with
+// "<source_name>: " (kinds/job_door.h's JobFromText with the registry's kind).
+absl::StatusOr<v1::JobSpec> JobFromTextWith(absl::string_view text, absl::string_view source_name,
+                                            JobUse use, const KindSpecCheck& kind_check);
 
 // A text LearnedOptimizerSpec (`--lopt-options`, e.g. ELO's inference
 // schedule) merged into a trained optimizer's options and validated; errors

@@ -129,9 +129,10 @@ class EloCore : public JobCore {
       theta_wire_ = EncodeTensor(job_.learner().theta(), "theta");
       theta_wire_version_ = unit.theta_version;
     }
-    *u.mutable_theta() = theta_wire_;
-    u.set_alpha(unit.alpha);
-    u.set_truncation(unit.truncation);
+    v1::EloUnitInfo& elo = *u.mutable_elo();
+    *elo.mutable_theta() = theta_wire_;
+    elo.set_alpha(unit.alpha);
+    elo.set_truncation(unit.truncation);
     return out;
   }
 
@@ -155,11 +156,12 @@ class EloCore : public JobCore {
       v.particle_steps = std::max<int64_t>(0, r.particle_steps());
       return v;
     }
-    auto grad = DecodeFloatTensor(r.grad(), {job_.learner().theta().numel()}, "gradient");
+    const v1::EloResultInfo& e = r.elo();
+    auto grad = DecodeFloatTensor(e.grad(), {job_.learner().theta().numel()}, "gradient");
     if (!grad.ok()) return RejectVerdict("bad_tensor", grad.status());
-    EloShardResult res{r.shard(),     r.theta_version(), *grad,         r.meta_loss(),
-                       r.task_loss(), r.bc_loss(),       r.particle_steps(), r.fresh_starts(),
-                       r.restores(),  r.pushes()};
+    EloShardResult res{r.shard(),     r.theta_version(), *grad,         e.meta_loss(),
+                       e.task_loss(), e.bc_loss(),       r.particle_steps(), e.fresh_starts(),
+                       e.restores(),  e.pushes()};
     const int64_t staleness = job_.staleness_of(r.theta_version());
     EloStepRecord rec;
     auto outcome = job_.Accept(res, &rec);

@@ -10,6 +10,7 @@
 #include "common/spec/job_spec.h"
 #include "common/util/progress.h"
 #include "common/util/run_files.h"
+#include "kinds/elo/elo_spec.h"
 #include "kinds/local_driver.h"
 
 namespace lopt {
@@ -19,6 +20,9 @@ class Elo : public JobKind {
  public:
   absl::string_view name() const override { return "elo"; }
   absl::string_view section() const override { return ""; }
+  absl::Status ValidateSpec(const v1::JobSpec& spec, JobUse use) const override {
+    return ValidateEloSpec(spec, use);
+  }
   std::vector<v1::Algorithm> unit_kinds() const override {
     return {v1::ELO_PES, v1::ELO_META_TEST};
   }

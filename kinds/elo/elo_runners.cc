@@ -20,10 +20,10 @@
 #include "common/elo/evaluation_report.h"
 #include "common/elo/small_fc_lopt.h"
 #include "common/lhopt/lhopt_wire.h"  // EncodePayload
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/log.h"
 #include "common/util/remove_tree.h"
+#include "kinds/job_door.h"
 
 namespace lopt {
 namespace {
@@ -46,12 +46,13 @@ class EloPesRunner : public UnitRunner {
     auto shard = ShardFor(unit);
     if (!shard.ok()) return shard.status();
     SmallFcLopt lopt(unit.job().lopt());
-    auto theta = DecodeFloatTensor(unit.theta(), {lopt.theta_size()}, "theta");
+    const v1::EloUnitInfo& elo = unit.elo();
+    auto theta = DecodeFloatTensor(elo.theta(), {lopt.theta_size()}, "theta");
     if (!theta.ok()) return theta.status();
     TruncationResult tr;
     (*shard)->unroller->set_cancel_check(cancelled);
     try {
-      tr = (*shard)->unroller->RunTruncation(*theta, unit.alpha(), unit.truncation());
+      tr = (*shard)->unroller->RunTruncation(*theta, elo.alpha(), elo.truncation());
     } catch (const std::exception& e) {
       shards_.erase({unit.job_id(), unit.shard()});
       return absl::InternalError(absl::StrCat("truncation failed: ", e.what()));
@@ -62,14 +63,15 @@ class EloPesRunner : public UnitRunner {
       shards_.erase({unit.job_id(), unit.shard()});
       return absl::CancelledError("the truncation stopped between inner steps");
     }
-    *r->mutable_grad() = EncodeTensor(tr.grad, "grad");
-    r->set_meta_loss(tr.meta_loss);
-    r->set_task_loss(tr.task_loss);
-    r->set_bc_loss(tr.bc_loss);
+    v1::EloResultInfo& e = *r->mutable_elo();
+    *e.mutable_grad() = EncodeTensor(tr.grad, "grad");
+    e.set_meta_loss(tr.meta_loss);
+    e.set_task_loss(tr.task_loss);
+    e.set_bc_loss(tr.bc_loss);
+    e.set_fresh_starts(tr.fresh_starts);
+    e.set_restores(tr.restores);
+    e.set_pushes(tr.pushes);
     r->set_particle_steps(tr.particle_steps);
-    r->set_fresh_starts(tr.fresh_starts);
-    r->set_restores(tr.restores);
-    r->set_pushes(tr.pushes);
     if (tr.buffer_failures > 0) {
       r->set_buffer_failures(tr.buffer_failures);
       r->set_buffer_error(tr.buffer_error.substr(0, 1024));

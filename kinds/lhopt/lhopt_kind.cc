@@ -5,6 +5,7 @@
 #include "common/util/files.h"
 #include "common/util/progress.h"
 #include "common/util/run_files.h"
+#include "kinds/lhopt/lhopt_spec.h"
 
 namespace lopt {
 namespace {
@@ -13,6 +14,9 @@ class Lhopt : public JobKind {
  public:
   absl::string_view name() const override { return "lhopt"; }
   absl::string_view section() const override { return "lhopt"; }
+  absl::Status ValidateSpec(const v1::JobSpec& spec, JobUse use) const override {
+    return ValidateLhoptSpec(spec, use);
+  }
   std::vector<v1::Algorithm> unit_kinds() const override {
     return {v1::LHOPT_PPO, v1::LHOPT_YARDSTICK};
   }

@@ -3,6 +3,7 @@
 // unit's buffer_prefix) and LHOPT_YARDSTICK, the job's fixed yardstick
 // scoring a policy version (its reference runs kept between the job's
 // versions).
+#include "kinds/job_door.h"
 #include "kinds/lhopt/lhopt_kind.h"
 
 #include <chrono>
@@ -14,7 +15,6 @@
 #include "common/lhopt/lhopt_episode.h"
 #include "common/lhopt/lhopt_wire.h"
 #include "common/lhopt/lhopt_yardstick.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/log.h"
 

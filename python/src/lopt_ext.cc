@@ -32,11 +32,11 @@
 #include "common/lhopt/lhopt_features.h"
 #include "common/lhopt/lhopt_policy.h"
 #include "common/lhopt/lhopt_schedule.h"
-#include "common/spec/job_spec.h"
 #include "kernels/lopt_step_cpu.h"
 #ifdef LOPT_WITH_CUDA
 #include "kernels/lopt_step_cuda.h"
 #endif
+#include "kinds/job_door.h"
 #include "learner/lhopt_job.h"
 
 namespace py = pybind11;

@@ -14,9 +14,9 @@
 #include "common/elo/elo_unroller.h"
 #include "common/elo/replay_buffer.h"
 #include "common/elo/small_fc_lopt.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "kernels/lopt_step_cuda.h"
+#include "kinds/job_door.h"
 
 namespace {
 

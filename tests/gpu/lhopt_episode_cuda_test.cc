@@ -19,7 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/lhopt/lhopt_actions.h"
 #include "common/lhopt/lhopt_episode.h"
-#include "common/spec/job_spec.h"
+#include "kinds/job_door.h"
 #include "learner/lhopt_job.h"
 
 namespace {

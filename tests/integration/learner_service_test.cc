@@ -23,10 +23,10 @@
 #include "common/rpc/metrics.h"
 #include "common/rpc/rpc.h"
 #include "common/rpc/tensor_codec.h"
-#include "common/spec/job_spec.h"
 #include "common/util/checkpoint.h"
 #include "common/util/remove_tree.h"
 #include "common/util/run_files.h"
+#include "kinds/job_door.h"
 #include "learner/job_manager.h"
 #include "learner/learner_services.h"
 #include "learner/lhopt_job.h"
@@ -70,11 +70,11 @@ TEST(LearnerService, RejectsBadResultsClearlyAndKeepsTheJob) {
   ASSERT_TRUE(w.Register());
   v1::WorkUnit u = w.NextUnit();
   ASSERT_EQ(u.job_id(), id);
-  EXPECT_EQ(u.theta().shape(0), 2402);  // small_fc_lopt with hidden 32
+  EXPECT_EQ(u.elo().theta().shape(0), 2402);  // small_fc_lopt with hidden 32
 
   // A gradient of the wrong shape.
   v1::WorkResult bad = GoodResult(u);
-  *bad.mutable_grad() = EncodeTensor(torch::ones({3}), "grad");
+  *bad.mutable_elo()->mutable_grad() = EncodeTensor(torch::ones({3}), "grad");
   v1::ResultAck a = w.Send(bad);
   EXPECT_FALSE(a.accepted());
   EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
@@ -83,7 +83,7 @@ TEST(LearnerService, RejectsBadResultsClearlyAndKeepsTheJob) {
   // The unit went back to the pool; NaN losses are refused too.
   u = w.NextUnit();
   v1::WorkResult nan = GoodResult(u);
-  nan.set_meta_loss(std::nan(""));
+  nan.mutable_elo()->set_meta_loss(std::nan(""));
   a = w.Send(nan);
   EXPECT_FALSE(a.accepted());
   EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
@@ -92,7 +92,7 @@ TEST(LearnerService, RejectsBadResultsClearlyAndKeepsTheJob) {
   // A corrupted tensor (checksum) and a result for an unknown job.
   u = w.NextUnit();
   v1::WorkResult corrupt = GoodResult(u);
-  corrupt.mutable_grad()->mutable_data()->at(0) ^= 0x5a;
+  corrupt.mutable_elo()->mutable_grad()->mutable_data()->at(0) ^= 0x5a;
   a = w.Send(corrupt);
   EXPECT_EQ(a.code(), static_cast<int>(absl::StatusCode::kDataLoss)) << a.error();
   u = w.NextUnit();

@@ -25,8 +25,8 @@
 #include "common/lhopt/lhopt_episode.h"
 #include "common/lhopt/lhopt_wire.h"
 #include "common/rpc/tensor_codec.h"
-#include "common/spec/job_spec.h"
 #include "common/util/remove_tree.h"
+#include "kinds/job_door.h"
 #include "learner/job_manager.h"
 
 namespace lopt {
@@ -133,9 +133,10 @@ TEST(JobManagerConcurrency, WorkersWatchersAndClientsOnSeveralJobsAccountForEver
         *r.mutable_payload() = EncodePayload(payload, &out);
       } else {
         r.set_theta_version(unit.theta_version());
-        *r.mutable_grad() = EncodeTensor(torch::full({unit.theta().shape(0)}, 0.01f), "grad");
-        r.set_meta_loss(1.0);
-        r.set_task_loss(1.0);
+        v1::EloResultInfo& e = *r.mutable_elo();
+        *e.mutable_grad() = EncodeTensor(torch::full({unit.elo().theta().shape(0)}, 0.01f), "grad");
+        e.set_meta_loss(1.0);
+        e.set_task_loss(1.0);
         r.set_particle_steps(40);
       }
       Counts& c = counts.at(unit.job_id());

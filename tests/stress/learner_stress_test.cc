@@ -28,7 +28,7 @@
 #include "common/elo/replay_buffer.h"
 #include "common/lhopt/lhopt_episode.h"
 #include "common/lhopt/lhopt_wire.h"
-#include "common/spec/job_spec.h"
+#include "kinds/job_door.h"
 #include "tests/support/learner_harness.h"
 
 namespace lopt {

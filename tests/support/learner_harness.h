@@ -218,9 +218,10 @@ inline v1::WorkResult GoodResult(const v1::WorkUnit& u) {
   r.set_job_id(u.job_id());
   r.set_shard(u.shard());
   r.set_theta_version(u.theta_version());
-  *r.mutable_grad() = EncodeTensor(torch::full({u.theta().shape(0)}, 0.01f), "grad");
-  r.set_meta_loss(1.0);
-  r.set_task_loss(1.0);
+  v1::EloResultInfo& e = *r.mutable_elo();
+  *e.mutable_grad() = EncodeTensor(torch::full({u.elo().theta().shape(0)}, 0.01f), "grad");
+  e.set_meta_loss(1.0);
+  e.set_task_loss(1.0);
   r.set_particle_steps(40);
   return r;
 }

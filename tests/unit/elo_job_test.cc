@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "common/spec/job_spec.h"
+#include "kinds/job_door.h"
 #include "learner/elo_job.h"
 
 namespace lopt {

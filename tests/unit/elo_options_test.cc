@@ -15,8 +15,8 @@
 #include "common/elo/replay_buffer.h"
 #include "common/elo/small_fc_lopt.h"
 #include "common/rpc/buffer_client.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
+#include "kinds/job_door.h"
 
 namespace lopt {
 namespace {

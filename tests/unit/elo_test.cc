@@ -6,8 +6,8 @@
 
 #include "common/elo/elo_unroller.h"
 #include "common/elo/replay_buffer.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
+#include "kinds/job_door.h"
 #include "learner/elo_learner.h"
 
 namespace lopt {

@@ -8,12 +8,12 @@
 
 #include "common/elo/learned_optimizer.h"
 #include "common/elo/optimizer_file.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/checkpoint.h"
 #include "common/util/files.h"
 #include "common/util/remove_tree.h"
 #include "common/util/runtime.h"
+#include "kinds/job_door.h"
 
 namespace lopt {
 namespace {

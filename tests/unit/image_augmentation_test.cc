@@ -10,8 +10,8 @@
 
 #include <torch/torch.h>
 
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
+#include "kinds/job_door.h"
 
 namespace lopt {
 namespace {

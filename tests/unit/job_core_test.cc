@@ -18,9 +18,9 @@
 #include "common/elo/small_fc_lopt.h"
 #include "common/lhopt/lhopt_wire.h"
 #include "common/rpc/tensor_codec.h"
-#include "common/spec/job_spec.h"
 #include "common/util/checkpoint.h"
 #include "common/util/error_kinds.h"
+#include "kinds/job_door.h"
 #include "kinds/job_kind.h"
 #include "learner/job_core.h"
 #include "worker/worker.h"
@@ -53,6 +53,18 @@ v1::WorkerInfo Worker(const std::string& name) {
   v1::WorkerInfo w;
   w.set_name(name);
   return w;
+}
+
+// An ELO_PES result of `u`: its gradient `grad`, its losses `loss`.
+v1::WorkResult EloResult(const CoreUnit& u, const torch::Tensor& grad, double loss = 1.0) {
+  v1::WorkResult r;
+  r.set_shard(u.shard);
+  r.set_theta_version(u.unit.theta_version());
+  v1::EloResultInfo& e = *r.mutable_elo();
+  *e.mutable_grad() = EncodeTensor(grad, "grad");
+  e.set_meta_loss(loss);
+  e.set_task_loss(loss);
+  return r;
 }
 
 TEST(JobCore, TheSpecPicksTheKind) {
@@ -122,14 +134,9 @@ TEST(JobCore, OneWorkerRunsEveryShardInTurn) {
       auto u = core->Start(Worker("only"), false, any);
       ASSERT_TRUE(u) << "per_step " << per_step << ", unit " << i;
       order.push_back(u->shard);
-      EXPECT_EQ(u->unit.truncation(), i / 3) << "the shard's own count";
-      v1::WorkResult r;
-      r.set_shard(u->shard);
-      r.set_theta_version(u->unit.theta_version());
-      *r.mutable_grad() = EncodeTensor(torch::zeros({d}), "grad");
-      r.set_meta_loss(1.0);
-      r.set_task_loss(1.0);
-      EXPECT_NE(core->Accept(r, u->token, NamedTensors{}).kind, CoreVerdict::kRejected);
+      EXPECT_EQ(u->unit.elo().truncation(), i / 3) << "the shard's own count";
+      EXPECT_NE(core->Accept(EloResult(*u, torch::zeros({d})), u->token, NamedTensors{}).kind,
+                CoreVerdict::kRejected);
     }
     EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 0, 1, 2})) << "results_per_step " << per_step;
     EXPECT_EQ(core->Step(), 6 / per_step);
@@ -146,13 +153,9 @@ TEST(JobCore, NonFiniteResultsHaveTheirOwnReason) {
   auto u = core->Start(Worker("a"), false, any);
   ASSERT_TRUE(u);
   const int64_t d = SmallFcLopt(spec.lopt()).theta_size();
+  ASSERT_EQ(u->unit.theta_version(), 0);
   auto result = [&](const torch::Tensor& grad, double loss) {
-    v1::WorkResult r;
-    r.set_shard(u->shard);
-    r.set_theta_version(0);
-    *r.mutable_grad() = EncodeTensor(grad, "grad");
-    r.set_meta_loss(loss);
-    r.set_task_loss(loss);
+    v1::WorkResult r = EloResult(*u, grad, loss);
     r.set_particle_steps(8);
     return r;
   };
@@ -305,13 +308,7 @@ void RunOuterSteps(JobCore& core, const v1::JobSpec& spec) {
     }
     ASSERT_FALSE(units.empty());
     for (const auto& u : units) {
-      v1::WorkResult r;
-      r.set_shard(u.shard);
-      r.set_theta_version(u.unit.theta_version());
-      *r.mutable_grad() = EncodeTensor(torch::zeros({d}), "grad");
-      r.set_meta_loss(1.0);
-      r.set_task_loss(1.0);
-      CoreVerdict v = core.Accept(r, u.token, NamedTensors{});
+      CoreVerdict v = core.Accept(EloResult(u, torch::zeros({d})), u.token, NamedTensors{});
       ASSERT_NE(v.kind, CoreVerdict::kRejected) << v.error;
     }
   }
@@ -473,15 +470,7 @@ TEST(JobCore, EloTruncationsAfterTheLastStepAreDropped) {
   auto a = core->Start(Worker("a"), true, any);
   auto b = core->Start(Worker("b"), true, any);
   ASSERT_TRUE(a && b);
-  auto result = [&](const CoreUnit& u) {
-    v1::WorkResult r;
-    r.set_shard(u.shard);
-    r.set_theta_version(u.unit.theta_version());
-    *r.mutable_grad() = EncodeTensor(torch::zeros({d}), "grad");
-    r.set_meta_loss(1.0);
-    r.set_task_loss(1.0);
-    return r;
-  };
+  auto result = [&](const CoreUnit& u) { return EloResult(u, torch::zeros({d})); };
   EXPECT_EQ(core->Accept(result(*a), a->token, NamedTensors{}).kind, CoreVerdict::kUpdated);
   auto a2 = core->Start(Worker("a"), true, any);
   ASSERT_TRUE(a2);

@@ -1,15 +1,23 @@
 // The job-kind registry (kinds/job_kind.h): kinds that overlap are refused,
 // every unit kind of the proto has a runner, a spec no kind owns is an
-// INVALID_ARGUMENT that says so, and the learner, the worker and local mode
-// pick a job's kind from its spec and a unit's from its algorithm.
+// INVALID_ARGUMENT that says so, the learner, the worker and local mode
+// pick a job's kind from its spec and a unit's from its algorithm, and the
+// one door (kinds/job_door.h) has each job's own sections checked by its
+// kind, the one the registry finds.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <set>
 #include <string>
+#include <tuple>
 
-#include "common/spec/job_spec.h"
+#include "absl/strings/str_cat.h"
+#include "common/util/files.h"
 #include "google/protobuf/descriptor.h"
 #include "kinds/elo/elo_kind.h"
+#include "kinds/job_door.h"
 #include "kinds/job_kind.h"
 #include "kinds/lhopt/lhopt_kind.h"
 #include "worker/worker.h"
@@ -19,13 +27,17 @@ namespace {
 
 v1::JobSpec EloSpec() { return JobFromText("", "elo").value(); }
 
+// An LHOPT job's text, `lhopt_extra` added to its lhopt section.
+std::string LhoptText(const std::string& lhopt_extra = "") {
+  return "name: \"kinds\" task { noisy_quadratic { min_dim: 5 max_dim: 10 } }\n"
+         "lhopt { tasks { task { noisy_quadratic { min_dim: 5 max_dim: 10 } } weight: 1 }\n"
+         "  min_inner_steps: 20 max_inner_steps: 30 min_decisions: 2 max_decisions: 4\n"
+         "  particles: 2 episodes_per_iteration: 2 iterations: 2 hidden_size: 8 " +
+         lhopt_extra + "}";
+}
+
 v1::JobSpec LhoptSpec() {
-  auto job = JobFromText(
-      "name: \"kinds\" task { noisy_quadratic { min_dim: 5 max_dim: 10 } }\n"
-      "lhopt { tasks { task { noisy_quadratic { min_dim: 5 max_dim: 10 } } weight: 1 }\n"
-      "  min_inner_steps: 20 max_inner_steps: 30 min_decisions: 2 max_decisions: 4\n"
-      "  particles: 2 episodes_per_iteration: 2 iterations: 2 hidden_size: 8 }",
-      "lhopt");
+  auto job = JobFromText(LhoptText(), "lhopt");
   EXPECT_TRUE(job.ok()) << job.status();
   return *job;
 }
@@ -137,6 +149,75 @@ TEST(JobKinds, TheWorkerRunsAUnitByItsKindsRunner) {
   EXPECT_EQ(worker.RunUnit(lhopt, absl::DataLossError("checksum mismatch"), &bytes).error(),
             "the unit's payload: checksum mismatch");
   EXPECT_EQ(worker.units_done(), 0);
+}
+
+// A parsed spec with its defaults, not validated: what the door is given.
+v1::JobSpec Unvalidated(const std::string& text) {
+  auto job = ParseJobText(text, "unvalidated");
+  EXPECT_TRUE(job.ok()) << job.status();
+  FillJobDefaults(&*job);
+  return *job;
+}
+
+// A kind's own section is checked by the kind: the shared checks let the bad
+// field through, the kind's ValidateSpec names it, and every door a job
+// comes in by (a job file, job text, a spec, a worker's unit) gives the
+// kind's message, the same for ELO and for LHOPT.
+TEST(JobKinds, EachKindValidatesItsOwnSectionThroughTheOneDoor) {
+  const std::string elo_text = "name: \"kinds\" elo { buffer { enabled: true capacity: 0 } }";
+  const std::string elo_error = "elo.buffer.capacity must be in [1, 1.04858e+06], got 0";
+  const std::string lhopt_text = LhoptText("ppo { clip: 1.5 } ");
+  const std::string lhopt_error = "lhopt.ppo.clip must be in (0, 1), got 1.5";
+  for (const auto& [text, kind, error] :
+       {std::make_tuple(elo_text, &EloKind(), elo_error),
+        std::make_tuple(lhopt_text, &LhoptKind(), lhopt_error)}) {
+    const v1::JobSpec spec = Unvalidated(text);
+    ASSERT_EQ(*JobKinds().KindOf(spec), kind);
+    EXPECT_TRUE(ValidateSharedSections(spec).ok()) << ValidateSharedSections(spec);
+    EXPECT_EQ(kind->ValidateSpec(spec, JobUse::kMetaTrain), absl::InvalidArgumentError(error));
+    EXPECT_EQ(ValidateJob(spec), absl::InvalidArgumentError(error));
+    EXPECT_EQ(ValidateJob(spec, JobUse::kMetaTest), absl::InvalidArgumentError(error));
+    EXPECT_EQ(JobFromText(text, "job.textproto").status(),
+              absl::InvalidArgumentError("job.textproto: " + error));
+    const std::string path = absl::StrCat(::testing::TempDir(), "job_kinds_door_", getpid(), "_",
+                                          kind->name(), ".textproto");
+    ASSERT_TRUE(WriteFileAtomically(path, text).ok());
+    EXPECT_EQ(LoadJobFile(path).status(), absl::InvalidArgumentError(path + ": " + error));
+    std::remove(path.c_str());
+  }
+  // A worker checks a unit's job at the same door.
+  WorkerOptions o;
+  o.name = "door";
+  lopt::Worker worker(o);
+  v1::WorkUnit elo;
+  elo.set_unit_id(1);
+  elo.set_job_id("j");
+  elo.set_algorithm(v1::ELO_PES);
+  *elo.mutable_job() = Unvalidated(elo_text);
+  EXPECT_EQ(worker.RunUnit(elo).error(), elo_error);
+  // ELO's sections are ELO's: an LHOPT job, which has no use for them, is
+  // not held to them.
+  EXPECT_TRUE(JobFromText(LhoptText() + " elo { buffer { enabled: true capacity: 0 } }", "j").ok());
+}
+
+// The door asks the registry which kind validates a job: a registry without
+// LHOPT leaves the lhopt section to no kind (the ELO default owns the job,
+// and ELO does not read it), one without the default kind owns no ELO job.
+TEST(JobKinds, TheDoorAsksTheRegistryWhichKindValidates) {
+  const v1::JobSpec bad_lhopt = Unvalidated(LhoptText("ppo { clip: 1.5 } "));
+  auto elo_only = JobKindRegistry::Create({&EloKind()});
+  auto lhopt_only = JobKindRegistry::Create({&LhoptKind()});
+  auto both = JobKindRegistry::Create({&EloKind(), &LhoptKind()});
+  ASSERT_TRUE(elo_only.ok() && lhopt_only.ok() && both.ok());
+  EXPECT_EQ(ValidateJob(bad_lhopt, JobUse::kMetaTrain, *both).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateJob(bad_lhopt, JobUse::kMetaTrain, *lhopt_only).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ValidateJob(bad_lhopt, JobUse::kMetaTrain, *elo_only).ok());
+  EXPECT_TRUE(ValidateJob(EloSpec(), JobUse::kMetaTrain, *both).ok());
+  const absl::Status unowned = ValidateJob(EloSpec(), JobUse::kMetaTrain, *lhopt_only);
+  EXPECT_EQ(unowned.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(unowned, "no job kind owns this job")) << unowned;
 }
 
 }  // namespace

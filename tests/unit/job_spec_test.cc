@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "common/spec/job_limits.h"
+#include "kinds/job_door.h"
 
 namespace lopt {
 namespace {

@@ -10,9 +10,9 @@
 #include <torch/torch.h>
 
 #include "common/lhopt/ciao.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/remove_tree.h"
+#include "kinds/job_door.h"
 
 namespace lopt {
 namespace {

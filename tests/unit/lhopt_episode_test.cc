@@ -12,7 +12,7 @@
 #include "common/lhopt/lhopt_actions.h"
 #include "common/lhopt/lhopt_eval.h"
 #include "common/lhopt/lhopt_schedule.h"
-#include "common/spec/job_spec.h"
+#include "kinds/job_door.h"
 #include "learner/lhopt_job.h"
 
 namespace lopt {

@@ -1,5 +1,6 @@
 // The LHOPT learner core (LhoptJob), its checkpoints through local mode,
 // the controller file, and the lhopt section of the job spec.
+#include "kinds/job_door.h"
 #include "learner/lhopt_job.h"
 
 #include <gtest/gtest.h>
@@ -16,7 +17,6 @@
 #include "kinds/local_driver.h"
 #include "kinds/run_clock.h"
 #include "common/lhopt/lhopt_episode.h"
-#include "common/spec/job_spec.h"
 #include "common/util/checkpoint.h"
 
 namespace lopt {

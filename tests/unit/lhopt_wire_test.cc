@@ -11,7 +11,7 @@
 
 #include "common/lhopt/lhopt_episode.h"
 #include "common/rpc/rpc.h"
-#include "common/spec/job_spec.h"
+#include "kinds/job_door.h"
 #include "learner/lhopt_job.h"
 
 namespace lopt {

@@ -11,11 +11,11 @@
 #include <torch/torch.h>
 
 #include "cli/lhopt_mode.h"
+#include "kinds/job_door.h"
 #include "kinds/lhopt/lhopt_kind.h"
 #include "kinds/local_driver.h"
 #include "common/lhopt/lhopt_actions.h"
 #include "common/lhopt/lhopt_unit.h"
-#include "common/spec/job_spec.h"
 #include "learner/lhopt_job.h"
 
 namespace lopt {

@@ -16,10 +16,10 @@
 #include "common/elo/evaluation.h"
 #include "common/elo/optimizer_file.h"
 #include "common/elo/small_fc_lopt.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/task.h"
 #include "common/util/checkpoint.h"
 #include "common/util/files.h"
+#include "kinds/job_door.h"
 #include "learner/elo_learner.h"
 
 namespace lopt {

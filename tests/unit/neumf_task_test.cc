@@ -23,11 +23,11 @@
 #include "common/elo/replay_buffer.h"
 #include "common/lhopt/lhopt_episode.h"
 #include "common/spec/job_limits.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/movielens.h"
 #include "common/tasks/task.h"
 #include "common/util/remove_tree.h"
 #include "google/protobuf/text_format.h"
+#include "kinds/job_door.h"
 #include "learner/lhopt_job.h"
 
 namespace lopt {

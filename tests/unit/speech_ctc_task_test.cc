@@ -24,12 +24,12 @@
 #include "common/elo/small_fc_lopt.h"
 #include "common/lhopt/lhopt_episode.h"
 #include "common/spec/job_limits.h"
-#include "common/spec/job_spec.h"
 #include "common/tasks/speech_corpus.h"
 #include "common/tasks/task.h"
 #include "common/util/files.h"
 #include "common/util/remove_tree.h"
 #include "google/protobuf/text_format.h"
+#include "kinds/job_door.h"
 #include "learner/lhopt_job.h"
 
 namespace lopt {

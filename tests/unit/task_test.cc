@@ -6,8 +6,8 @@
 
 #include <torch/torch.h>
 
-#include "common/spec/job_spec.h"
 #include "common/tasks/idx_dataset.h"
+#include "kinds/job_door.h"
 
 namespace lopt {
 namespace {
