@@ -2,9 +2,9 @@
 // the parts the services run it with, and no gRPC. The kind's JobCore (as
 // the learner's JobManager drives it) hands out units, the kind's
 // UnitRunners (as a worker runs them) run them one at a time, and the core
-// takes their results; the process plays one worker a shard (JobCore::
-// NumShards), which ask for units in turn, so that every shard runs. The
-// driver keeps the run directory:
+// takes their results; the process plays one worker that owns every shard
+// (the core says which runs next: ELO's shards take turns). The driver
+// keeps the run directory:
 //
 //   job.textproto   the job as it runs
 //   metrics.csv     the core's update rows (CoreVerdict::metrics_row) with
