@@ -7,7 +7,8 @@
 # Steps: steptest (the fused LO step against float64), mlptest (the fused
 # MLP-task kernel against the CPU task), neumftest (the neumf family on CUDA
 # against the CPU task), lhopttest (LHOPT episodes on CUDA against the CPU's),
-# lhoptbench (bench_lhopt_episode on the CPU and on CUDA), unrollertest (the captured inner step
+# lhoptbench (bench_lhopt_episode on the CPU and on CUDA), unrollerbusy (unrollertest in
+# LOPT_UNROLLER_COPIES copies at once, 6), unrollertest (the captured inner step
 # against eager, and the CUDA unroller against the CPU one from the same seed,
 # BC and the replay buffer on and off), pes (bench_pes_throughput, graph vs
 # no graph vs JAX), train (`lopt train --device cuda` of the embedded job),
@@ -44,7 +45,7 @@ targets=lopt
 for s in $steps; do
   case $s in
     steptest) targets="$targets lopt_step_cuda_test" ;;
-    unrollertest) targets="$targets elo_unroller_cuda_test" ;;
+    unrollertest|unrollerbusy) targets="$targets elo_unroller_cuda_test" ;;
     mlptest) targets="$targets mlp_task_cuda_test" ;;
     neumftest) targets="$targets neumf_task_cuda_test" ;;
     lhopttest) targets="$targets lhopt_episode_cuda_test" ;;
@@ -81,6 +82,18 @@ for s in $steps; do
     steptest) "$build/tests/gpu/lopt_step_cuda_test" >"$out/steptest.log" 2>&1 || status=1
               tail -3 "$out/steptest.log" ;;
     unrollertest) "$build/tests/gpu/elo_unroller_cuda_test" "$data" 2>&1 | tee "$out/unrollertest.log" || status=1 ;;
+    unrollerbusy)
+      # The same test, LOPT_UNROLLER_COPIES copies at once (6): a busy GPU, where a missing
+      # stream order shows (the 19th session's CUDA-graph table upload failed 1-6 checks a copy).
+      pids=()
+      for i in $(seq "${LOPT_UNROLLER_COPIES:-6}"); do
+        "$build/tests/gpu/elo_unroller_cuda_test" "$data" >"$out/unrollerbusy_$i.log" 2>&1 &
+        pids+=($!)
+      done
+      for i in "${!pids[@]}"; do
+        if wait "${pids[$i]}"; then echo "copy $((i + 1)): ok"
+        else echo "copy $((i + 1)): FAILED ($(grep -c "FAIL$" "$out/unrollerbusy_$((i + 1)).log") checks)"; status=1; fi
+      done ;;
     pes) "$build/bench/bench_pes_throughput" --device cuda ${data:+--data-dir "$data"} \
            --seconds "${LOPT_PES_SECONDS:-4}" --json "$out/pes_throughput.json" 2>&1 |
            tee "$out/pes.log" || status=1 ;;
