@@ -271,10 +271,43 @@ absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
   for (const auto& [arm, b] : best)
     absl::StrAppend(&table, arm == "adamw" ? "best AdamW of the grid" : "best AdamW, cosine, of the grid",
                     " (final train loss): ", b.second->label, "\n");
+  for (const auto& g : groups) {
+    const ClimbBack c = ClimbedBack(g.runs, report.record_every);
+    if (c.climbed > 0)
+      absl::StrAppend(&table, absl::StrFormat(
+          "%s: the training loss climbed back on %d of %zu seeds (final above 1.5x the run's "
+          "lowest, reached near step %d): not stable over %d steps\n",
+          g.label, c.climbed, g.runs.size(), c.lowest_step, report.steps));
+  }
   absl::StrAppend(&table, "wrote ", dir, "/report.json, curves.csv",
                   plotted ? ", curves.png" : " (gnuplot not found: no curves.png)", "\n");
   if (auto s = WriteFileAtomically(dir + "/table.txt", table); !s.ok()) return s;
   return table;
+}
+
+ClimbBack ClimbedBack(const std::vector<const MetaTestRun*>& runs, int64_t record_every,
+                      double factor) {
+  ClimbBack out;
+  std::vector<int64_t> lowest;
+  for (const MetaTestRun* r : runs) {
+    if (r->diverged || r->curve.size() < 4 || !std::isfinite(r->final_train_loss)) continue;
+    size_t at = 0;
+    for (size_t i = 1; i < r->curve.size(); ++i)
+      if (r->curve[i] < r->curve[at]) at = i;
+    // It must have trained first (fallen by `factor` from its first window),
+    // then climbed by `factor`: an optimizer that never trains (the untrained
+    // one) drifts, it does not climb back.
+    if (!(r->curve[at] > 0) || r->curve[0] <= factor * r->curve[at] ||
+        r->final_train_loss <= factor * r->curve[at])
+      continue;
+    ++out.climbed;
+    lowest.push_back(int64_t(at + 1) * std::max<int64_t>(record_every, 1));
+  }
+  if (!lowest.empty()) {
+    std::sort(lowest.begin(), lowest.end());
+    out.lowest_step = lowest[lowest.size() / 2];
+  }
+  return out;
 }
 
 absl::StatusOr<std::string> RunAndWriteMetaTest(const v1::JobSpec& job,

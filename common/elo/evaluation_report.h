@@ -28,6 +28,19 @@ namespace lopt {
 absl::StatusOr<std::string> WriteMetaTestReport(const MetaTestReport& report,
                                                 const std::string& dir, int64_t horizon = 0);
 
+// Runs of one arm whose training loss climbed back, which the mean over seeds
+// hides until it is large: a run that did not diverge, whose curve (the
+// report's record_every windows) fell to `factor` times below its first
+// window, and whose final train loss is above `factor` times that lowest. The table of WriteMetaTestReport names such arms,
+// with the step of the lowest window (the median over those runs): a learned
+// optimizer unstable past its meta-training horizon shows there.
+struct ClimbBack {
+  int climbed = 0;           // runs that climbed back
+  int64_t lowest_step = 0;   // median over them of the step their curve was lowest
+};
+ClimbBack ClimbedBack(const std::vector<const MetaTestRun*>& runs, int64_t record_every,
+                      double factor = 1.5);
+
 // `lopt eval`: trains fresh optimizees of `job`'s task with the optimizer of
 // `optimizer_path`, with the untrained one (the theta its meta-training
 // started from) and with AdamW over job.eval's grid, and writes the report

@@ -11,6 +11,7 @@
 #include "common/elo/elo_shard.h"
 #include "common/elo/elo_unroller.h"
 #include "common/elo/evaluation.h"
+#include "common/elo/evaluation_report.h"
 #include "common/elo/learned_optimizer.h"
 #include "common/elo/replay_buffer.h"
 #include "common/elo/small_fc_lopt.h"
@@ -48,6 +49,60 @@ TEST(SmallFcLopt, RmsWeightIsOneMinusFloatDecay) {
     }
     EXPECT_EQ(st[0].rms.flatten()[0].item<float>(), expected) << "op path " << op_path;
   }
+}
+
+// A learned optimizer that leads until late in a meta-test and then climbs
+// back (ELO s4 of the 19th session: from about step 6,000 of 10,000 on 7 of
+// 16 seeds) moves the mean over seeds little; the table names it.
+TEST(MetaTestReport, TheTableNamesAnArmWhoseLossClimbsBack) {
+  auto run = [](const std::string& opt, int64_t seed, std::vector<float> curve, double final_loss) {
+    MetaTestRun r;
+    r.optimizer = opt;
+    r.seed = seed;
+    r.curve = std::move(curve);
+    r.final_train_loss = final_loss;
+    r.test_loss = final_loss;
+    r.test_accuracy = 0.5;
+    return r;
+  };
+  MetaTestReport report;
+  report.task = "toy";
+  report.steps = 60;
+  report.record_every = 10;
+  report.final_window = 10;
+  // lopt: seed 0 falls steadily; seed 1 is lowest at step 30 (0.4), then ends at 1.0; seed 2
+  // ends at 0.55 against its lowest 0.4 (not 1.5x: noise, not a climb); seed 3 diverged.
+  report.runs.push_back(run("lopt", 0, {2.0, 1.0, 0.6, 0.5, 0.45, 0.4}, 0.4));
+  report.runs.push_back(run("lopt", 1, {2.0, 1.0, 0.4, 0.5, 0.8, 1.0}, 1.0));
+  report.runs.push_back(run("lopt", 2, {2.0, 1.0, 0.4, 0.5, 0.5, 0.55}, 0.55));
+  MetaTestRun gone = run("lopt", 3, {2.0, 1.0, 0.4, 9.0, NAN, NAN}, INFINITY);
+  gone.diverged = true;
+  report.runs.push_back(gone);
+  // An optimizer that never trains drifts up from where it started: not a climb back.
+  report.runs.push_back(run("lopt_untrained", 0, {2.3, 2.2, 2.25, 2.3, 2.4, 2.5}, 2.5));
+  for (int64_t s = 0; s < 4; ++s) {
+    report.runs.push_back(run("adamw", s, {2.0, 1.0, 0.8, 0.7, 0.6, 0.5}, 0.5));
+    report.runs.back().lr = 1e-3;
+  }
+
+  std::vector<const MetaTestRun*> lopt;
+  for (int i = 0; i < 4; ++i) lopt.push_back(&report.runs[i]);
+  const ClimbBack c = ClimbedBack(lopt, report.record_every);
+  EXPECT_EQ(c.climbed, 1);
+  EXPECT_EQ(c.lowest_step, 30);  // the third window ends at step 30
+  EXPECT_EQ(ClimbedBack(lopt, report.record_every, 1.3).climbed, 2) << "seed 2 at a lower bar";
+
+  auto table = WriteMetaTestReport(report, ::testing::TempDir() + "/climb_back_report");
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_NE(table->find("lopt: the training loss climbed back on 1 of 4 seeds (final above 1.5x "
+                        "the run's lowest, reached near step 30): not stable over 60 steps"),
+            std::string::npos)
+      << *table;
+  EXPECT_EQ(table->find("adamw lr=0.001: the training loss climbed back"), std::string::npos)
+      << *table;
+  EXPECT_EQ(table->find("lopt_untrained: the training loss"), std::string::npos) << *table;
+  std::vector<const MetaTestRun*> untrained = {&report.runs[4]};
+  EXPECT_EQ(ClimbedBack(untrained, report.record_every).climbed, 0) << "it never fell by 1.5x";
 }
 
 TEST(StepMultSchedule, WarmupThenConstantOrCosine) {
