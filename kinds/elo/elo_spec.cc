@@ -78,7 +78,7 @@ absl::Status ValidateEloSpec(const v1::JobSpec& job, JobUse) {
   const auto& bc = job.elo().behavior_cloning();
   if (bc.enabled()) {
     LOPT_CHECK(Positive("elo.behavior_cloning.teacher_lr", bc.teacher_lr()));
-    LOPT_CHECK(OpenUnit("elo.behavior_cloning.teacher_beta1", bc.teacher_beta1()) );
+    LOPT_CHECK(OpenUnit("elo.behavior_cloning.teacher_beta1", bc.teacher_beta1()));
     LOPT_CHECK(OpenUnit("elo.behavior_cloning.teacher_beta2", bc.teacher_beta2()));
     LOPT_CHECK(Positive("elo.behavior_cloning.teacher_eps", bc.teacher_eps()));
     LOPT_CHECK(Positive("elo.behavior_cloning.alpha_ramp_fraction", bc.alpha_ramp_fraction()));

@@ -62,6 +62,30 @@ LocalTrainOptions FreshRun(const std::string& name) {
   return o;
 }
 
+// `job` run into the test's directory `name`, stopped after outer step
+// `stop_after` (with its checkpoint there, as after a crash) and then resumed
+// from that checkpoint to the end: the resumed run's summary.
+absl::StatusOr<LocalRunSummary> StopAndResume(const v1::JobSpec& job, const std::string& name,
+                                              int64_t stop_after) {
+  LocalTrainOptions o = FreshRun(name);
+  o.stop_after = stop_after;
+  auto first = RunLocalTraining(job, o);
+  if (!first.ok()) return first.status();
+  EXPECT_EQ(first->steps, stop_after);
+  o.fresh = false;
+  o.stop_after = -1;
+  return RunLocalTraining(job, o);
+}
+
+// Whether two optimizer files hold the same theta, bit for bit.
+::testing::AssertionResult SameTheta(const std::string& a_file, const std::string& b_file) {
+  auto a = LoadOptimizerFile(a_file).value();
+  auto b = LoadOptimizerFile(b_file).value();
+  if (torch::equal(a.theta, b.theta)) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "max |diff| " << (a.theta - b.theta).abs().max().item<float>();
+}
+
 TEST(MetaTraining, ShortRunClearlyImprovesTheOptimizer) {
   auto job = JobFromText(kJob, "test").value();
   LocalTrainOptions o = FreshRun("meta_training_short");
@@ -83,20 +107,13 @@ TEST(MetaTraining, ResumedRunEqualsUninterruptedRun) {
   job.mutable_budget()->set_checkpoint_every(4);
   LocalTrainOptions straight = FreshRun("meta_training_straight");
   ASSERT_TRUE(RunLocalTraining(job, straight).ok());
-  LocalTrainOptions resumed = straight;
-  resumed.out_dir = ::testing::TempDir() + "/meta_training_resumed";
-  resumed.stop_after = 7;  // checkpoint at the stop, as after a crash at step 7
-  ASSERT_TRUE(RunLocalTraining(job, resumed).ok());
-  resumed.fresh = false;
-  resumed.stop_after = -1;
-  auto s = RunLocalTraining(job, resumed);
+  auto s = StopAndResume(job, "meta_training_resumed", 7);  // a checkpoint at the stop
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->resumed_from, 7);
-  auto a = LoadOptimizerFile(straight.out_dir + "/optimizer.lopt").value();
-  auto b = LoadOptimizerFile(resumed.out_dir + "/optimizer.lopt").value();
-  EXPECT_TRUE(torch::equal(a.theta, b.theta));
+  EXPECT_TRUE(SameTheta(straight.out_dir + "/optimizer.lopt", s->trained_file));
   // A checkpoint of another job is refused, not silently mixed in.
   job.set_seed(4);
+  LocalTrainOptions resumed = FreshRun("meta_training_resumed");
   resumed.fresh = false;
   EXPECT_EQ(RunLocalTraining(job, resumed).status().code(),
             absl::StatusCode::kFailedPrecondition);
@@ -157,23 +174,14 @@ TEST(MetaTraining, LocalModeRunsEveryShardAndAResumedRunOfThreeShardsEqualsAnUni
   }
   EXPECT_GT(ckpt["buffer/size"].item<int64_t>(), 0) << "the buffer's items are not checkpointed";
 
-  LocalTrainOptions resumed = straight;
-  resumed.out_dir = ::testing::TempDir() + "/meta_training_shards_resumed";
-  resumed.stop_after = 5;  // the last periodic checkpoint at 4, then a stop at 5
-  auto first = RunLocalTraining(job, resumed);
-  ASSERT_TRUE(first.ok()) << first.status();
-  EXPECT_EQ(first->steps, 5);
-  resumed.fresh = false;
-  resumed.stop_after = -1;
-  auto second = RunLocalTraining(job, resumed);
+  // The last periodic checkpoint at 4, then a stop at 5.
+  auto second = StopAndResume(job, "meta_training_shards_resumed", 5);
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(second->resumed_from, 5);
   EXPECT_EQ(second->steps, 8);
-  auto a = LoadOptimizerFile(whole->trained_file).value();
-  auto b = LoadOptimizerFile(second->trained_file).value();
-  EXPECT_TRUE(torch::equal(a.theta, b.theta))
-      << "max |diff| " << (a.theta - b.theta).abs().max().item<float>();
-  EXPECT_EQ(MetricsWithoutTimes(straight.out_dir), MetricsWithoutTimes(resumed.out_dir));
+  EXPECT_TRUE(SameTheta(whole->trained_file, second->trained_file));
+  EXPECT_EQ(MetricsWithoutTimes(straight.out_dir),
+            MetricsWithoutTimes(::testing::TempDir() + "/meta_training_shards_resumed"));
   EXPECT_EQ(MetricsWithoutTimes(straight.out_dir).size(), 1u + 8u);  // the header and 8 steps
 }
 
@@ -195,19 +203,12 @@ TEST(MetaTraining, ALocalRunWithFewerResultsAStepThanShardsResumesTheShardCycle)
                            torch::tensor({3, 2, 2}, torch::kInt64)))
       << ckpt["learner/job/truncations"];
 
-  LocalTrainOptions resumed = FreshRun("meta_training_cycle_resumed");
-  resumed.stop_after = 4;
-  ASSERT_TRUE(RunLocalTraining(job, resumed).ok());
-  resumed.fresh = false;
-  resumed.stop_after = -1;
-  auto second = RunLocalTraining(job, resumed);
+  auto second = StopAndResume(job, "meta_training_cycle_resumed", 4);
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(second->resumed_from, 4);
-  auto a = LoadOptimizerFile(whole->trained_file).value();
-  auto b = LoadOptimizerFile(second->trained_file).value();
-  EXPECT_TRUE(torch::equal(a.theta, b.theta))
-      << "max |diff| " << (a.theta - b.theta).abs().max().item<float>();
-  EXPECT_EQ(MetricsWithoutTimes(straight.out_dir), MetricsWithoutTimes(resumed.out_dir));
+  EXPECT_TRUE(SameTheta(whole->trained_file, second->trained_file));
+  EXPECT_EQ(MetricsWithoutTimes(straight.out_dir),
+            MetricsWithoutTimes(::testing::TempDir() + "/meta_training_cycle_resumed"));
 }
 
 // A checkpoint ELO's own local driver wrote (before the one driver: the
