@@ -287,6 +287,7 @@ absl::StatusOr<LocalRunSummary> RunLocal(const JobKind& kind, const v1::JobSpec&
                                                                           seconds_so_far())});
           !s.ok())
         return s;
+    if (auto s = WriteSnapshotIfDue(*core, dir); !s.ok()) return s;
     since_update = 0;
     ++ran;
     progress = absl::StrFormat("%s%s%.0f particle-steps/s", v->progress,

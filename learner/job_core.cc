@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/util/error_kinds.h"
 #include "common/util/files.h"
 
@@ -42,6 +43,23 @@ absl::Status WriteRunFile(const std::string& dir, const RunFileWrite& file) {
   absl::Status s = MakeDirs(path.substr(0, path.rfind('/')));
   if (s.ok()) s = WriteFileAtomically(path, file.bytes);
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat(file.file, ": ", s.message()));
+  return absl::OkStatus();
+}
+
+std::string SnapshotFile(const JobCore& core, int64_t step) {
+  const std::string trained = core.TrainedFileName(false);
+  const size_t dot = trained.rfind('.');
+  return absl::StrCat("snapshots/step_", absl::StrFormat("%06d", step),
+                      dot == std::string::npos ? "" : trained.substr(dot));
+}
+
+absl::Status WriteSnapshotIfDue(const JobCore& core, const std::string& dir) {
+  const int64_t every = core.SnapshotEvery(), step = core.Step();
+  if (every <= 0 || step <= 0 || (step % every != 0 && step < core.Total())) return absl::OkStatus();
+  const std::string path = dir + "/" + SnapshotFile(core, step);
+  absl::Status s = MakeDirs(dir + "/snapshots");
+  if (s.ok()) s = core.WriteTrainedFile(path);
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat("snapshot ", path, ": ", s.message()));
   return absl::OkStatus();
 }
 

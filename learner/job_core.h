@@ -98,6 +98,9 @@ class JobCore {
   virtual int32_t NumShards() const = 0;
   // The job's checkpoint period in updates (0: none but at the end).
   virtual int64_t CheckpointEvery() const = 0;
+  // Keep the trained file every this many updates, and at the last, as
+  // snapshots/step_NNNNNN<ext> in the job's directory (0: none; SnapshotPath).
+  virtual int64_t SnapshotEvery() const { return 0; }
   // The header of the metrics.csv that updates' metrics_row fill (empty: none).
   virtual std::string MetricsCsvHeader() const { return ""; }
   // The CSV files of the job's directory whose rows a restored job makes
@@ -178,5 +181,13 @@ absl::Status AppendRunFileRow(const std::string& dir, const RunFileRow& row);
 // Writes `file` into directory `dir` atomically, making its folders (ELO's
 // meta-test report under eval/); an error names the file.
 absl::Status WriteRunFile(const std::string& dir, const RunFileWrite& file);
+
+// Where the core's trained file of update `step` is kept in a job's
+// directory: "snapshots/step_000250.lopt" (the trained file's extension).
+std::string SnapshotFile(const JobCore& core, int64_t step);
+// After an update: writes the core's trained file as its snapshot in `dir`
+// where SnapshotEvery() divides Step() or the update was the last. Both
+// drivers (local mode, the learner) call it after every update.
+absl::Status WriteSnapshotIfDue(const JobCore& core, const std::string& dir);
 
 }  // namespace lopt

@@ -1091,6 +1091,10 @@ v1::ResultAck JobManager::HandleResultLocked(Job& job, const std::string& worker
     job.m_meta->Set(v.meta_loss);
     job.m_task->Set(v.task_loss);
     AppendMetricsRow(job, v.metrics_row);
+    // A snapshot that cannot be written (a full disk) costs the job nothing
+    // else: it is logged, and the next one is tried.
+    if (absl::Status s = WriteSnapshotIfDue(*job.core, JobDir(job.id)); !s.ok())
+      LogWarning("could not keep a snapshot", {{"job", job.id}, {"error", std::string(s.message())}});
   }
   if (!v.log_message.empty()) {  // every update's, a yardstick score's, a meta-test report's
     std::vector<LogField> fields = {{"job", job.id}};

@@ -408,6 +408,7 @@ absl::Status ValidateSharedSections(const v1::JobSpec& job) {
     return Invalid(absl::StrCat("budget.outer_steps must be > 0, got ",
                                 b.outer_steps()));
   LOPT_CHECK(NonNegative("budget.checkpoint_every", b.checkpoint_every()));
+  LOPT_CHECK(NonNegative("budget.snapshot_every", b.snapshot_every()));
 
   const auto& e = job.eval();
   LOPT_CHECK(NonNegative("eval.steps", e.steps()));

@@ -35,6 +35,7 @@ class EloCore : public JobCore {
   bool Done() const override { return job_.done() && (!meta_test_ || meta_tested_); }
   int32_t NumShards() const override { return job_.num_shards(); }
   int64_t CheckpointEvery() const override { return job_.spec().budget().checkpoint_every(); }
+  int64_t SnapshotEvery() const override { return job_.spec().budget().snapshot_every(); }
   double Alpha() const override { return job_.learner().Alpha(); }
   std::string MetricsCsvHeader() const override { return kEloMetricsHeader; }
   // As local mode's summary.json: means over the first and last 10 steps.
