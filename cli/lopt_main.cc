@@ -26,6 +26,7 @@
 #include "cli/exit_code.h"
 #include "cli/inspect_compare.h"
 #include "cli/large_eval_mode.h"
+#include "cli/select_mode.h"
 #include "cli/lhopt_mode.h"
 #include "cli/local_mode.h"
 #include "common/elo/evaluation.h"
@@ -89,6 +90,10 @@ usage:
   lopt eval-large --optimizer FILE [--gpus N] [--hidden 4096,4096] [--batch 1024] ...
       Meta-test on one big MLP, on one device or data-parallel over N GPUs
       (NCCL); see lopt eval-large --help.
+  lopt select --run DIR [--steps N] [--seeds N] [--device D] [--lopt-options TEXT]
+      Meta-validates the run's snapshots (budget.snapshot_every) on seeds of
+      their own at 10x the horizon and keeps the best as
+      DIR/optimizer.selected.lopt; see lopt select --help.
   lopt inspect FILE [--job]  What a .lopt or .lhopt file holds: architecture,
                              options, provenance (job, outer step, meta-loss).
   lopt compare RUN... [--names A,B] [--out DIR]
@@ -433,6 +438,7 @@ int Main(int argc, char** argv) {
   }
   if (cmd == "eval-large") return RunEvalLargeCommand(argc, argv);
   if (cmd == "inspect") return RunInspectCommand(argc, argv);
+  if (cmd == "select") return RunSelectCommand(argc, argv);
   if (cmd == "compare") return RunCompareCommand(argc, argv);
   if (cmd == "eval") {
     auto f = ParseFlags(argc, argv, 2,

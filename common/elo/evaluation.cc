@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include "absl/strings/str_cat.h"
 #include "common/tasks/adam.h"
 
 namespace lopt {
@@ -77,14 +78,15 @@ Trained Train(const Task& task, const MetaTestConfig& c, int64_t replicas, const
   return t;
 }
 
-void Collect(const Task& task, const Trained& t, const std::string& name,
+// Replica r's particles are named names[r] (or names[0] for all) with lr lrs[r].
+void Collect(const Task& task, const Trained& t, const std::vector<std::string>& names,
              const std::vector<double>& lrs, int64_t seeds, MetaTestReport* report) {
   EvalResult ev = task.Evaluate(t.state);
   int64_t P = t.state.num_particles();
   for (int64_t p = 0; p < P; ++p) {
     MetaTestRun r;
-    r.optimizer = name;
-    r.lr = lrs[p / seeds];
+    r.optimizer = names.size() == 1 ? names[0] : names[p / seeds];
+    r.lr = lrs.size() == 1 ? lrs[0] : lrs[p / seeds];
     r.seed = p % seeds;
     r.final_train_loss = t.final_loss[p].item<double>();
     r.test_loss = ev.loss[p].item<double>();
@@ -112,17 +114,42 @@ void Collect(const Task& task, const Trained& t, const std::string& name,
   }
 }
 
-}  // namespace
-
-MetaTestReport RunMetaTest(const Task& task, const MetaTestConfig& c,
-                           const std::vector<NamedLopt>& lopts,
-                           const std::function<void(int64_t, int64_t)>& progress) {
+MetaTestReport EmptyReport(const Task& task, const MetaTestConfig& c) {
   MetaTestReport report;
   report.task = task.name();
   report.steps = c.steps;
   report.record_every = c.record_every;
   report.test_every = c.test_every;
   report.final_window = std::max<int64_t>(1, std::min<int64_t>(50, c.steps / 10));
+  return report;
+}
+
+// The update of a learned optimizer with its options: the step-multiplier
+// schedule where it has one, muP's per-layer scales where it is MUP.
+// theta: [D] for every particle, or [P, D] one per particle.
+UpdateFn LoptUpdate(const MetaTestConfig& c, const SmallFcLopt& lopt,
+                    const v1::LearnedOptimizerSpec& spec, const torch::Tensor& theta,
+                    LoptState* state, const std::vector<double>& scales) {
+  const bool scaled = spec.parameterization() == v1::MUP;
+  const bool scheduled = HasStepMultSchedule(spec);
+  return [&c, &lopt, spec, theta, state, scales, scaled, scheduled](
+             const TaskState& s, const std::vector<torch::Tensor>& g, const torch::Tensor& step,
+             int64_t t) {
+    if (state->empty()) *state = lopt.InitState(s.params);
+    std::vector<torch::Tensor> u = lopt.Step(s.params, g, state, step, theta);
+    if (scheduled)  // every particle is at step t
+      ApplyStepMultSchedule(spec, StepMultFactor(spec, t, c.steps), s.params, &u);
+    if (scaled) ScaleUpdates(scales, &u);
+    return u;
+  };
+}
+
+}  // namespace
+
+MetaTestReport RunMetaTest(const Task& task, const MetaTestConfig& c,
+                           const std::vector<NamedLopt>& lopts,
+                           const std::function<void(int64_t, int64_t)>& progress) {
+  MetaTestReport report = EmptyReport(task, c);
   int64_t total = c.steps * int64_t(lopts.size() + (c.adamw_cosine ? 2 : 1)), done = 0;
   auto tick = [&](int64_t n) {
     done += n;
@@ -134,20 +161,9 @@ MetaTestReport RunMetaTest(const Task& task, const MetaTestConfig& c,
   for (const NamedLopt& nl : lopts) {
     SmallFcLopt lopt(nl.spec);
     LoptState state;
-    const bool scaled = nl.spec.parameterization() == v1::MUP;
-    const bool scheduled = HasStepMultSchedule(nl.spec);
-    torch::Tensor theta = nl.theta.to(task.device());
-    UpdateFn update = [&](const TaskState& s, const std::vector<torch::Tensor>& g,
-                          const torch::Tensor& step, int64_t t) {
-      if (state.empty()) state = lopt.InitState(s.params);
-      std::vector<torch::Tensor> u = lopt.Step(s.params, g, &state, step, theta);
-      if (scheduled)  // every particle is at step t
-        ApplyStepMultSchedule(nl.spec, StepMultFactor(nl.spec, t, c.steps), s.params, &u);
-      if (scaled) ScaleUpdates(scales, &u);
-      return u;
-    };
+    UpdateFn update = LoptUpdate(c, lopt, nl.spec, nl.theta.to(task.device()), &state, scales);
     Trained t = Train(task, c, 1, update, tick);
-    Collect(task, t, nl.name, {0.0}, c.seeds, &report);
+    Collect(task, t, {nl.name}, {0.0}, c.seeds, &report);
   }
 
   // Every learning rate of the grid is a replica: particle r * seeds + s.
@@ -169,8 +185,41 @@ MetaTestReport RunMetaTest(const Task& task, const MetaTestConfig& c,
       return u;
     };
     Trained t = Train(task, c, R, update, tick);
-    Collect(task, t, cosine ? "adamw_cosine" : "adamw", lrs, c.seeds, &report);
+    Collect(task, t, {cosine ? "adamw_cosine" : "adamw"}, lrs, c.seeds, &report);
   }
+  return report;
+}
+
+absl::StatusOr<MetaTestReport> RunThetaSweep(
+    const Task& task, const MetaTestConfig& c, const v1::LearnedOptimizerSpec& spec,
+    const std::vector<std::pair<std::string, torch::Tensor>>& thetas,
+    const std::function<void(int64_t, int64_t)>& progress) {
+  if (thetas.empty()) return absl::InvalidArgumentError("no theta to meta-validate");
+  std::vector<std::string> names;
+  std::vector<torch::Tensor> rows;
+  for (const auto& [name, theta] : thetas) {
+    if (!theta.defined() || theta.dim() != 1 || theta.numel() != thetas.front().second.numel())
+      return absl::InvalidArgumentError(absl::StrCat(
+          "theta '", name, "' is not a vector of the first one's size (",
+          thetas.front().second.numel(), "): the thetas of a sweep share one architecture"));
+    names.push_back(name);
+    rows.push_back(theta.to(torch::kFloat32));
+  }
+  MetaTestReport report = EmptyReport(task, c);
+  const int64_t R = thetas.size();
+  // Particle r * seeds + s trains seed s with theta r: the seeds' initial
+  // states and batches are the replicas' (Task::Init, SampleBatch).
+  torch::Tensor theta = torch::stack(rows).repeat_interleave(c.seeds, 0).to(task.device());
+  SmallFcLopt lopt(spec);
+  LoptState state;
+  UpdateFn update = LoptUpdate(c, lopt, spec, theta, &state, task.UpdateScales());
+  int64_t done = 0;
+  auto tick = [&](int64_t n) {
+    done += n;
+    if (progress) progress(done, c.steps);
+  };
+  Trained t = Train(task, c, R, update, tick);
+  Collect(task, t, names, {0.0}, c.seeds, &report);
   return report;
 }
 

@@ -10,7 +10,10 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "absl/status/statusor.h"
 
 #include <torch/types.h>
 
@@ -84,5 +87,16 @@ struct MetaTestReport {
 MetaTestReport RunMetaTest(const Task& task, const MetaTestConfig& config,
                            const std::vector<NamedLopt>& lopts,
                            const std::function<void(int64_t, int64_t)>& progress = nullptr);
+
+// Meta-validation of several thetas of one learned optimizer (`lopt select`
+// over a run's snapshots): config.seeds fresh optimizees for each theta, all
+// at once (particle r * seeds + s trains seed s with thetas[r], the seeds'
+// initialisations and batches the same for every theta), and no AdamW. The
+// report's runs are named as the thetas. The thetas must share spec's
+// architecture (vectors of one size). `progress(done, config.steps)`.
+absl::StatusOr<MetaTestReport> RunThetaSweep(
+    const Task& task, const MetaTestConfig& config, const v1::LearnedOptimizerSpec& spec,
+    const std::vector<std::pair<std::string, torch::Tensor>>& thetas,
+    const std::function<void(int64_t, int64_t)>& progress = nullptr);
 
 }  // namespace lopt
