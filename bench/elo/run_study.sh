@@ -12,7 +12,8 @@
 #
 # PHASE: train (every variant:seed at once, on one device; at the deadline
 # each run stops after its outer step under way (SIGTERM), writes the
-# optimizer it has and resumes from its checkpoint the next time), eval, ood, evallarge,
+# optimizer it has and resumes from its checkpoint the next time), select (`lopt select`
+# on each run's snapshots), eval, ood, evallarge,
 # pack (RUNS_DIR's result files, without checkpoints and buffers, into
 # $OUT/study.tar.gz). Default: train eval ood evallarge pack.
 # Env: LOPT_STUDY_RUNS ("variant:seed ..."), LOPT_STUDY_DEVICE (cuda),
@@ -25,7 +26,8 @@
 # inference schedules meta-tested), LOPT_STUDY_EVAL_SEEDS, LOPT_STUDY_EVAL_TAG (a suffix of
 # the eval folders, e.g. _6seeds), LOPT_STUDY_ADAMW_LRS ("1e-3 3e-3": the AdamW grid of every
 # meta-test instead of the jobs'; LOPT_STUDY_ADAMW_LRS_OOD_RESNET etc. for one job),
-# LOPT_STUDY_OOD_VARIANTS ("variant[:seed] ..."), LOPT_STUDY_OOD_STEPS,
+# LOPT_STUDY_SELECT_SEEDS (4), LOPT_STUDY_SELECT_OPTIONS (--lopt-options of select),
+# LOPT_STUDY_EVAL_FILE (selected: eval meets optimizer.selected.lopt), LOPT_STUDY_OOD_VARIANTS ("variant[:seed] ..."), LOPT_STUDY_OOD_STEPS,
 # LOPT_STUDY_OOD_SCHEDULES (warmup cosine: ood_<task>/ and ood_<task>_cosine/),
 # LOPT_STUDY_WIDE ("width:steps ..."), LOPT_STUDY_WIDE_LRS, LOPT_STUDY_SCALE=cpu (the
 # study shrunk for a 2-core CPU: 8x8 images, widths / 4, 1,000 outer steps).
@@ -115,13 +117,14 @@ for phase in $phases; do
       pids=()
       for r in $list; do
         v=${r%:*} dir=$runs/${r/:/_s}
-        [ -f "$dir/optimizer.lopt" ] || { echo "$r: not trained"; continue; }
+        file=$dir/optimizer${LOPT_STUDY_EVAL_FILE:+.$LOPT_STUDY_EVAL_FILE}.lopt
+        [ -f "$file" ] || { echo "$r: no $file"; continue; }
         job=$(job_of "$v")
         for name in ${LOPT_STUDY_SCHEDULES:-warmup cosine}; do
           opts=$(schedule_options "$name") || exit 2
           ev=eval_$name${LOPT_STUDY_EVAL_TAG:-}
           [ -f "$dir/$ev/report.json" ] && continue
-          "$lopt" eval --optimizer "$dir/optimizer.lopt" --job "$job" --device "$device" \
+          "$lopt" eval --optimizer "$file" --job "$job" --device "$device" \
             --lopt-options "$opts" ${LOPT_STUDY_EVAL_SEEDS:+--seeds $LOPT_STUDY_EVAL_SEEDS} \
             --out "$dir/$ev" --no-progress >"$dir.$ev.log" 2>&1 &
           pids+=($!)
@@ -131,6 +134,26 @@ for phase in $phases; do
       for r in $list; do
         dir=$runs/${r/:/_s}
         [ -f "$dir/eval_warmup/table.txt" ] && { echo "--- $r"; cat "$dir/eval_warmup/table.txt"; }
+      done ;;
+    select)
+      # Meta-validation of each run's snapshots (budget.snapshot_every):
+      # `lopt select` keeps the best as optimizer.selected.lopt, on validation
+      # seeds of its own (the job's seed + 2000003, the same for every run);
+      # LOPT_STUDY_EVAL_FILE=selected meta-tests that file.
+      pids=()
+      for r in $list; do
+        v=${r%:*} dir=$runs/${r/:/_s}
+        [ -d "$dir/snapshots" ] || { echo "$r: no snapshots"; continue; }
+        [ -f "$dir/select/selection.json" ] && continue
+        "$lopt" select --run "$dir" --job "$(job_of "$v")" --device "$device" \
+          --seeds "${LOPT_STUDY_SELECT_SEEDS:-4}" ${LOPT_STUDY_SELECT_OPTIONS:+--lopt-options "$LOPT_STUDY_SELECT_OPTIONS"} \
+          --threads 2 --no-progress >"$dir.select.log" 2>&1 &
+        pids+=($!)
+      done
+      wait "${pids[@]}" 2>/dev/null
+      for r in $list; do
+        dir=$runs/${r/:/_s}
+        [ -f "$dir.select.log" ] && { echo "--- $r"; cat "$dir.select.log"; }
       done ;;
     ood)
       # Out of distribution on the device: the GPT-style byte_lm (and the
