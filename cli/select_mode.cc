@@ -17,7 +17,7 @@ namespace lopt {
 namespace {
 
 constexpr char kSelectUsage[] = R"(usage:
-  lopt select --run DIR [--job FILE] [--steps N] [--seeds N] [--device cpu|cuda[:N]]
+  lopt select --run DIR [FILE...] [--job FILE] [--steps N] [--seeds N] [--device cpu|cuda[:N]]
               [--lopt-options TEXT] [--threads N] [--no-progress]
 
 Meta-validation of a run's snapshots. A job with budget { snapshot_every: N }
@@ -31,6 +31,11 @@ best -- fewest diverged seeds, then fewest whose loss climbs back, then the
 lowest mean final train loss -- is copied to DIR/optimizer.selected.lopt;
 DIR/select/selection.csv and selection.json hold every candidate's figures.
 Only training losses decide: the test split stays for lopt eval.
+
+With FILEs (e.g. several meta-training seeds' optimizer.lopt), those are the
+candidates instead, and DIR receives select/ and optimizer.selected.lopt; a
+candidate is named by its folder where its file is optimizer*.lopt. The
+candidates must share their options (lopt inspect shows them).
 
   --job FILE           the task to validate on (default: the run's job)
   --lopt-options TEXT  options every candidate runs with, as lopt eval's (select
@@ -46,7 +51,7 @@ int RunSelectCommand(int argc, char** argv) {
                       {"no-progress", "help"});
   if (!f.ok()) return Fail(f.status());
   if (f->Has("help")) return std::printf("%s", kSelectUsage), 0;
-  if (!f->Has("run") || !f->positional.empty())
+  if (!f->Has("run"))
     return Fail(absl::InvalidArgumentError(absl::StrCat("lopt select needs --run DIR\n", kSelectUsage)));
   SelectOptions o;
   auto steps = f->GetInt("steps", 0);
@@ -60,6 +65,7 @@ int RunSelectCommand(int argc, char** argv) {
   o.seeds = *seeds;
   o.device = f->Get("device", "cpu");
   o.lopt_options = f->Get("lopt-options");
+  o.files = f->positional;
   if (f->Has("job")) {
     auto job = LoadJobFile(f->Get("job"));
     if (!job.ok()) return Fail(job.status());

@@ -5,6 +5,9 @@
 #include <filesystem>
 #include <map>
 
+#include <google/protobuf/util/message_differencer.h>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/elo/evaluation_report.h"
@@ -62,15 +65,17 @@ absl::StatusOr<SelectOutcome> SelectFromRun(const std::string& run_dir, const Se
   namespace fs = std::filesystem;
   // The snapshots by outer step, then the run's own file (often the last
   // snapshot's theta too: it is then left out as a duplicate).
-  std::vector<std::string> paths;
+  std::vector<std::string> paths = o.files;
   std::error_code ec;
   const fs::path snaps = fs::path(run_dir) / "snapshots";
-  if (fs::is_directory(snaps, ec))
-    for (const auto& e : fs::directory_iterator(snaps, ec))
-      if (e.path().extension() == ".lopt") paths.push_back(e.path().string());
-  std::sort(paths.begin(), paths.end());
-  const std::string final_path = run_dir + "/optimizer.lopt";
-  if (FileExists(final_path)) paths.push_back(final_path);
+  const std::string final_path = o.files.empty() ? run_dir + "/optimizer.lopt" : "";
+  if (o.files.empty()) {
+    if (fs::is_directory(snaps, ec))
+      for (const auto& e : fs::directory_iterator(snaps, ec))
+        if (e.path().extension() == ".lopt") paths.push_back(e.path().string());
+    std::sort(paths.begin(), paths.end());
+    if (FileExists(final_path)) paths.push_back(final_path);
+  }
   if (paths.empty())
     return absl::NotFoundError(absl::StrCat(
         run_dir, " has neither snapshots/*.lopt nor optimizer.lopt: train with "
@@ -82,6 +87,10 @@ absl::StatusOr<SelectOutcome> SelectFromRun(const std::string& run_dir, const Se
     if (!t.ok()) return t.status();
     const bool is_final = p == final_path;
     std::string name = is_final ? "optimizer" : fs::path(p).stem().string();
+    if (!o.files.empty() && absl::StartsWith(name, "optimizer"))
+      name = fs::path(p).parent_path().filename().string();
+    for (const Candidate& c : cands)
+      if (c.name == name) name = absl::StrCat(name, "#", cands.size());
     if (is_final && !cands.empty() &&
         cands.back().file.file.outer_step() == t->file.outer_step() &&
         torch::equal(cands.back().file.theta, t->theta))
@@ -90,6 +99,11 @@ absl::StatusOr<SelectOutcome> SelectFromRun(const std::string& run_dir, const Se
       return absl::InvalidArgumentError(absl::StrCat(
           p, " holds a theta of ", t->theta.numel(), " values where ", cands.front().path, " has ",
           cands.front().file.theta.numel(), ": the candidates of one run share an architecture"));
+    if (!cands.empty() && !google::protobuf::util::MessageDifferencer::Equals(
+                              t->file.options(), cands.front().file.file.options()))
+      return absl::InvalidArgumentError(absl::StrCat(
+          p, " has other options than ", cands.front().path,
+          " (lopt inspect shows them): validate optimizers of different options separately"));
     cands.push_back({std::move(name), p, std::move(*t)});
   }
   if (cands.size() > 64)

@@ -48,6 +48,10 @@ struct SelectOptions {
   // The job whose task to validate on (lopt select --job, checked at the
   // door); unset: the job the run's optimizer.lopt was trained with.
   std::optional<v1::JobSpec> job;
+  // Candidates named by file (several runs' optimizers, e.g. one a
+  // meta-training seed) instead of DIR's snapshots; a candidate is named by
+  // its file's stem, or its folder's name where the stem is "optimizer".
+  std::vector<std::string> files;
   std::function<void(int64_t, int64_t)> progress;
 };
 
@@ -58,8 +62,8 @@ struct SelectOutcome {
   std::string selected_path;  // RUN/optimizer.selected.lopt
 };
 
-// Validates RUN/snapshots/*.lopt and RUN/optimizer.lopt (those of one
-// architecture) on `seeds` fresh optimizees each, at once (RunThetaSweep),
+// Validates RUN/snapshots/*.lopt and RUN/optimizer.lopt, or o.files (of one
+// architecture and the same options) on `seeds` fresh optimizees each, at once (RunThetaSweep),
 // with the job's seed + 2000003 (neither meta-training's nor lopt eval's
 // seeds + 1000003); writes RUN/select/selection.csv and selection.json and
 // copies the best file to RUN/optimizer.selected.lopt.

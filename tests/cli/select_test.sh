@@ -32,6 +32,15 @@ grep -q "\"selected\": \"$best\"" "$WORK/run/select/selection.json" || fail "sel
 "$LOPT" eval --optimizer "$WORK/run/optimizer.selected.lopt" --steps 20 --seeds 1 --threads 1 \
   --out "$WORK/eval" --no-progress >"$WORK/eval.out" 2>&1 || fail "lopt eval of the selected file failed"
 
+# Candidates named by file (several runs' optimizers): named by their folder where the file
+# is optimizer.lopt, written to the --run directory.
+"$LOPT" select --run "$WORK/pick" "$WORK/run/optimizer.lopt" "$WORK/run/snapshots/step_000002.lopt" \
+  --seeds 2 --steps 30 --threads 1 --no-progress >"$WORK/files.out" 2>&1 || fail "lopt select FILE... failed"
+expect files "30 steps x 2 seeds (seed 2000004), 2 candidates"
+expect files "^. run  *6 "
+expect files "^. step_000002  *2 "
+[ -f "$WORK/pick/optimizer.selected.lopt" ] && [ -f "$WORK/pick/select/selection.csv" ] || fail "no files in --run"
+
 # What a user gets wrong.
 "$LOPT" select --run "$WORK/nothing" >"$WORK/missing.out" 2>&1 && fail "select on a missing run succeeded"
 expect missing "neither snapshots/\*.lopt nor optimizer.lopt: train with budget { snapshot_every: N }"

@@ -159,6 +159,17 @@ TEST(Selection, KeepsTheSnapshotThatTrainsBestAndWritesWhatItMeasured) {
   EXPECT_NE(ReadFile(run + "/select/selection.json").value().find("\"selected\": \"step_000002\""),
             std::string::npos);
 
+  // Candidates of other options are refused: one sweep runs one spec.
+  v1::OptimizerFile other = file;
+  other.mutable_options()->set_step_mult(0.5f);
+  ASSERT_TRUE(SaveOptimizerFile(run + "/other.lopt", other, good).ok());
+  SelectOptions files = o;
+  files.files = {run + "/snapshots/step_000002.lopt", run + "/other.lopt"};
+  auto mixed = SelectFromRun(TestDir("select_mixed"), files);
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_NE(std::string(mixed.status().message()).find("has other options than"), std::string::npos)
+      << mixed.status();
+
   // A run without candidates says how to get them.
   ASSERT_TRUE(MakeDirs(TestDir("select_empty")).ok());
   auto none = SelectFromRun(TestDir("select_empty"), o);
