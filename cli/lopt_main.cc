@@ -210,7 +210,7 @@ absl::Status EvalLhopt(const v1::JobSpec& job, const std::string& controller_pat
   c.steps = *steps;
   c.seeds = *seeds;
   c.record_every = std::min<int64_t>(job.eval().record_every(), c.steps);
-  c.seed = job.seed() + 1000003;
+  c.seed = job.seed() + kMetaTestSeedOffset;
   c.adamw_lrs.assign(job.eval().adamw_lrs().begin(), job.eval().adamw_lrs().end());
   c.adamw_weight_decay = job.eval().adamw_weight_decay();
   std::vector<NamedController> controllers;
@@ -372,7 +372,7 @@ int Main(int argc, char** argv) {
     auto task = MakeTask(job->task(), job->seed(), *device);
     if (!task.ok()) return Fail(task.status());
     auto sched = RecordSchedule(**task, *c->policy, *c->normalizer, *steps, *decisions,
-                                job->seed() + 1000003);
+                                job->seed() + kMetaTestSeedOffset);
     if (!sched.ok()) return Fail(sched.status());
     sched->set_controller(f->Get("controller"));
     sched->set_created_at(c->file.created_at());

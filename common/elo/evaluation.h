@@ -22,6 +22,12 @@
 
 namespace lopt {
 
+// The seeds of a job's fresh optimizees (MetaTestConfig::seed = job seed +
+// offset): lopt eval's meta-test, and lopt select's validation, which the
+// meta-test never sees. Meta-training's own tasks use the job seed itself.
+inline constexpr uint64_t kMetaTestSeedOffset = 1000003;
+inline constexpr uint64_t kValidationSeedOffset = 2000003;
+
 struct MetaTestConfig {
   int64_t steps = 1000;
   int64_t seeds = 3;

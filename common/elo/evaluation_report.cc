@@ -321,27 +321,35 @@ absl::StatusOr<std::string> RunAndWriteMetaTest(const v1::JobSpec& job,
   return std::move(outcome->table);
 }
 
-absl::StatusOr<MetaTestOutcome> RunAndWriteMetaTest(const v1::JobSpec& job,
-                                                    const TrainedOptimizer& trained,
-                                                    const std::string& out_dir,
-                                                    const MetaTestOptions& o) {
-  const int64_t steps = o.steps > 0 ? o.steps : EvalSteps(job);
-  const int64_t seeds = o.seeds > 0 ? o.seeds : job.eval().seeds();
-  if (steps <= 0 || seeds <= 0) return absl::InvalidArgumentError("--steps and --seeds must be > 0");
-  auto device = ParseDevice(o.device);
-  if (!device.ok()) return device.status();
-  auto task = MakeTask(job.task(), job.seed(), *device);
+absl::StatusOr<MetaTestSetup> MakeMetaTestSetup(const v1::JobSpec& job, int64_t steps, int64_t seeds,
+                                                const std::string& device, uint64_t seed_offset) {
+  MetaTestSetup s;
+  MetaTestConfig& c = s.config;
+  c.steps = steps > 0 ? steps : EvalSteps(job);
+  c.seeds = seeds > 0 ? seeds : job.eval().seeds();
+  if (c.steps <= 0 || c.seeds <= 0) return absl::InvalidArgumentError("--steps and --seeds must be > 0");
+  auto dev = ParseDevice(device);
+  if (!dev.ok()) return dev.status();
+  auto task = MakeTask(job.task(), job.seed(), *dev);
   if (!task.ok()) return task.status();
-
-  MetaTestConfig c;
-  c.steps = steps;
-  c.seeds = seeds;
+  s.task = std::move(*task);
   c.adamw_lrs.assign(job.eval().adamw_lrs().begin(), job.eval().adamw_lrs().end());
   c.adamw_weight_decay = job.eval().adamw_weight_decay();
   c.adamw_cosine = job.eval().adamw_cosine();
   c.record_every = std::min<int64_t>(job.eval().record_every(), c.steps);
   c.test_every = job.eval().test_every();
-  c.seed = job.seed() + 1000003;  // fresh optimizees, not meta-training's
+  c.seed = job.seed() + seed_offset;
+  return s;
+}
+
+absl::StatusOr<MetaTestOutcome> RunAndWriteMetaTest(const v1::JobSpec& job,
+                                                    const TrainedOptimizer& trained,
+                                                    const std::string& out_dir,
+                                                    const MetaTestOptions& o) {
+  auto setup = MakeMetaTestSetup(job, o.steps, o.seeds, o.device, kMetaTestSeedOffset);
+  if (!setup.ok()) return setup.status();
+  std::unique_ptr<Task>& task = setup->task;
+  const MetaTestConfig& c = setup->config;
 
   // The untrained optimizer is the theta meta-training started from.
   std::vector<NamedLopt> lopts = {
@@ -352,7 +360,7 @@ absl::StatusOr<MetaTestOutcome> RunAndWriteMetaTest(const v1::JobSpec& job,
     if (!spec.ok()) return spec.status();
     lopts.push_back({"lopt_scheduled", *spec, trained.theta});
   }
-  MetaTestReport report = RunMetaTest(**task, c, lopts, o.progress);
+  MetaTestReport report = RunMetaTest(*task, c, lopts, o.progress);
   MetaTestOutcome out;
   out.runs = int64_t(report.runs.size());
   for (const auto& r : report.runs) out.diverged += r.diverged;

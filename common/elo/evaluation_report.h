@@ -3,6 +3,8 @@
 // report.json, curves.csv, test_curves.csv, curves.png and table.txt.
 #pragma once
 
+#include <memory>
+
 #include <cstdint>
 #include <string>
 
@@ -48,6 +50,16 @@ ClimbBack ClimbedBack(const std::vector<const MetaTestRun*>& runs, int64_t recor
 // steps/seeds <= 0 take the job's; `lopt_options` (text, may be empty) adds
 // the trained optimizer with those options as "lopt_scheduled".
 // `progress(done, total)` may throw to abandon the meta-test.
+// The task and config of a meta-test of `job` (its eval section: the AdamW
+// grid, record and test periods) with `steps` and `seeds` (<= 0: the job's)
+// on `device`, its optimizees seeded job seed + `seed_offset`.
+struct MetaTestSetup {
+  std::unique_ptr<Task> task;
+  MetaTestConfig config;
+};
+absl::StatusOr<MetaTestSetup> MakeMetaTestSetup(const v1::JobSpec& job, int64_t steps, int64_t seeds,
+                                                const std::string& device, uint64_t seed_offset);
+
 struct MetaTestOptions {
   int64_t steps = 0;
   int64_t seeds = 0;

@@ -112,31 +112,25 @@ absl::StatusOr<SelectOutcome> SelectFromRun(const std::string& run_dir, const Se
                  "fewer snapshots: a larger budget.snapshot_every)"));
 
   const v1::JobSpec job = o.job ? *o.job : cands.back().file.file.job();
-  const int64_t steps = o.steps > 0 ? o.steps : EvalSteps(job);
-  if (steps <= 0 || o.seeds <= 0) return absl::InvalidArgumentError("--steps and --seeds must be > 0");
+  if (o.seeds <= 0) return absl::InvalidArgumentError("--seeds must be > 0");
+  auto setup = MakeMetaTestSetup(job, o.steps, o.seeds, o.device, kValidationSeedOffset);
+  if (!setup.ok()) return setup.status();
+  MetaTestConfig& c = setup->config;
+  c.test_every = 0;  // training losses decide; the test split is lopt eval's
+  const int64_t steps = c.steps;
   v1::LearnedOptimizerSpec spec = cands.back().file.file.options();
   if (!o.lopt_options.empty()) {
     auto merged = MergeLoptOptions(spec, o.lopt_options);
     if (!merged.ok()) return merged.status();
     spec = *merged;
   }
-  auto device = ParseDevice(o.device);
-  if (!device.ok()) return device.status();
-  auto task = MakeTask(job.task(), job.seed(), *device);
-  if (!task.ok()) return task.status();
-
-  MetaTestConfig c;
-  c.steps = steps;
-  c.seeds = o.seeds;
-  c.record_every = std::min<int64_t>(job.eval().record_every(), c.steps);
-  c.seed = job.seed() + 2000003;  // validation seeds: not lopt eval's (+1000003)
   std::vector<std::pair<std::string, torch::Tensor>> thetas;
   std::vector<std::string> names;
   for (const Candidate& cand : cands) {
     thetas.emplace_back(cand.name, cand.file.theta);
     names.push_back(cand.name);
   }
-  auto report = RunThetaSweep(**task, c, spec, thetas, o.progress);
+  auto report = RunThetaSweep(*setup->task, c, spec, thetas, o.progress);
   if (!report.ok()) return report.status();
 
   SelectOutcome out;

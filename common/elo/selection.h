@@ -64,8 +64,8 @@ struct SelectOutcome {
 
 // Validates RUN/snapshots/*.lopt and RUN/optimizer.lopt, or o.files (of one
 // architecture and the same options) on `seeds` fresh optimizees each, at once (RunThetaSweep),
-// with the job's seed + 2000003 (neither meta-training's nor lopt eval's
-// seeds + 1000003); writes RUN/select/selection.csv and selection.json and
+// with the job's seed + kValidationSeedOffset (neither meta-training's nor
+// lopt eval's seeds); writes RUN/select/selection.csv and selection.json and
 // copies the best file to RUN/optimizer.selected.lopt.
 absl::StatusOr<SelectOutcome> SelectFromRun(const std::string& run_dir, const SelectOptions& o);
 

@@ -34,7 +34,7 @@ TEST(DefaultJob, TrainedOptimizerBeatsUntrainedTeacherAndBestConstantAdamWAtTenT
   c.steps = EvalSteps(job);
   c.seeds = 3;
   c.adamw_lrs = {3e-2f, 2e-2f, 1e-2f, 7e-3f, 1e-3f};
-  c.seed = job.seed() + 1000003;
+  c.seed = job.seed() + kMetaTestSeedOffset;
   MetaTestReport r = RunMetaTest(*task, c,
                                  {{"lopt", job.lopt(), trained.theta},
                                   {"lopt_untrained", job.lopt(), InitialTheta(job)}});
