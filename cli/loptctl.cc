@@ -9,6 +9,8 @@
 #include <sstream>
 #include <thread>
 
+#include <google/protobuf/text_format.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -332,6 +334,26 @@ int main(int argc, char** argv) {
       if (auto w = lopt::WriteFileAtomically(out + "/" + file, bytes); !w.ok())
         return Fail(std::string(w.message()));
       wrote.push_back(file);
+    }
+    // The snapshots its job keeps (budget.snapshot_every), for `lopt select --run OUT`.
+    lopt::v1::JobSpec job;
+    auto job_text = lopt::ReadFile(out + "/job.textproto");
+    if (job_text.ok() && google::protobuf::TextFormat::ParseFromString(*job_text, &job) &&
+        job.budget().snapshot_every() > 0) {
+      const int64_t every = job.budget().snapshot_every(), last = job.budget().outer_steps();
+      int kept = 0;
+      for (int64_t step = every; step <= last + every - 1; step += every) {
+        const std::string file = absl::StrFormat("snapshots/step_%06d.lopt", std::min(step, last));
+        grpc::Status s = fetch(file, &bytes);
+        if (s.error_code() == grpc::StatusCode::NOT_FOUND) continue;  // not (yet) there
+        if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) break;  // an older learner
+        if (!s.ok()) return FailRpc(s);
+        if (auto w = lopt::MakeDirs(out + "/snapshots"); !w.ok()) return Fail(std::string(w.message()));
+        if (auto w = lopt::WriteFileAtomically(out + "/" + file, bytes); !w.ok())
+          return Fail(std::string(w.message()));
+        ++kept;
+      }
+      if (kept > 0) wrote.push_back(absl::StrCat("snapshots/ (", kept, ")"));
     }
     printf("wrote %s/: %s\n", out.c_str(), absl::StrJoin(wrote, ", ").c_str());
     return 0;

@@ -5,11 +5,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <random>
 #include <set>
 #include <tuple>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/lhopt/lhopt_wire.h"
@@ -374,9 +376,14 @@ absl::StatusOr<std::string> JobManager::ExportFile(const std::string& id, const 
       "job.textproto",    "summary.json",     "metrics.csv",           "training.png",
       "rewards.png",      "yardstick.csv",    "eval/report.json",      "eval/curves.csv",
       "eval/test_curves.csv", "eval/curves.png", "eval/table.txt"};
-  if (!kFiles.count(file)) {
+  // A snapshot of budget.snapshot_every: "snapshots/step_" six digits ".lopt".
+  const bool snapshot = file.size() == 26 && absl::StartsWith(file, "snapshots/step_") &&
+                        absl::EndsWith(file, ".lopt") &&
+                        std::all_of(file.begin() + 15, file.begin() + 21, ::isdigit);
+  if (!kFiles.count(file) && !snapshot) {
     std::string names;
     for (const auto& f : kFiles) absl::StrAppend(&names, names.empty() ? "" : ", ", f);
+    absl::StrAppend(&names, ", snapshots/step_NNNNNN.lopt");
     return absl::InvalidArgumentError(
         absl::StrCat("no file '", file, "' to export; a job's files: ", names));
   }

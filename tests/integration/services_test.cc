@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "cli/local_mode.h"
@@ -219,7 +220,8 @@ TEST(Services, AJobLeavesTheRunDirectoryOfALocalRunAndExportsIt) {
   c.StartWorker("w1");
   const int kSteps = 6;
   std::string out;
-  std::string id = c.Submit(JobText("rundir", kSteps, 1, 0, 2) +
+  std::string id = c.Submit(absl::StrReplaceAll(JobText("rundir", kSteps, 1, 0, 2),
+                                                {{"checkpoint_every: 2", "checkpoint_every: 2 snapshot_every: 4"}}) +
                                 "eval { steps: 40 seeds: 2 record_every: 10 test_every: 20 "
                                 "adamw_lrs: 0.01 }\n",
                             /*watch=*/true, &out);
@@ -248,6 +250,15 @@ TEST(Services, AJobLeavesTheRunDirectoryOfALocalRunAndExportsIt) {
         << f;
   }
   ExpectOneRowAnOuterStep(e + "/metrics.csv", kSteps);
+  // The snapshots of budget.snapshot_every (4 of 6 steps): step 4 and the last, as the learner
+  // kept them, for `lopt select --run` on the exported directory.
+  for (int step : {4, 6}) {
+    const std::string f = absl::StrFormat("snapshots/step_%06d.lopt", step);
+    EXPECT_EQ(lopt::ReadFile(e + "/" + f).value_or("a"), lopt::ReadFile(dir + "/" + f).value_or("b")) << f;
+    EXPECT_EQ(LoadOptimizerFile(e + "/" + f).value().file.outer_step(), step);
+  }
+  EXPECT_FALSE(lopt::FileExists(e + "/snapshots/step_000002.lopt"));
+  EXPECT_NE(text.find("snapshots/ (2)"), std::string::npos) << text;
   EXPECT_FALSE(lopt::FileExists(e + "/rewards.png")) << "an ELO job has no LHOPT plot";
   // summary.json: how the job ended, with local mode's keys for its figures.
   const std::string summary = lopt::ReadFile(e + "/summary.json").value_or("");
