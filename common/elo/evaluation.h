@@ -13,10 +13,9 @@
 #include <utility>
 #include <vector>
 
-#include "absl/status/statusor.h"
-
 #include <torch/types.h>
 
+#include "absl/status/statusor.h"
 #include "common/elo/small_fc_lopt.h"
 #include "common/tasks/task.h"
 

@@ -3,9 +3,8 @@
 // report.json, curves.csv, test_curves.csv, curves.png and table.txt.
 #pragma once
 
-#include <memory>
-
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <functional>
@@ -43,13 +42,6 @@ struct ClimbBack {
 ClimbBack ClimbedBack(const std::vector<const MetaTestRun*>& runs, int64_t record_every,
                       double factor = 1.5);
 
-// `lopt eval`: trains fresh optimizees of `job`'s task with the optimizer of
-// `optimizer_path`, with the untrained one (the theta its meta-training
-// started from) and with AdamW over job.eval's grid, and writes the report
-// into `out_dir` (WriteMetaTestReport, the horizon from the optimizer's job).
-// steps/seeds <= 0 take the job's; `lopt_options` (text, may be empty) adds
-// the trained optimizer with those options as "lopt_scheduled".
-// `progress(done, total)` may throw to abandon the meta-test.
 // The task and config of a meta-test of `job` (its eval section: the AdamW
 // grid, record and test periods) with `steps` and `seeds` (<= 0: the job's)
 // on `device`, its optimizees seeded job seed + `seed_offset`.
@@ -60,6 +52,13 @@ struct MetaTestSetup {
 absl::StatusOr<MetaTestSetup> MakeMetaTestSetup(const v1::JobSpec& job, int64_t steps, int64_t seeds,
                                                 const std::string& device, uint64_t seed_offset);
 
+// `lopt eval`: trains fresh optimizees of `job`'s task with the optimizer of
+// `optimizer_path`, with the untrained one (the theta its meta-training
+// started from) and with AdamW over job.eval's grid, and writes the report
+// into `out_dir` (WriteMetaTestReport, the horizon from the optimizer's job).
+// steps/seeds <= 0 take the job's; `lopt_options` (text, may be empty) adds
+// the trained optimizer with those options as "lopt_scheduled".
+// `progress(done, total)` may throw to abandon the meta-test.
 struct MetaTestOptions {
   int64_t steps = 0;
   int64_t seeds = 0;
